@@ -1,0 +1,25 @@
+# cart-cohort: single-cell CAR-T cohort analysis (scRNA-seq + scTCR-seq).
+# Run with `make run` (demo cohort) or
+#   snakemake --cores 2 -s /path/to/Snakefile -d /your/project --configfile your/config.yaml
+
+
+configfile: os.path.join(workflow.basedir, "config", "config.yaml")
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/load.smk"
+include: "workflow/rules/qc.smk"
+include: "workflow/rules/integrate.smk"
+include: "workflow/rules/clonotypes.smk"
+include: "workflow/rules/annotate.smk"
+include: "workflow/rules/associate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        all_outputs(),
+    default_target: True

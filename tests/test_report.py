@@ -1,0 +1,86 @@
+"""Unit tests of the report step's library: overview page, provenance, stable tables."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cartcohort.provenance import build_provenance, config_hash, env_packages, sha256_path
+from cartcohort.report import overview_html, skipped_analyses
+from cartcohort.tables import read_table, write_table
+
+
+def test_write_table_is_byte_stable_and_sorted(tmp_path):
+    df = pd.DataFrame({"b": [2, 1, 3], "x": [1 / 3, np.nan, 2.0]})
+    write_table(df, tmp_path / "a.tsv", sort_by=["b"])
+    write_table(df.sample(frac=1, random_state=1), tmp_path / "b.tsv", sort_by=["b"])
+    assert (tmp_path / "a.tsv").read_bytes() == (tmp_path / "b.tsv").read_bytes()
+    assert (tmp_path / "a.tsv").read_text() == "b\tx\n1\tNA\n2\t0.333333\n3\t2\n"
+    back = read_table(tmp_path / "a.tsv")
+    assert back["x"].isna().tolist() == [True, False, False]
+
+
+def test_write_table_gzip_has_no_timestamp(tmp_path):
+    df = pd.DataFrame({"a": [1, 2]})
+    write_table(df, tmp_path / "a.tsv.gz")
+    first = (tmp_path / "a.tsv.gz").read_bytes()
+    write_table(df, tmp_path / "a.tsv.gz")
+    assert first == (tmp_path / "a.tsv.gz").read_bytes()
+    assert gzip.decompress(first).decode() == "a\n1\n2\n"
+
+
+def test_sha256_of_file_and_folder(tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "x.txt").write_bytes(b"abc")
+    assert sha256_path(tmp_path / "d" / "x.txt") == hashlib.sha256(b"abc").hexdigest()
+    h1 = sha256_path(tmp_path / "d")
+    (tmp_path / "d" / "x.txt").write_bytes(b"abd")
+    assert sha256_path(tmp_path / "d") != h1
+
+
+def test_config_hash_ignores_key_order():
+    assert config_hash({"a": 1, "b": [1, 2]}) == config_hash({"b": [1, 2], "a": 1})
+    assert config_hash({"a": 1}) != config_hash({"a": 2})
+
+
+def test_env_packages_reads_conda_and_pip_pins(tmp_path):
+    env = tmp_path / "e.yaml"
+    env.write_text("channels: [conda-forge]\ndependencies:\n  - python=3.11\n  - pip\n"
+                   "  - python-igraph=1.0.0\n  - pip:\n      - scanpy==1.11.5\n")
+    assert env_packages(env) == {"igraph": "1.0.0", "scanpy": "1.11.5"}
+    env.write_text("dependencies:\n  - scanpy\n")
+    with pytest.raises(ValueError, match="not pinned"):
+        env_packages(env)
+
+
+def test_build_provenance_records_inputs_and_versions(tmp_path):
+    f = tmp_path / "s.tsv"
+    f.write_text("x")
+    rec = build_provenance(config={"seed": 3}, input_files={"sheet": str(f)},
+                           step_versions={"qc": {"scanpy": "1.11.5"}}, workflow_dir=tmp_path)
+    assert rec["seed"] == 3
+    assert rec["inputs"]["sheet"]["sha256"] == hashlib.sha256(b"x").hexdigest()
+    assert rec["software"]["qc"]["scanpy"] == "1.11.5"
+    assert rec["git_commit"] is None  # not a git repository
+    json.dumps(rec)
+
+
+def test_overview_lists_skipped_samples_and_analyses():
+    qc = pd.DataFrame({"sample": ["A", "B"], "compartment": ["product", "PB"],
+                       "n_cells_in": [100, 50], "n_cells_out": [90, 0],
+                       "sample_excluded": [False, True],
+                       "exclusion_reason": ["", "0 cells passed QC (< 50)"]})
+    assoc = pd.DataFrame({"feature": ["all"], "test": ["skipped"],
+                          "note": ["only one response group"]})
+    skipped = skipped_analyses(qc_samples=qc, association=assoc, excluded_by_config=["C"],
+                               extra_notes={"CAR+ calls": "no CAR feature"})
+    assert list(skipped["what"]) == ["sample C", "sample B", "association: all", "CAR+ calls"]
+    page = overview_html(qc_samples=qc, clinical=pd.DataFrame({"patient": ["p1"], "response": ["CR"]}),
+                         skipped=skipped)
+    assert "<b>150</b> cells loaded" in page and "<b>90</b> cells kept" in page
+    assert "only one response group" in page

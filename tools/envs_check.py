@@ -1,0 +1,59 @@
+"""make envs-check: prove each step's environment is sufficient on its own.
+
+For every envs/<step>.yaml, build a separate venv from PyPI with only that env's pip
+packages (constrained by requirements.lock, so transitive versions match the tested
+set) plus pytest, then run that step's unit tests inside it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "workflow" / "scripts"))
+from cartcohort.provenance import env_packages  # noqa: E402
+
+STEP_TESTS = {
+    "load": ["tests/test_sheets.py", "tests/test_io.py"],
+    "qc": ["tests/test_qc.py"],
+    "integrate": ["tests/test_integrate.py"],
+    "clonotypes": ["tests/test_clonotypes.py"],
+    "annotate": ["tests/test_annotate.py"],
+    "associate": ["tests/test_features.py", "tests/test_associate.py"],
+    "report": ["tests/test_report.py"],
+}
+
+
+def main(steps: list[str]) -> int:
+    root = Path(sys.argv[0]).resolve().parents[1] / ".envs-check"
+    failures = []
+    pytest_pin = next(l for l in (REPO / "requirements.lock").read_text().splitlines()
+                      if l.lower().startswith("pytest=="))
+    for step in steps or list(STEP_TESTS):
+        pins = env_packages(REPO / "envs" / f"{step}.yaml")
+        env_dir = root / step
+        if not (env_dir / "bin" / "python").exists():
+            venv.create(env_dir, with_pip=True)
+        py = str(env_dir / "bin" / "python")
+        reqs = [f"{k}=={v}" for k, v in sorted(pins.items())] + [pytest_pin]
+        print(f"== {step}: installing {len(pins)} packages", flush=True)
+        subprocess.run([py, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                        "-c", str(REPO / "requirements.lock"), *reqs], check=True)
+        tests = [t for t in STEP_TESTS[step] if (REPO / t).exists()]
+        print(f"== {step}: running {' '.join(tests)} in its own env", flush=True)
+        rc = subprocess.run([py, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
+                            cwd=REPO).returncode
+        if rc != 0:
+            failures.append(step)
+    if failures:
+        print(f"envs-check FAILED for: {', '.join(failures)}")
+        return 1
+    print("envs-check: every step's tests pass in its own environment")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

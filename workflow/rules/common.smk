@@ -1,0 +1,156 @@
+import copy
+import re
+import os
+import sys
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+# The library package lives next to the entry scripts.
+sys.path.insert(0, os.path.join(workflow.basedir, "workflow", "scripts"))
+
+from cartcohort import sheets  # noqa: E402
+from cartcohort.errors import InputError  # noqa: E402
+
+WORKFLOW_DIR = workflow.basedir
+
+
+validate(config, schema="../../config/schemas/config.schema.yaml")
+
+
+def _config_path(value):
+    """Resolve a path from the config: working directory first, then the workflow folder.
+
+    Relative paths in config.yaml are meant relative to the project (working)
+    directory; the bundled defaults (demo sheets, signatures) live in the
+    workflow folder, so a path that does not exist under the working directory
+    is looked up there.
+    """
+    if os.path.isabs(value) or os.path.exists(value):
+        return os.path.abspath(value)
+    return os.path.join(WORKFLOW_DIR, value)
+
+
+config["samples"] = _config_path(config["samples"])
+config["clinical"] = _config_path(config["clinical"])
+
+try:
+    SAMPLES, CLINICAL = sheets.prepare_inputs(
+        config,
+        base_dir=".",
+        check_files=config.get("check_input_files", True),
+    )
+except InputError as err:
+    raise WorkflowError(str(err)) from None
+
+validate(SAMPLES.reset_index(), schema="../../config/schemas/samples.schema.yaml")
+validate(CLINICAL.reset_index(), schema="../../config/schemas/clinical.schema.yaml")
+
+EXCLUDED_SAMPLES = set(config.get("exclude_samples", []))
+COHORT_SAMPLES = [s for s in SAMPLES.index if s not in EXCLUDED_SAMPLES]
+PRIMARY_SAMPLES = [
+    s
+    for s in COHORT_SAMPLES
+    if SAMPLES.loc[s, "timepoint"] == config["primary_timepoint"]
+]
+INTEGRATION_METHODS = list(config["integrate"]["methods"])
+INTEGRATION_USED = config["integrate"]["use"]
+if INTEGRATION_USED not in INTEGRATION_METHODS:
+    raise WorkflowError(
+        f"config: integrate.use={INTEGRATION_USED!r} is not among integrate.methods "
+        f"{INTEGRATION_METHODS}. Fix: add it to integrate.methods or choose one of them."
+    )
+
+
+wildcard_constraints:
+    sample="|".join(re.escape(s) for s in SAMPLES.index) if len(SAMPLES) else "NONE",
+    method="|".join(INTEGRATION_METHODS),
+
+
+# ---------------------------------------------------------------- input functions
+
+
+def sample_gex(wildcards):
+    """Path of the GEX input of one library (absolute)."""
+    return SAMPLES.loc[wildcards.sample, "gex"]
+
+
+def sample_vdj(wildcards):
+    """Path of the TCR contig input of one library, as a list (empty: no TCR)."""
+    vdj = SAMPLES.loc[wildcards.sample, "vdj"]
+    return [vdj] if vdj else []
+
+
+def sample_meta(wildcards):
+    """The sample-sheet row of one library as a plain dict (no paths)."""
+    row = SAMPLES.loc[wildcards.sample]
+    meta = {k: row[k] for k in row.index if k not in ("gex", "vdj")}
+    meta["sample"] = wildcards.sample
+    return {k: (None if isinstance(v, float) and v != v else v) for k, v in meta.items()}
+
+
+def _deep_update(base, override):
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_update(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def qc_params(wildcards):
+    """QC settings of one library: config['qc'] + per-sample overrides + the
+    doublet settings of the library's compartment; `seed` added."""
+    qc = copy.deepcopy(config["qc"])
+    per_sample = qc.pop("per_sample", {}) or {}
+    doublets = qc.get("doublets", {})
+    per_compartment = doublets.pop("per_compartment", {}) or {}
+    compartment = SAMPLES.loc[wildcards.sample, "compartment"]
+    if compartment in per_compartment:
+        doublets.update(per_compartment[compartment])
+    qc["doublets"] = doublets
+    qc = _deep_update(qc, per_sample.get(wildcards.sample, {}))
+    qc["seed"] = seed()
+    return qc
+
+
+def cohort_files(pattern):
+    """`pattern` expanded over the cohort's samples (excluded samples left out)."""
+    return expand(pattern, sample=COHORT_SAMPLES)
+
+
+def primary_files(pattern):
+    """`pattern` expanded over the primary-timepoint (infusion product) samples."""
+    return expand(pattern, sample=PRIMARY_SAMPLES)
+
+
+def signatures_path():
+    """The marker-program file (user file or the bundled one)."""
+    return _config_path(config["annotate"]["signatures"])
+
+
+def seed():
+    """Master seed from the config."""
+    return int(config["seed"])
+
+
+def all_outputs():
+    """Every final output of the workflow (the `all` target)."""
+    return [
+        "results/cohort.h5mu",
+        "results/tables/cells.tsv.gz",
+        "results/tables/qc_samples.tsv",
+        "results/tables/load_samples.tsv",
+        "results/tables/integration_metrics.tsv",
+        "results/tables/clonotypes.tsv",
+        "results/tables/repertoire_samples.tsv",
+        "results/tables/clone_tracking.tsv",
+        "results/tables/sample_features.tsv",
+        "results/tables/association.tsv",
+        "results/provenance.json",
+        *report_figures(),
+        *primary_files("results/scorecards/{sample}.tsv"),
+    ]
