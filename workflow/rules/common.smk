@@ -127,6 +127,15 @@ def primary_files(pattern):
     return expand(pattern, sample=PRIMARY_SAMPLES)
 
 
+def associate_params(wildcards):
+    """config['associate'] with the cohort-level settings it needs and the seed."""
+    params = copy.deepcopy(config["associate"])
+    params["responders"] = list(config["responders"])
+    params["primary_timepoint"] = str(config["primary_timepoint"])
+    params["seed"] = seed()
+    return params
+
+
 def signatures_path():
     """The marker-program file (user file or the bundled one)."""
     return _config_path(config["annotate"]["signatures"])

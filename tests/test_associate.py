@@ -1,0 +1,504 @@
+"""Tests of patient-level association, scorecards and their figures (cartcohort.associate)."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from cartcohort import associate as A
+from cartcohort import features as F
+from cartcohort.errors import CartCohortError, InputError
+from cartcohort.tables import read_table, write_table
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _feature_table(
+    n_resp: int, n_non: int, *, seed: int = 0, shift: float = 0.0, n_null: int = 2,
+    extra_samples: dict[str, int] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-sample features (one IP sample per patient) and a clinical table.
+
+    ``planted`` is shifted by ``shift`` in responders; ``null_*`` are not.
+    """
+    rng = np.random.default_rng(seed)
+    rows, clin = [], []
+    for i in range(n_resp + n_non):
+        resp = i < n_resp
+        pid = f"P{i:02d}"
+        clin.append({"patient": pid, "response": "CR" if resp else ("PD" if i % 2 else "SD"),
+                     "age": int(rng.integers(30, 75)), "sex": ("F", "M")[i % 2]})
+        for k in range((extra_samples or {}).get(pid, 1)):
+            row = {"sample": f"{pid}_IP{k or ''}", "patient": pid, "timepoint": "IP",
+                   "timepoint_day": 0.0, "compartment": "product",
+                   "n_cells": int(rng.integers(200, 400)),
+                   "planted": rng.normal(shift if resp else 0.0, 1.0)}
+            for j in range(n_null):
+                row[f"null_{j}"] = rng.normal()
+            rows.append(row)
+    return pd.DataFrame(rows), pd.DataFrame(clin)
+
+
+def _sim_cells(seed: int = 0, n_patients: int = 20, frac_longitudinal: float = 0.0):
+    from cartcohort.simulate import simulate_cohort
+
+    c = simulate_cohort(seed=seed, n_patients=n_patients, min_cells=150, max_cells=220,
+                        frac_longitudinal=frac_longitudinal, n_filler_genes=10)
+    tc = c.truth_cells
+    tc = tc[~tc["is_doublet"] & ~tc["is_low_quality"]]
+    cells = tc.merge(c.samples[["sample", "timepoint_day", "compartment"]], on="sample")
+    cells["clone_id"] = cells["clone"].where(cells["has_tcr"])
+    return cells, c
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def test_rank_biserial_known_values():
+    assert A.rank_biserial([4, 5, 6], [1, 2, 3]) == 1.0
+    assert A.rank_biserial([1, 2, 3], [4, 5, 6]) == -1.0
+    assert A.rank_biserial([3, 5, 7], [1, 4, 6, 8]) == pytest.approx(0.0)  # U = 6 of 12
+    assert A.rank_biserial([2, 4, 6, 8], [1, 3]) == pytest.approx(0.75)  # U = 7 of 8
+    assert A.rank_biserial([1, 2], [2, 3]) == pytest.approx(-0.75)  # one tie: U = 0.5 of 4
+    x, y = [0.3, 1.2, 2.2, 0.1, 5.0], [0.5, 0.9, 1.0]
+    u = stats.mannwhitneyu(x, y).statistic
+    assert A.rank_biserial(x, y) == pytest.approx(2 * u / 15 - 1)
+
+
+def test_auroc_perfect_separation_and_chance():
+    assert A.auroc([5, 6, 7], [1, 2]) == 1.0
+    assert A.auroc([1, 2], [5, 6, 7]) == 0.0
+    assert A.auroc([1, 2, 3], [1, 2, 3]) == 0.5
+
+
+def test_bh_matches_hand_computation():
+    p = [0.01, 0.04, 0.03, 0.005, np.nan, 0.5]
+    # m = 5: sorted 0.005, 0.01, 0.03, 0.04, 0.5 -> p*m/rank = .025 .025 .05 .05 .5
+    q = A.bh_qvalues(p)
+    np.testing.assert_allclose(q[[3, 0, 2, 1, 5]], [0.025, 0.025, 0.05, 0.05, 0.5])
+    assert np.isnan(q[4])
+    # step-up monotonicity: a larger p never gets a smaller q
+    p2 = [0.02, 0.021, 0.9, 0.001]
+    # hand: sorted .001 .02 .021 .9 -> .004 .04 .028 .9 -> cummin from top .004 .028 .028 .9
+    np.testing.assert_allclose(A.bh_qvalues(p2), [0.028, 0.028, 0.9, 0.004])
+
+
+def test_exact_rank_sum_equals_scipy_without_ties_and_enumeration_with_ties():
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=6), rng.normal(size=8) + 0.8
+    assert A.exact_rank_sum_pvalue(x, y) == pytest.approx(
+        stats.mannwhitneyu(x, y, method="exact").pvalue)
+    # ties: brute-force the conditional permutation distribution
+    x, y = np.array([1, 1, 2, 3, 3.0]), np.array([2, 3, 4, 4, 5, 5.0])
+    pooled = np.concatenate([x, y])
+    ranks = stats.rankdata(pooled)
+    mean = len(x) * (len(pooled) + 1) / 2
+    obs = abs(ranks[: len(x)].sum() - mean)
+    sums = [ranks[list(c)].sum() for c in itertools.combinations(range(len(pooled)), len(x))]
+    brute = np.mean([abs(s - mean) >= obs - 1e-9 for s in sums])
+    assert A.exact_rank_sum_pvalue(x, y) == pytest.approx(brute)
+    u, p, method = A.mann_whitney(x, y)
+    assert method == "exact_ties" and p == pytest.approx(brute)
+    assert A.mann_whitney(rng.normal(size=60), rng.normal(size=60))[2] == "asymptotic"
+    assert A.mann_whitney([1.0, 1.0], [1.0, 1.0])[1] == 1.0
+
+
+def test_bootstrap_ci_is_seeded_and_brackets_the_estimate():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(1, 1, 12), rng.normal(0, 1, 12)
+    a = A.bootstrap_rank_biserial(x, y, n_bootstrap=500, seed=7)
+    b = A.bootstrap_rank_biserial(x, y, n_bootstrap=500, seed=7)
+    assert a == b
+    r = A.rank_biserial(x, y)
+    assert a[0] <= r <= a[1] and a[1] - a[0] > 0.1
+    assert A.bootstrap_rank_biserial([5, 6, 7], [1, 2, 3], n_bootstrap=200) == (1.0, 1.0)
+
+
+def test_mann_whitney_is_calibrated_under_permuted_labels():
+    """15 vs 15 patients, null features, 250 label permutations: size close to 0.05."""
+    rng = np.random.default_rng(42)
+    n = 30
+    table = pd.DataFrame({f"null_{j}": rng.normal(size=n) for j in range(4)})
+    # a discrete (tied) null feature, like a fraction of few cells
+    table["null_discrete"] = rng.binomial(20, 0.3, size=n) / 20
+    labels = np.array([True] * 15 + [False] * 15)
+    pvals = []
+    for _ in range(250):
+        perm = pd.Series(rng.permutation(labels))
+        res = A.univariate_tests(table, responder=perm, features=list(table.columns),
+                                 n_bootstrap=20, seed=0)
+        pvals.extend(res.loc[res["test"] == "mann_whitney", "pvalue"])
+    pvals = np.asarray(pvals)
+    rate = float((pvals < 0.05).mean())
+    assert 0.02 <= rate <= 0.08, rate
+    assert 0.35 < np.median(pvals) < 0.65
+
+
+# --------------------------------------------------------------------------- logistic
+
+
+def test_separation_switches_to_firth_with_a_note():
+    x = np.array([0.1, 0.4, 0.5, 0.9, 1.0, 2.0, 2.2, 2.5, 3.0, 3.3])
+    y = np.array([0, 0, 0, 0, 0, 1, 1, 1, 1, 1], dtype=float)
+    fit, note = A.logistic_association(x, y)
+    assert fit.method == "firth" and "separation" in note and "Firth" in note
+    assert np.isfinite(fit.coef) and fit.coef > 0
+    assert np.isfinite(fit.ci_low) and fit.ci_low > 0 and np.isfinite(fit.ci_high)
+    assert fit.pvalue < 0.05
+
+
+def test_firth_estimate_maximises_the_penalised_likelihood():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=25)
+    y = (rng.random(25) < 1 / (1 + np.exp(-1.5 * x))).astype(float)
+    X = np.column_stack([np.ones(25), x])
+    fit = A.firth_logistic(X, y)
+    beta, _, converged = A._firth_newton(X, y)
+    assert converged and fit.coef == pytest.approx(beta[1])
+    base = A._penalized_loglik(X, y, beta)
+    for d in ([1e-3, 0], [-1e-3, 0], [0, 1e-3], [0, -1e-3]):
+        assert A._penalized_loglik(X, y, beta + np.array(d)) <= base + 1e-12
+    # Firth shrinks towards 0 compared with ML, and the profile CI brackets the estimate
+    import statsmodels.api as sm
+
+    ml = sm.Logit(y, X).fit(disp=0).params[1]
+    assert abs(fit.coef) < abs(ml)
+    assert fit.ci_low < fit.coef < fit.ci_high
+
+
+def test_small_groups_use_firth_and_large_groups_use_ml():
+    rng = np.random.default_rng(5)
+    n = 120
+    x = rng.normal(size=n)
+    y = (rng.random(n) < 1 / (1 + np.exp(-x))).astype(float)
+    fit, note = A.logistic_association(x, y)
+    assert fit.method == "ml" and note.startswith("maximum likelihood")
+    cov = rng.normal(size=(12, 3))
+    x12 = rng.normal(size=12)
+    y12 = np.array([0, 1] * 6, dtype=float)
+    fit, note = A.logistic_association(x12, y12, covariates=cov)
+    assert fit.method == "firth" and "per parameter" in note
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def test_run_association_detects_planted_feature_and_not_nulls():
+    feats, clin = _feature_table(12, 12, seed=1, shift=2.5, n_null=3)
+    res = A.run_association(feats, clinical=clin, n_bootstrap=300, seed=0)
+    a = res.association
+    assert list(a.columns[:9]) == ["feature", "test", "effect", "ci_low", "ci_high", "pvalue",
+                                   "qvalue", "n_responders", "n_nonresponders"]
+    mw = a[a["test"] == "mann_whitney"].set_index("feature")
+    assert mw.loc["planted", "qvalue"] < 0.01 and mw.loc["planted", "effect"] > 0.7
+    assert mw.loc["planted", "direction"] == "higher_in_responders"
+    assert (mw.drop(index="planted")["qvalue"] > 0.05).all()
+    assert set(a["test"]) == {"mann_whitney", "auroc", "logistic"}  # no state fractions
+    assert (a["n_responders"] == 12).all() and (a["n_nonresponders"] == 12).all()
+    auc = a[(a["test"] == "auroc") & (a["feature"] == "planted")].iloc[0]
+    assert auc["effect"] == pytest.approx((mw.loc["planted", "effect"] + 1) / 2)
+
+
+def test_patient_is_the_unit():
+    """Several samples of a patient count once; cell numbers never act as replicates."""
+    feats, clin = _feature_table(6, 6, seed=2, shift=1.0,
+                                 extra_samples={"P00": 3, "P07": 2})
+    res = A.run_association(feats, clinical=clin, n_bootstrap=200)
+    mw = res.association[res.association["test"] == "mann_whitney"]
+    assert (mw["n_responders"] == 6).all() and (mw["n_nonresponders"] == 6).all()
+    pt = res.patients.set_index("patient")
+    sub = feats[feats["patient"] == "P00"]
+    expected = np.average(sub["planted"], weights=sub["n_cells"])
+    assert pt.loc["P00", "planted"] == pytest.approx(expected)
+    assert pt.loc["P00", "n_samples"] == 3
+    # ten times more cells per sample: same patient values, same p-values
+    more = feats.assign(n_cells=feats["n_cells"] * 10)
+    res10 = A.run_association(more, clinical=clin, n_bootstrap=200)
+    pd.testing.assert_series_equal(res.association["pvalue"], res10.association["pvalue"])
+
+
+@pytest.mark.parametrize("n_per_group", [2])
+def test_skip_with_too_few_patients(n_per_group, tmp_path):
+    feats, clin = _feature_table(n_per_group, n_per_group)
+    res = A.run_association(feats, clinical=clin, min_patients_per_group=3)
+    assert res.skipped
+    a = res.association
+    assert len(a) == 1 and a.loc[0, "test"] == "skipped"
+    assert a.loc[0, "n_responders"] == 2 and a.loc[0, "n_nonresponders"] == 2
+    assert "at least 3 per group" in a.loc[0, "note"]
+    assert "skipped" in res.notes["note"].iloc[-1]
+    write_table(a, tmp_path / "association.tsv")  # always writable
+    assert read_table(tmp_path / "association.tsv").loc[0, "test"] == "skipped"
+
+
+def test_single_response_group_and_excluded_codes():
+    feats, clin = _feature_table(4, 4)
+    clin["response"] = "CR"
+    clin.loc[0, "response"] = "NE"
+    res = A.run_association(feats, clinical=clin)
+    assert res.skipped and "0 non-responder" in res.association.loc[0, "note"]
+    assert (res.notes["item"] == "P00").any()  # the NE patient is noted as excluded
+    assert pd.isna(res.patients.set_index("patient").loc["P00", "responder"])
+
+
+def test_unknown_primary_timepoint_is_an_input_error():
+    feats, clin = _feature_table(4, 4)
+    with pytest.raises(InputError, match="primary_timepoint"):
+        A.run_association(feats, clinical=clin, primary_timepoint="Baseline")
+
+
+def test_covariates_are_encoded_and_adjusted_for():
+    feats, clin = _feature_table(20, 20, seed=4, shift=1.5)
+    design, notes = A.encode_covariates(clin, covariates=["age", "sex"], patients=clin["patient"])
+    assert list(design.columns) == ["age", "sex[M]"]
+    assert design["age"].mean() == pytest.approx(0) and design["age"].std() == pytest.approx(1)
+    assert set(design["sex[M]"]) == {0.0, 1.0}
+    res = A.run_association(feats, clinical=clin, covariates=["age", "sex"], n_bootstrap=200)
+    lg = res.association[res.association["test"] == "logistic"].set_index("feature")
+    assert "adjusted for age, sex[M]" in lg.loc["planted", "note"]
+    assert lg.loc["planted", "effect"] > 0 and lg.loc["planted", "pvalue"] < 0.05
+    with pytest.raises(InputError, match="associate.covariates"):
+        A.encode_covariates(clin, covariates=["bmi"], patients=clin["patient"])
+
+
+def test_planted_demo_effects_found_and_null_ratio_not():
+    """Simulator cohort (10 vs 10): memory-like, exhausted, diversity found; CD4:CD8 not."""
+    cells, c = _sim_cells(seed=0)
+    feats = F.sample_features(cells)
+    res = A.run_association(feats, clinical=c.clinical, n_bootstrap=300)
+    mw = res.association[res.association["test"] == "mann_whitney"].set_index("feature")
+    assert mw.loc["memory_like_fraction", "qvalue"] < 0.05
+    assert mw.loc["memory_like_fraction", "effect"] > 0
+    assert mw.loc["exhausted_fraction", "qvalue"] < 0.05
+    assert mw.loc["exhausted_fraction", "effect"] < 0
+    assert mw.loc["clonal_diversity_gini_simpson", "qvalue"] < 0.05
+    assert mw.loc["clonal_diversity_gini_simpson", "effect"] > 0
+    assert mw.loc["log2_cd4_cd8_ratio", "qvalue"] >= 0.05
+    comp = res.association[res.association["test"] == "compositional"].set_index("feature")
+    assert comp.loc["prop_exhausted", "qvalue"] < 0.05 and comp.loc["prop_exhausted", "effect"] < 0
+    assert "frac_exhausted" in set(res.notes["item"])  # identical to exhausted_fraction
+
+
+def test_compositional_test_finds_the_shifted_state():
+    rng = np.random.default_rng(8)
+    rows = []
+    for i in range(16):
+        resp = i < 8
+        p = np.array([0.3, 0.3, 0.2, 0.2]) + (np.array([0.15, -0.05, -0.05, -0.05]) if resp else 0)
+        counts = rng.multinomial(500, rng.dirichlet(p * 200))
+        rows.append({"patient": f"P{i}", **{f"count_{s}": c for s, c in
+                                            zip("abcd", counts, strict=True)}})
+    table = pd.DataFrame(rows)
+    resp = pd.Series([True] * 8 + [False] * 8)
+    for transform in ("logit", "asin"):
+        res = A.add_qvalues(A.compositional_tests(table, responder=resp, states=list("abcd"),
+                                                  transform=transform)).set_index("feature")
+        assert res.loc["prop_a", "qvalue"] < 0.01 and res.loc["prop_a", "effect"] > 0
+        assert res.loc["prop_a", "median_responders"] > res.loc["prop_a", "median_nonresponders"]
+    with pytest.raises(CartCohortError, match="composition_transform"):
+        A.compositional_tests(table, responder=resp, states=list("abcd"), transform="clr")
+
+
+# --------------------------------------------------------------------------- longitudinal
+
+
+def test_longitudinal_mixed_model_recovers_slope_difference():
+    rng = np.random.default_rng(11)
+    rows, clin = [], []
+    for i in range(16):
+        resp = i < 8
+        pid = f"P{i:02d}"
+        clin.append({"patient": pid, "response": "CR" if resp else "PD"})
+        intercept = rng.normal(0, 0.5)
+        for day in (0, 14, 30, 90):
+            slope = 0.02 if resp else 0.0
+            rows.append({"sample": f"{pid}_d{day}", "patient": pid, "timepoint": f"d{day}",
+                         "timepoint_day": day, "compartment": "PB", "n_cells": 300,
+                         "trend": intercept + slope * day + rng.normal(0, 0.2),
+                         "flat": intercept + rng.normal(0, 0.2)})
+    out = A.longitudinal_models(pd.DataFrame(rows), clinical=pd.DataFrame(clin))
+    inter = out[out["term"] == "day:responder"].set_index("feature")
+    assert inter.loc["trend", "effect"] == pytest.approx(0.02, abs=0.005)
+    assert inter.loc["trend", "ci_low"] < 0.02 < inter.loc["trend", "ci_high"]
+    assert inter.loc["trend", "qvalue"] < 0.001
+    assert inter.loc["flat", "pvalue"] > 0.01
+    assert (out["n_responders"] == 8).all()
+    # one sample per patient: no repeated measures -> skipped with a reason
+    single = pd.DataFrame(rows).groupby("patient").head(1)
+    skipped = A.longitudinal_models(single, clinical=pd.DataFrame(clin))
+    assert skipped.loc[0, "test"] == "skipped"
+
+
+# --------------------------------------------------------------------------- survival
+
+
+def test_survival_cox_and_skip_without_pfs():
+    feats, clin = _feature_table(15, 15, seed=6, shift=0.0)
+    patients, _ = A.labelled_patients(feats, clinical=clin, primary_timepoint="IP")
+    skipped = A.survival_models(patients, clinical=clin)
+    assert skipped.loc[0, "test"] == "skipped" and "pfs_days" in skipped.loc[0, "note"]
+    rng = np.random.default_rng(0)
+    risk = patients.set_index("patient")["planted"]
+    clin["pfs_days"] = rng.exponential(300 * np.exp(-1.2 * risk.loc[clin["patient"]].to_numpy()))
+    clin["pfs_event"] = (rng.random(len(clin)) < 0.85).astype(int)
+    out = A.survival_models(patients, clinical=clin).set_index("feature")
+    assert out.loc["planted", "effect"] > 0 and out.loc["planted", "pvalue"] < 0.01
+    assert out.loc["planted", "n_patients"] == 30
+
+
+# --------------------------------------------------------------------------- pseudobulk
+
+
+def test_pseudobulk_de_finds_planted_genes_with_patients_as_replicates():
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(0)
+    n_genes, mats, obs, clin = 60, [], [], []
+    for i in range(8):
+        resp = i < 4
+        clin.append({"patient": f"P{i}", "response": "CR" if resp else "PD"})
+        for state, n in (("tcm", 30), ("treg", 4)):
+            mu = np.full(n_genes, 2.0) * rng.gamma(20, 1 / 20, size=n_genes)
+            if state == "tcm" and resp:
+                mu[:5] *= 4
+            mats.append(rng.poisson(mu, size=(n, n_genes)))
+            obs += [{"patient": f"P{i}", "state": state, "timepoint": "IP"}] * n
+    counts = sp.csr_matrix(np.vstack(mats).astype(np.float32))
+    genes = [f"G{j}" for j in range(n_genes)]
+    de = A.pseudobulk_de(counts, obs=pd.DataFrame(obs), genes=genes,
+                         clinical=pd.DataFrame(clin), min_cells=10, min_patients_per_group=3)
+    tcm = de[de["state"] == "tcm"].set_index("gene")
+    assert set(tcm.index[tcm["padj"] < 0.05]) >= {"G0", "G1", "G2", "G3", "G4"}
+    assert (tcm.loc[["G0", "G1", "G2", "G3", "G4"], "log2fc"] > 1).all()
+    assert (tcm["padj"] < 0.05).sum() <= 7
+    assert (tcm["n_responders"] == 4).all()  # patients, not cells
+    treg = de[de["state"] == "treg"]
+    assert len(treg) == 1 and treg["note"].iloc[0].startswith("skipped")
+    with pytest.raises(CartCohortError, match="integer"):
+        A.pseudobulk_de(counts * 0.37, obs=pd.DataFrame(obs), genes=genes,
+                        clinical=pd.DataFrame(clin), min_cells=10)
+
+
+# --------------------------------------------------------------------------- scorecards
+
+
+def _reference() -> pd.DataFrame:
+    return pd.DataFrame({
+        "patient": ["R1", "R2", "R3", "N1", "N2", "X1"],
+        "response": ["CR", "CR", "CR", "PD", "SD", "NE"],
+        "responder": pd.array([True, True, True, False, False, pd.NA], dtype="boolean"),
+        "memory_like_fraction": [0.4, 0.5, 0.6, 0.2, 0.3, 0.35],
+    })
+
+
+def test_score_product_percentile_and_flags():
+    ref = _reference()
+    card = A.score_product(pd.Series({"sample": "new", "memory_like_fraction": 0.3}),
+                           reference=ref).set_index("feature")
+    row = card.loc["memory_like_fraction"]
+    # below: 0.2; equal: 0.3 -> (1 + 0.5) / 6
+    assert row["cohort_percentile"] == pytest.approx(100 * 1.5 / 6)
+    assert row["flag"] == "below_responder_range"
+    assert (row["responder_min"], row["responder_max"]) == (0.4, 0.6)
+    inside = A.score_product(pd.Series({"sample": "n2", "memory_like_fraction": 0.45}),
+                             reference=ref)
+    assert inside["flag"].item() == "within_responder_range"
+    # leave-one-out: R3 is not compared with itself -> above the other responders
+    loo = A.score_product(pd.Series({"sample": "R3_IP", "memory_like_fraction": 0.6}),
+                          reference=ref, exclude_patient="R3")
+    assert loo["flag"].item() == "no_reference"  # only 2 responders left (< 3)
+    loo = A.score_product(pd.Series({"sample": "R3_IP", "memory_like_fraction": 0.6}),
+                          reference=ref, exclude_patient="R3", min_reference=2)
+    assert loo["flag"].item() == "above_responder_range" and loo["cohort_n"].item() == 5
+    missing = A.score_product(pd.Series({"sample": "m"}), reference=ref)
+    assert missing["flag"].item() == "no_value"
+
+
+def test_new_product_cli_matches_library(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    feats, clin = _feature_table(6, 6, seed=9, shift=2.0)
+    res = A.run_association(feats, clinical=clin, n_bootstrap=200)
+    ref = A.build_reference(res.patients)
+    assert "count_planted" not in ref.columns and list(ref.columns[:3]) == [
+        "patient", "response", "responder"]
+    write_table(ref, tmp_path / "reference_features.tsv")
+    write_table(res.association, tmp_path / "association.tsv")
+    new = feats.iloc[:1].assign(sample="NEW1", patient="Q1", planted=-3.0)
+    write_table(new, tmp_path / "new.tsv")
+    script = Path(__file__).resolve().parents[1] / "workflow" / "scripts" / "score_new_product.py"
+    spec = importlib.util.spec_from_file_location("score_new_product", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rc = mod.main(["--reference", str(tmp_path / "reference_features.tsv"), "--features",
+                   str(tmp_path / "new.tsv"), "--association", str(tmp_path / "association.tsv"),
+                   "--out-dir", str(tmp_path / "out")])
+    assert rc == 0
+    card = read_table(tmp_path / "out" / "NEW1.tsv").set_index("feature")
+    assert card.loc["planted", "flag"] == "below_responder_range"
+    assert card.loc["planted", "cohort_percentile"] == 0
+    assert card.loc["planted", "direction"] == "higher_in_responders"
+    lib = A.score_product(read_table(tmp_path / "new.tsv").iloc[0],
+                          reference=read_table(tmp_path / "reference_features.tsv"),
+                          association=read_table(tmp_path / "association.tsv"))
+    assert card["cohort_percentile"].tolist() == pytest.approx(lib["cohort_percentile"].tolist())
+    assert "NEW1" in (tmp_path / "out" / "scorecards.html").read_text()
+    assert mod.main(["--reference", str(tmp_path / "reference_features.tsv"),
+                     "--features", str(tmp_path / "new.tsv"), "--samples", "nope",
+                     "--out-dir", str(tmp_path / "out2")]) == 1
+
+
+def test_cohort_scorecards_and_html():
+    feats, clin = _feature_table(5, 5, seed=10, shift=2.0)
+    res = A.run_association(feats, clinical=clin, n_bootstrap=200)
+    ref = A.build_reference(res.patients)
+    samples = list(feats["sample"]) + ["GONE_IP"]
+    cards = A.score_cohort_products(feats, reference=ref, association=res.association,
+                                    samples=samples)
+    assert set(cards) == set(samples)
+    assert (cards["GONE_IP"]["flag"] == "no_value").all()
+    assert (cards["P00_IP"]["cohort_n"] == 9).all()  # own patient left out
+    meta = A.product_meta(feats, patients=res.patients, samples=samples)
+    assert meta.loc["P00_IP", "response"] == "CR"
+    page = A.scorecards_html(cards, meta=meta)
+    assert page.count("<h2 id=") == len(samples) and "P09_IP" in page
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def test_figures_render_including_skipped_inputs(tmp_path):
+    from cartcohort.plots import associate as P
+
+    feats, clin = _feature_table(6, 6, seed=1, shift=2.0)
+    res = A.run_association(feats, clinical=clin, n_bootstrap=100)
+    f2, c2 = _feature_table(2, 2)
+    skipped = A.run_association(f2, clinical=c2, n_bootstrap=100).association
+    de = pd.DataFrame({"state": ["tcm"] * 3, "gene": ["A", "B", "C"], "log2fc": [2.0, -1, 0.1],
+                       "pvalue": [1e-6, 0.01, 0.8], "padj": [1e-5, 0.03, 0.8],
+                       "n_responders": 4, "n_nonresponders": 4})
+    de_skipped = pd.DataFrame({"state": ["tcm"], "gene": [np.nan], "pvalue": [np.nan],
+                               "note": ["skipped: 1 responder"]})
+    ref = A.build_reference(res.patients)
+    cards = A.score_cohort_products(feats, reference=ref, association=res.association,
+                                    samples=list(feats["sample"]))
+    figs = {
+        "forest": P.forest_plot(res.association),
+        "forest_skipped": P.forest_plot(skipped),
+        "volcano": P.volcano_plot(de),
+        "volcano_skipped": P.volcano_plot(de_skipped),
+        "heatmap": P.scorecard_heatmap(cards),
+    }
+    for name, fig in figs.items():
+        path = tmp_path / f"{name}.png"
+        fig.savefig(path, dpi=60)
+        assert path.stat().st_size > 1000, name
+    # the forest plot shows the planted feature first (smallest p-value at the top)
+    ax = figs["forest"].axes[0]
+    assert ax.get_yticklabels()[-1].get_text().startswith("planted")
+    assert "skipped" in figs["forest_skipped"].axes[0].texts[0].get_text()

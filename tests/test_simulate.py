@@ -1,0 +1,322 @@
+"""Tests of the demo-cohort simulator (cartcohort.simulate + simulate_demo.py)."""
+
+from __future__ import annotations
+
+import filecmp
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import mannwhitneyu
+from statsmodels.stats.multitest import multipletests
+
+from cartcohort.errors import CartCohortError
+from cartcohort.simulate import (
+    AIRR_COLUMNS,
+    MITO_GENES,
+    STATES,
+    TENX_VDJ_COLUMNS,
+    simulate_cohort,
+    translate,
+    write_cohort,
+    write_demo_cohort,
+)
+
+SMALL = dict(n_patients=4, min_cells=150, max_cells=250, airr_every=4)
+SHEET_COLUMNS = [
+    "sample", "patient", "timepoint", "timepoint_day", "compartment", "batch", "sort", "gex", "vdj",
+]
+
+
+def _read(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, sep="\t", keep_default_na=False, na_values=["NA"])
+
+
+@pytest.fixture(scope="module")
+def small_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("demo") / "resources" / "demo"
+    cfg = out.parent.parent / "config"
+    write_demo_cohort(out, seed=3, config_dir=cfg, **SMALL)
+    return out
+
+
+@pytest.fixture(scope="module")
+def small_cohort():
+    return simulate_cohort(seed=3, **SMALL)
+
+
+def _all_files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def test_streaming_and_in_memory_writes_are_byte_identical(small_dir, small_cohort, tmp_path):
+    again = tmp_path / "again" / "resources" / "demo"
+    write_cohort(small_cohort, again, config_dir=tmp_path / "again" / "config")
+    files = _all_files(small_dir)
+    assert files == _all_files(again)
+    assert any(f.endswith(".h5") for f in files) and any(f.endswith(".mtx.gz") for f in files)
+    _, mismatch, errors = filecmp.cmpfiles(small_dir, again, files, shallow=False)
+    assert mismatch == [] and errors == []
+    other = tmp_path / "seed4"
+    write_demo_cohort(other, seed=4, **SMALL)
+    assert (other / "truth_cells.tsv").read_bytes() != (small_dir / "truth_cells.tsv").read_bytes()
+
+
+def test_sheets(small_dir):
+    samples = _read(small_dir / "samples.tsv")
+    assert list(samples.columns) == SHEET_COLUMNS
+    assert samples["sample"].is_unique
+    assert set(samples["timepoint"]) == {"IP", "D14", "M3"}
+    ip = samples[samples["timepoint"] == "IP"]
+    assert len(ip) == 4 and (ip["compartment"] == "product").all()
+    assert (samples.loc[samples["timepoint"] != "IP", "compartment"] == "PB").all()
+    assert (samples["sample"] == samples["patient"] + "_" + samples["timepoint"]).all()
+    for col in ("gex", "vdj"):
+        assert all((small_dir / p).exists() for p in samples[col])
+    assert samples["vdj"].str.endswith("airr_rearrangement.tsv").sum() >= 1
+    cfg = small_dir.parent.parent / "config"
+    sheet = _read(cfg / "samples.tsv")
+    assert all((cfg / p).resolve() == (small_dir / q).resolve()
+               for p, q in zip(sheet["gex"], samples["gex"], strict=True))
+    assert all(p.startswith("../resources/demo/") for p in sheet["vdj"])
+    clinical = _read(small_dir / "clinical.tsv")
+    assert list(clinical.columns) == [
+        "patient", "response", "age", "sex", "product", "costim", "donor_source",
+        "prior_lines", "pfs_days", "pfs_event",
+    ]
+    assert (clinical["response"] == "CR").sum() == 2
+    assert set(clinical["response"]) - {"CR"} <= {"PD", "SD"}
+    assert _read(cfg / "clinical.tsv").equals(clinical)
+
+
+def test_files_read_back_with_scanpy_and_scirpy(small_dir):
+    import scanpy as sc
+    import scirpy as ir
+
+    samples = _read(small_dir / "samples.tsv")
+    truth = _read(small_dir / "truth_cells.tsv")
+    seen_formats = set()
+    for _, row in samples.iterrows():
+        gex, vdj = small_dir / row["gex"], small_dir / row["vdj"]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if gex.suffix == ".h5":
+                adata = sc.read_10x_h5(gex)
+                seen_formats.add("h5")
+            else:
+                adata = sc.read_10x_mtx(gex, gex_only=False)
+                seen_formats.add("mtx")
+            if vdj.name == "airr_rearrangement.tsv":
+                air = ir.io.read_airr(vdj)
+                assert list(pd.read_csv(vdj, sep="\t", nrows=1).columns) == list(AIRR_COLUMNS)
+                seen_formats.add("airr")
+            else:
+                air = ir.io.read_10x_vdj(vdj)
+                assert list(pd.read_csv(vdj, nrows=1).columns) == list(TENX_VDJ_COLUMNS)
+                seen_formats.add("csv")
+        t = truth[truth["sample"] == row["sample"]]
+        assert list(adata.obs_names) == list(t["barcode"])
+        assert list(t["cell"]) == [f"{row['sample']}_{b}" for b in t["barcode"]]
+        assert adata.var["gene_ids"].is_unique and adata.var_names.is_unique
+        assert adata.var.loc["CAR", "gene_ids"] == "CAR"
+        genes = adata.var["gene_ids"].drop("CAR")
+        assert genes.str.fullmatch(r"ENSG\d{11}").all()
+        assert 450 <= adata.n_vars <= 600
+        assert sum(g in adata.var_names for g in MITO_GENES) == 13
+        car = adata[:, "CAR"].X.toarray().ravel()
+        np.testing.assert_array_equal(car, t["car_umis"].to_numpy())
+        tcr_cells = set(t.loc[t["has_tcr"], "barcode"])
+        assert tcr_cells <= set(air.obs_names)
+        assert not set(t.loc[~t["has_tcr"], "barcode"]) & set(air.obs_names)
+        assert len(set(air.obs_names) - set(t["barcode"])) >= 1  # TCR-only barcodes
+    assert seen_formats == {"h5", "mtx", "csv", "airr"}
+
+
+def test_contigs_are_realistic(small_cohort):
+    csvs = [lib.vdj for lib in small_cohort.libraries if lib.plan.vdj_format == "csv"]
+    df = pd.concat(csvs)
+    assert (df["cdr3_nt"].str.len() % 3 == 0).all()
+    assert df["cdr3_nt"].str[:3].isin(["TGT", "TGC"]).all()
+    assert (df["cdr3_nt"].map(translate) == df["cdr3"]).all()
+    assert (df["fwr1_nt"].map(translate) == df["fwr1"]).all()
+    assert set(df["chain"]) == {"TRA", "TRB"}
+    assert df["v_gene"].str.match(r"^TR[AB]V").all() and df["j_gene"].str.match(r"^TR[AB]J").all()
+    assert set(df["c_gene"]) == {"TRAC", "TRBC1", "TRBC2"}
+    assert df["length"].between(350, 800).all()
+    assert (df["umis"] >= 1).all() and (df["reads"] > df["umis"]).all()
+    assert df["contig_id"].is_unique
+
+
+def test_truth_proportions(small_cohort):
+    t = small_cohort.truth_cells
+    n = len(t)
+    assert set(t["state"]) == set(STATES)
+    assert set(t["cd4_cd8"]) == {"CD4", "CD8"}
+    assert (t.loc[t["state"] == "treg", "cd4_cd8"] == "CD4").all()
+    assert 0.035 <= t["is_doublet"].mean() <= 0.065
+    assert 0.035 <= t["is_low_quality"].mean() <= 0.065
+    assert not (t["is_doublet"] & t["is_low_quality"]).any()
+    assert 0.01 <= (~t["has_tcr"]).mean() <= 0.06
+    assert (t.loc[t["has_tcr"] & (t["clone"] == ""), "is_doublet"]).all()
+    single = t[~t["is_doublet"]]
+    assert 0.65 <= (single["n_contigs"] >= 2).mean() <= 0.85
+    assert (t.loc[t["is_doublet"], "n_contigs"] > 2).mean() > 0.3
+    # library sizes, genes and mito: good cells vs low quality
+    libs = small_cohort.libraries
+    counts = np.concatenate([np.asarray(lib.counts.sum(axis=1)).ravel() for lib in libs])
+    feats = small_cohort.libraries[0].features
+    mito_cols = feats["name"].isin(MITO_GENES).to_numpy()
+    mito = np.concatenate(
+        [np.asarray(lib.counts[:, mito_cols].sum(axis=1)).ravel() for lib in small_cohort.libraries]
+    ) / counts
+    good = ~(t["is_doublet"] | t["is_low_quality"]).to_numpy()
+    lq = t["is_low_quality"].to_numpy()
+    assert 3000 <= np.median(counts[good]) <= 5000
+    assert 0.03 <= np.median(mito[good]) <= 0.08 and mito[good].max() < 0.15
+    assert mito[lq].min() > 0.2 and np.median(counts[lq]) < 0.3 * np.median(counts[good])
+    # CAR: per patient product CAR+ fraction, detection in CAR+ vs ambient in CAR-
+    ip = t[(t["timepoint"] == "IP") & good]
+    frac = ip.groupby("patient")["car_positive"].mean()
+    assert frac.between(0.1, 0.9).all()
+    assert (ip.loc[ip["car_positive"], "car_umis"] > 0).mean() > 0.9
+    assert (ip.loc[~ip["car_positive"], "car_umis"] > 0).mean() < 0.15
+    assert len(small_cohort.truth_patients) == 4 and n == len(small_cohort.truth_cells)
+
+
+def test_clones_unique_and_constant(small_cohort):
+    clones = small_cohort.truth_clones
+    assert clones["clone"].is_unique
+    assert clones["trb_cdr3_nt"].is_unique and clones["tra_cdr3_nt"].is_unique
+    assert not clones.duplicated(["tra_cdr3_nt", "trb_cdr3_nt"]).any()
+    assert clones["clone"].str.fullmatch(r"P\d\d_\d+").all()
+    t = small_cohort.truth_cells
+    single = t[~t["is_doublet"] & (t["clone"] != "")]
+    per_clone = single.groupby("clone").agg(
+        lin=("cd4_cd8", "nunique"), car=("car_positive", "nunique"), pat=("patient", "nunique")
+    )
+    assert (per_clone[["lin", "car", "pat"]] == 1).all().all()
+    merged = single.merge(
+        clones[["clone", "cd4_cd8", "car_positive"]], on="clone", suffixes=("", "_c")
+    )
+    assert (merged["cd4_cd8"] == merged["cd4_cd8_c"]).all()
+    assert (merged["car_positive"] == merged["car_positive_c"]).all()
+    # states mostly but not entirely per clone
+    big = single.groupby("clone").filter(lambda d: len(d) >= 5)
+    purity = big.groupby("clone")["state"].agg(lambda s: s.value_counts(normalize=True).iloc[0])
+    assert 0.6 < purity.mean() < 0.99
+    # every TCR chain seen in the files belongs to one planted clone
+    contigs = pd.concat([lib.vdj for lib in small_cohort.libraries if lib.plan.vdj_format == "csv"])
+    known = set(clones["trb_cdr3_nt"]) | set(clones["tra_cdr3_nt"]) | set(clones["tra2_cdr3_nt"])
+    assert set(contigs["cdr3_nt"]) <= known
+
+
+def test_persistent_clones_are_tracked(small_cohort):
+    t = small_cohort.truth_cells
+    clones = small_cohort.truth_clones
+    pers = clones[clones["persistent"]]
+    patients = small_cohort.truth_patients.set_index("patient")
+    assert (pers.groupby("patient").size() == patients["n_persistent_clones"]).all()
+    assert pers["car_positive"].all()
+    clean = t[~t["is_doublet"] & ~t["is_low_quality"] & (t["n_contigs"] >= 2)]
+    for sample, d in t.groupby("sample"):
+        patient = d["patient"].iloc[0]
+        counts = clean[clean["sample"] == sample]["clone"].value_counts()
+        for clone in pers.loc[pers["patient"] == patient, "clone"]:
+            assert counts.get(clone, 0) >= 2, (sample, clone)
+    later = t[t["timepoint"] != "IP"]
+    product_clones = set(t.loc[t["timepoint"] == "IP", "clone"]) - {""}
+    assert later["clone"].isin(product_clones).mean() > 0.3
+    assert (~later["clone"].isin(product_clones | {""})).mean() > 0.1  # new clones
+
+
+def test_car_dropout():
+    base = simulate_cohort(seed=1, n_patients=2, min_cells=300, max_cells=300, frac_longitudinal=0)
+    drop = simulate_cohort(
+        seed=1, n_patients=2, min_cells=300, max_cells=300, frac_longitudinal=0, car_dropout=0.5
+    )
+    for c, lo, hi in ((base, 0.0, 0.08), (drop, 0.42, 0.6)):
+        t = c.truth_cells
+        pos = t[t["car_positive"] & ~t["is_doublet"]]
+        assert lo <= (pos["car_umis"] == 0).mean() <= hi
+    assert base.truth_cells["car_positive"].equals(drop.truth_cells["car_positive"])
+
+
+def _patient_summary(cohort) -> pd.DataFrame:
+    t = cohort.truth_cells
+    t = t[(t["timepoint"] == "IP") & ~t["is_doublet"] & ~t["is_low_quality"]]
+    rows = []
+    for patient, d in t.groupby("patient"):
+        clones = d.loc[d["clone"] != "", "clone"].sample(n=120, random_state=0)
+        f = clones.value_counts(normalize=True).to_numpy()
+        rows.append(
+            {
+                "patient": patient,
+                "memory_like": d["state"].isin(["naive_tscm", "tcm"]).mean(),
+                "exhausted": (d["state"] == "exhausted").mean(),
+                "simpson": float((f**2).sum()),
+                "cd4_fraction": (d["cd4_cd8"] == "CD4").mean(),
+            }
+        )
+    s = pd.DataFrame(rows).merge(cohort.truth_patients[["patient", "responder"]], on="patient")
+    return s
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])
+def test_planted_responder_effects_hold(seed):
+    cohort = simulate_cohort(seed=seed, frac_longitudinal=0.0, min_cells=180, max_cells=260)
+    tp = cohort.truth_patients
+    assert tp["responder"].sum() == 10 and (~tp["responder"]).sum() == 10
+    assert (tp.loc[tp["responder"], "response"] == "CR").all()
+    assert tp.loc[~tp["responder"], "response"].isin(["PD", "SD"]).all()
+    s = _patient_summary(cohort)
+    r = s["responder"].to_numpy()
+    p = {
+        "memory_like": mannwhitneyu(s.loc[r, "memory_like"], s.loc[~r, "memory_like"],
+                                    alternative="greater").pvalue,
+        "exhausted": mannwhitneyu(s.loc[r, "exhausted"], s.loc[~r, "exhausted"],
+                                  alternative="less").pvalue,
+        "simpson": mannwhitneyu(s.loc[r, "simpson"], s.loc[~r, "simpson"],
+                                alternative="less").pvalue,
+    }
+    q = multipletests(list(p.values()), method="fdr_bh")[1]
+    assert (q < 0.05).all(), p
+    # the null control: planted CD4 fractions come from one distribution
+    assert (tp["null_feature"] == "cd4_cd8_ratio").all()
+    assert abs(tp.loc[r, "cd4_fraction"].mean() - tp.loc[~r, "cd4_fraction"].mean()) < 0.15
+
+
+def test_batches_balanced_and_formats_scale(small_cohort):
+    tp = small_cohort.truth_patients
+    assert set(tp["batch"]) <= {"b1", "b2", "b3"}
+    c = simulate_cohort(seed=0, n_patients=6, min_cells=20, max_cells=30, n_filler_genes=100)
+    assert c.libraries[0].counts.shape[1] < small_cohort.libraries[0].counts.shape[1]
+    assert c.truth_patients.groupby("responder")["batch"].nunique().min() == 3
+
+
+def test_invalid_settings_raise():
+    with pytest.raises(CartCohortError, match="min_cells"):
+        simulate_cohort(seed=0, min_cells=500, max_cells=100)
+    with pytest.raises(CartCohortError, match="Unknown simulator setting"):
+        simulate_cohort(seed=0, n_patient=3)
+    with pytest.raises(CartCohortError, match="car_dropout"):
+        simulate_cohort(seed=0, car_dropout=1.5)
+
+
+def test_cli(tmp_path):
+    scripts = Path(__file__).resolve().parents[1] / "workflow" / "scripts"
+    sys.path.insert(0, str(scripts))
+    try:
+        import simulate_demo
+    finally:
+        sys.path.remove(str(scripts))
+    rc = simulate_demo.main(
+        ["--out", str(tmp_path / "d"), "--seed", "2", "--n-patients", "2", "--min-cells", "40",
+         "--max-cells", "60", "--car-dropout", "0.5", "--config-dir", str(tmp_path / "cfg")]
+    )
+    assert rc == 0
+    assert len(_read(tmp_path / "d" / "samples.tsv")) >= 2
+    assert (tmp_path / "cfg" / "samples.tsv").exists()
+    assert simulate_demo.main(["--out", str(tmp_path / "x"), "--min-cells", "5"]) == 1

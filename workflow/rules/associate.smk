@@ -1,0 +1,129 @@
+# Product features, patient-level association with response, and product scorecards.
+# Methods: workflow/scripts/cartcohort/features.py and associate.py (module docstrings).
+# The patient is the statistical unit throughout (cells are never replicates).
+
+
+rule sample_features:
+    input:
+        cells="results/tables/cells.tsv.gz",
+        repertoire="results/tables/repertoire_samples.tsv",
+    output:
+        features="results/tables/sample_features.tsv",
+    log:
+        "logs/sample_features.log",
+    benchmark:
+        "benchmarks/sample_features.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+    conda:
+        "../../envs/associate.yaml"
+    script:
+        "../scripts/sample_features.py"
+
+
+rule associate:
+    input:
+        features="results/tables/sample_features.tsv",
+        clinical=config["clinical"],
+    output:
+        association="results/tables/association.tsv",
+        notes="results/tables/association_notes.tsv",
+        longitudinal="results/tables/longitudinal.tsv",
+        survival="results/tables/survival.tsv",
+    params:
+        associate=associate_params,
+    log:
+        "logs/associate.log",
+    benchmark:
+        "benchmarks/associate.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+    conda:
+        "../../envs/associate.yaml"
+    script:
+        "../scripts/associate.py"
+
+
+rule pseudobulk_de:
+    input:
+        h5mu="results/cohort.h5mu",
+        clinical=config["clinical"],
+    output:
+        de="results/tables/pseudobulk_de.tsv",
+    params:
+        associate=associate_params,
+    log:
+        "logs/pseudobulk_de.log",
+    benchmark:
+        "benchmarks/pseudobulk_de.tsv"
+    threads: 1
+    resources:
+        mem_mb=16000,
+    conda:
+        "../../envs/associate.yaml"
+    script:
+        "../scripts/pseudobulk_de.py"
+
+
+rule scorecards:
+    input:
+        features="results/tables/sample_features.tsv",
+        clinical=config["clinical"],
+        association="results/tables/association.tsv",
+    output:
+        cards=primary_files("results/scorecards/{sample}.tsv"),
+        reference="results/tables/reference_features.tsv",
+        html=report(
+            "results/scorecards/scorecards.html",
+            caption="../report/scorecards.rst",
+            category="Scorecards",
+        ),
+        heatmap=report(
+            "results/figures/scorecards_heatmap.png",
+            caption="../report/scorecards_heatmap.rst",
+            category="Scorecards",
+        ),
+    params:
+        associate=associate_params,
+        samples=PRIMARY_SAMPLES,
+    log:
+        "logs/scorecards.log",
+    benchmark:
+        "benchmarks/scorecards.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    conda:
+        "../../envs/associate.yaml"
+    script:
+        "../scripts/scorecards.py"
+
+
+rule plot_association:
+    input:
+        association="results/tables/association.tsv",
+        de="results/tables/pseudobulk_de.tsv",
+    output:
+        forest=report(
+            "results/figures/association_forest.png",
+            caption="../report/association_forest.rst",
+            category="Association",
+        ),
+        volcano=report(
+            "results/figures/association_volcano.png",
+            caption="../report/association_volcano.rst",
+            category="Association",
+        ),
+    log:
+        "logs/plot_association.log",
+    benchmark:
+        "benchmarks/plot_association.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    conda:
+        "../../envs/associate.yaml"
+    script:
+        "../scripts/plot_association.py"
