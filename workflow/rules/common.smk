@@ -41,6 +41,7 @@ try:
         config,
         base_dir=".",
         check_files=config.get("check_input_files", True),
+        cache_path=os.path.join(".snakemake", "cartcohort_input_checks.json"),
     )
 except InputError as err:
     raise WorkflowError(str(err)) from None
