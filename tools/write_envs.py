@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 COMMON = ["numpy", "pandas", "scipy", "pyyaml"]
 STEP_PACKAGES = {
     "load": COMMON + ["h5py", "anndata", "mudata", "scanpy", "scirpy", "awkward", "jsonschema"],
-    "qc": COMMON + ["anndata", "mudata", "scanpy", "scirpy", "scikit-learn", "matplotlib"],
+    "qc": COMMON + ["h5py", "anndata", "mudata", "scanpy", "scirpy", "scikit-learn", "matplotlib"],
     "integrate": COMMON + ["anndata", "mudata", "scanpy", "harmonypy", "leidenalg", "igraph",
                            "umap-learn", "pynndescent", "scikit-misc", "scikit-learn",
                            "matplotlib"],

@@ -5,6 +5,12 @@ def report_figures():
     """Every figure that goes into the HTML report (declared with report() by its rule)."""
     return [
         "results/overview.html",
+        "results/figures/qc_violins.png",
+        "results/figures/qc_scatter.png",
+        "results/figures/association_forest.png",
+        "results/figures/association_volcano.png",
+        "results/figures/scorecards_heatmap.png",
+        "results/scorecards/scorecards.html",
     ]
 
 
