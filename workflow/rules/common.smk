@@ -89,7 +89,9 @@ def sample_meta(wildcards):
     row = SAMPLES.loc[wildcards.sample]
     meta = {k: row[k] for k in row.index if k not in ("gex", "vdj")}
     meta["sample"] = wildcards.sample
-    return {k: (None if isinstance(v, float) and v != v else v) for k, v in meta.items()}
+    return {
+        k: (None if isinstance(v, float) and v != v else v) for k, v in meta.items()
+    }
 
 
 def _deep_update(base, override):
@@ -160,7 +162,52 @@ def all_outputs():
         "results/tables/clone_tracking.tsv",
         "results/tables/sample_features.tsv",
         "results/tables/association.tsv",
+        "results/tables/pseudobulk_de.tsv",
         "results/provenance.json",
         *report_figures(),
         *primary_files("results/scorecards/{sample}.tsv"),
     ]
+
+
+# ---------------------------------------------------------------- report and provenance
+
+STEPS = ["load", "qc", "integrate", "clonotypes", "annotate", "associate", "report"]
+
+
+def report_figures():
+    """Every figure that goes into the HTML report (declared with report() by its rule)."""
+    return [
+        "results/overview.html",
+        "results/figures/qc_violins.png",
+        "results/figures/qc_scatter.png",
+        "results/figures/association_forest.png",
+        "results/figures/association_volcano.png",
+        "results/figures/scorecards_heatmap.png",
+        "results/scorecards/scorecards.html",
+    ]
+
+
+def overview_notes():
+    """Analyses skipped for reasons known from the config alone."""
+    notes = {}
+    if not config["car_features"]:
+        notes["CAR+ calls"] = (
+            "config car_features is empty: car_positive is left empty (NA), "
+            "CAR+ fractions are not computed"
+        )
+    if not config["annotate"].get("celltypist_model"):
+        notes["celltypist"] = (
+            "no celltypist model configured (annotate.celltypist_model)"
+        )
+    return notes
+
+
+def provenance_inputs():
+    """Label -> path of every user input file hashed into provenance.json."""
+    files = {"samples_sheet": config["samples"], "clinical_table": config["clinical"]}
+    for sample in SAMPLES.index:
+        files[f"{sample}.gex"] = SAMPLES.loc[sample, "gex"]
+        if SAMPLES.loc[sample, "vdj"]:
+            files[f"{sample}.vdj"] = SAMPLES.loc[sample, "vdj"]
+    files["signatures"] = signatures_path()
+    return files
