@@ -158,6 +158,8 @@ def all_outputs():
         "results/tables/load_samples.tsv",
         "results/tables/integration_metrics.tsv",
         "results/tables/clonotypes.tsv",
+        "results/tables/public_clonotypes.tsv",
+        "results/tables/clone_states.tsv",
         "results/tables/repertoire_samples.tsv",
         "results/tables/clone_tracking.tsv",
         "results/tables/sample_features.tsv",
@@ -167,6 +169,18 @@ def all_outputs():
         *report_figures(),
         *primary_files("results/scorecards/{sample}.tsv"),
     ]
+
+
+def clonotype_params(wildcards):
+    """config['clonotypes'] with the master seed added."""
+    params = dict(config["clonotypes"])
+    params["seed"] = seed()
+    return params
+
+
+def patient_response():
+    """patient -> response code (from the clinical table)."""
+    return {str(p): str(r) for p, r in CLINICAL["response"].items()}
 
 
 # ---------------------------------------------------------------- report and provenance
@@ -183,6 +197,9 @@ def report_figures():
         "results/figures/association_forest.png",
         "results/figures/association_volcano.png",
         "results/figures/scorecards_heatmap.png",
+        "results/figures/clonal_expansion.png",
+        "results/figures/rarefied_diversity.png",
+        "results/figures/top_clones_alluvial.png",
         "results/scorecards/scorecards.html",
     ]
 

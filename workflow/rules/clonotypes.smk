@@ -1,0 +1,85 @@
+# Clonotypes (scirpy, within each patient) and repertoire dynamics.
+
+
+rule clonotypes:
+    input:
+        h5mu=cohort_files("results/qc/{sample}.h5mu"),
+        qc_samples="results/tables/qc_samples.tsv",
+    output:
+        airr="results/clonotypes/airr.h5ad",
+        clonotypes="results/tables/clonotypes.tsv",
+        public="results/tables/public_clonotypes.tsv",
+    log:
+        "logs/clonotypes.log",
+    benchmark:
+        "benchmarks/clonotypes.tsv"
+    conda:
+        "../../envs/clonotypes.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+    params:
+        samples=COHORT_SAMPLES,
+        clonotypes=clonotype_params,
+    script:
+        "../scripts/clonotypes.py"
+
+
+rule repertoire:
+    input:
+        cells="results/tables/cells.tsv.gz",
+    output:
+        samples="results/tables/repertoire_samples.tsv",
+        tracking="results/tables/clone_tracking.tsv",
+        states="results/tables/clone_states.tsv",
+    log:
+        "logs/repertoire.log",
+    benchmark:
+        "benchmarks/repertoire.tsv"
+    conda:
+        "../../envs/clonotypes.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+    params:
+        clonotypes=clonotype_params,
+        primary_timepoint=config["primary_timepoint"],
+    script:
+        "../scripts/repertoire.py"
+
+
+rule plot_clonotypes:
+    input:
+        samples="results/tables/repertoire_samples.tsv",
+        tracking="results/tables/clone_tracking.tsv",
+    output:
+        expansion=report(
+            "results/figures/clonal_expansion.png",
+            caption="../report/clonotypes_expansion.rst",
+            category="Clonotypes",
+        ),
+        diversity=report(
+            "results/figures/rarefied_diversity.png",
+            caption="../report/clonotypes_diversity.rst",
+            category="Clonotypes",
+        ),
+        alluvial=report(
+            "results/figures/top_clones_alluvial.png",
+            caption="../report/clonotypes_alluvial.rst",
+            category="Clonotypes",
+        ),
+    log:
+        "logs/plot_clonotypes.log",
+    benchmark:
+        "benchmarks/plot_clonotypes.tsv"
+    conda:
+        "../../envs/clonotypes.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    params:
+        response=patient_response(),
+        responders=list(config["responders"]),
+        top_clones=int(config["clonotypes"]["top_clones_alluvial"]),
+    script:
+        "../scripts/plot_clonotypes.py"
