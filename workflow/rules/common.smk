@@ -183,6 +183,13 @@ def patient_response():
     return {str(p): str(r) for p, r in CLINICAL["response"].items()}
 
 
+def annotate_params(wildcards):
+    """config['annotate'] with the CAR features added (annotation draws no random numbers)."""
+    params = dict(config["annotate"])
+    params["car_features"] = list(config.get("car_features") or [])
+    return params
+
+
 # ---------------------------------------------------------------- report and provenance
 
 STEPS = ["load", "qc", "integrate", "clonotypes", "annotate", "associate", "report"]
@@ -197,6 +204,11 @@ def report_figures():
         "results/figures/association_forest.png",
         "results/figures/association_volcano.png",
         "results/figures/scorecards_heatmap.png",
+        "results/figures/annotation_umap_state.png",
+        "results/figures/annotation_umap_lineage.png",
+        "results/figures/annotation_umap_car.png",
+        "results/figures/annotation_state_fractions.png",
+        "results/figures/annotation_dotplot.png",
         "results/figures/clonal_expansion.png",
         "results/figures/rarefied_diversity.png",
         "results/figures/top_clones_alluvial.png",

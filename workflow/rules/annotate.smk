@@ -1,0 +1,71 @@
+# CAR-T cell-state annotation: lineage (CD4/CD8/DN/DP), memory/exhaustion states,
+# checkpoint-receptor positivity and CAR+ cells, with clone-aware final calls.
+# Methods: workflow/scripts/cartcohort/annotate.py (module docstring).
+
+
+rule annotate:
+    input:
+        gex=f"results/integrate/{INTEGRATION_USED}.h5ad",
+        airr="results/clonotypes/airr.h5ad",
+        signatures=signatures_path(),
+    output:
+        h5mu="results/cohort.h5mu",
+        cells="results/tables/cells.tsv.gz",
+        agreement="results/tables/annotation_agreement.tsv",
+        signature_genes="results/tables/annotation_signature_genes.tsv",
+        car_models="results/tables/annotation_car_models.tsv",
+    log:
+        "logs/annotate.log",
+    benchmark:
+        "benchmarks/annotate.tsv"
+    conda:
+        "../../envs/annotate.yaml"
+    threads: 1
+    resources:
+        mem_mb=16000,
+    params:
+        annotate=annotate_params,
+    script:
+        "../scripts/annotate.py"
+
+
+rule plot_annotation:
+    input:
+        h5mu="results/cohort.h5mu",
+    output:
+        umap_state=report(
+            "results/figures/annotation_umap_state.png",
+            caption="../report/annotation_umap_state.rst",
+            category="Annotation",
+        ),
+        umap_lineage=report(
+            "results/figures/annotation_umap_lineage.png",
+            caption="../report/annotation_umap_lineage.rst",
+            category="Annotation",
+        ),
+        umap_car=report(
+            "results/figures/annotation_umap_car.png",
+            caption="../report/annotation_umap_car.rst",
+            category="Annotation",
+        ),
+        state_fractions=report(
+            "results/figures/annotation_state_fractions.png",
+            caption="../report/annotation_state_fractions.rst",
+            category="Annotation",
+        ),
+        dotplot=report(
+            "results/figures/annotation_dotplot.png",
+            caption="../report/annotation_dotplot.rst",
+            category="Annotation",
+        ),
+    log:
+        "logs/plot_annotation.log",
+    benchmark:
+        "benchmarks/plot_annotation.tsv"
+    conda:
+        "../../envs/annotate.yaml"
+    threads: 1
+    resources:
+        mem_mb=8000,
+    script:
+        "../scripts/plot_annotation.py"
