@@ -13,11 +13,11 @@ rule sample_features:
         "logs/sample_features.log",
     benchmark:
         "benchmarks/sample_features.tsv"
+    conda:
+        "../../envs/associate.yaml"
     threads: 1
     resources:
         mem_mb=4000,
-    conda:
-        "../../envs/associate.yaml"
     script:
         "../scripts/sample_features.py"
 
@@ -31,17 +31,17 @@ rule associate:
         notes="results/tables/association_notes.tsv",
         longitudinal="results/tables/longitudinal.tsv",
         survival="results/tables/survival.tsv",
-    params:
-        associate=associate_params,
     log:
         "logs/associate.log",
     benchmark:
         "benchmarks/associate.tsv"
+    conda:
+        "../../envs/associate.yaml"
     threads: 1
     resources:
         mem_mb=4000,
-    conda:
-        "../../envs/associate.yaml"
+    params:
+        associate=associate_params,
     script:
         "../scripts/associate.py"
 
@@ -52,17 +52,17 @@ rule pseudobulk_de:
         clinical=config["clinical"],
     output:
         de="results/tables/pseudobulk_de.tsv",
-    params:
-        associate=associate_params,
     log:
         "logs/pseudobulk_de.log",
     benchmark:
         "benchmarks/pseudobulk_de.tsv"
+    conda:
+        "../../envs/associate.yaml"
     threads: 1
     resources:
         mem_mb=16000,
-    conda:
-        "../../envs/associate.yaml"
+    params:
+        associate=associate_params,
     script:
         "../scripts/pseudobulk_de.py"
 
@@ -85,18 +85,18 @@ rule scorecards:
             caption="../report/scorecards_heatmap.rst",
             category="Scorecards",
         ),
-    params:
-        associate=associate_params,
-        samples=PRIMARY_SAMPLES,
     log:
         "logs/scorecards.log",
     benchmark:
         "benchmarks/scorecards.tsv"
+    conda:
+        "../../envs/associate.yaml"
     threads: 1
     resources:
         mem_mb=2000,
-    conda:
-        "../../envs/associate.yaml"
+    params:
+        associate=associate_params,
+        samples=PRIMARY_SAMPLES,
     script:
         "../scripts/scorecards.py"
 
@@ -120,10 +120,10 @@ rule plot_association:
         "logs/plot_association.log",
     benchmark:
         "benchmarks/plot_association.tsv"
+    conda:
+        "../../envs/associate.yaml"
     threads: 1
     resources:
         mem_mb=2000,
-    conda:
-        "../../envs/associate.yaml"
     script:
         "../scripts/plot_association.py"

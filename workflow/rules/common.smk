@@ -190,6 +190,37 @@ def annotate_params(wildcards):
     return params
 
 
+def integrate_params(wildcards):
+    """Settings of one integration run: config['integrate'] without the keys that only
+    concern metrics/downstream use (so changing them does not re-run integration),
+    with the method's own section (e.g. integrate.harmony) as `method_params`."""
+    cfg = config["integrate"]
+    keys = [
+        "n_top_genes",
+        "exclude_genes",
+        "n_pcs",
+        "batch_key",
+        "n_neighbors",
+        "leiden_resolutions",
+        "umap_min_dist",
+        "scale",
+    ]
+    out = {k: cfg[k] for k in keys if k in cfg}
+    out["method_params"] = dict(cfg.get(wildcards.method) or {})
+    return out
+
+
+def integration_metrics_inputs(wildcards):
+    """Every method's h5ad; plus cells.tsv.gz when integrate.label_key names an
+    annotation column (e.g. `state`) used as the bio-conservation label."""
+    inputs = {
+        "h5ad": expand("results/integrate/{method}.h5ad", method=INTEGRATION_METHODS)
+    }
+    if config["integrate"].get("label_key"):
+        inputs["cells"] = "results/tables/cells.tsv.gz"
+    return inputs
+
+
 # ---------------------------------------------------------------- report and provenance
 
 STEPS = ["load", "qc", "integrate", "clonotypes", "annotate", "associate", "report"]
@@ -204,6 +235,8 @@ def report_figures():
         "results/figures/association_forest.png",
         "results/figures/association_volcano.png",
         "results/figures/scorecards_heatmap.png",
+        "results/figures/integration_umap.png",
+        "results/figures/integration_metrics.png",
         "results/figures/annotation_umap_state.png",
         "results/figures/annotation_umap_lineage.png",
         "results/figures/annotation_umap_car.png",
