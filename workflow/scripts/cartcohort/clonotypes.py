@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ._scirpy import load_scirpy
 from .errors import CartCohortError
 
 log = logging.getLogger(__name__)
@@ -205,7 +206,7 @@ def concat_airr(parts: Sequence[Any]) -> Any:
     ``receptor_subtype``, ``chain_pairing``) with :func:`scirpy.tl.chain_qc`.
     """
     import anndata as ad
-    import scirpy as ir
+    ir = load_scirpy()
 
     parts = [p for p in parts if p is not None and p.n_obs > 0]
     if not parts:
@@ -253,7 +254,7 @@ def _check_params(receptor_arms: str, dual_ir: str, sequence: str) -> None:
 
 def _sequence_keys(adata: Any, *, sequence: str) -> pd.Series:
     """One string per cell: its junction sequences (VJ_1|VDJ_1|VJ_2|VDJ_2), for sorting."""
-    import scirpy as ir
+    ir = load_scirpy()
 
     col = "junction" if sequence == "nt" else "junction_aa"
     seqs = ir.get.airr(adata, col, ["VJ_1", "VDJ_1", "VJ_2", "VDJ_2"])
@@ -346,7 +347,7 @@ def _scirpy_groups(
     patient) rather than one per patient: scirpy compiles its distance kernels
     at every call, which costs more than the cross-patient comparisons saved.
     """
-    import scirpy as ir
+    ir = load_scirpy()
 
     _check_params(receptor_arms, dual_ir, sequence)
     adata = adata.copy()
@@ -426,7 +427,7 @@ def call_clonotypes(
         productive chain) and ``clone_size`` (cells of the clone in ``adata``),
         plus ``receptor_type``, ``receptor_subtype``, ``chain_pairing``.
     """
-    import scirpy as ir
+    ir = load_scirpy()
 
     _check_params(receptor_arms, dual_ir, sequence)
     adata = adata.copy()
@@ -493,7 +494,7 @@ def call_clonotype_clusters(
 
 def _public_keys(adata: Any, *, receptor_arms: str) -> pd.Series:
     """Per cell: the CDR3 aa of the arms that define identity ('VJ|VDJ'), NA if incomplete."""
-    import scirpy as ir
+    ir = load_scirpy()
 
     arms = {"VJ": ["VJ_1"], "VDJ": ["VDJ_1"]}.get(receptor_arms, ["VJ_1", "VDJ_1"])
     aa = ir.get.airr(adata, "junction_aa", arms)
@@ -586,7 +587,7 @@ def clone_table(adata: Any, *, samples: Sequence[str] | None = None) -> pd.DataF
         cdr3_aa_vdj, cdr3_nt_vdj, v_gene_vdj, j_gene_vdj, n_samples, size,
         size_<sample>...`` (primary chains; the most frequent value per clone).
     """
-    import scirpy as ir
+    ir = load_scirpy()
 
     chains = ir.get.airr(adata, ["junction_aa", "junction", "v_call", "j_call"], ["VJ_1", "VDJ_1"])
     rename = {}

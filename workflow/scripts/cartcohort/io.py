@@ -28,6 +28,7 @@ import pandas as pd
 import scipy.io
 import scipy.sparse as sp
 
+from ._scirpy import load_scirpy
 from .errors import CartCohortError, InputError, Problem
 from .sheets import (
     BCR_LOCI,
@@ -350,7 +351,7 @@ def _infer_locus(row: Mapping[str, str]) -> str:
 
 
 def _read_airr(path: Path) -> ad.AnnData:
-    import scirpy as ir
+    ir = load_scirpy()
 
     with open_text(path) as fh:
         df = pd.read_csv(fh, sep="\t", dtype=str, keep_default_na=False)
@@ -418,7 +419,7 @@ def read_tcr(
         ``n_tcr_barcodes`` (cells with a TCR chain), ``n_bcr_contigs_dropped``
         and, when ``barcodes`` is given, ``n_tcr_without_gex``.
     """
-    import scirpy as ir
+    ir = load_scirpy()
 
     try:
         kind, p = locate_vdj(path)

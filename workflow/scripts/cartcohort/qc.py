@@ -57,6 +57,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from ._scirpy import load_scirpy
 from .errors import CartCohortError, InputError, Problem
 
 logger = logging.getLogger(__name__)
@@ -725,7 +726,7 @@ def annotate_chain_qc(airr: ad.AnnData) -> ad.AnnData:
         The copy, with ``obs`` ``receptor_type``, ``receptor_subtype``,
         ``chain_pairing`` and ``obsm['chain_indices']``.
     """
-    import scirpy as ir
+    ir = load_scirpy()
 
     if "airr" not in airr.obsm:
         raise CartCohortError("the 'airr' modality has no obsm['airr'] (scirpy AIRR data); "
