@@ -60,7 +60,11 @@ def run_snakemake(workdir: Path, *args: str, configfile: Path | None = None,
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory, demo_dir) -> Path:
     """Run the whole workflow on the demo cohort once, in a folder outside the repo."""
-    work = tmp_path_factory.mktemp("demo_run")
+    # CARTCOHORT_E2E_DIR reuses a project folder (e.g. an earlier run) while developing;
+    # snakemake then only re-runs what is out of date there.
+    reuse = os.environ.get("CARTCOHORT_E2E_DIR")
+    work = Path(reuse) if reuse else tmp_path_factory.mktemp("demo_run")
+    work.mkdir(parents=True, exist_ok=True)
     run_snakemake(
         work,
         configfile=REPO / "config" / "config.yaml",

@@ -14,12 +14,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 COMMON = ["numpy", "pandas", "scipy", "pyyaml"]
 STEP_PACKAGES = {
-    "load": COMMON + ["h5py", "anndata", "mudata", "scanpy", "scirpy", "awkward", "jsonschema"],
-    "qc": COMMON + ["h5py", "anndata", "mudata", "scanpy", "scirpy", "scikit-learn", "matplotlib"],
-    "integrate": COMMON + ["anndata", "mudata", "scanpy", "harmonypy", "leidenalg", "igraph",
+    "load": COMMON + ["airr", "h5py", "anndata", "mudata", "scanpy", "scirpy", "awkward", "jsonschema"],
+    "qc": COMMON + ["awkward", "h5py", "anndata", "mudata", "scanpy", "scirpy", "scikit-learn", "matplotlib"],
+    "integrate": COMMON + ["h5py", "jsonschema", "scirpy", "awkward", "airr", "anndata", "mudata", "scanpy", "harmonypy", "leidenalg", "igraph",
                            "umap-learn", "pynndescent", "scikit-misc", "scikit-learn",
                            "matplotlib"],
-    "clonotypes": COMMON + ["anndata", "mudata", "scanpy", "scirpy", "awkward", "matplotlib"],
+    "clonotypes": COMMON + ["h5py", "anndata", "mudata", "scanpy", "scirpy", "awkward", "matplotlib"],
     "annotate": COMMON + ["anndata", "mudata", "scanpy", "scirpy", "scikit-learn",
                           "matplotlib"],
     "associate": COMMON + ["anndata", "mudata", "statsmodels", "pydeseq2", "lifelines",

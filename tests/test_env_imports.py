@@ -1,0 +1,452 @@
+"""Static proof that every rule's conda env provides what its script imports.
+
+For each rule in ``workflow/rules/*.smk`` the entry script named by ``script:`` is parsed
+with :mod:`ast`; every ``import``/``from … import`` (module level and inside functions,
+classes, ``if``/``with`` blocks) is collected, and imports of the ``cartcohort`` library
+(absolute or relative) are followed transitively, parent packages included. Each
+third-party top-level module is mapped to its distribution with
+``importlib.metadata.packages_distributions()`` of this interpreter (standard library:
+``sys.stdlib_module_names``) and checked against the rule's env file
+``envs/<step>.yaml`` (read with ``cartcohort.provenance.env_packages``):
+
+* ``test_env_provides_imports``: the distribution is pinned in the env or is a
+  dependency (transitive ``Requires-Dist`` without extras, as installed here) of a pin;
+* ``test_env_pins_direct_imports``: stricter, every distribution our own code imports is
+  pinned in the env itself (so it cannot vanish when a dependency drops it).
+
+Imports under ``if TYPE_CHECKING:`` are never executed and are skipped. Imports inside a
+``try`` whose handlers catch ``ImportError``/``ModuleNotFoundError`` are optional features
+(e.g. celltypist) that fail with their own message; they are listed by
+``test_optional_imports_are_known`` but not required. Run-time imports by name
+(``importlib.import_module(variable)``) cannot be seen statically.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata as md
+import re
+import sys
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import pytest
+from packaging.requirements import InvalidRequirement, Requirement
+
+from cartcohort.provenance import env_packages
+from conftest import REPO
+
+RULES_DIR = REPO / "workflow" / "rules"
+SCRIPTS_DIR = REPO / "workflow" / "scripts"
+IMPORT_ERRORS = {"ImportError", "ModuleNotFoundError"}
+# optional features whose package is deliberately not in an env → config key enabling them
+OPTIONAL_IMPORTS = {"celltypist": "annotate.celltypist_model"}
+
+
+def _norm(name: str) -> str:
+    """PEP 503 normalised distribution name."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+# ------------------------------------------------------------------ rules of the workflow
+
+@dataclass(frozen=True)
+class RuleSpec:
+    file: str
+    name: str
+    step: str
+    script: Path
+
+    @property
+    def env_file(self) -> Path:
+        return REPO / "envs" / f"{self.step}.yaml"
+
+
+def _steps() -> list[str]:
+    """``STEPS`` as defined in rules/common.smk (the loop variable of report.smk)."""
+    text = (RULES_DIR / "common.smk").read_text()
+    m = re.search(r"^STEPS\s*=\s*(\[[^\]]*\])", text, flags=re.M)
+    assert m, "rules/common.smk no longer defines STEPS = [...]"
+    return list(ast.literal_eval(m.group(1)))
+
+
+def _directive(body: list[str], key: str) -> str | None:
+    """The (single string) value of a rule directive, on the same or the next line."""
+    for i, line in enumerate(body):
+        m = re.match(rf"^\s*{key}:\s*(.*)$", line)
+        if not m:
+            continue
+        value = m.group(1).strip() or (body[i + 1].strip() if i + 1 < len(body) else "")
+        v = re.match(r"^f?([\"'])(.*)\1,?$", value)
+        assert v, f"{key}: {value!r} is not a plain string literal"
+        return v.group(2)
+    return None
+
+
+def parse_rules(path: Path, steps: list[str]) -> list[RuleSpec]:
+    """Rules of one .smk file; rules inside ``for _step in STEPS:`` are expanded per step."""
+    lines = path.read_text().splitlines()
+    loops: list[tuple[int, str]] = []  # (indent, loop variable) of enclosing STEPS loops
+    specs = []
+    for i, line in enumerate(lines):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        indent = len(line) - len(line.lstrip())
+        loops = [(ind, var) for ind, var in loops if ind < indent]
+        loop = re.match(r"^\s*for\s+(\w+)\s+in\s+STEPS\s*:", line)
+        if loop:
+            loops.append((indent, loop.group(1)))
+            continue
+        m = re.match(r"^\s*rule\s*(\w*)\s*:", line)
+        if not m:
+            continue
+        body = []
+        for nxt in lines[i + 1:]:
+            if nxt.strip() and len(nxt) - len(nxt.lstrip()) <= indent:
+                break
+            body.append(nxt)
+        name = m.group(1) or _directive(body, "name")
+        conda = _directive(body, "conda")
+        script = _directive(body, "script")
+        assert name, f"{path.name}:{i + 1}: anonymous rule without name:"
+        if script is None:
+            continue  # e.g. rule all
+        assert conda, f"{path.name}: rule {name} has a script but no conda env"
+        env = re.fullmatch(r"\.\./\.\./envs/(.+)\.yaml", conda)
+        assert env, f"{path.name}: rule {name}: conda {conda!r} is not ../../envs/<step>.yaml"
+        variables = [var for _, var in loops]
+        bindings = [{}] if not variables else [{variables[-1]: s} for s in steps]
+        for bind in bindings:
+            fill = (lambda s: s.format(**bind)) if bind else (lambda s: s)
+            specs.append(RuleSpec(
+                file=path.name,
+                name=fill(name),
+                step=fill(env.group(1)),
+                script=(path.parent / script).resolve(),
+            ))
+    return specs
+
+
+STEPS = _steps()
+RULES = [r for p in sorted(RULES_DIR.glob("*.smk")) for r in parse_rules(p, STEPS)]
+
+
+# ------------------------------------------------------------------ import collection
+
+@dataclass(frozen=True)
+class Import:
+    module: str        # absolute dotted name as imported
+    file: Path         # file holding the import statement
+    lineno: int
+    in_function: bool  # inside a def/lambda: runs only when that function is called
+    optional: bool     # inside try/except ImportError
+
+
+@dataclass(frozen=True)
+class Reach:
+    imp: Import
+    hops: tuple[str, ...]  # "file:line" of every library import leading to the file
+    on_import: bool        # runs as soon as the entry script starts (all hops module level)
+
+    def where(self, root: Path = SCRIPTS_DIR) -> str:
+        last = (f"{self.imp.file.relative_to(root)}:{self.imp.lineno}"
+                f"{' [in function]' if self.imp.in_function else ''}")
+        when = "fails at start" if self.on_import else "fails when the function is called"
+        return f"{' -> '.join(self.hops + (last,))} 'import {self.imp.module}' ({when})"
+
+
+def _catches_import_error(node: ast.Try) -> bool:
+    for handler in node.handlers:
+        if handler.type is None:
+            return True
+        types = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
+        if any(isinstance(t, ast.Name) and t.id in IMPORT_ERRORS for t in types):
+            return True
+    return False
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+@lru_cache(maxsize=None)
+def _local_file(module: str, root: Path) -> Path | None:
+    """Source file of a module of our own code below ``root`` (library or script), else None."""
+    base = root.joinpath(*module.split("."))
+    for cand in (base.with_suffix(".py"), base / "__init__.py"):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def _package_of(path: Path, root: Path) -> str | None:
+    """Dotted package a file below ``root`` belongs to (a package's __init__: itself)."""
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    return ".".join(parts[:-1]) or None
+
+
+@lru_cache(maxsize=None)
+def _imports_in(path: Path, root: Path) -> tuple[Import, ...]:
+    """Every import statement of one file, with absolute module names."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    package = _package_of(path, root)
+    found: list[Import] = []
+
+    def visit(node: ast.AST, *, in_def: bool, optional: bool) -> None:
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            for child in node.orelse:
+                visit(child, in_def=in_def, optional=optional)
+            return
+        if isinstance(node, ast.Try):
+            guarded = optional or _catches_import_error(node)
+            for child in node.body:
+                visit(child, in_def=in_def, optional=guarded)
+            for child in [*node.handlers, *node.orelse, *node.finalbody]:
+                visit(child, in_def=in_def, optional=optional)
+            return
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                found.append(Import(alias.name, path, node.lineno, in_def, optional))
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                assert package, f"{path}:{node.lineno}: relative import outside a package"
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                assert base, f"{path}:{node.lineno}: relative import beyond the top package"
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module
+            found.append(Import(mod, path, node.lineno, in_def, optional))
+            # `from pkg import name`: name may itself be a module of our own code
+            for alias in node.names:
+                if alias.name != "*" and _local_file(f"{mod}.{alias.name}", root):
+                    found.append(Import(f"{mod}.{alias.name}", path, node.lineno, in_def,
+                                        optional))
+        inner = in_def or isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+        for child in ast.iter_child_nodes(node):
+            visit(child, in_def=inner, optional=optional)
+
+    visit(tree, in_def=False, optional=False)
+    return tuple(found)
+
+
+def _walk(script: Path, root: Path, *, module_level_only: bool) -> tuple[list[Reach], set[Path]]:
+    reaches: list[Reach] = []
+    seen: set[Path] = set()
+    queue: list[tuple[Path, tuple[str, ...]]] = [(script, ())]
+    while queue:
+        path, hops = queue.pop(0)
+        if path in seen:
+            continue
+        seen.add(path)
+        for imp in _imports_in(path, root):
+            parts = imp.module.split(".")
+            local = [_local_file(".".join(parts[:k]), root) for k in range(1, len(parts) + 1)]
+            local = [f for f in local if f is not None]
+            if not local:
+                reaches.append(Reach(imp, hops, on_import=module_level_only
+                                     and not imp.in_function))
+                continue
+            if imp.optional or (module_level_only and imp.in_function):
+                continue
+            hop = (f"{path.relative_to(root)}:{imp.lineno}"
+                   f"{' [in function]' if imp.in_function else ''}")
+            for f in local:  # importing a.b.c runs a/__init__, a/b/__init__ and a/b/c
+                queue.append((f, hops + (hop,)))
+    return reaches, seen
+
+
+def collect_imports(script: Path, *, root: Path = SCRIPTS_DIR) -> tuple[list[Reach], list[Path]]:
+    """Imports of non-local modules reachable from an entry script through our own code.
+
+    Returns the reaches (each import statement once; ``on_import`` when it runs as soon as
+    the script starts) and the local files visited.
+    """
+    eager, _ = _walk(script, root, module_level_only=True)
+    every, files = _walk(script, root, module_level_only=False)
+    first = {(r.imp.file, r.imp.lineno, r.imp.module): r for r in reversed(eager)}
+    out = list(first.values())
+    for r in every:
+        key = (r.imp.file, r.imp.lineno, r.imp.module)
+        if key not in first:
+            first[key] = r
+            out.append(r)
+    return out, sorted(files)
+
+
+# ------------------------------------------------------------------ distributions
+
+@lru_cache(maxsize=1)
+def _module_dists() -> dict[str, list[str]]:
+    return {k: sorted({_norm(d) for d in v}) for k, v in md.packages_distributions().items()}
+
+
+def dists_of(module: str) -> list[str]:
+    """Distributions providing a top-level module ([] for the standard library)."""
+    top = module.split(".")[0]
+    if top in sys.stdlib_module_names or top == "__future__":
+        return []
+    dists = _module_dists().get(top)
+    if not dists:
+        raise AssertionError(
+            f"module '{top}' is not installed in {sys.prefix}, so its distribution is unknown; "
+            "install it in the dev venv (and the lock) or remove the import")
+    return dists
+
+
+@lru_cache(maxsize=None)
+def _requires(dist: str) -> tuple[str, ...]:
+    """Dependencies (no extras; markers evaluated for this interpreter) of an installed dist."""
+    try:
+        reqs = md.distribution(dist).requires or []
+    except md.PackageNotFoundError:
+        raise AssertionError(f"{dist} is pinned but not installed in {sys.prefix}; cannot "
+                             "compute its dependencies (rebuild the venv from the lock)")
+    out = []
+    for line in reqs:
+        try:
+            req = Requirement(line)
+        except InvalidRequirement:
+            continue
+        if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+            continue
+        out.append(_norm(req.name))
+    return tuple(sorted(set(out)))
+
+
+def env_closure(pins: set[str]) -> dict[str, str]:
+    """Every distribution an env installs → the pin that brings it in."""
+    via = {p: p for p in pins}
+    queue = sorted(pins)
+    while queue:
+        dist = queue.pop(0)
+        for dep in _requires(dist):
+            if dep not in via:
+                via[dep] = via[dist]
+                queue.append(dep)
+    return via
+
+
+def _pins(spec: RuleSpec) -> set[str]:
+    assert spec.env_file.is_file(), f"rule {spec.name}: env {spec.env_file} does not exist"
+    return {_norm(n) for n in env_packages(spec.env_file)}
+
+
+RULE_IDS = [f"{r.file}:{r.name}" for r in RULES]
+
+
+# ------------------------------------------------------------------ tests
+
+def test_rules_parsed():
+    names = {r.name for r in RULES}
+    for expected in ("load_sample", "qc_sample", "integrate", "clonotypes", "annotate",
+                     "associate", "provenance", "overview"):
+        assert expected in names
+    # the versions_<step> rules of report.smk are expanded over STEPS, each with its env
+    for step in STEPS:
+        rule = next(r for r in RULES if r.name == f"versions_{step}")
+        assert rule.step == step and rule.script.name == "record_versions.py"
+    scripts = sum(len(re.findall(r"^\s*script:", p.read_text(), flags=re.M))
+                  for p in RULES_DIR.glob("*.smk"))
+    # every script: line became a rule; the one inside the STEPS loop became len(STEPS)
+    assert len({(r.file, r.name) for r in RULES}) == scripts - 1 + len(STEPS), (
+        "the rule parser of this test missed rules (or a new `for ... in STEPS:` loop of "
+        "rules was added: extend test_rules_parsed)")
+
+
+def _write(root: Path, files: dict[str, str]) -> None:
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+
+
+def test_collector_follows_library_and_relative_imports(tmp_path):
+    """Function-level, relative and `from pkg import module` imports are followed."""
+    _write(tmp_path, {
+        "entry.py": "from lib.logs import log\nfrom lib import step\n",
+        "lib/__init__.py": "import json\n",
+        "lib/logs.py": "import logging\nfrom .errors import E\n",
+        "lib/errors.py": "class E(Exception):\n    pass\n",
+        "lib/step.py": ("import numpy as np\n"
+                        "def f():\n    from .sub import deep\n    import scanpy as sc\n"
+                        "try:\n    import celltypist\nexcept ImportError:\n    pass\n"),
+        "lib/sub/__init__.py": "",
+        "lib/sub/deep.py": "from ..errors import E\nimport sklearn.neighbors\n",
+        "lib/unused.py": "import torch\n",
+    })
+    reaches, files = collect_imports(tmp_path / "entry.py", root=tmp_path)
+    rel = {str(f.relative_to(tmp_path)) for f in files}
+    assert rel == {"entry.py", "lib/__init__.py", "lib/logs.py", "lib/errors.py", "lib/step.py",
+                   "lib/sub/__init__.py", "lib/sub/deep.py"}
+    got = {r.imp.module: r for r in reaches}
+    assert set(got) == {"json", "logging", "numpy", "scanpy", "celltypist", "sklearn.neighbors"}
+    assert got["numpy"].on_import and got["json"].on_import
+    assert not got["scanpy"].on_import and got["scanpy"].imp.in_function
+    # reached only through a function-level import of lib.sub.deep
+    assert not got["sklearn.neighbors"].on_import
+    assert got["sklearn.neighbors"].hops == ("entry.py:2", "lib/step.py:3 [in function]")
+    assert got["celltypist"].imp.optional and not got["numpy"].imp.optional
+    assert dists_of("yaml") == ["pyyaml"] and dists_of("sklearn.neighbors") == ["scikit-learn"]
+    assert dists_of("os.path") == [] and dists_of("__future__") == []
+
+
+def test_closure_includes_dependencies():
+    closure = env_closure({"scanpy"})
+    for dep in ("anndata", "numpy", "h5py", "scikit-learn", "matplotlib"):
+        assert dep in closure
+    assert "pytest" not in closure  # extras ("test") are not followed
+
+
+@pytest.mark.parametrize("spec", RULES, ids=RULE_IDS)
+def test_env_provides_imports(spec):
+    pins = _pins(spec)
+    closure = env_closure(pins)
+    reaches, _ = collect_imports(spec.script)
+    missing = []
+    for r in reaches:
+        if r.imp.optional:
+            continue
+        dists = dists_of(r.imp.module)
+        if dists and not any(d in closure for d in dists):
+            missing.append(f"  {' or '.join(dists)}: {r.where()}")
+    assert not missing, (
+        f"rule {spec.name} ({spec.file}) runs {spec.script.name} in envs/{spec.step}.yaml, "
+        f"which neither pins nor depends on:\n" + "\n".join(sorted(set(missing)))
+        + f"\nFix: add the distribution to STEP_PACKAGES['{spec.step}'] in tools/write_envs.py "
+        "and regenerate the envs.")
+
+
+@pytest.mark.parametrize("spec", RULES, ids=RULE_IDS)
+def test_env_pins_direct_imports(spec):
+    pins = _pins(spec)
+    reaches, _ = collect_imports(spec.script)
+    missing = []
+    for r in reaches:
+        if r.imp.optional:
+            continue
+        dists = dists_of(r.imp.module)
+        if dists and not any(d in pins for d in dists):
+            missing.append(f"  {' or '.join(dists)}: {r.where()}")
+    assert not missing, (
+        f"rule {spec.name} ({spec.file}): envs/{spec.step}.yaml must pin every distribution "
+        f"its code imports:\n" + "\n".join(sorted(set(missing)))
+        + f"\nFix: add it to STEP_PACKAGES['{spec.step}'] in tools/write_envs.py.")
+
+
+def test_optional_imports_are_known():
+    """Optional (try/except ImportError) imports are reviewed features, not forgotten pins."""
+    optional = {}
+    for spec in RULES:
+        reaches, _ = collect_imports(spec.script)
+        for r in reaches:
+            imp = r.imp
+            if imp.optional:
+                optional.setdefault(imp.module.split(".")[0], set()).add(
+                    f"{imp.file.relative_to(REPO)}:{imp.lineno} (rule {spec.name})")
+    unknown = {m: sorted(w) for m, w in optional.items() if m not in OPTIONAL_IMPORTS}
+    assert not unknown, (
+        "imports guarded by try/except ImportError that are not declared optional in "
+        f"OPTIONAL_IMPORTS of this test: {unknown}. Pin them in the step's env, or declare "
+        "them with the config key that enables them.")
