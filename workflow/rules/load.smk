@@ -42,4 +42,4 @@ rule load_summary:
     resources:
         mem_mb=1000,
     script:
-        "../scripts/load_sample.py"
+        "../scripts/load_summary.py"
