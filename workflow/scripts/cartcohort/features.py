@@ -52,36 +52,17 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from . import vocab
 from .errors import InputError, Problem
 
 logger = logging.getLogger(__name__)
 
 #: Cell states of DESIGN.md, in report order.
-STATES: tuple[str, ...] = (
-    "naive_tscm",
-    "tcm",
-    "tem",
-    "teff",
-    "exhausted",
-    "treg",
-    "proliferating",
-    "gd",
-    "mait",
-    "unassigned",
-)
+STATES: tuple[str, ...] = (*vocab.STATES, *vocab.OPTIONAL_STATES, vocab.UNASSIGNED)
 #: States that are always reported (gd/mait only when present in the data).
-CORE_STATES: tuple[str, ...] = (
-    "naive_tscm",
-    "tcm",
-    "tem",
-    "teff",
-    "exhausted",
-    "treg",
-    "proliferating",
-    "unassigned",
-)
-MEMORY_LIKE: tuple[str, ...] = ("naive_tscm", "tcm")
-LINEAGES: tuple[str, ...] = ("CD4", "CD8", "DN", "DP")
+CORE_STATES: tuple[str, ...] = (*vocab.STATES, vocab.UNASSIGNED)
+MEMORY_LIKE: tuple[str, ...] = vocab.MEMORY_LIKE
+LINEAGES: tuple[str, ...] = vocab.LINEAGES
 MARKERS: tuple[str, ...] = ("pd1_pos", "tim3_pos", "lag3_pos", "triple_pos")
 #: Pseudocount added to CD4 and CD8 counts before the log2 ratio.
 RATIO_PSEUDOCOUNT = 0.5

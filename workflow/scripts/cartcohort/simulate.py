@@ -48,6 +48,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from . import vocab
 from .errors import CartCohortError
 from .tables import write_table
 
@@ -57,16 +58,8 @@ log = logging.getLogger(__name__)
 # Vocabulary and gene panel
 # --------------------------------------------------------------------------------------
 
-STATES: tuple[str, ...] = (
-    "naive_tscm",
-    "tcm",
-    "tem",
-    "teff",
-    "exhausted",
-    "treg",
-    "proliferating",
-)
-MEMORY_LIKE: tuple[str, ...] = ("naive_tscm", "tcm")
+STATES: tuple[str, ...] = vocab.STATES
+MEMORY_LIKE: tuple[str, ...] = vocab.MEMORY_LIKE
 
 STATE_UP: dict[str, tuple[str, ...]] = {
     "naive_tscm": ("CCR7", "SELL", "TCF7", "LEF1", "IL7R", "CD27", "CD28", "FAS", "CXCR3", "IL2RB"),

@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from . import save_figure  # noqa: F401  (re-exported for entry scripts)
 import matplotlib
 
 matplotlib.use("Agg")
@@ -222,10 +223,3 @@ def signature_dotplot(
     fig.tight_layout()
     return fig
 
-
-def save_figure(fig: Figure, path: str | os.PathLike, *, dpi: int = 150) -> None:
-    """Save a figure as PNG without a software tag (byte-stable) and close it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, metadata={"Software": None})
-    plt.close(fig)
