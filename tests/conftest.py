@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,15 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 DEMO = REPO / "resources" / "demo"
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+
+
+# snakemake-executor-plugin-slurm runs `scontrol show config` (10 s timeout) whenever
+# snakemake starts; on a machine with SLURM client tools but no running controller that
+# adds ~10 s to every workflow call in the tests. Local test runs never use SLURM, so
+# they see an `scontrol` that fails at once (tools/slurm/slurm_test.sh uses the real one).
+_STUBS = Path(tempfile.mkdtemp(prefix="cartcohort-test-stubs-"))
+(_STUBS / "scontrol").write_text("#!/bin/sh\nexit 1\n")
+(_STUBS / "scontrol").chmod(0o755)
 
 
 def require_shared(*parts: str) -> Path:
@@ -47,7 +57,8 @@ def run_snakemake(workdir: Path, *args: str, configfile: Path | None = None,
     if config:
         cmd += ["--config", *[f"{k}={v}" for k, v in config.items()]]
     cmd += list(args)
-    env = dict(os.environ, PYTHONHASHSEED="0")
+    env = dict(os.environ, PYTHONHASHSEED="0",
+               PATH=f"{_STUBS}{os.pathsep}{os.environ.get('PATH', '')}")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=workdir)
     if check and proc.returncode != 0:
         raise AssertionError(

@@ -21,16 +21,22 @@ validate(config, schema="../../config/schemas/config.schema.yaml")
 
 
 def _config_path(value):
-    """Resolve a path from the config: working directory first, then the workflow folder.
+    """A path from the config, relative to the working (project) directory."""
+    return os.path.abspath(value)
 
-    Relative paths in config.yaml are meant relative to the project (working)
-    directory; the bundled defaults (demo sheets, signatures) live in the
-    workflow folder, so a path that does not exist under the working directory
-    is looked up there.
-    """
+
+def _resource_path(value):
+    """A resource path from the config: the project directory first, then the
+    workflow folder, where the bundled resources (signatures) live."""
     if os.path.isabs(value) or os.path.exists(value):
         return os.path.abspath(value)
-    return os.path.join(WORKFLOW_DIR, value)
+    bundled = os.path.join(WORKFLOW_DIR, value)
+    if os.path.exists(bundled):
+        return bundled
+    raise WorkflowError(
+        f"config: {value!r} exists neither in the project directory {os.getcwd()} nor in "
+        f"the workflow folder {WORKFLOW_DIR}. Fix: give an existing path."
+    )
 
 
 config["samples"] = _config_path(config["samples"])
@@ -141,7 +147,7 @@ def associate_params(wildcards):
 
 def signatures_path():
     """The marker-program file (user file or the bundled one)."""
-    return _config_path(config["annotate"]["signatures"])
+    return _resource_path(config["annotate"]["signatures"])
 
 
 def seed():
