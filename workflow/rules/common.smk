@@ -100,6 +100,16 @@ def sample_meta(wildcards):
     }
 
 
+def canonical(params):
+    """A params dict with keys sorted at every level: Snakemake compares params by
+    their text, so reordering keys in a config file must not trigger re-runs."""
+    if isinstance(params, dict):
+        return {k: canonical(params[k]) for k in sorted(params)}
+    if isinstance(params, (list, tuple)):
+        return [canonical(v) for v in params]
+    return params
+
+
 def _deep_update(base, override):
     out = copy.deepcopy(base)
     for key, value in override.items():
@@ -123,7 +133,7 @@ def qc_params(wildcards):
     qc["doublets"] = doublets
     qc = _deep_update(qc, per_sample.get(wildcards.sample, {}))
     qc["seed"] = seed()
-    return qc
+    return canonical(qc)
 
 
 def cohort_files(pattern):
@@ -142,7 +152,7 @@ def associate_params(wildcards):
     params["responders"] = list(config["responders"])
     params["primary_timepoint"] = str(config["primary_timepoint"])
     params["seed"] = seed()
-    return params
+    return canonical(params)
 
 
 def signatures_path():
@@ -181,7 +191,7 @@ def clonotype_params(wildcards):
     """config['clonotypes'] with the master seed added."""
     params = dict(config["clonotypes"])
     params["seed"] = seed()
-    return params
+    return canonical(params)
 
 
 def patient_response():
@@ -193,7 +203,7 @@ def annotate_params(wildcards):
     """config['annotate'] with the CAR features added (annotation draws no random numbers)."""
     params = dict(config["annotate"])
     params["car_features"] = list(config.get("car_features") or [])
-    return params
+    return canonical(params)
 
 
 def integrate_params(wildcards):
@@ -213,7 +223,7 @@ def integrate_params(wildcards):
     ]
     out = {k: cfg[k] for k in keys if k in cfg}
     out["method_params"] = dict(cfg.get(wildcards.method) or {})
-    return out
+    return canonical(out)
 
 
 def integration_metrics_inputs(wildcards):

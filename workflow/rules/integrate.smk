@@ -47,7 +47,7 @@ rule integration_metrics:
     resources:
         mem_mb=8000,
     params:
-        integrate=config["integrate"],
+        integrate=canonical(config["integrate"]),
         seed=seed(),
     script:
         "../scripts/integration_metrics.py"
