@@ -451,7 +451,8 @@ def test_barcode_suffix_mismatch_is_tolerated(tmp_path):
 
 def test_returned_tables_pass_snakemake_validate(tmp_path):
     """rules/common.smk re-validates the returned frames with snakemake's validate()."""
-    from snakemake.utils import validate
+    # snakemake is the engine, not part of the load step's env (make envs-check)
+    validate = pytest.importorskip("snakemake.utils", reason="snakemake not in this env").validate
 
     c = make_cohort(tmp_path)
     samples, clinical = sheets.prepare_inputs(c["config"], base_dir=tmp_path)

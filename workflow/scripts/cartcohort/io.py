@@ -17,6 +17,7 @@ import logging
 import os
 import shutil
 import tempfile
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -69,6 +70,59 @@ def _raise_issues(file: Path, issues: Sequence[tuple[str, str, str]]) -> None:
         raise InputError([Problem(str(file), where, what, fix) for where, what, fix in issues])
 
 
+#: What the third-party readers (pandas, json, scipy, h5py, gzip, scirpy) raise on
+#: malformed content that the cheap checks of :mod:`cartcohort.sheets` let through.
+_PARSE_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,  # incl. pandas ParserError, json.JSONDecodeError, UnicodeDecodeError
+    TypeError,
+    KeyError,
+    IndexError,
+    EOFError,
+    OSError,  # incl. gzip.BadGzipFile, h5py read errors
+    zlib.error,
+)
+
+
+@contextlib.contextmanager
+def _parsing(
+    path: Path, what: str, fix: str, extra: tuple[type[BaseException], ...] = ()
+) -> Iterator[None]:
+    """Turn a reader's exception on malformed content into an :class:`InputError`
+    naming ``path`` (the original exception is chained for the log)."""
+    try:
+        yield
+    except (*_PARSE_ERRORS, *extra) as err:
+        text = str(err).strip()
+        msg = text.splitlines()[0][:200] if text else ""
+        what_failed = f"cannot be read as {what} ({err.__class__.__name__}: {msg})"
+        raise InputError([Problem(str(path), "", what_failed, fix)]) from err
+
+
+def _check_no_nul(path: Path, *, chunk: int = 1 << 24) -> None:
+    """Raise :class:`InputError` when a (possibly gzipped) text file holds a NUL byte.
+
+    scipy's MatrixMarket reader (fast_matrix_market, scipy 1.17) crashes the
+    interpreter with a segmentation fault on NUL bytes instead of raising.
+    """
+    opener = gzip.open if is_gzip(path) else open
+    offset = 0
+    with opener(path, "rb") as fh:
+        while block := fh.read(chunk):
+            at = block.find(b"\x00")
+            if at >= 0:
+                raise InputError(
+                    [
+                        Problem(
+                            str(path),
+                            f"byte {offset + at} (uncompressed)",
+                            "holds a NUL byte: the file is corrupt (partial copy or disk error)",
+                            "copy the folder again from the Cell Ranger outs/ folder",
+                        )
+                    ]
+                )
+            offset += len(block)
+
+
 def _locate(path: str | os.PathLike) -> GexSource:
     try:
         return locate_gex(path)
@@ -97,7 +151,10 @@ def _read_h5(path: Path) -> tuple[sp.csr_matrix, list[str], pd.DataFrame]:
 
 def _read_mtx(folder: Path) -> tuple[sp.csr_matrix, list[str], pd.DataFrame]:
     files = locate_mtx(folder)
-    with open_text(files.matrix) as fh:
+    _check_no_nul(files.matrix)
+    # a binary stream: scipy wraps text streams in a helper that prints "Exception
+    # ignored" tracebacks when reading fails
+    with (gzip.open if is_gzip(files.matrix) else open)(files.matrix, "rb") as fh:
         mat = scipy.io.mmread(fh)
     X = sp.csr_matrix(sp.coo_matrix(mat).T)
     barcodes = [line.split("\t")[0].strip() for line in read_lines(files.barcodes)]
@@ -246,12 +303,19 @@ def read_gex(
     source = _locate(path)
     _, issues, gfile = inspect_gex(source)
     _raise_issues(gfile, issues)
-    if source.kind == "h5":
-        X, barcodes, var = _read_h5(source.path)
-    elif source.kind == "mtx":
-        X, barcodes, var = _read_mtx(source.path)
-    else:
-        X, barcodes, var = _read_h5ad(source.path, sample=sample)
+    what = {
+        "h5": "a Cell Ranger HDF5 matrix",
+        "mtx": "a MatrixMarket matrix folder",
+        "h5ad": "an AnnData .h5ad file",
+    }[source.kind]
+    fix = "the file is corrupt or truncated; copy it again from the Cell Ranger outs/ folder"
+    with _parsing(source.path, what, fix):
+        if source.kind == "h5":
+            X, barcodes, var = _read_h5(source.path)
+        elif source.kind == "mtx":
+            X, barcodes, var = _read_mtx(source.path)
+        else:
+            X, barcodes, var = _read_h5ad(source.path, sample=sample)
     if len(barcodes) != X.shape[0]:
         raise InputError(
             [
@@ -427,14 +491,26 @@ def read_tcr(
         raise InputError([Problem(str(path), "", err.what, err.fix)]) from None
     _, issues = inspect_vdj(kind, p)
     _raise_issues(p, issues)
-    if kind == "airr":
-        adata = _read_airr(p)
-    elif kind == "10x_json":
-        with _plain_file(p, ".json") as plain:
-            adata = ir.io.read_10x_vdj(plain, filtered=True)
-    else:
-        with _plain_file(p, ".csv") as plain:
-            adata = ir.io.read_10x_vdj(plain, filtered=True)
+    from airr.schema import ValidationError as AirrValidationError
+
+    what = {
+        "airr": "an AIRR rearrangement TSV",
+        "10x_json": "10x all_contig_annotations JSON",
+        "10x_csv": "a 10x contig table",
+    }[kind]
+    fix = (
+        "the file is corrupt, truncated or edited by hand; copy it again from the Cell "
+        "Ranger vdj_t outs/ folder (or fix the value named above)"
+    )
+    with _parsing(p, what, fix, extra=(AirrValidationError,)):
+        if kind == "airr":
+            adata = _read_airr(p)
+        elif kind == "10x_json":
+            with _plain_file(p, ".json") as plain:
+                adata = ir.io.read_10x_vdj(plain, filtered=True)
+        else:
+            with _plain_file(p, ".csv") as plain:
+                adata = ir.io.read_10x_vdj(plain, filtered=True)
     adata.obs_names = adata.obs_names.astype(str)
     adata, n_bcr = _drop_bcr(adata)
     if n_bcr:

@@ -863,6 +863,9 @@ def inspect_vdj(
                         fix_copy,
                     )
                 ]
+            dup = _duplicate_column(header)
+            if dup:
+                return set(), [dup]
             missing = [c for c in CONTIG_CSV_COLUMNS if c not in header]
             if missing:
                 return set(), [
@@ -888,6 +891,9 @@ def inspect_vdj(
                         "give an AIRR rearrangement TSV",
                     )
                 ]
+            dup = _duplicate_column(header)
+            if dup:
+                return set(), [dup]
             missing = []
             if "cell_id" not in header:
                 missing.append("'cell_id'")
@@ -929,6 +935,23 @@ def inspect_vdj(
     if chains and all(c in BCR_LOCI for c in chains if c):
         issues.append(_only_bcr_issue(chain_col))
     return {b for b in barcodes if b.strip()}, issues
+
+
+def _duplicate_column(header: Sequence[str]) -> Issue | None:
+    """Issue for the first column name that occurs twice in a contig-table header
+    (readers would silently take one of them, possibly the wrong data)."""
+    seen: dict[str, int] = {}
+    for i, name in enumerate(header, start=1):
+        if not name:
+            continue
+        if name in seen:
+            return (
+                "line 1 (header)",
+                f"column '{name}' appears twice (columns {seen[name]} and {i})",
+                "keep one of them; Cell Ranger and AIRR files have unique column names",
+            )
+        seen[name] = i
+    return None
 
 
 def _only_bcr_issue(col: str) -> Issue:
@@ -1542,7 +1565,8 @@ def _check_samples(
         records.append(rec)
     if not records:
         return None
-    cols = list(sheet.columns)
+    # unique names: a duplicated header column is already reported by _read_tsv
+    cols = list(dict.fromkeys(sheet.columns))
     for c in ("timepoint_day", "vdj"):
         if c not in cols:
             cols.append(c)
@@ -1675,7 +1699,8 @@ def _check_clinical(
             first[pid] = lineno
     if not table.rows:
         return None
-    df = pd.DataFrame.from_records(table.rows, columns=table.columns)
+    # unique names: a duplicated header column is already reported by _read_tsv
+    df = pd.DataFrame.from_records(table.rows, columns=list(dict.fromkeys(table.columns)))
     props = schema.get("properties", {})
     for c in df.columns:
         types = props.get(c, {}).get("type", "string")

@@ -1,0 +1,408 @@
+"""Fault tolerance: repeated runs, a killed run, a corrupt library, and no code in config.
+
+One small simulated cohort (6 patients, 150-300 cells per library, 2 of them with
+D14/M3 follow-up: 10 libraries) is generated once for the module. Every run uses the
+CLI as a user would (``snakemake -s <repo>/Snakefile -d <project> --cores 2``) on a
+project folder under pytest's tmp.
+
+- Two clean runs in two project folders (run at the same time, which also shows that
+  runs in different folders share no scratch files) give byte-identical
+  ``results/tables/*``.
+- A run killed with SIGKILL (snakemake and its jobs: one process group) in the middle
+  of the per-library steps, resumed with ``--unlock`` + ``--rerun-incomplete``, gives
+  the same bytes as the clean runs.
+- A library whose MatrixMarket header is intact but whose body is garbled passes the
+  parse-time validation and fails in ``load_sample``; with ``--keep-going`` the other
+  libraries are still processed, the run exits non-zero naming the sample, and no
+  cohort table is written. Re-running with ``exclude_samples`` completes without it
+  and the overview page lists it as skipped. (To save time this starts from a copy of
+  a finished clean run with every cohort-level result deleted, and the per-library
+  results of the bad library and of three good ones deleted: those three must be
+  rebuilt by ``--keep-going`` while the bad library fails.)
+- Static check: no ``shell:``/``run:`` in rule files, no ``eval``/``exec`` in
+  ``workflow/``, YAML only read with safe loaders.
+"""
+
+from __future__ import annotations
+
+import difflib
+import gzip
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from cartcohort import io, sheets
+from cartcohort.errors import InputError
+from conftest import REPO, SNAKEMAKE, run_snakemake
+
+pytestmark = pytest.mark.e2e
+
+SIM_ARGS = [
+    "--seed",
+    "0",
+    "--n-patients",
+    "6",
+    "--min-cells",
+    "150",
+    "--max-cells",
+    "300",
+    "--frac-longitudinal",
+    "0.34",
+]
+CONFIGFILE = REPO / "config" / "config.yaml"
+ENV = dict(os.environ, PYTHONHASHSEED="0")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def snakemake_cmd(workdir: Path, config: dict[str, str], *args: str) -> list[str]:
+    """The command line run_snakemake (conftest) uses, for runs we start ourselves."""
+    return [
+        str(SNAKEMAKE),
+        "-s",
+        str(REPO / "Snakefile"),
+        "-d",
+        str(workdir),
+        "--cores",
+        "2",
+        "--configfile",
+        str(CONFIGFILE),
+        "--config",
+        *[f"{k}={v}" for k, v in config.items()],
+        *args,
+    ]
+
+
+def start(workdir: Path, config: dict[str, str], *args: str) -> subprocess.Popen:
+    """Start snakemake in its own process group (session), output to workdir/run.log."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    with open(workdir / "run.log", "w") as log:  # the child keeps its own copy of the fd
+        return subprocess.Popen(
+            snakemake_cmd(workdir, config, *args),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=workdir,
+            env=ENV,
+            start_new_session=True,
+        )
+
+
+def finish(proc: subprocess.Popen, workdir: Path, timeout: float = 1200) -> None:
+    """Wait for a run started with `start`; fail with its log tail when it failed."""
+    rc = proc.wait(timeout=timeout)
+    if rc != 0:
+        text = (workdir / "run.log").read_text(errors="replace")
+        raise AssertionError(f"snakemake failed ({rc}) in {workdir}:\n{text[-8000:]}")
+
+
+def tables(workdir: Path) -> dict[str, bytes]:
+    folder = workdir / "results" / "tables"
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def _text(name: str, data: bytes) -> list[str]:
+    if name.endswith(".gz"):
+        data = gzip.decompress(data)
+    return data.decode("utf-8", errors="replace").splitlines()
+
+
+def assert_same_tables(ref: Path, other: Path, what: str) -> None:
+    """Every file of results/tables/ byte-identical; on mismatch show the first diff lines."""
+    a, b = tables(ref), tables(other)
+    assert a, f"{ref}/results/tables is empty"
+    assert sorted(a) == sorted(b), f"{what}: different table files: {sorted(a)} vs {sorted(b)}"
+    report = []
+    for name in a:
+        if a[name] == b[name]:
+            continue
+        la, lb = _text(name, a[name]), _text(name, b[name])
+        first = next((i for i, (x, y) in enumerate(zip(la, lb)) if x != y), min(len(la), len(lb)))
+        diff = difflib.unified_diff(
+            la[max(0, first - 1) : first + 4],
+            lb[max(0, first - 1) : first + 4],
+            fromfile=f"{ref.name}/{name}",
+            tofile=f"{other.name}/{name}",
+            lineterm="",
+            n=0,
+        )
+        report.append(
+            f"{name}: first difference at line {first + 1} "
+            f"({len(la)} vs {len(lb)} lines)\n" + "\n".join(list(diff)[:12])
+        )
+    assert not report, f"{what}: tables differ:\n" + "\n\n".join(report)
+
+
+def sheet_config(samples: Path, clinical: Path) -> dict[str, str]:
+    return {"samples": str(samples), "clinical": str(clinical)}
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("faults") / "cohort"
+    subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "workflow" / "scripts" / "simulate_demo.py"),
+            "--out",
+            str(out),
+            *SIM_ARGS,
+        ],
+        check=True,
+        capture_output=True,
+        env=ENV,
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def cohort_config(cohort) -> dict[str, str]:
+    return sheet_config(cohort / "samples.tsv", cohort / "clinical.tsv")
+
+
+@pytest.fixture(scope="module")
+def clean_runs(tmp_path_factory, cohort_config) -> tuple[Path, Path]:
+    """Two clean runs of the whole workflow in two project folders, at the same time."""
+    root = tmp_path_factory.mktemp("clean")
+    dirs = (root / "run_a", root / "run_b")
+    t0 = time.perf_counter()
+    procs = [start(d, cohort_config) for d in dirs]
+    try:
+        for p, d in zip(procs, dirs):
+            finish(p, d)
+    finally:  # a failed run: do not leave the other one running
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+    print(f"two concurrent clean runs: {time.perf_counter() - t0:.0f} s")
+    return dirs
+
+
+# --------------------------------------------------------------------------- (a) repeat
+
+
+def test_two_clean_runs_give_identical_tables(clean_runs):
+    run_a, run_b = clean_runs
+    names = set(tables(run_a))
+    assert {
+        "cells.tsv.gz",
+        "qc_samples.tsv",
+        "association.tsv",
+        "clone_tracking.tsv",
+        "sample_features.tsv",
+    } <= names, names
+    assert_same_tables(run_a, run_b, "two clean runs")
+
+
+# --------------------------------------------------------------------------- (b) SIGKILL
+
+
+def test_killed_run_resumes_to_identical_tables(tmp_path, clean_runs, cohort_config):
+    work = tmp_path / "killed"
+    t0 = time.perf_counter()
+    proc = start(work, cohort_config)
+    qc_dir, cells = work / "results" / "qc", work / "results" / "tables" / "cells.tsv.gz"
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(
+                    f"the run ended (rc {proc.returncode}) before it could be killed:\n"
+                    + (work / "run.log").read_text()[-3000:]
+                )
+            if qc_dir.is_dir() and any(p.is_file() for p in qc_dir.iterdir()):
+                break
+            if time.perf_counter() - t0 > 900:
+                pytest.fail(
+                    "no results/qc/ file after 900 s:\n" + (work / "run.log").read_text()[-3000:]
+                )
+            time.sleep(0.1)
+        assert not cells.exists(), "cells.tsv.gz already written: the kill came too late"
+        os.killpg(proc.pid, signal.SIGKILL)  # snakemake and every job it runs
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    for _ in range(100):  # the killed jobs are gone (no writer left behind)
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"processes of the killed group {proc.pid} are still running")
+    killed_at = time.perf_counter() - t0
+    assert not cells.exists()
+    assert (work / ".snakemake" / "locks").is_dir() and any(
+        (work / ".snakemake" / "locks").iterdir()
+    ), "a SIGKILLed run should leave its lock behind"
+
+    run_snakemake(work, "--unlock", configfile=CONFIGFILE, config=cohort_config)
+    run_snakemake(work, "--rerun-incomplete", configfile=CONFIGFILE, config=cohort_config)
+    print(
+        f"killed after {killed_at:.0f} s; resumed run finished after "
+        f"{time.perf_counter() - t0:.0f} s in all"
+    )
+    assert_same_tables(clean_runs[0], work, "killed + resumed run vs clean run")
+    # nothing is left to do: the resumed run is complete and consistent
+    dry = run_snakemake(work, "-n", configfile=CONFIGFILE, config=cohort_config)
+    assert "Nothing to be done" in dry.stdout + dry.stderr, (dry.stdout + dry.stderr)[-3000:]
+
+
+# --------------------------------------------------------------------------- (c) bad library
+
+
+def _garble_mtx(folder: Path) -> None:
+    """Keep the MatrixMarket header and size line, truncate and garble the entries."""
+    path = folder / "matrix.mtx.gz"
+    lines = gzip.decompress(path.read_bytes()).decode().splitlines()
+    n_head = next(i for i, line in enumerate(lines) if not line.startswith("%")) + 1
+    body = lines[n_head:]
+    broken = lines[:n_head] + body[: len(body) // 2] + ["17 4x 1"]
+    path.write_bytes(gzip.compress(("\n".join(broken) + "\n").encode(), mtime=0))
+
+
+def test_corrupt_library_keep_going_then_exclude(tmp_path, cohort, clean_runs):
+    sheet = pd.read_csv(cohort / "samples.tsv", sep="\t", dtype=str, keep_default_na=False)
+    is_mtx = ~sheet["gex"].str.endswith(".h5")
+    bad = sheet.loc[is_mtx & (sheet["timepoint"] != "IP"), "sample"].iloc[0]
+    good = [s for s in sheet["sample"] if s != bad]
+
+    # a sheet with the absolute paths the workflow resolved for the clean runs (so the
+    # good libraries' results stay up to date); only the bad library points elsewhere
+    bad_dir = tmp_path / "bad_inputs"
+    resolved, _ = sheets.prepare_inputs(
+        {"samples": str(cohort / "samples.tsv"), "clinical": str(cohort / "clinical.tsv")},
+        check_files=False,
+    )
+    for col in ("gex", "vdj"):
+        sheet[col] = resolved.loc[sheet["sample"], col].to_numpy()
+    src = Path(sheet.loc[sheet["sample"] == bad, "gex"].iloc[0])
+    shutil.copytree(src, bad_dir / bad / src.name)
+    _garble_mtx(bad_dir / bad / src.name)
+    sheet.loc[sheet["sample"] == bad, "gex"] = str(bad_dir / bad / src.name)
+    sheet.to_csv(bad_dir / "samples.tsv", sep="\t", index=False)
+    config = sheet_config(bad_dir / "samples.tsv", cohort / "clinical.tsv")
+
+    # the cheap parse-time validation lets it through; the load-time reader does not
+    samples, _ = sheets.prepare_inputs(dict(config, primary_timepoint="IP"), check_files=True)
+    assert bad in samples.index
+    with pytest.raises(InputError, match="cannot be read as a MatrixMarket"):
+        io.read_gex(bad_dir / bad / src.name, sample=bad)
+
+    # project folder: a copy of a finished clean run (its per-library results are
+    # valid for the good libraries) without any cohort-level result, and without the
+    # per-library results of three good libraries, which --keep-going must rebuild
+    # while the bad library fails
+    work = tmp_path / "project"
+    shutil.copytree(clean_runs[1], work, symlinks=True)
+    for p in (work / "results").iterdir():
+        if p.name not in ("load", "qc"):
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    rebuilt = good[::4][:3]
+    for s in [bad, *rebuilt]:
+        for p in [
+            *(work / "results" / "load").glob(f"{s}.*"),
+            *(work / "results" / "qc").glob(f"{s}.*"),
+        ]:
+            p.unlink()
+    t0 = time.time()
+
+    # the bad library is scheduled first, so the other libraries' jobs run after it failed
+    proc = run_snakemake(
+        work,
+        "--keep-going",
+        "--prioritize",
+        f"results/load/{bad}.h5mu",
+        configfile=CONFIGFILE,
+        config=config,
+        check=False,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out[-3000:]
+    blocks = [out[m.start() : m.start() + 800] for m in re.finditer("Error in rule", out)]
+    assert blocks and all(b.startswith("Error in rule load_sample:") for b in blocks), out[-5000:]
+    assert any(f"results/load/{bad}.h5mu" in b for b in blocks), blocks
+    bad_log = work / "logs" / "load_sample" / f"{bad}.log"
+    log = bad_log.read_text()
+    assert str(bad_dir / bad / src.name) in log and "cannot be read" in log, log[-3000:]
+    for s in good:
+        h5mu = work / "results" / "qc" / f"{s}.h5mu"
+        assert h5mu.is_file(), f"{s}: qc output missing after --keep-going"
+    rebuilt_at = [(work / "results" / "qc" / f"{s}.h5mu").stat().st_mtime for s in rebuilt]
+    assert min(rebuilt_at) >= t0 - 1, "the deleted libraries were not rebuilt"
+    assert max(rebuilt_at) > bad_log.stat().st_mtime, "nothing ran after the failure"
+    assert not (work / "results" / "qc" / f"{bad}.h5mu").exists()
+    assert not (work / "results" / "tables" / "cells.tsv.gz").exists()
+    leftovers = (
+        list((work / "results" / "tables").glob("*"))
+        if (work / "results" / "tables").exists()
+        else []
+    )
+    assert not leftovers, f"cohort tables written despite the failed library: {leftovers}"
+
+    run_snakemake(work, configfile=CONFIGFILE, config=dict(config, exclude_samples=f"[{bad}]"))
+    cells = pd.read_csv(
+        work / "results" / "tables" / "cells.tsv.gz", sep="\t", usecols=["sample"], dtype=str
+    )
+    assert bad not in set(cells["sample"])
+    qc = pd.read_csv(work / "results" / "tables" / "qc_samples.tsv", sep="\t", dtype=str)
+    assert bad not in set(qc["sample"]) and set(good) == set(qc["sample"])
+    html = (work / "results" / "overview.html").read_text()
+    skipped = html.split("Skipped analyses and samples", 1)[1]
+    assert f"sample {bad}" in skipped and "exclude_samples" in skipped, skipped[:2000]
+
+
+# --------------------------------------------------------------------------- (d) static
+
+
+def _rule_files() -> list[Path]:
+    return [REPO / "Snakefile", *sorted((REPO / "workflow" / "rules").glob("*.smk"))]
+
+
+def _strip_comments(text: str) -> str:
+    return "\n".join(
+        line.split("#", 1)[0] if not line.lstrip().startswith(("'", '"')) else line
+        for line in text.splitlines()
+    )
+
+
+def test_no_shell_run_eval_exec_and_safe_yaml():
+    """Rules only declare `script:`; nothing in workflow/ evaluates strings; config and
+    other YAML are read with safe loaders only."""
+    problems = []
+    rule_files = _rule_files()
+    assert len(rule_files) >= 8
+    directive = re.compile(r"^\s*(shell|run)\s*:", re.M)
+    for path in rule_files:
+        for m in directive.finditer(_strip_comments(path.read_text())):
+            problems.append(f"{path.relative_to(REPO)}: '{m.group(1)}:' directive")
+    code_files = [*rule_files, *sorted((REPO / "workflow").rglob("*.py"))]
+    call = re.compile(r"(?<![\w.])(eval|exec)\s*\(")
+    unsafe_yaml = re.compile(r"yaml\.(load|load_all|unsafe_load|full_load)\s*\(([^)]*)")
+    for path in code_files:
+        text = _strip_comments(path.read_text())
+        for m in call.finditer(text):
+            problems.append(f"{path.relative_to(REPO)}: {m.group(1)}( call")
+        for m in unsafe_yaml.finditer(text):
+            if m.group(1) in ("load", "load_all") and "SafeLoader" in m.group(2):
+                continue
+            problems.append(f"{path.relative_to(REPO)}: yaml.{m.group(1)}({m.group(2)[:40]}")
+        if re.search(r"\bpickle\.loads?\(|\bmarshal\.loads?\(", text):
+            problems.append(f"{path.relative_to(REPO)}: pickle/marshal load")
+    assert not problems, "\n".join(problems)
+    # the config is read by Snakemake's configfile: (yaml safe loading) and validated
+    common = (REPO / "workflow" / "rules" / "common.smk").read_text()
+    assert re.search(r"validate\(config,", common)
