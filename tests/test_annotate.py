@@ -43,7 +43,8 @@ def _preprocess(a: ad.AnnData, *, seed: int = 0) -> ad.AnnData:
     sc.pp.log1p(a)
     keep = ~a.var["is_car"].to_numpy()
     sub = a[:, keep].copy()
-    sc.pp.highly_variable_genes(sub, n_top_genes=300, flavor="seurat_v3", layer="counts")
+    # "seurat" (on log X): the annotate env, like the step, has no scikit-misc
+    sc.pp.highly_variable_genes(sub, n_top_genes=300, flavor="seurat")
     sc.pp.pca(sub, n_comps=20, mask_var="highly_variable", random_state=seed)
     a.obsm["X_integrated"] = sub.obsm["X_pca"]
     sc.pp.neighbors(a, n_neighbors=15, use_rep="X_integrated", random_state=seed,
