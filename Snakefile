@@ -19,6 +19,16 @@ include: "workflow/rules/associate.smk"
 include: "workflow/rules/report.smk"
 
 
+# Tiny bookkeeping rules run on the submit host, not as cluster jobs.
+localrules:
+    all,
+    load_summary,
+    qc_summary,
+    sample_features,
+    overview,
+    provenance,
+
+
 rule all:
     default_target: True
     input:
