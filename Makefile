@@ -12,12 +12,13 @@ CORES  ?= 2
 SNAKEMAKE := $(BIN)/snakemake --cores $(CORES) --printshellcmds
 DEMO   := resources/demo/samples.tsv
 
-.PHONY: help venv demo run report test lint fmt clean slurm-test envs-check
+.PHONY: help venv demo run report test lint fmt clean slurm-test envs-check bench
 
 help:
 	@echo "make run    - set up .venv, simulate the demo cohort, run the workflow, build results/report.html"
 	@echo "make test   - set up .venv and the demo cohort, run the test suite"
 	@echo "make lint   - snakemake --lint and snakefmt --check"
+	@echo "make bench  - scale benchmark (20k/200k/1M cells, one-script baseline, 1,000-library dry run) -> benchmarks/results.tsv"
 
 venv: $(STAMP)
 
@@ -51,6 +52,10 @@ fmt: $(STAMP)
 
 envs-check: $(STAMP) $(DEMO)
 	$(BIN)/python tools/envs_check.py
+
+BENCH_SCALES ?= 20k,200k,1M
+bench: $(STAMP)
+	$(BIN)/python tools/bench.py --scales $(BENCH_SCALES) --cores $(CORES) --dry-run-libraries 1000
 
 slurm-test: $(STAMP)
 	tools/slurm/slurm_test.sh

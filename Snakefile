@@ -27,6 +27,7 @@ localrules:
     sample_features,
     overview,
     provenance,
+    provenance_page,
 
 
 rule all:

@@ -141,10 +141,10 @@ def test_real_report_renders_every_category(tiny_report, tmp_path, capsys):
 @needs_chromium
 def test_missing_category_fails_and_names_it(tiny_report, capsys):
     rc = check_report.main([str(tiny_report), *[f"--require={c}" for c in
-                                                ["QC", "Scorecards", "Provenance"]]])
+                                                ["QC", "Scorecards", "Nonexistent"]]])
     assert rc == 1
     err = capsys.readouterr().err
-    assert "missing from the rendered navigation: Provenance" in err
+    assert "missing from the rendered navigation: Nonexistent" in err
     assert "Scorecards" not in err.split("missing from the rendered navigation:")[1].split("(")[0]
 
 

@@ -35,7 +35,7 @@ from pathlib import Path
 
 CHROMIUM = "/usr/bin/chromium"
 REQUIRED = ["Overview", "QC", "Integration", "Annotation", "Clonotypes", "Association",
-            "Scorecards"]
+            "Scorecards", "Provenance"]
 FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",

@@ -16,11 +16,11 @@ COMMON = ["numpy", "pandas", "scipy", "pyyaml"]
 STEP_PACKAGES = {
     "load": COMMON + ["airr", "h5py", "anndata", "mudata", "scanpy", "scirpy", "awkward", "jsonschema"],
     "qc": COMMON + ["awkward", "h5py", "anndata", "mudata", "scanpy", "scirpy", "scikit-learn", "matplotlib"],
-    "integrate": COMMON + ["h5py", "jsonschema", "scirpy", "awkward", "airr", "anndata", "mudata", "scanpy", "harmonypy", "leidenalg", "igraph",
+    "integrate": COMMON + ["h5py", "jsonschema", "scirpy", "awkward", "airr", "anndata", "mudata", "scanpy", "harmonypy", "bbknn", "scanorama", "annoy", "leidenalg", "igraph",
                            "umap-learn", "pynndescent", "scikit-misc", "scikit-learn",
                            "matplotlib"],
     "clonotypes": COMMON + ["h5py", "anndata", "mudata", "scanpy", "scirpy", "awkward", "matplotlib"],
-    "annotate": COMMON + ["anndata", "mudata", "scanpy", "scirpy", "scikit-learn",
+    "annotate": COMMON + ["h5py", "anndata", "mudata", "scanpy", "scirpy", "scikit-learn",
                           "matplotlib"],
     "associate": COMMON + ["anndata", "mudata", "statsmodels", "pydeseq2", "lifelines",
                            "matplotlib"],

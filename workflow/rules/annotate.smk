@@ -5,7 +5,8 @@
 
 rule annotate:
     input:
-        gex=f"results/integrate/{INTEGRATION_USED}.h5ad",
+        merged="results/integrate/merged.h5ad",
+        integrated=f"results/integrate/{INTEGRATION_USED}.h5ad",
         airr="results/clonotypes/airr.h5ad",
         signatures=signatures_path(),
     output:
@@ -22,7 +23,8 @@ rule annotate:
         "../../envs/annotate.yaml"
     threads: 1
     resources:
-        mem_mb=16000,
+        mem_mb=mem_mb("annotate"),
+        runtime=runtime("annotate"),
     params:
         annotate=annotate_params,
     script:
@@ -66,6 +68,7 @@ rule plot_annotation:
         "../../envs/annotate.yaml"
     threads: 1
     resources:
-        mem_mb=8000,
+        mem_mb=mem_mb("plot_annotation"),
+        runtime=runtime("plot_annotation"),
     script:
         "../scripts/plot_annotation.py"

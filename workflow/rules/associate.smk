@@ -17,7 +17,8 @@ rule sample_features:
         "../../envs/associate.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=mem_mb("sample_features"),
+        runtime=runtime("sample_features"),
     script:
         "../scripts/sample_features.py"
 
@@ -39,7 +40,8 @@ rule associate:
         "../../envs/associate.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=mem_mb("associate"),
+        runtime=runtime("associate"),
     params:
         associate=associate_params,
     script:
@@ -60,7 +62,8 @@ rule pseudobulk_de:
         "../../envs/associate.yaml"
     threads: 1
     resources:
-        mem_mb=16000,
+        mem_mb=mem_mb("pseudobulk_de"),
+        runtime=runtime("pseudobulk_de"),
     params:
         associate=associate_params,
     script:
@@ -93,7 +96,8 @@ rule scorecards:
         "../../envs/associate.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=mem_mb("scorecards"),
+        runtime=runtime("scorecards"),
     params:
         associate=associate_params,
         samples=PRIMARY_SAMPLES,
@@ -124,6 +128,7 @@ rule plot_association:
         "../../envs/associate.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=mem_mb("plot_association"),
+        runtime=runtime("plot_association"),
     script:
         "../scripts/plot_association.py"

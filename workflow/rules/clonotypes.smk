@@ -15,9 +15,10 @@ rule clonotypes:
         "benchmarks/clonotypes.tsv"
     conda:
         "../../envs/clonotypes.yaml"
-    threads: 2
+    threads: threads("clonotypes")
     resources:
-        mem_mb=8000,
+        mem_mb=mem_mb("clonotypes"),
+        runtime=runtime("clonotypes"),
     params:
         samples=COHORT_SAMPLES,
         clonotypes=clonotype_params,
@@ -40,7 +41,8 @@ rule repertoire:
         "../../envs/clonotypes.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=mem_mb("repertoire"),
+        runtime=runtime("repertoire"),
     params:
         clonotypes=clonotype_params,
         primary_timepoint=config["primary_timepoint"],
@@ -76,7 +78,8 @@ rule plot_clonotypes:
         "../../envs/clonotypes.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=mem_mb("plot_clonotypes"),
+        runtime=runtime("plot_clonotypes"),
     params:
         response=patient_response(),
         responders=list(config["responders"]),

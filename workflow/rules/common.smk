@@ -182,6 +182,7 @@ def all_outputs():
         "results/tables/association.tsv",
         "results/tables/pseudobulk_de.tsv",
         "results/provenance.json",
+        "results/provenance.html",
         *report_figures(),
         *primary_files("results/scorecards/{sample}.tsv"),
     ]
@@ -206,24 +207,37 @@ def annotate_params(wildcards):
     return canonical(params)
 
 
+def merge_params():
+    """Settings of the merge/normalise/HVG/PCA step shared by every integration method."""
+    cfg = config["integrate"]
+    keys = ["n_top_genes", "exclude_genes", "n_pcs", "batch_key", "scale"]
+    out = {k: cfg[k] for k in keys if k in cfg}
+    out["gene_join"] = config["load"]["gene_join"]
+    return canonical(out)
+
+
 def integrate_params(wildcards):
-    """Settings of one integration run: config['integrate'] without the keys that only
-    concern metrics/downstream use (so changing them does not re-run integration),
-    with the method's own section (e.g. integrate.harmony) as `method_params`."""
+    """Settings of one integration method: the graph/UMAP/Leiden keys of
+    config['integrate'] (not those of the shared merge step, nor those that only
+    concern metrics), with the method's own section (e.g. integrate.harmony) as
+    `method_params`."""
     cfg = config["integrate"]
     keys = [
-        "n_top_genes",
-        "exclude_genes",
-        "n_pcs",
         "batch_key",
         "n_neighbors",
         "leiden_resolutions",
         "umap_min_dist",
-        "scale",
+        "umap_n_epochs",
     ]
     out = {k: cfg[k] for k in keys if k in cfg}
     out["method_params"] = dict(cfg.get(wildcards.method) or {})
     return canonical(out)
+
+
+def embed_method(wildcards):
+    """UMAP and Leiden only for the method used downstream; the others are compared by
+    the metrics, which need their kNN graph alone."""
+    return wildcards.method == INTEGRATION_USED
 
 
 def integration_metrics_inputs(wildcards):
@@ -235,6 +249,83 @@ def integration_metrics_inputs(wildcards):
     if config["integrate"].get("label_key"):
         inputs["cells"] = "results/tables/cells.tsv.gz"
     return inputs
+
+
+# ---------------------------------------------------------------- resources
+
+# Memory (MB) and run time (min) of each rule as a linear function of the size of its
+# input files, so that a cluster executor requests what a job needs. The coefficients
+# are fitted to the `benchmark:` files of `make bench` (benchmarks/results.tsv, 20k and
+# 200k cells) with headroom; see docs/RESOURCES.md. Retries (--retries) scale memory by
+# 1.5x per attempt. Columns: MB fixed, MB per input MB, min fixed, min per input GB.
+RESOURCE_MODEL = {
+    "load_sample": (1000, 6.0, 5, 10),
+    "qc_sample": (1000, 6.0, 5, 30),
+    "merge_samples": (1500, 8.0, 10, 60),
+    "integrate": (1500, 3.0, 15, 200),
+    "integration_metrics": (1500, 1.5, 15, 60),
+    "plot_integration": (1000, 1.0, 5, 20),
+    "clonotypes": (1500, 10.0, 10, 120),
+    "annotate": (1500, 4.0, 10, 60),
+    "plot_annotation": (1000, 2.0, 5, 20),
+    "pseudobulk_de": (1500, 2.0, 10, 30),
+    "repertoire": (1000, 4.0, 5, 20),
+    "plot_clonotypes": (1000, 2.0, 5, 10),
+    "load_summary": (500, 2.0, 5, 10),
+    "qc_summary": (500, 2.0, 5, 10),
+    "plot_qc": (1000, 0.5, 5, 10),
+    "sample_features": (1000, 4.0, 5, 20),
+    "associate": (1000, 4.0, 10, 20),
+    "scorecards": (1000, 4.0, 5, 10),
+    "plot_association": (1000, 4.0, 5, 10),
+}
+
+
+# Multi-threaded steps (harmony, pynndescent/UMAP, PCA BLAS, scirpy distances) take a
+# second thread per this many MB of raw cohort input (the sheets' gex + vdj files, known
+# when the workflow is parsed, unlike intermediate files in a dry run), up to 4: a small
+# cohort runs them on one core beside other jobs (faster end to end on 2 cores), a large
+# one gets the threads.
+THREADS_PER_COHORT_MB = {"merge_samples": 200, "integrate": 200, "clonotypes": 200}
+
+
+def _cohort_input_mb():
+    total = 0
+    for sample in COHORT_SAMPLES:
+        for path in (SAMPLES.at[sample, "gex"], SAMPLES.at[sample, "vdj"]):
+            if path and os.path.isfile(path):
+                total += os.path.getsize(path)
+            elif path and os.path.isdir(path):
+                total += sum(e.stat().st_size for e in os.scandir(path) if e.is_file())
+    return total / 1e6
+
+
+COHORT_INPUT_MB = _cohort_input_mb()
+
+
+def threads(rule):
+    """Threads of `rule` from the raw cohort size (THREADS_PER_COHORT_MB)."""
+    return int(min(4, 1 + COHORT_INPUT_MB // THREADS_PER_COHORT_MB[rule]))
+
+
+def mem_mb(rule):
+    """Resource function: memory of `rule` from its input size (RESOURCE_MODEL)."""
+    fixed, per_mb, _, _ = RESOURCE_MODEL[rule]
+
+    def _mem_mb(wildcards, input, attempt):
+        return int((fixed + per_mb * input.size_mb) * (1.5 ** (attempt - 1)))
+
+    return _mem_mb
+
+
+def runtime(rule):
+    """Resource function: run time (minutes) of `rule` from its input size."""
+    _, _, fixed, per_gb = RESOURCE_MODEL[rule]
+
+    def _runtime(wildcards, input, attempt):
+        return int(fixed + per_gb * input.size_mb / 1024) * attempt
+
+    return _runtime
 
 
 # ---------------------------------------------------------------- report and provenance

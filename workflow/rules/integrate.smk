@@ -1,12 +1,36 @@
-# Integration across patients, timepoints and batches: one h5ad per method in
-# integrate.methods (results/integrate/{method}.h5ad), metrics to compare them,
-# and UMAPs of the method used downstream (integrate.use).
+# Integration across patients, timepoints and batches: the QC-passing cells merged,
+# normalised, HVGs and PCA once (results/integrate/merged.h5ad), then one embedding and
+# graph per method in integrate.methods (results/integrate/{method}.h5ad), metrics to
+# compare them, and UMAPs of the method used downstream (integrate.use).
+
+
+rule merge_samples:
+    input:
+        h5mu=cohort_files("results/qc/{sample}.h5mu"),
+        qc="results/tables/qc_samples.tsv",
+    output:
+        h5ad="results/integrate/merged.h5ad",
+    log:
+        "logs/merge_samples.log",
+    benchmark:
+        "benchmarks/merge_samples.tsv"
+    conda:
+        "../../envs/integrate.yaml"
+    threads: threads("merge_samples")
+    resources:
+        mem_mb=mem_mb("merge_samples"),
+        runtime=runtime("merge_samples"),
+    params:
+        merge=merge_params(),
+        samples=COHORT_SAMPLES,
+        seed=seed(),
+    script:
+        "../scripts/merge_samples.py"
 
 
 rule integrate:
     input:
-        h5mu=cohort_files("results/qc/{sample}.h5mu"),
-        qc="results/tables/qc_samples.tsv",
+        h5ad="results/integrate/merged.h5ad",
     output:
         h5ad="results/integrate/{method}.h5ad",
     log:
@@ -15,13 +39,13 @@ rule integrate:
         "benchmarks/integrate/{method}.tsv"
     conda:
         "../../envs/integrate.yaml"
-    threads: 2
+    threads: threads("integrate")
     resources:
-        mem_mb=16000,
+        mem_mb=mem_mb("integrate"),
+        runtime=runtime("integrate"),
     params:
         integrate=integrate_params,
-        samples=COHORT_SAMPLES,
-        gene_join=config["load"]["gene_join"],
+        embed=embed_method,
         seed=seed(),
     script:
         "../scripts/integrate.py"
@@ -45,7 +69,8 @@ rule integration_metrics:
         "../../envs/integrate.yaml"
     threads: 1
     resources:
-        mem_mb=8000,
+        mem_mb=mem_mb("integration_metrics"),
+        runtime=runtime("integration_metrics"),
     params:
         integrate=canonical(config["integrate"]),
         seed=seed(),
@@ -70,7 +95,8 @@ rule plot_integration:
         "../../envs/integrate.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=mem_mb("plot_integration"),
+        runtime=runtime("plot_integration"),
     params:
         colour_by=["sample", "patient", "timepoint", "batch", "compartment", "leiden"],
         seed=seed(),

@@ -19,7 +19,8 @@ rule load_sample:
         "../../envs/load.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=mem_mb("load_sample"),
+        runtime=runtime("load_sample"),
     params:
         meta=sample_meta,
         car_features=config["car_features"],
@@ -40,6 +41,7 @@ rule load_summary:
         "../../envs/load.yaml"
     threads: 1
     resources:
-        mem_mb=1000,
+        mem_mb=mem_mb("load_summary"),
+        runtime=runtime("load_summary"),
     script:
         "../scripts/load_summary.py"

@@ -17,7 +17,8 @@ rule qc_sample:
         "../../envs/qc.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=mem_mb("qc_sample"),
+        runtime=runtime("qc_sample"),
     params:
         qc=qc_params,
     script:
@@ -37,7 +38,8 @@ rule qc_summary:
         "../../envs/qc.yaml"
     threads: 1
     resources:
-        mem_mb=1000,
+        mem_mb=mem_mb("qc_summary"),
+        runtime=runtime("qc_summary"),
     script:
         "../scripts/qc_summary.py"
 
@@ -65,6 +67,7 @@ rule plot_qc:
         "../../envs/qc.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=mem_mb("plot_qc"),
+        runtime=runtime("plot_qc"),
     script:
         "../scripts/plot_qc.py"

@@ -36,6 +36,28 @@ rule provenance:
         "../scripts/provenance.py"
 
 
+rule provenance_page:
+    input:
+        record="results/provenance.json",
+    output:
+        report(
+            "results/provenance.html",
+            caption="../report/provenance.rst",
+            category="Provenance",
+            labels={"page": "provenance"},
+        ),
+    log:
+        "logs/provenance_page.log",
+    benchmark:
+        "benchmarks/provenance_page.tsv"
+    conda:
+        "../../envs/report.yaml"
+    params:
+        steps=STEPS,
+    script:
+        "../scripts/provenance_page.py"
+
+
 rule overview:
     input:
         qc_samples="results/tables/qc_samples.tsv",

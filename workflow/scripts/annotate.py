@@ -4,6 +4,7 @@ import anndata as ad
 import mudata as md
 
 from cartcohort import annotate as an
+from cartcohort.integrated import read_integrated
 from cartcohort.logs import script_logging
 from cartcohort.tables import write_table
 
@@ -13,7 +14,7 @@ with script_logging(snakemake) as log:  # noqa: F821
     signatures = an.load_signatures(smk.input.signatures)
     log.info("signatures %s (version %s): %s", smk.input.signatures, signatures.version,
              signatures.state_ids)
-    gex = ad.read_h5ad(smk.input.gex)
+    gex = read_integrated(smk.input.merged, smk.input.integrated)
     airr = ad.read_h5ad(smk.input.airr)
     log.info("%d cells, %d genes; %d cells with AIRR data", gex.n_obs, gex.n_vars, airr.n_obs)
     result = an.annotate(

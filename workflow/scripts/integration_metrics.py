@@ -28,7 +28,12 @@ with script_logging(snakemake) as log:  # noqa: F821
         log.info("label: '%s' from %s", label_key, smk.input.cells)
     tables = []
     for path in smk.input.h5ad:
-        adata = integrate.read_integration(path)
+        adata = integrate.subsample_for_metrics(
+            integrate.read_integration(path),
+            max_cells=int(mcfg.get("max_cells", 50000)),
+            n_neighbors=int(cfg["n_neighbors"]),
+            seed=seed,
+        )
         method = adata.uns["integration"]["method"]
         if label_key is None:
             if reference is None:
