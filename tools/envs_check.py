@@ -17,7 +17,7 @@ sys.path.insert(0, str(REPO / "workflow" / "scripts"))
 from cartcohort.provenance import env_packages  # noqa: E402
 
 STEP_TESTS = {
-    "load": ["tests/test_sheets.py", "tests/test_io.py"],
+    "load": ["tests/test_sheets.py", "tests/test_io.py", "tests/test_airr_reader.py"],
     "qc": ["tests/test_qc.py"],
     "integrate": ["tests/test_integrate.py"],
     "clonotypes": ["tests/test_clonotypes.py"],
@@ -25,6 +25,12 @@ STEP_TESTS = {
     "associate": ["tests/test_features.py", "tests/test_associate.py"],
     "report": ["tests/test_report.py"],
 }
+
+# Reference implementations some step tests compare against, installed beside the env
+# for the tests only: load's readers are checked against scanpy's and scirpy's. The
+# step's own code imports neither (tests/test_airr_reader.py asserts that, and
+# tests/test_env_imports.py checks every import of the step against its env).
+TEST_EXTRAS = {"load": ["scanpy", "scirpy"]}
 
 
 def main(steps: list[str]) -> int:
@@ -38,7 +44,10 @@ def main(steps: list[str]) -> int:
         if not (env_dir / "bin" / "python").exists():
             venv.create(env_dir, with_pip=True)
         py = str(env_dir / "bin" / "python")
-        reqs = [f"{k}=={v}" for k, v in sorted(pins.items())] + [pytest_pin]
+        lock = {l.split("==")[0].lower(): l for l in
+                (REPO / "requirements.lock").read_text().splitlines() if "==" in l}
+        extras = [lock[p.lower()] for p in TEST_EXTRAS.get(step, [])]
+        reqs = [f"{k}=={v}" for k, v in sorted(pins.items())] + [pytest_pin] + extras
         print(f"== {step}: installing {len(pins)} packages", flush=True)
         subprocess.run([py, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
                         "-c", str(REPO / "requirements.lock"), *reqs], check=True)

@@ -461,7 +461,7 @@ def run_pca(
         var = np.maximum(sq - mean**2, 0.0) * sub.shape[0] / max(sub.shape[0] - 1, 1)
         std = np.sqrt(var)
         inv = np.divide(1.0, std, out=np.ones_like(std), where=std > 0)
-        sub = sp.csr_matrix(sub @ sp.diags(inv.astype(np.float32)), dtype=np.float32)
+        sub.data *= inv.astype(np.float32)[sub.indices]  # in place: no second copy
     pca = PCA(n_components=n_comps, svd_solver="arpack", random_state=seed)
     scores = pca.fit_transform(sub)
     # sign convention: the largest-|loading| gene of each PC is positive (stable output)

@@ -15,8 +15,6 @@ import contextlib
 import gzip
 import logging
 import os
-import shutil
-import tempfile
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -29,7 +27,7 @@ import pandas as pd
 import scipy.io
 import scipy.sparse as sp
 
-from ._scirpy import load_scirpy
+from . import airr as airr_reader
 from .errors import CartCohortError, InputError, Problem
 from .sheets import (
     BCR_LOCI,
@@ -42,7 +40,6 @@ from .sheets import (
     locate_mtx,
     locate_vdj,
     match_barcodes,
-    open_text,
     read_lines,
 )
 
@@ -385,65 +382,27 @@ def read_gex(
 # --------------------------------------------------------------------------- TCR
 
 
-@contextlib.contextmanager
-def _plain_file(path: Path, suffix: str) -> Iterator[Path]:
-    """Yield a path scirpy can read: decompressed/renamed to a temp file when the
-    name's ``.gz`` and the content disagree (or scirpy cannot read gzip at all)."""
-    gz = is_gzip(path)
-    named_gz = path.name.lower().endswith(".gz")
-    if (suffix == ".csv" and gz == named_gz) or (not gz and not named_gz):
-        yield path
-        return
-    with tempfile.TemporaryDirectory(prefix="cartcohort_") as tmp:
-        target = Path(tmp) / f"contigs{suffix}"
-        opener = gzip.open if gz else open
-        with opener(path, "rb") as src, open(target, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-        yield target
-
-
-def _infer_locus(row: Mapping[str, str]) -> str:
-    genes = []
-    for key in ("v_call", "d_call", "j_call", "c_call"):
-        g = row.get(key, "") or ""
-        if key == "v_call" and "/DV" in g.upper() and g.upper().startswith("TRAV"):
-            continue  # TRAV../DV genes are used in the delta locus too
-        if g:
-            genes.append(g[:3].upper())
-    loci = set(genes)
-    return loci.pop() if len(loci) == 1 else ""
-
-
 def _read_airr(path: Path) -> ad.AnnData:
-    ir = load_scirpy()
-
-    with open_text(path) as fh:
-        df = pd.read_csv(fh, sep="\t", dtype=str, keep_default_na=False)
-    na_like = {"NA", "N/A", "None", "nan", "NaN", "null"}
-    for col in df.columns:
-        if col.endswith(("_call", "_cigar")) or col == "locus":
-            df[col] = df[col].where(~df[col].isin(na_like), "")
-    if "locus" not in df.columns:
-        df["locus"] = [_infer_locus(r) for r in df.to_dict("records")]
-    else:
-        empty = df["locus"] == ""
-        if empty.any():
-            df.loc[empty, "locus"] = [_infer_locus(r) for r in df.loc[empty].to_dict("records")]
-    with tempfile.TemporaryDirectory(prefix="cartcohort_") as tmp:
-        target = Path(tmp) / "rearrangement.tsv"
-        df.to_csv(target, sep="\t", index=False)
-        return ir.io.read_airr(target)
+    """AIRR rearrangement TSV as scirpy AIRR AnnData (see :func:`cartcohort.airr.read_airr_tsv`:
+    NA-like gene calls blanked, missing ``locus`` inferred from the gene calls)."""
+    return airr_reader.read_airr_tsv(path)
 
 
 def _drop_bcr(adata: ad.AnnData) -> tuple[ad.AnnData, int]:
     import awkward as ak
 
     arr = adata.obsm["airr"]
-    loc = arr["locus"]
-    is_bcr = ak.fill_none(loc == BCR_LOCI[0], False)
-    for locus in BCR_LOCI[1:]:
-        is_bcr = is_bcr | ak.fill_none(loc == locus, False)
-    n_bcr = int(ak.sum(is_bcr))
+    flat = ak.flatten(arr["locus"], axis=1)
+    layout = flat.layout.content if flat.layout.is_option else flat.layout
+    if layout.parameter("__array__") == "string":
+        hit = np.zeros(len(flat), dtype=bool)
+        for locus in BCR_LOCI:
+            hit |= ak.to_numpy(ak.fill_none(flat == locus, False))
+    else:
+        # no text locus at all (every locus missing) or mixed types: compare values
+        hit = np.array([v in BCR_LOCI for v in ak.to_list(flat)], dtype=bool)
+    is_bcr = ak.unflatten(hit, ak.num(arr, axis=1))
+    n_bcr = int(hit.sum())
     if n_bcr == 0:
         return adata, 0
     kept = arr[~is_bcr]
@@ -483,16 +442,12 @@ def read_tcr(
         ``n_tcr_barcodes`` (cells with a TCR chain), ``n_bcr_contigs_dropped``
         and, when ``barcodes`` is given, ``n_tcr_without_gex``.
     """
-    ir = load_scirpy()
-
     try:
         kind, p = locate_vdj(path)
     except LocateError as err:
         raise InputError([Problem(str(path), "", err.what, err.fix)]) from None
     _, issues = inspect_vdj(kind, p)
     _raise_issues(p, issues)
-    from airr.schema import ValidationError as AirrValidationError
-
     what = {
         "airr": "an AIRR rearrangement TSV",
         "10x_json": "10x all_contig_annotations JSON",
@@ -502,15 +457,26 @@ def read_tcr(
         "the file is corrupt, truncated or edited by hand; copy it again from the Cell "
         "Ranger vdj_t outs/ folder (or fix the value named above)"
     )
-    with _parsing(p, what, fix, extra=(AirrValidationError,)):
+    with _parsing(p, what, fix):
         if kind == "airr":
             adata = _read_airr(p)
         elif kind == "10x_json":
-            with _plain_file(p, ".json") as plain:
-                adata = ir.io.read_10x_vdj(plain, filtered=True)
+            adata = airr_reader.read_10x_json(p, filtered=True)
         else:
-            with _plain_file(p, ".csv") as plain:
-                adata = ir.io.read_10x_vdj(plain, filtered=True)
+            adata = airr_reader.read_10x_csv(p, filtered=True)
+    if adata.n_obs == 0:
+        raise InputError(
+            [
+                Problem(
+                    str(p),
+                    "",
+                    "has no contig of a cell with high confidence (is_cell and "
+                    "high_confidence true), so no TCR cell",
+                    "give the contig file of a successful Cell Ranger vdj run (check its "
+                    "web_summary), or leave 'vdj' empty for this library",
+                )
+            ]
+        )
     adata.obs_names = adata.obs_names.astype(str)
     adata, n_bcr = _drop_bcr(adata)
     if n_bcr:
