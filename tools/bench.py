@@ -903,8 +903,13 @@ def bench_scale(
     baseline_max_bytes: int,
     baseline_timeout_s: float | None,
     stub_dir: Path | None,
+    mem_mb: int | None = None,
 ) -> pd.DataFrame:
-    """Simulate, run and measure one scale; returns its result rows."""
+    """Simulate, run and measure one scale; returns its result rows.
+
+    ``mem_mb`` is passed to the workflow as ``--resources mem_mb=N``: the memory the
+    scheduler may hand out to concurrent jobs (their ``mem_mb`` model,
+    docs/RESOURCES.md), as a user states a machine's memory."""
     base = Path(workdir) / spec.name
     cohort = base / "cohort"
     logs = base / "logs"
@@ -923,7 +928,8 @@ def bench_scale(
         run_dir.mkdir(parents=True)
         log.info("%s: running the workflow (%d libraries, %d cells, --cores %d)",
                  spec.name, n_libs, n_cells, cores)
-        wf = run_monitored(snakemake_cmd(run_dir, samples, clinical, cores=cores),
+        extra = ["--resources", f"mem_mb={mem_mb}"] if mem_mb else []
+        wf = run_monitored(snakemake_cmd(run_dir, samples, clinical, cores=cores, extra=extra),
                            cwd=run_dir, env=env, log_path=logs / "workflow.log")
         log.info("%s: workflow %s in %.0f s, peak tree RSS %.2f GiB", spec.name, wf.status,
                  wf.wall_s, wf.peak_rss_bytes / GIB)
@@ -1095,6 +1101,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--targets", type=Path, default=None,
                    help="target checks (default: targets.tsv next to --results)")
     p.add_argument("--cores", type=int, default=2, help="snakemake --cores (default 2)")
+    p.add_argument("--mem-mb", type=int, default=16384,
+                   help="snakemake --resources mem_mb=N for the workflow runs: memory the "
+                        "scheduler may give to concurrent jobs (default 16384 = the 16 GiB "
+                        "target; 0 = unlimited)")
     p.add_argument("--seed", type=int, default=0, help="simulator seed (default 0)")
     p.add_argument("--baseline-max-gib", type=float, default=PEAK_MAX_GIB,
                    help="kill the baseline when its tree RSS exceeds this (default 16)")
@@ -1133,6 +1143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 SCALES[name], workdir=workdir, cores=args.cores, seed=args.seed,
                 run_workflow=not args.only_baseline, run_baseline=not args.no_baseline,
                 baseline_max_bytes=int(args.baseline_max_gib * GIB),
+                mem_mb=args.mem_mb or None,
                 baseline_timeout_s=args.baseline_timeout_s or None, stub_dir=stub_dir,
             ))
     if args.dry_run_libraries:

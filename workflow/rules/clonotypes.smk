@@ -15,7 +15,7 @@ rule clonotypes:
         "benchmarks/clonotypes.tsv"
     conda:
         "../../envs/clonotypes.yaml"
-    threads: threads("clonotypes")
+    threads: THREADS
     resources:
         mem_mb=mem_mb("clonotypes"),
         runtime=runtime("clonotypes"),

@@ -259,16 +259,16 @@ def integration_metrics_inputs(wildcards):
 # 200k cells) with headroom; see docs/RESOURCES.md. Retries (--retries) scale memory by
 # 1.5x per attempt. Columns: MB fixed, MB per input MB, min fixed, min per input GB.
 RESOURCE_MODEL = {
-    "load_sample": (1000, 6.0, 5, 10),
-    "qc_sample": (1000, 6.0, 5, 30),
-    "merge_samples": (1500, 8.0, 10, 60),
-    "integrate": (1500, 3.0, 15, 200),
-    "integration_metrics": (1500, 1.5, 15, 60),
-    "plot_integration": (1000, 1.0, 5, 20),
-    "clonotypes": (1500, 10.0, 10, 120),
-    "annotate": (1500, 4.0, 10, 60),
-    "plot_annotation": (1000, 2.0, 5, 20),
-    "pseudobulk_de": (1500, 2.0, 10, 30),
+    "load_sample": (1000, 6.0, 5, 6),
+    "qc_sample": (1000, 6.0, 5, 10),
+    "merge_samples": (1000, 3.5, 10, 3),
+    "integrate": (1000, 1.5, 10, 8),
+    "integration_metrics": (2500, 1.5, 10, 12),
+    "plot_integration": (1000, 1.0, 5, 2),
+    "clonotypes": (1000, 2.0, 10, 4),
+    "annotate": (1000, 3.0, 10, 3),
+    "plot_annotation": (1000, 6.0, 5, 2),
+    "pseudobulk_de": (1000, 5.0, 10, 3),
     "repertoire": (1000, 4.0, 5, 20),
     "plot_clonotypes": (1000, 2.0, 5, 10),
     "load_summary": (500, 2.0, 5, 10),
@@ -281,31 +281,17 @@ RESOURCE_MODEL = {
 }
 
 
-# Multi-threaded steps (harmony, pynndescent/UMAP, PCA BLAS, scirpy distances) take a
-# second thread per this many MB of raw cohort input (the sheets' gex + vdj files, known
-# when the workflow is parsed, unlike intermediate files in a dry run), up to 4: a small
-# cohort runs them on one core beside other jobs (faster end to end on 2 cores), a large
-# one gets the threads.
-THREADS_PER_COHORT_MB = {"merge_samples": 200, "integrate": 200, "clonotypes": 200}
+# Threads: every rule runs on one thread. The heavy steps are serial by design - seeded
+# UMAP and pynndescent run single-threaded (their parallel modes are not reproducible),
+# harmony takes ~4 s at 200k cells - so a second thread would idle while blocking a
+# core; measured at 200k cells on 2 cores (make bench), jobs side by side (merge beside
+# clonotypes, the compared methods beside the used one, metrics beside annotation) are
+# what shortens the run. Raise it per rule with --set-threads where a tool gains.
+THREADS = 1
 
 
-def _cohort_input_mb():
-    total = 0
-    for sample in COHORT_SAMPLES:
-        for path in (SAMPLES.at[sample, "gex"], SAMPLES.at[sample, "vdj"]):
-            if path and os.path.isfile(path):
-                total += os.path.getsize(path)
-            elif path and os.path.isdir(path):
-                total += sum(e.stat().st_size for e in os.scandir(path) if e.is_file())
-    return total / 1e6
-
-
-COHORT_INPUT_MB = _cohort_input_mb()
-
-
-def threads(rule):
-    """Threads of `rule` from the raw cohort size (THREADS_PER_COHORT_MB)."""
-    return int(min(4, 1 + COHORT_INPUT_MB // THREADS_PER_COHORT_MB[rule]))
+MAX_MEM_MB = workflow.global_resources.get("mem_mb")
+MAX_MEM_MB = MAX_MEM_MB if isinstance(MAX_MEM_MB, int) else None
 
 
 def mem_mb(rule):
@@ -313,7 +299,10 @@ def mem_mb(rule):
     fixed, per_mb, _, _ = RESOURCE_MODEL[rule]
 
     def _mem_mb(wildcards, input, attempt):
-        return int((fixed + per_mb * input.size_mb) * (1.5 ** (attempt - 1)))
+        need = int((fixed + per_mb * input.size_mb) * (1.5 ** (attempt - 1)))
+        # with --resources mem_mb=N (the machine's memory), a job predicted to need more
+        # than N gets N and runs alone, rather than the run being refused
+        return min(need, MAX_MEM_MB) if MAX_MEM_MB else need
 
     return _mem_mb
 

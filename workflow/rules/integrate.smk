@@ -16,7 +16,7 @@ rule merge_samples:
         "benchmarks/merge_samples.tsv"
     conda:
         "../../envs/integrate.yaml"
-    threads: threads("merge_samples")
+    threads: THREADS
     resources:
         mem_mb=mem_mb("merge_samples"),
         runtime=runtime("merge_samples"),
@@ -39,7 +39,7 @@ rule integrate:
         "benchmarks/integrate/{method}.tsv"
     conda:
         "../../envs/integrate.yaml"
-    threads: threads("integrate")
+    threads: THREADS
     resources:
         mem_mb=mem_mb("integrate"),
         runtime=runtime("integrate"),

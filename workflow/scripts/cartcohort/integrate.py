@@ -141,6 +141,8 @@ def _concat_samples(adatas: Sequence[ad.AnnData], *, join: str) -> ad.AnnData:
     from .io import harmonise_genes
 
     harmonised, report = harmonise_genes(list(adatas), join=join)
+    if isinstance(adatas, list):
+        adatas.clear()  # the harmonised copies replace them: hold one copy of the cells
     if harmonised[0].n_vars == 0:
         raise CartCohortError(
             "the samples share no gene, so they cannot be integrated. Fix: map all "
@@ -154,6 +156,7 @@ def _concat_samples(adatas: Sequence[ad.AnnData], *, join: str) -> ad.AnnData:
         )
     var = harmonised[0].var.copy()
     merged = ad.concat(harmonised, join="inner", merge=None)
+    harmonised.clear()
     return ad.AnnData(X=sp.csr_matrix(merged.X, dtype=np.float32), obs=merged.obs.copy(),
                       var=var)
 
@@ -219,7 +222,7 @@ def load_qc_cells(
                        var=part.var.copy())
         )
         logger.info("%s: %d of %d cells pass QC", sample, int(keep.sum()), gex.n_obs)
-    merged = _concat_samples(parts, join=join)
+    merged = _concat_samples(parts, join=join)  # empties `parts` as it goes
     if not merged.obs_names.is_unique:
         raise CartCohortError(
             "cell ids are not unique across samples; ids must be '<sample>_<barcode>'. "

@@ -690,9 +690,13 @@ def score_doublets(
     # scanpy's auto threshold needs scikit-image; pass a placeholder (its calls are
     # replaced below) and find the threshold with the port of threshold_minimum.
     placeholder = 0.0 if threshold == "auto" else float(threshold)
+    # Exact kNN: scanpy switches to pynndescent above 4,096 points (cells + simulated
+    # doublets), whose numba JIT costs ~30 s in every fresh process - far more than the
+    # exact search on one library - and adds approximation noise to the scores.
     sc.pp.scrublet(sub, threshold=placeholder, random_state=int(seed),
                    expected_doublet_rate=float(expected_rate),
-                   sim_doublet_ratio=float(sim_doublet_ratio), verbose=False)
+                   sim_doublet_ratio=float(sim_doublet_ratio), use_approx_neighbors=False,
+                   verbose=False)
     score = sub.obs["doublet_score"].to_numpy(dtype=np.float64)
     scores["qc_doublet_score"] = score
     if threshold == "auto":
