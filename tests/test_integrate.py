@@ -523,9 +523,14 @@ def test_split_rules_equal_one_call_and_files_round_trip(tmp_path, synthetic, in
     emb = I.integrate_prepared(light, method="harmony", batch_key="batch", n_neighbors=15,
                                leiden_resolutions=[0.5, 1.0], seed=0)
     assert emb.X is None  # the per-method file carries no expression matrix
+    assert "X_umap" not in emb.obsm  # the layout is rule umap's job
     emb_path = tmp_path / "harmony.h5ad"
     emb.write_h5ad(emb_path)
-    full = I.read_integrated(merged, emb_path)
+    layout = ad.AnnData(obs=pd.DataFrame(index=emb.obs_names.copy()))
+    layout.obsm["X_umap"] = I.umap_layout(I.read_integration(emb_path), seed=0)
+    umap_path = tmp_path / "umap.h5ad"
+    layout.write_h5ad(umap_path)
+    full = I.read_integrated(merged, emb_path, umap_path=umap_path)
     one = integrated["harmony"]
     np.testing.assert_array_equal(full.obsm["X_integrated"], one.obsm["X_integrated"])
     np.testing.assert_array_equal(full.obsm["X_umap"], one.obsm["X_umap"])
@@ -538,10 +543,10 @@ def test_split_rules_equal_one_call_and_files_round_trip(tmp_path, synthetic, in
 def test_unembedded_method_has_graph_only_and_is_refused_downstream(synthetic):
     prepared = I.prepare_cohort(synthetic, batch_key="batch", n_top_genes=150, n_pcs=15)
     out = I.integrate_prepared(prepared, method="none", batch_key="batch", embed=False)
-    assert out.obsm["X_umap"].shape == (out.n_obs, 0)
+    assert "X_umap" not in out.obsm
     assert "leiden" not in out.obs and out.obsp["connectivities"].nnz > 0
     assert out.uns["integration"]["embedded"] is False
-    with pytest.raises(CartCohortError, match="without UMAP/Leiden"):
+    with pytest.raises(CartCohortError, match="without Leiden"):
         I.assemble_integrated(prepared, out)
     with pytest.raises(CartCohortError, match="different cells"):
         I.assemble_integrated(prepared[:10].copy(), out)
@@ -549,11 +554,15 @@ def test_unembedded_method_has_graph_only_and_is_refused_downstream(synthetic):
 
 def test_umap_epochs_change_the_layout(synthetic):
     prepared = I.prepare_cohort(synthetic, batch_key="batch", n_top_genes=150, n_pcs=15)
-    kw = dict(method="none", batch_key="batch", leiden_resolutions=[0.5], seed=0)
-    few = I.integrate_prepared(prepared, umap_n_epochs=5, **kw)
-    default = I.integrate_prepared(prepared, **kw)
-    assert few.uns["integration"]["umap_n_epochs"] == 5
-    assert not np.allclose(few.obsm["X_umap"], default.obsm["X_umap"])
+    graph = I.integrate_prepared(prepared, method="none", batch_key="batch",
+                                 leiden_resolutions=[0.5], seed=0)
+    few = I.umap_layout(graph, n_epochs=5, seed=0)
+    default = I.umap_layout(graph, seed=0)
+    assert few.shape == default.shape == (graph.n_obs, 2)
+    assert not np.allclose(few, default)
+    np.testing.assert_array_equal(default, I.umap_layout(graph, seed=0))  # seeded
+    with pytest.raises(CartCohortError, match="different cells|UMAP has"):
+        I.assemble_integrated(prepared, graph, umap=default[:10])
 
 
 def test_metrics_subsample_same_cells_for_every_method(integrated):

@@ -140,6 +140,7 @@ def test_changing_annotation_param_reruns_only_annotation_and_downstream(demo_ru
     out = proc.stdout + proc.stderr
     scheduled = set(re.findall(r"^\s*([A-Za-z_]\w*)\s+\d+\s*$", out, flags=re.M)) - {"total"}
     assert "annotate" in scheduled, out
-    upstream = {"load_sample", "load_summary", "qc_sample", "qc_summary", "integrate",
-                "integration_metrics", "plot_integration", "clonotypes", "plot_qc"}
+    upstream = {"load_sample", "load_summary", "qc_sample", "qc_summary", "merge_samples",
+                "integrate", "umap", "integration_metrics", "plot_integration", "clonotypes",
+                "plot_qc"}
     assert not scheduled & upstream, f"upstream rules would re-run: {scheduled & upstream}\n{out}"

@@ -1,5 +1,7 @@
 # CAR-T cell-state annotation: lineage (CD4/CD8/DN/DP), memory/exhaustion states,
-# checkpoint-receptor positivity and CAR+ cells, with clone-aware final calls.
+# checkpoint-receptor positivity and CAR+ cells, with clone-aware final calls; then the
+# final MuData (rule cohort: matrices + UMAP + calls + AIRR), built apart so that the
+# tables downstream of annotation do not wait for the UMAP.
 # Methods: workflow/scripts/cartcohort/annotate.py (module docstring).
 
 
@@ -10,7 +12,7 @@ rule annotate:
         airr="results/clonotypes/airr.h5ad",
         signatures=signatures_path(),
     output:
-        h5mu="results/cohort.h5mu",
+        calls="results/annotate/calls.h5ad",
         cells="results/tables/cells.tsv.gz",
         agreement="results/tables/annotation_agreement.tsv",
         signature_genes="results/tables/annotation_signature_genes.tsv",
@@ -19,6 +21,7 @@ rule annotate:
         "logs/annotate.log",
     benchmark:
         "benchmarks/annotate.tsv"
+    priority: 10
     conda:
         "../../envs/annotate.yaml"
     threads: 1
@@ -29,6 +32,30 @@ rule annotate:
         annotate=annotate_params,
     script:
         "../scripts/annotate.py"
+
+
+rule cohort:
+    input:
+        merged="results/integrate/merged.h5ad",
+        integrated=f"results/integrate/{INTEGRATION_USED}.h5ad",
+        umap="results/integrate/umap.h5ad",
+        calls="results/annotate/calls.h5ad",
+        airr="results/clonotypes/airr.h5ad",
+    output:
+        h5mu="results/cohort.h5mu",
+    log:
+        "logs/cohort.log",
+    benchmark:
+        "benchmarks/cohort.tsv"
+    priority: 5
+    conda:
+        "../../envs/annotate.yaml"
+    threads: 1
+    resources:
+        mem_mb=mem_mb("cohort"),
+        runtime=runtime("cohort"),
+    script:
+        "../scripts/cohort.py"
 
 
 rule plot_annotation:

@@ -217,26 +217,25 @@ def merge_params():
 
 
 def integrate_params(wildcards):
-    """Settings of one integration method: the graph/UMAP/Leiden keys of
-    config['integrate'] (not those of the shared merge step, nor those that only
-    concern metrics), with the method's own section (e.g. integrate.harmony) as
-    `method_params`."""
+    """Settings of one integration method: the graph/Leiden keys of config['integrate']
+    (not those of the shared merge step, the UMAP or the metrics), with the method's own
+    section (e.g. integrate.harmony) as `method_params`."""
     cfg = config["integrate"]
-    keys = [
-        "batch_key",
-        "n_neighbors",
-        "leiden_resolutions",
-        "umap_min_dist",
-        "umap_n_epochs",
-    ]
+    keys = ["batch_key", "n_neighbors", "leiden_resolutions"]
     out = {k: cfg[k] for k in keys if k in cfg}
     out["method_params"] = dict(cfg.get(wildcards.method) or {})
     return canonical(out)
 
 
+def umap_params():
+    """UMAP settings (rule umap)."""
+    cfg = config["integrate"]
+    return canonical({k: cfg.get(k) for k in ("umap_min_dist", "umap_n_epochs")})
+
+
 def embed_method(wildcards):
-    """UMAP and Leiden only for the method used downstream; the others are compared by
-    the metrics, which need their kNN graph alone."""
+    """Leiden only for the method used downstream; the others are compared by the
+    metrics, which need their kNN graph alone."""
     return wildcards.method == INTEGRATION_USED
 
 
@@ -265,6 +264,8 @@ RESOURCE_MODEL = {
     "integrate": (1000, 1.5, 10, 8),
     "integration_metrics": (2500, 1.5, 10, 12),
     "plot_integration": (1000, 1.0, 5, 2),
+    "umap": (1000, 1.5, 10, 8),
+    "cohort": (1000, 3.0, 10, 3),
     "clonotypes": (1000, 2.0, 10, 4),
     "annotate": (1000, 3.0, 10, 3),
     "plot_annotation": (1000, 6.0, 5, 2),

@@ -1,7 +1,8 @@
 # Integration across patients, timepoints and batches: the QC-passing cells merged,
 # normalised, HVGs and PCA once (results/integrate/merged.h5ad), then one embedding and
 # graph per method in integrate.methods (results/integrate/{method}.h5ad), metrics to
-# compare them, and UMAPs of the method used downstream (integrate.use).
+# compare them, and the UMAP of the method used downstream (integrate.use), computed
+# apart (rule umap) so that annotation does not wait for the layout.
 
 
 rule merge_samples:
@@ -51,6 +52,29 @@ rule integrate:
         "../scripts/integrate.py"
 
 
+rule umap:
+    input:
+        h5ad=f"results/integrate/{INTEGRATION_USED}.h5ad",
+    output:
+        h5ad="results/integrate/umap.h5ad",
+    log:
+        "logs/umap.log",
+    benchmark:
+        "benchmarks/umap.tsv"
+    priority: 10
+    conda:
+        "../../envs/integrate.yaml"
+    threads: THREADS
+    resources:
+        mem_mb=mem_mb("umap"),
+        runtime=runtime("umap"),
+    params:
+        umap=umap_params(),
+        seed=seed(),
+    script:
+        "../scripts/umap_layout.py"
+
+
 rule integration_metrics:
     input:
         unpack(integration_metrics_inputs),
@@ -81,6 +105,7 @@ rule integration_metrics:
 rule plot_integration:
     input:
         h5ad=f"results/integrate/{INTEGRATION_USED}.h5ad",
+        umap="results/integrate/umap.h5ad",
     output:
         umap=report(
             "results/figures/integration_umap.png",

@@ -1,7 +1,6 @@
 """Entry script of rule `annotate`: lineage, states, checkpoint markers, CAR+ (clone-aware)."""
 
 import anndata as ad
-import mudata as md
 
 from cartcohort import annotate as an
 from cartcohort.integrated import read_integrated
@@ -41,7 +40,10 @@ with script_logging(snakemake) as log:  # noqa: F821
                 sort_by=["sample", "call", "cell_call", "final_call"])
     write_table(result.signature_genes, smk.output.signature_genes)
     write_table(result.car_models, smk.output.car_models, sort_by=["sample"])
-    airr = airr[airr.obs_names.isin(result.gex.obs_names)].copy()
-    md.set_options(pull_on_update=False)
-    mdata = md.MuData({"gex": result.gex, "airr": airr})
-    mdata.write(smk.output.h5mu, compression="gzip")
+    # the calls without the expression matrix; rule `cohort` joins them with the
+    # matrices, the UMAP and the AIRR data into results/cohort.h5mu
+    calls = ad.AnnData(obs=result.gex.obs.copy(), uns=dict(result.gex.uns))
+    for key in result.gex.obsm:
+        if key not in gex.obsm:
+            calls.obsm[key] = result.gex.obsm[key]
+    calls.write_h5ad(smk.output.calls)

@@ -1,5 +1,5 @@
 """Entry script of rule `integrate`: one integration method on the merged cohort
-(corrected embedding, kNN graph; UMAP and Leiden for the method used downstream)
+(corrected embedding, kNN graph; Leiden for the method used downstream)
 -> results/integrate/{method}.h5ad (no expression matrix)."""
 
 from cartcohort import integrate
@@ -17,8 +17,6 @@ with script_logging(snakemake) as log:  # noqa: F821
         batch_key=cfg["batch_key"],
         n_neighbors=int(cfg["n_neighbors"]),
         leiden_resolutions=[float(r) for r in cfg["leiden_resolutions"]],
-        umap_min_dist=float(cfg["umap_min_dist"]),
-        umap_n_epochs=int(cfg["umap_n_epochs"]) if cfg.get("umap_n_epochs") else None,
         embed=bool(smk.params.embed),
         seed=int(smk.params.seed),
         n_threads=int(smk.threads),

@@ -1,6 +1,8 @@
 """Entry script of rule `plot_integration`: UMAP of the method used downstream,
 coloured by sample, patient, timepoint, batch, compartment and Leiden cluster."""
 
+import anndata as ad
+
 from cartcohort.integrate import read_integration
 from cartcohort.logs import script_logging
 from cartcohort.plots.integrate import umap_grid
@@ -8,9 +10,10 @@ from cartcohort.plots.integrate import umap_grid
 with script_logging(snakemake) as log:  # noqa: F821
     smk = snakemake  # noqa: F821
     adata = read_integration(smk.input.h5ad)
+    layout = ad.read_h5ad(smk.input.umap)
     info = adata.uns["integration"]
     fig = umap_grid(
-        adata.obsm["X_umap"],
+        layout.obsm["X_umap"],
         adata.obs,
         keys=list(smk.params.colour_by),
         title=f"UMAP after integration with {info['method']} "

@@ -1497,3 +1497,31 @@ def cells_table(gex: ad.AnnData) -> pd.DataFrame:
                 v = v.astype(object)
             df[extra] = v.to_numpy()
     return df
+
+
+def attach_calls(gex: ad.AnnData, calls: ad.AnnData) -> ad.AnnData:
+    """The integrated cohort with the annotation calls of rule ``annotate``.
+
+    Parameters
+    ----------
+    gex
+        Integrated cohort (:func:`cartcohort.integrated.read_integrated`).
+    calls
+        ``results/annotate/calls.h5ad``: ``obs`` with every call and score (it
+        replaces ``gex.obs``), ``uns`` and ``obsm`` entries added by annotation.
+
+    Returns
+    -------
+    AnnData
+        ``gex`` with the calls (modified in place and returned).
+    """
+    if not calls.obs_names.equals(gex.obs_names):
+        raise CartCohortError(
+            "the annotation calls and the integrated cohort hold different cells. Fix: "
+            "re-run rules annotate and cohort together"
+        )
+    gex.obs = calls.obs.copy()
+    gex.uns.update(dict(calls.uns))
+    for key in calls.obsm:
+        gex.obsm[key] = calls.obsm[key]
+    return gex

@@ -809,15 +809,13 @@ def integrate_prepared(
     batch_key: str = "batch",
     n_neighbors: int = 15,
     leiden_resolutions: Sequence[float] = (0.5, 1.0),
-    umap_min_dist: float = 0.3,
-    umap_n_epochs: int | None = None,
     embed: bool = True,
     seed: int = 0,
     n_threads: int = 1,
     method_params: Mapping[str, Any] | None = None,
 ) -> ad.AnnData:
     """Integrate one method on a prepared cohort: corrected embedding, kNN graph and,
-    for the method used downstream, UMAP and Leiden.
+    for the method used downstream, Leiden clusterings.
 
     Parameters
     ----------
@@ -829,15 +827,13 @@ def integrate_prepared(
         One of :data:`METHODS`.
     batch_key
         ``obs`` column with the batch to correct.
-    n_neighbors, leiden_resolutions, umap_min_dist
+    n_neighbors, leiden_resolutions
         See ``integrate`` in config/config.yaml.
-    umap_n_epochs
-        UMAP optimisation epochs; ``None`` = UMAP's default (500 up to 10,000 cells,
-        200 above). Fewer epochs are the main time saving on large cohorts.
     embed
-        Compute UMAP and Leiden. Methods compared only by the metrics need the
-        graph alone (the metrics do not read UMAP or Leiden), which saves most of
-        their run time on large cohorts.
+        Compute the Leiden clusterings. Methods compared only by the metrics need
+        the graph alone. UMAP is not computed here but by :func:`umap_layout` (rule
+        ``umap``), so that annotation, which needs the graph and clusters only, does
+        not wait for the layout.
     seed
         Random seed of the method, UMAP and Leiden.
     n_threads
@@ -850,8 +846,7 @@ def integrate_prepared(
     AnnData
         ``integrate/{method}.h5ad`` (no expression matrix): ``obs`` (all load/QC
         columns, plus ``leiden_r{res}`` and ``leiden`` when ``embed``), ``var``,
-        ``obsm`` ``X_pca``, ``X_integrated``, ``X_umap`` (cells x 0 when not
-        ``embed``), ``obsp`` graph, ``uns['integration']``.
+        ``obsm`` ``X_pca``, ``X_integrated``, ``obsp`` graph, ``uns['integration']``.
     """
     if method not in METHODS:
         raise CartCohortError(
@@ -884,10 +879,9 @@ def integrate_prepared(
     emb = embed_and_cluster(
         x_int, out.obs, n_neighbors=n_neighbors,
         resolutions=leiden_resolutions if embed else (),
-        umap_min_dist=umap_min_dist, umap_n_epochs=umap_n_epochs, seed=seed,
-        bbknn_batch_key=batch_key if method == "bbknn" else None, compute_umap=embed,
+        seed=seed, bbknn_batch_key=batch_key if method == "bbknn" else None,
+        compute_umap=False,
     )
-    out.obsm["X_umap"] = emb.umap
     out.obsp["connectivities"] = emb.connectivities
     out.obsp["distances"] = emb.distances
     for col in emb.clusters.columns:
@@ -910,8 +904,6 @@ def integrate_prepared(
         "n_neighbors": int(n_neighbors),
         "embedded": bool(embed),
         "leiden_resolutions": [float(r) for r in leiden_resolutions] if embed else [],
-        "umap_min_dist": float(umap_min_dist),
-        "umap_n_epochs": int(umap_n_epochs) if umap_n_epochs else 0,
         "seed": int(seed),
         "method_params": json.dumps(dict(method_params or {}), sort_keys=True, default=str),
         "samples": sorted(out.obs["sample"].astype(str).unique())
@@ -921,6 +913,55 @@ def integrate_prepared(
         out.uns["pca"] = dict(prepared.uns["pca"])
     _stringify_obs(out)
     return out
+
+
+def umap_layout(
+    integrated: ad.AnnData,
+    *,
+    min_dist: float = 0.3,
+    n_epochs: int | None = None,
+    seed: int = 0,
+) -> np.ndarray:
+    """UMAP of the kNN graph of one integrated method (rule ``umap``).
+
+    Parameters
+    ----------
+    integrated
+        :func:`integrate_prepared` output: ``obsp`` graph, ``uns['neighbors']``,
+        ``obsm['X_integrated']``.
+    min_dist
+        UMAP ``min_dist`` (``integrate.umap_min_dist``).
+    n_epochs
+        Optimisation epochs (``integrate.umap_n_epochs``); ``None`` = UMAP's default
+        (500 up to 10,000 cells, 200 above).
+    seed
+        Random state (seeded UMAP runs single-threaded and is reproducible).
+
+    Returns
+    -------
+    numpy.ndarray
+        Cells x 2, float32.
+    """
+    import scanpy as sc
+
+    for key in ("connectivities", "distances"):
+        if key not in integrated.obsp:
+            raise CartCohortError(
+                f"the integrated object has no obsp['{key}']. Fix: re-run rule integrate"
+            )
+    tmp = ad.AnnData(obs=pd.DataFrame(index=integrated.obs_names.copy()))
+    tmp.obsm["X_integrated"] = np.asarray(integrated.obsm["X_integrated"], dtype=np.float32)
+    tmp.obsp["connectivities"] = integrated.obsp["connectivities"]
+    tmp.obsp["distances"] = integrated.obsp["distances"]
+    tmp.uns["neighbors"] = {
+        "connectivities_key": "connectivities", "distances_key": "distances",
+        "params": {"use_rep": "X_integrated", "method": "umap",
+                   "n_neighbors": int(integrated.uns.get("integration", {}).get(
+                       "n_neighbors", 15))},
+    }
+    sc.tl.umap(tmp, min_dist=float(min_dist), random_state=int(seed),
+               maxiter=int(n_epochs) if n_epochs else None)
+    return np.asarray(tmp.obsm["X_umap"], dtype=np.float32)
 
 
 def integrate_cohort(
@@ -942,7 +983,7 @@ def integrate_cohort(
     method_params: Mapping[str, Any] | None = None,
 ) -> ad.AnnData:
     """Normalise, select HVGs, PCA, integrate, neighbours, UMAP and Leiden in one call:
-    :func:`prepare_cohort`, :func:`integrate_prepared` and
+    :func:`prepare_cohort`, :func:`integrate_prepared`, :func:`umap_layout` and
     :func:`assemble_integrated` chained (the workflow runs them as separate rules).
 
     Parameters
@@ -975,11 +1016,11 @@ method_params
     )
     integrated = integrate_prepared(
         prepared, method=method, batch_key=batch_key, n_neighbors=n_neighbors,
-        leiden_resolutions=leiden_resolutions, umap_min_dist=umap_min_dist,
-        umap_n_epochs=umap_n_epochs, embed=True, seed=seed, n_threads=n_threads,
+        leiden_resolutions=leiden_resolutions, embed=True, seed=seed, n_threads=n_threads,
         method_params=method_params,
     )
-    return assemble_integrated(prepared, integrated)
+    umap = umap_layout(integrated, min_dist=umap_min_dist, n_epochs=umap_n_epochs, seed=seed)
+    return assemble_integrated(prepared, integrated, umap=umap)
 
 
 def _stringify_obs(adata: ad.AnnData) -> None:

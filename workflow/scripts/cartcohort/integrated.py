@@ -12,11 +12,14 @@ from __future__ import annotations
 import os
 
 import anndata as ad
+import numpy as np
 
 from .errors import CartCohortError
 
 
-def assemble_integrated(prepared: ad.AnnData, integrated: ad.AnnData) -> ad.AnnData:
+def assemble_integrated(
+    prepared: ad.AnnData, integrated: ad.AnnData, *, umap: np.ndarray | None = None
+) -> ad.AnnData:
     """The full integrated cohort: expression of the prepared cohort with the
     embedding, graph, clusters and settings of one method.
 
@@ -26,6 +29,9 @@ def assemble_integrated(prepared: ad.AnnData, integrated: ad.AnnData) -> ad.AnnD
         :func:`prepare_cohort` output (``X``, ``layers['counts']``).
     integrated
         :func:`integrate_prepared` output of the same cells, with ``embed=True``.
+    umap
+        Cells x 2 UMAP layout (:func:`cartcohort.integrate.umap_layout`), stored as
+        ``obsm['X_umap']`` when given.
 
     Returns
     -------
@@ -41,7 +47,7 @@ def assemble_integrated(prepared: ad.AnnData, integrated: ad.AnnData) -> ad.AnnD
     if not integrated.uns.get("integration", {}).get("embedded", True):
         raise CartCohortError(
             f"integration '{integrated.uns['integration']['method']}' was run without "
-            "UMAP/Leiden (it is not integrate.use). Fix: re-run the workflow so the "
+            "Leiden (it is not integrate.use). Fix: re-run the workflow so the "
             "method in integrate.use is embedded"
         )
     out = ad.AnnData(X=prepared.X, obs=integrated.obs.copy(), var=prepared.var.copy())
@@ -53,6 +59,14 @@ def assemble_integrated(prepared: ad.AnnData, integrated: ad.AnnData) -> ad.AnnD
         out.obsm[key] = integrated.obsm[key]
     for key in integrated.obsp:
         out.obsp[key] = integrated.obsp[key]
+    if umap is not None:
+        umap = np.asarray(umap, dtype=np.float32)
+        if umap.shape[0] != out.n_obs:
+            raise CartCohortError(
+                f"the UMAP has {umap.shape[0]} rows for {out.n_obs} cells. Fix: re-run "
+                "rules integrate and umap together"
+            )
+        out.obsm["X_umap"] = umap
     out.uns.update({k: v for k, v in integrated.uns.items()})
     return out
 
@@ -87,12 +101,25 @@ def read_prepared(path: str | os.PathLike, *, counts: bool = False) -> ad.AnnDat
 
 
 def read_integrated(
-    merged_path: str | os.PathLike, integrated_path: str | os.PathLike
+    merged_path: str | os.PathLike,
+    integrated_path: str | os.PathLike,
+    *,
+    umap_path: str | os.PathLike | None = None,
 ) -> ad.AnnData:
     """The full integrated cohort of the method used downstream
-    (:func:`assemble_integrated` of the two files)."""
+    (:func:`assemble_integrated` of the files; the UMAP from rule ``umap``'s
+    ``umap.h5ad`` when given)."""
     prepared = ad.read_h5ad(merged_path)
-    return assemble_integrated(prepared, read_integration(integrated_path))
+    umap = None
+    if umap_path is not None:
+        layout = ad.read_h5ad(umap_path)
+        if not layout.obs_names.equals(prepared.obs_names):
+            raise CartCohortError(
+                f"{umap_path}: its cells differ from {merged_path}. Fix: re-run rules "
+                "integrate and umap"
+            )
+        umap = layout.obsm["X_umap"]
+    return assemble_integrated(prepared, read_integration(integrated_path), umap=umap)
 
 
 def read_integration(path: str | os.PathLike) -> ad.AnnData:
