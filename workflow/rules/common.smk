@@ -260,8 +260,8 @@ def integration_metrics_inputs(wildcards):
 RESOURCE_MODEL = {
     "load_sample": (1000, 6.0, 5, 6),
     "qc_sample": (1000, 6.0, 5, 10),
-    "merge_samples": (1000, 3.5, 10, 3),
-    "integrate": (1000, 1.5, 10, 8),
+    "merge_samples": (1000, 2.5, 10, 3),
+    "integrate": (1000, 2.0, 10, 8),
     "integration_metrics": (2500, 1.5, 10, 12),
     "plot_integration": (1000, 1.0, 5, 2),
     "umap": (1000, 1.5, 10, 8),
