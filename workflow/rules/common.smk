@@ -264,7 +264,7 @@ RESOURCE_MODEL = {
     "integrate": (1000, 2.0, 10, 8),
     "integration_metrics": (2500, 1.5, 10, 12),
     "plot_integration": (1000, 1.0, 5, 2),
-    "umap": (1000, 1.5, 10, 8),
+    "umap": (1000, 12.0, 10, 8),
     "cohort": (1000, 3.0, 10, 3),
     "clonotypes": (1000, 2.0, 10, 4),
     "annotate": (1000, 3.0, 10, 3),
