@@ -326,6 +326,20 @@ def test_known_breakages_give_clear_errors(tmp_path):
 # --------------------------------------------------------------------------- contig tables
 
 
+def _check_mutated_table(table, kind, filename, *, table_ops, byte_ops, sep, storage,
+                         with_barcodes):
+    """Mutate a contig table (rows/columns, then bytes), store it, and require that
+    inspect_vdj and read_tcr either parse it or name the file."""
+    for op in table_ops:
+        table = apply_table_op(table, op)
+    data = serialise(table, sep)
+    for op in byte_ops:
+        data = apply_byte_op(data, op)
+    path = store(Workdir.new(), filename, data, storage)
+    check_inspect_vdj(kind, path)
+    check_read_tcr(path, BARCODES if with_barcodes else None)
+
+
 @fuzz_settings(200)
 @given(
     table_ops=st.lists(TABLE_OPS, max_size=3),
@@ -335,15 +349,9 @@ def test_known_breakages_give_clear_errors(tmp_path):
     with_barcodes=st.booleans(),
 )
 def test_10x_contig_csv_parses_or_names_the_file(table_ops, byte_ops, sep, storage, with_barcodes):
-    table = CSV_TABLE
-    for op in table_ops:
-        table = apply_table_op(table, op)
-    data = serialise(table, sep)
-    for op in byte_ops:
-        data = apply_byte_op(data, op)
-    path = store(Workdir.new(), "filtered_contig_annotations.csv", data, storage)
-    check_inspect_vdj("10x_csv", path)
-    check_read_tcr(path, BARCODES if with_barcodes else None)
+    _check_mutated_table(CSV_TABLE, "10x_csv", "filtered_contig_annotations.csv",
+                         table_ops=table_ops, byte_ops=byte_ops, sep=sep, storage=storage,
+                         with_barcodes=with_barcodes)
 
 
 @fuzz_settings(200)
@@ -355,15 +363,9 @@ def test_10x_contig_csv_parses_or_names_the_file(table_ops, byte_ops, sep, stora
     with_barcodes=st.booleans(),
 )
 def test_airr_tsv_parses_or_names_the_file(table_ops, byte_ops, sep, storage, with_barcodes):
-    table = AIRR_TABLE
-    for op in table_ops:
-        table = apply_table_op(table, op)
-    data = serialise(table, sep)
-    for op in byte_ops:
-        data = apply_byte_op(data, op)
-    path = store(Workdir.new(), "airr_rearrangement.tsv", data, storage)
-    check_inspect_vdj("airr", path)
-    check_read_tcr(path, BARCODES if with_barcodes else None)
+    _check_mutated_table(AIRR_TABLE, "airr", "airr_rearrangement.tsv",
+                         table_ops=table_ops, byte_ops=byte_ops, sep=sep, storage=storage,
+                         with_barcodes=with_barcodes)
 
 
 _JSON_SCALAR = re.compile(rb'"(\w+)":\s*("(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?|true|false|null)')

@@ -188,22 +188,27 @@ def _to_bool(value: Any) -> bool | None:
     return _TO_BOOL.get(value, None)
 
 
-def _to_int(value: Any) -> int | None:
-    """``RearrangementSchema.to_int(value, validate=False)``."""
+def _to_number(value: Any, cast: type) -> Any:
+    """``RearrangementSchema.to_int`` / ``to_float`` (``validate=False``) for
+    ``cast`` = ``int`` / ``float``: empty -> ``None``, unparsable -> ``None``."""
     if value == "" or value is None:
         return None
-    if isinstance(value, int):
+    if isinstance(value, cast):
         return value
     try:
-        return int(value)
+        return cast(value)
     except ValueError:
         return None
 
 
+def _to_int(value: Any) -> int | None:
+    """``RearrangementSchema.to_int(value, validate=False)``."""
+    return _to_number(value, int)
+
+
 def _to_float(value: Any) -> float | None:
     """``RearrangementSchema.to_float(value, validate=False)``."""
-    if value == "" or value is None:
-        return None
+    return _to_number(value, float)
     if isinstance(value, float):
         return value
     try:
