@@ -626,11 +626,10 @@ def leiden_key(resolution: float) -> str:
 
 @dataclass(frozen=True)
 class EmbeddingResult:
-    """kNN graph, UMAP and Leiden clusterings of one embedding."""
+    """kNN graph and Leiden clusterings of one embedding (UMAP: :func:`umap_layout`)."""
 
     connectivities: sp.csr_matrix
     distances: sp.csr_matrix
-    umap: np.ndarray
     clusters: pd.DataFrame
     neighbors_params: dict
 
@@ -641,14 +640,11 @@ def embed_and_cluster(
     *,
     n_neighbors: int = 15,
     resolutions: Sequence[float] = (1.0,),
-    umap_min_dist: float = 0.3,
-    umap_n_epochs: int | None = None,
     seed: int = 0,
     bbknn_batch_key: str | None = None,
-    compute_umap: bool = True,
     exact_knn_max_cells: int = 100_000,
 ) -> EmbeddingResult:
-    """kNN graph (exact, or batch-balanced with bbknn), UMAP and Leiden clusterings.
+    """kNN graph (exact, or batch-balanced with bbknn) and Leiden clusterings.
 
     Parameters
     ----------
@@ -660,16 +656,10 @@ def embed_and_cluster(
         Neighbours per cell (for bbknn: in total, split evenly across batches).
     resolutions
         Leiden resolutions; one ``obs`` column per resolution (:func:`leiden_key`).
-    umap_min_dist
-        UMAP ``min_dist``.
-    umap_n_epochs
-        UMAP epochs (``None``: UMAP's default, 500 up to 10,000 cells, else 200).
     seed
-        Random state of UMAP and Leiden.
+        Random state of Leiden.
     bbknn_batch_key
         Build the graph with bbknn on this batch column instead of a plain kNN graph.
-    compute_umap
-        Skip UMAP when false (``umap`` is then a cells x 0 array).
     exact_knn_max_cells
         Up to this many cells the kNN graph is exact (brute force); above, scanpy's
         approximate pynndescent graph (seeded) is used to bound the run time.
@@ -701,12 +691,6 @@ def embed_and_cluster(
                     exact_knn_max_cells)
         sc.pp.neighbors(tmp, n_neighbors=k, use_rep="X_integrated", random_state=seed)
         params = {"method": "pynndescent", "n_neighbors": k}
-    if compute_umap:
-        sc.tl.umap(tmp, min_dist=umap_min_dist, random_state=seed,
-                   maxiter=int(umap_n_epochs) if umap_n_epochs else None)
-        umap = np.asarray(tmp.obsm["X_umap"], dtype=np.float32)
-    else:
-        umap = np.zeros((tmp.n_obs, 0), dtype=np.float32)
     clusters = pd.DataFrame(index=obs.index.copy())
     for res in resolutions:
         key = leiden_key(res)
@@ -719,7 +703,6 @@ def embed_and_cluster(
     return EmbeddingResult(
         connectivities=sp.csr_matrix(tmp.obsp["connectivities"]),
         distances=sp.csr_matrix(tmp.obsp["distances"]),
-        umap=umap,
         clusters=clusters,
         neighbors_params=params,
     )
@@ -880,7 +863,6 @@ def integrate_prepared(
         x_int, out.obs, n_neighbors=n_neighbors,
         resolutions=leiden_resolutions if embed else (),
         seed=seed, bbknn_batch_key=batch_key if method == "bbknn" else None,
-        compute_umap=False,
     )
     out.obsp["connectivities"] = emb.connectivities
     out.obsp["distances"] = emb.distances
@@ -1431,7 +1413,7 @@ def subsample_for_metrics(
     if sub.uns.get("integration", {}).get("output", "embedding") != "graph":
         emb = embed_and_cluster(
             np.asarray(sub.obsm["X_integrated"]), sub.obs, n_neighbors=n_neighbors,
-            resolutions=(), seed=seed, compute_umap=False,
+            resolutions=(), seed=seed,
         )
         sub.obsp["connectivities"] = emb.connectivities
         sub.obsp["distances"] = emb.distances
@@ -1456,6 +1438,6 @@ def reference_labels(
     """
     emb = embed_and_cluster(
         np.asarray(adata.obsm[use_rep]), adata.obs, n_neighbors=n_neighbors,
-        resolutions=[resolution], seed=seed, compute_umap=False,
+        resolutions=[resolution], seed=seed,
     )
     return emb.clusters[leiden_key(resolution)].rename("leiden_unintegrated")
