@@ -17,7 +17,7 @@ DEMO   := resources/demo/samples.tsv
 help:
 	@echo "make run    - set up .venv, simulate the demo cohort, run the workflow, build results/report.html"
 	@echo "make test   - set up .venv and the demo cohort, run the test suite"
-	@echo "make lint   - snakemake --lint and snakefmt --check"
+	@echo "make lint   - snakemake --lint, snakefmt --check, layout limits, config docs up to date"
 	@echo "make bench  - scale benchmark (20k/200k/1M cells, one-script baseline, 1,000-library dry run) -> benchmarks/results.tsv"
 
 venv: $(STAMP)
@@ -31,7 +31,7 @@ $(STAMP): requirements.lock
 
 demo: $(DEMO)
 
-$(DEMO): $(STAMP) workflow/scripts/simulate_demo.py workflow/scripts/cartcohort/simulate.py
+$(DEMO): $(STAMP) workflow/scripts/simulate_demo.py $(wildcard workflow/scripts/cartcohort/datasets/*.py)
 	$(BIN)/python workflow/scripts/simulate_demo.py --out resources/demo --seed 0
 	@touch $@
 
@@ -46,6 +46,8 @@ test: $(STAMP) $(DEMO)
 lint: $(STAMP)
 	$(BIN)/snakemake --lint
 	$(BIN)/snakefmt --check Snakefile workflow/rules
+	$(BIN)/python tools/check_layout.py
+	$(BIN)/python tools/config_doc.py --check
 
 fmt: $(STAMP)
 	$(BIN)/snakefmt Snakefile workflow/rules

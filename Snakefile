@@ -3,7 +3,11 @@
 #   snakemake --cores 2 -s /path/to/Snakefile -d /your/project --configfile your/config.yaml
 
 
-configfile: os.path.join(workflow.basedir, "config", "config.yaml")
+# The workflow's folder (this file's), also when another Snakefile includes this one.
+WORKFLOW_DIR = os.path.abspath(str(workflow.current_basedir))
+
+
+configfile: os.path.join(WORKFLOW_DIR, "config", "config.yaml")
 
 
 report: "workflow/report/workflow.rst"

@@ -48,9 +48,11 @@ def demo_dir() -> Path:
 
 def run_snakemake(workdir: Path, *args: str, configfile: Path | None = None,
                   config: dict[str, str] | None = None, cores: int = 2,
-                  check: bool = True) -> subprocess.CompletedProcess:
-    """Run the workflow CLI on `workdir` (as a user would, from any folder)."""
-    cmd = [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "-d", str(workdir),
+                  check: bool = True,
+                  snakefile: Path | None = None) -> subprocess.CompletedProcess:
+    """Run the workflow CLI on `workdir` (as a user would, from any folder); `snakefile`
+    replaces the workflow's Snakefile (e.g. a wrapper that includes it)."""
+    cmd = [str(SNAKEMAKE), "-s", str(snakefile or REPO / "Snakefile"), "-d", str(workdir),
            "--cores", str(cores)]
     if configfile is not None:
         cmd += ["--configfile", str(configfile)]

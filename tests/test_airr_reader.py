@@ -1,9 +1,9 @@
-"""cartcohort.airr builds exactly the AnnData scirpy 0.22.5's readers build.
+"""cartcohort.io.airr builds exactly the AnnData scirpy 0.22.5's readers build.
 
 Every comparison is field by field: ``ak.to_list`` of ``obsm['airr']`` (values, cell
 order, chain order), the awkward type and layout form (dtypes, option-ness, record
 field order), ``obs_names``, ``obs`` (columns, index name) and ``uns``. The reference is
-scirpy itself (imported here only, via ``cartcohort._scirpy.load_scirpy``): its
+scirpy itself (imported here only, via ``cartcohort._utils.scirpy.load_scirpy``): its
 ``read_10x_vdj`` for 10x CSV/JSON, and for AIRR TSVs the path ``cartcohort.io`` took
 before (its NA-like blanking and locus inference, then ``scirpy.io.read_airr``).
 Inputs: the demo cohort, scirpy's bundled test data, the real tables in
@@ -31,8 +31,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cartcohort import airr, io
-from cartcohort._scirpy import load_scirpy
+from cartcohort import io
+from cartcohort.io import airr
+from cartcohort._utils.scirpy import load_scirpy
 from cartcohort.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -242,7 +243,7 @@ def test_timing_old_vs_new_on_largest_real_table(ir, capsys):
     with capsys.disabled():
         print(
             f"\n[timing] {f.parent.name}: {new.n_obs} cells; scirpy.io.read_10x_vdj "
-            f"{t1 - t0:.3f} s, cartcohort.airr.read_10x_csv {t2 - t1:.3f} s "
+            f"{t1 - t0:.3f} s, cartcohort.io.airr.read_10x_csv {t2 - t1:.3f} s "
             f"({(t1 - t0) / (t2 - t1):.0f}x), io.read_tcr (new) {t3 - t2:.3f} s"
         )
 
@@ -494,7 +495,7 @@ for p in {[str(p) for p in paths]!r}:
 demo = {demo!r}
 if demo:
     mdata, summary = io.load_sample(
-        sample="P04_IP", gex_path=demo[0], vdj_path=demo[1], meta=demo[2]
+        sample="P04_IP", gex_path=demo[0], vdj_path=demo[1], meta=demo[2], car_features=[]
     )
     assert mdata["airr"].n_obs > 100, mdata
 loaded = sorted(m for m in ("scirpy", "scanpy", "airr") if m in sys.modules)

@@ -1,4 +1,5 @@
-"""Tests of cartcohort.annotate: signatures, lineage, states, markers, CAR+ and clone-aware calls.
+"""Tests of cartcohort.tl.annotate: signatures, lineage, states, markers, CAR+ and clone-aware
+calls.
 
 Accuracy is measured against the simulator's truth on libraries of the demo cohort
 (``resources/demo``; QC is replaced by the truth's doublet/low-quality flags and the
@@ -21,9 +22,9 @@ import yaml
 from scipy import sparse
 from sklearn.metrics import f1_score
 
-from cartcohort import annotate as an
 from cartcohort.errors import CartCohortError, InputError
 from cartcohort.tables import read_table, write_table
+from cartcohort.tl import annotate as an
 from conftest import REPO, require_shared
 
 SIGNATURES = REPO / "resources" / "signatures" / "t_cell_states.yaml"
@@ -158,7 +159,7 @@ def test_invalid_signature_file_lists_every_problem(tmp_path):
 
 def test_absent_genes_reported_and_thin_programs_skipped(signatures, caplog):
     genes = ["CCR7", "SELL", "TCF7", "GZMB", "PRF1", "FOXP3", "CD4", "CD8A"]
-    with caplog.at_level(logging.INFO, logger="cartcohort.annotate"):
+    with caplog.at_level(logging.INFO, logger="cartcohort.tl.annotate"):
         kept, report = an.restrict_signatures(signatures, genes=genes)
     assert kept.state_ids == ["naive_tscm", "tcm", "teff"]
     assert kept.state("naive_tscm").up == ("CCR7", "SELL", "TCF7")
@@ -395,10 +396,29 @@ def test_demo_markers_clones_and_outputs(demo, tmp_path):
     assert (back["lineage_state"] == back["cd4_cd8"] + " " + back["state"]).all()
 
 
+def test_demo_step_outputs_calls_and_cohort(demo):
+    """What rule annotate writes (cells table, calls without the matrix) and what rule cohort
+    builds from the calls (assemble_cohort)."""
+    gex, truth, res = demo
+    pd.testing.assert_frame_equal(res.cells, an.cells_table(res.gex))
+    calls = res.calls
+    assert calls.n_vars == 0 and calls.obs.equals(res.gex.obs)
+    assert calls.uns["annotation"]["states"] == res.summary["states"]
+    assert not set(calls.obsm) & set(gex.obsm)
+    airr = _airr_from_truth(gex, truth["clone"])
+    extra = ad.AnnData(obs=pd.DataFrame({"clone_id": ["x"]}, index=["not_a_cell"]))
+    cohort = an.assemble_cohort(gex.copy(), calls=calls, airr=ad.concat([airr, extra]))
+    assert set(cohort.mod) == {"gex", "airr"}
+    assert cohort["gex"].obs.equals(res.gex.obs) and "X_umap" in cohort["gex"].obsm
+    assert cohort["airr"].n_obs == airr.n_obs
+    with pytest.raises(CartCohortError, match="different cells"):
+        an.assemble_cohort(gex[:10].copy(), calls=calls, airr=airr)
+
+
 def test_demo_cohort_h5mu_round_trip_and_figures(demo, tmp_path):
     import mudata as md
 
-    from cartcohort.plots import annotate as plots
+    from cartcohort.pl import annotate as plots
 
     _, _, res = demo
     airr = ad.AnnData(obs=res.gex.obs[["clone_id"]].dropna())
@@ -411,20 +431,14 @@ def test_demo_cohort_h5mu_round_trip_and_figures(demo, tmp_path):
     cat = plots.car_category(back.obs)
     gained = (~back.obs["car_positive_cell"].astype(bool) & back.obs["car_positive"].astype(bool))
     assert (cat == "CAR+ (from clone)").sum() == gained.sum() > 0
-    genes = back.uns["annotation"]["signature_genes"]
-    states = list(genes)
-    figs = {
-        "umap_state": plots.umap_state(back, states=states),
-        "umap_lineage": plots.umap_lineage(back),
-        "umap_car": plots.umap_car(back),
-        "fractions": plots.state_fraction_bars(back, states=states),
-        "dotplot": plots.signature_dotplot(back, genes_by_state=genes),
-    }
-    for name, fig in figs.items():
+    names = []
+    for name, fig in plots.annotation_figures(back):
         out = tmp_path / f"{name}.png"
         plots.save_figure(fig, out)
         assert out.stat().st_size > 5000, name
-    for name in ("umap_state", "umap_lineage", "umap_car", "state_fractions", "dotplot"):
+        names.append(name)
+    assert names == ["umap_state", "umap_lineage", "umap_car", "state_fractions", "dotplot"]
+    for name in names:
         rst = REPO / "workflow" / "report" / f"annotation_{name}.rst"
         assert rst.is_file() and len(rst.read_text()) > 200, rst
 
@@ -434,7 +448,7 @@ def test_no_car_feature_leaves_car_columns_missing(demo, caplog):
     sub = gex[gex.obs["sample"] == "P01_IP", gex.var_names != "CAR"].copy()
     sub.var["is_car"] = False
     airr = _airr_from_truth(sub, truth["clone"])
-    with caplog.at_level(logging.WARNING, logger="cartcohort.annotate"):
+    with caplog.at_level(logging.WARNING, logger="cartcohort.tl.annotate"):
         res = an.annotate(sub, airr=airr, signatures=an.load_signatures(SIGNATURES),
                           car_features=[])
     obs = res.gex.obs
@@ -461,7 +475,7 @@ def test_celltypist_optional(demo):
 def test_clone_aware_car_with_half_dropout_in_simulated_cohort():
     """Simulator knob car_dropout=0.5: per-cell calls find about half of the CAR+ cells of
     expanded clones, clone-aware calls at least 90 %."""
-    from cartcohort.simulate import simulate_cohort
+    from cartcohort.datasets import simulate_cohort
 
     coh = simulate_cohort(seed=11, n_patients=2, frac_longitudinal=1.0, min_cells=350,
                           max_cells=500, car_dropout=0.5)

@@ -1,4 +1,4 @@
-"""Tests of patient-level association, scorecards and their figures (cartcohort.associate)."""
+"""Tests of patient-level association (cartcohort.stats), scorecards and their figures."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from cartcohort import associate as A
-from cartcohort import features as F
+from cartcohort import scorecards as SC
+from cartcohort import stats as S
 from cartcohort.errors import CartCohortError, InputError
+from cartcohort.stats import logistic as L
 from cartcohort.tables import read_table, write_table
+from cartcohort.tl import features as F
 
 # --------------------------------------------------------------------------- helpers
 
@@ -44,7 +46,7 @@ def _feature_table(
 
 
 def _sim_cells(seed: int = 0, n_patients: int = 20, frac_longitudinal: float = 0.0):
-    from cartcohort.simulate import simulate_cohort
+    from cartcohort.datasets import simulate_cohort
 
     c = simulate_cohort(seed=seed, n_patients=n_patients, min_cells=150, max_cells=220,
                         frac_longitudinal=frac_longitudinal, n_filler_genes=10)
@@ -59,38 +61,38 @@ def _sim_cells(seed: int = 0, n_patients: int = 20, frac_longitudinal: float = 0
 
 
 def test_rank_biserial_known_values():
-    assert A.rank_biserial([4, 5, 6], [1, 2, 3]) == 1.0
-    assert A.rank_biserial([1, 2, 3], [4, 5, 6]) == -1.0
-    assert A.rank_biserial([3, 5, 7], [1, 4, 6, 8]) == pytest.approx(0.0)  # U = 6 of 12
-    assert A.rank_biserial([2, 4, 6, 8], [1, 3]) == pytest.approx(0.75)  # U = 7 of 8
-    assert A.rank_biserial([1, 2], [2, 3]) == pytest.approx(-0.75)  # one tie: U = 0.5 of 4
+    assert S.rank_biserial([4, 5, 6], [1, 2, 3]) == 1.0
+    assert S.rank_biserial([1, 2, 3], [4, 5, 6]) == -1.0
+    assert S.rank_biserial([3, 5, 7], [1, 4, 6, 8]) == pytest.approx(0.0)  # U = 6 of 12
+    assert S.rank_biserial([2, 4, 6, 8], [1, 3]) == pytest.approx(0.75)  # U = 7 of 8
+    assert S.rank_biserial([1, 2], [2, 3]) == pytest.approx(-0.75)  # one tie: U = 0.5 of 4
     x, y = [0.3, 1.2, 2.2, 0.1, 5.0], [0.5, 0.9, 1.0]
     u = stats.mannwhitneyu(x, y).statistic
-    assert A.rank_biserial(x, y) == pytest.approx(2 * u / 15 - 1)
+    assert S.rank_biserial(x, y) == pytest.approx(2 * u / 15 - 1)
 
 
 def test_auroc_perfect_separation_and_chance():
-    assert A.auroc([5, 6, 7], [1, 2]) == 1.0
-    assert A.auroc([1, 2], [5, 6, 7]) == 0.0
-    assert A.auroc([1, 2, 3], [1, 2, 3]) == 0.5
+    assert S.auroc([5, 6, 7], [1, 2]) == 1.0
+    assert S.auroc([1, 2], [5, 6, 7]) == 0.0
+    assert S.auroc([1, 2, 3], [1, 2, 3]) == 0.5
 
 
 def test_bh_matches_hand_computation():
     p = [0.01, 0.04, 0.03, 0.005, np.nan, 0.5]
     # m = 5: sorted 0.005, 0.01, 0.03, 0.04, 0.5 -> p*m/rank = .025 .025 .05 .05 .5
-    q = A.bh_qvalues(p)
+    q = S.bh_qvalues(p)
     np.testing.assert_allclose(q[[3, 0, 2, 1, 5]], [0.025, 0.025, 0.05, 0.05, 0.5])
     assert np.isnan(q[4])
     # step-up monotonicity: a larger p never gets a smaller q
     p2 = [0.02, 0.021, 0.9, 0.001]
     # hand: sorted .001 .02 .021 .9 -> .004 .04 .028 .9 -> cummin from top .004 .028 .028 .9
-    np.testing.assert_allclose(A.bh_qvalues(p2), [0.028, 0.028, 0.9, 0.004])
+    np.testing.assert_allclose(S.bh_qvalues(p2), [0.028, 0.028, 0.9, 0.004])
 
 
 def test_exact_rank_sum_equals_scipy_without_ties_and_enumeration_with_ties():
     rng = np.random.default_rng(1)
     x, y = rng.normal(size=6), rng.normal(size=8) + 0.8
-    assert A.exact_rank_sum_pvalue(x, y) == pytest.approx(
+    assert S.exact_rank_sum_pvalue(x, y) == pytest.approx(
         stats.mannwhitneyu(x, y, method="exact").pvalue)
     # ties: brute-force the conditional permutation distribution
     x, y = np.array([1, 1, 2, 3, 3.0]), np.array([2, 3, 4, 4, 5, 5.0])
@@ -100,22 +102,22 @@ def test_exact_rank_sum_equals_scipy_without_ties_and_enumeration_with_ties():
     obs = abs(ranks[: len(x)].sum() - mean)
     sums = [ranks[list(c)].sum() for c in itertools.combinations(range(len(pooled)), len(x))]
     brute = np.mean([abs(s - mean) >= obs - 1e-9 for s in sums])
-    assert A.exact_rank_sum_pvalue(x, y) == pytest.approx(brute)
-    u, p, method = A.mann_whitney(x, y)
+    assert S.exact_rank_sum_pvalue(x, y) == pytest.approx(brute)
+    u, p, method = S.mann_whitney(x, y)
     assert method == "exact_ties" and p == pytest.approx(brute)
-    assert A.mann_whitney(rng.normal(size=60), rng.normal(size=60))[2] == "asymptotic"
-    assert A.mann_whitney([1.0, 1.0], [1.0, 1.0])[1] == 1.0
+    assert S.mann_whitney(rng.normal(size=60), rng.normal(size=60))[2] == "asymptotic"
+    assert S.mann_whitney([1.0, 1.0], [1.0, 1.0])[1] == 1.0
 
 
 def test_bootstrap_ci_is_seeded_and_brackets_the_estimate():
     rng = np.random.default_rng(0)
     x, y = rng.normal(1, 1, 12), rng.normal(0, 1, 12)
-    a = A.bootstrap_rank_biserial(x, y, n_bootstrap=500, seed=7)
-    b = A.bootstrap_rank_biserial(x, y, n_bootstrap=500, seed=7)
+    a = S.bootstrap_rank_biserial(x, y, n_bootstrap=500, seed=7)
+    b = S.bootstrap_rank_biserial(x, y, n_bootstrap=500, seed=7)
     assert a == b
-    r = A.rank_biserial(x, y)
+    r = S.rank_biserial(x, y)
     assert a[0] <= r <= a[1] and a[1] - a[0] > 0.1
-    assert A.bootstrap_rank_biserial([5, 6, 7], [1, 2, 3], n_bootstrap=200) == (1.0, 1.0)
+    assert S.bootstrap_rank_biserial([5, 6, 7], [1, 2, 3], n_bootstrap=200) == (1.0, 1.0)
 
 
 def test_mann_whitney_is_calibrated_under_permuted_labels():
@@ -129,7 +131,7 @@ def test_mann_whitney_is_calibrated_under_permuted_labels():
     pvals = []
     for _ in range(250):
         perm = pd.Series(rng.permutation(labels))
-        res = A.univariate_tests(table, responder=perm, features=list(table.columns),
+        res = S.univariate_tests(table, responder=perm, features=list(table.columns),
                                  n_bootstrap=20, seed=0)
         pvals.extend(res.loc[res["test"] == "mann_whitney", "pvalue"])
     pvals = np.asarray(pvals)
@@ -144,7 +146,7 @@ def test_mann_whitney_is_calibrated_under_permuted_labels():
 def test_separation_switches_to_firth_with_a_note():
     x = np.array([0.1, 0.4, 0.5, 0.9, 1.0, 2.0, 2.2, 2.5, 3.0, 3.3])
     y = np.array([0, 0, 0, 0, 0, 1, 1, 1, 1, 1], dtype=float)
-    fit, note = A.logistic_association(x, y)
+    fit, note = S.logistic_association(x, y)
     assert fit.method == "firth" and "separation" in note and "Firth" in note
     assert np.isfinite(fit.coef) and fit.coef > 0
     assert np.isfinite(fit.ci_low) and fit.ci_low > 0 and np.isfinite(fit.ci_high)
@@ -156,12 +158,12 @@ def test_firth_estimate_maximises_the_penalised_likelihood():
     x = rng.normal(size=25)
     y = (rng.random(25) < 1 / (1 + np.exp(-1.5 * x))).astype(float)
     X = np.column_stack([np.ones(25), x])
-    fit = A.firth_logistic(X, y)
-    beta, _, converged = A._firth_newton(X, y)
+    fit = S.firth_logistic(X, y)
+    beta, _, converged = L._firth_newton(X, y)
     assert converged and fit.coef == pytest.approx(beta[1])
-    base = A._penalized_loglik(X, y, beta)
+    base = L._penalized_loglik(X, y, beta)
     for d in ([1e-3, 0], [-1e-3, 0], [0, 1e-3], [0, -1e-3]):
-        assert A._penalized_loglik(X, y, beta + np.array(d)) <= base + 1e-12
+        assert L._penalized_loglik(X, y, beta + np.array(d)) <= base + 1e-12
     # Firth shrinks towards 0 compared with ML, and the profile CI brackets the estimate
     import statsmodels.api as sm
 
@@ -175,12 +177,12 @@ def test_small_groups_use_firth_and_large_groups_use_ml():
     n = 120
     x = rng.normal(size=n)
     y = (rng.random(n) < 1 / (1 + np.exp(-x))).astype(float)
-    fit, note = A.logistic_association(x, y)
+    fit, note = S.logistic_association(x, y)
     assert fit.method == "ml" and note.startswith("maximum likelihood")
     cov = rng.normal(size=(12, 3))
     x12 = rng.normal(size=12)
     y12 = np.array([0, 1] * 6, dtype=float)
-    fit, note = A.logistic_association(x12, y12, covariates=cov)
+    fit, note = S.logistic_association(x12, y12, covariates=cov)
     assert fit.method == "firth" and "per parameter" in note
 
 
@@ -189,7 +191,7 @@ def test_small_groups_use_firth_and_large_groups_use_ml():
 
 def test_run_association_detects_planted_feature_and_not_nulls():
     feats, clin = _feature_table(12, 12, seed=1, shift=2.5, n_null=3)
-    res = A.run_association(feats, clinical=clin, n_bootstrap=300, seed=0)
+    res = S.run_association(feats, clinical=clin, n_bootstrap=300, seed=0)
     a = res.association
     assert list(a.columns[:9]) == ["feature", "test", "effect", "ci_low", "ci_high", "pvalue",
                                    "qvalue", "n_responders", "n_nonresponders"]
@@ -207,7 +209,7 @@ def test_patient_is_the_unit():
     """Several samples of a patient count once; cell numbers never act as replicates."""
     feats, clin = _feature_table(6, 6, seed=2, shift=1.0,
                                  extra_samples={"P00": 3, "P07": 2})
-    res = A.run_association(feats, clinical=clin, n_bootstrap=200)
+    res = S.run_association(feats, clinical=clin, n_bootstrap=200)
     mw = res.association[res.association["test"] == "mann_whitney"]
     assert (mw["n_responders"] == 6).all() and (mw["n_nonresponders"] == 6).all()
     pt = res.patients.set_index("patient")
@@ -217,14 +219,14 @@ def test_patient_is_the_unit():
     assert pt.loc["P00", "n_samples"] == 3
     # ten times more cells per sample: same patient values, same p-values
     more = feats.assign(n_cells=feats["n_cells"] * 10)
-    res10 = A.run_association(more, clinical=clin, n_bootstrap=200)
+    res10 = S.run_association(more, clinical=clin, n_bootstrap=200)
     pd.testing.assert_series_equal(res.association["pvalue"], res10.association["pvalue"])
 
 
 @pytest.mark.parametrize("n_per_group", [2])
 def test_skip_with_too_few_patients(n_per_group, tmp_path):
     feats, clin = _feature_table(n_per_group, n_per_group)
-    res = A.run_association(feats, clinical=clin, min_patients_per_group=3)
+    res = S.run_association(feats, clinical=clin, min_patients_per_group=3)
     assert res.skipped
     a = res.association
     assert len(a) == 1 and a.loc[0, "test"] == "skipped"
@@ -239,7 +241,7 @@ def test_single_response_group_and_excluded_codes():
     feats, clin = _feature_table(4, 4)
     clin["response"] = "CR"
     clin.loc[0, "response"] = "NE"
-    res = A.run_association(feats, clinical=clin)
+    res = S.run_association(feats, clinical=clin)
     assert res.skipped and "0 non-responder" in res.association.loc[0, "note"]
     assert (res.notes["item"] == "P00").any()  # the NE patient is noted as excluded
     assert pd.isna(res.patients.set_index("patient").loc["P00", "responder"])
@@ -248,28 +250,28 @@ def test_single_response_group_and_excluded_codes():
 def test_unknown_primary_timepoint_is_an_input_error():
     feats, clin = _feature_table(4, 4)
     with pytest.raises(InputError, match="primary_timepoint"):
-        A.run_association(feats, clinical=clin, primary_timepoint="Baseline")
+        S.run_association(feats, clinical=clin, primary_timepoint="Baseline")
 
 
 def test_covariates_are_encoded_and_adjusted_for():
     feats, clin = _feature_table(20, 20, seed=4, shift=1.5)
-    design, notes = A.encode_covariates(clin, covariates=["age", "sex"], patients=clin["patient"])
+    design, notes = S.encode_covariates(clin, covariates=["age", "sex"], patients=clin["patient"])
     assert list(design.columns) == ["age", "sex[M]"]
     assert design["age"].mean() == pytest.approx(0) and design["age"].std() == pytest.approx(1)
     assert set(design["sex[M]"]) == {0.0, 1.0}
-    res = A.run_association(feats, clinical=clin, covariates=["age", "sex"], n_bootstrap=200)
+    res = S.run_association(feats, clinical=clin, covariates=["age", "sex"], n_bootstrap=200)
     lg = res.association[res.association["test"] == "logistic"].set_index("feature")
     assert "adjusted for age, sex[M]" in lg.loc["planted", "note"]
     assert lg.loc["planted", "effect"] > 0 and lg.loc["planted", "pvalue"] < 0.05
     with pytest.raises(InputError, match="associate.covariates"):
-        A.encode_covariates(clin, covariates=["bmi"], patients=clin["patient"])
+        S.encode_covariates(clin, covariates=["bmi"], patients=clin["patient"])
 
 
 def test_planted_demo_effects_found_and_null_ratio_not():
     """Simulator cohort (10 vs 10): memory-like, exhausted, diversity found; CD4:CD8 not."""
     cells, c = _sim_cells(seed=0)
     feats = F.sample_features(cells)
-    res = A.run_association(feats, clinical=c.clinical, n_bootstrap=300)
+    res = S.run_association(feats, clinical=c.clinical, n_bootstrap=300)
     mw = res.association[res.association["test"] == "mann_whitney"].set_index("feature")
     assert mw.loc["memory_like_fraction", "qvalue"] < 0.05
     assert mw.loc["memory_like_fraction", "effect"] > 0
@@ -295,13 +297,41 @@ def test_compositional_test_finds_the_shifted_state():
     table = pd.DataFrame(rows)
     resp = pd.Series([True] * 8 + [False] * 8)
     for transform in ("logit", "asin"):
-        res = A.add_qvalues(A.compositional_tests(table, responder=resp, states=list("abcd"),
+        res = S.add_qvalues(S.compositional_tests(table, responder=resp, states=list("abcd"),
                                                   transform=transform)).set_index("feature")
         assert res.loc["prop_a", "qvalue"] < 0.01 and res.loc["prop_a", "effect"] > 0
         assert res.loc["prop_a", "median_responders"] > res.loc["prop_a", "median_nonresponders"]
     with pytest.raises(CartCohortError, match="composition_transform"):
-        A.compositional_tests(table, responder=resp, states=list("abcd"), transform="clr")
+        S.compositional_tests(table, responder=resp, states=list("abcd"), transform="clr")
 
+
+
+def test_families_registry_is_the_one_source_of_test_order():
+    assert S.TESTS == ("mann_whitney", "auroc", "logistic", "compositional")
+    assert [t for f in S.FAMILIES.values() for t in f.tests] == list(S.TESTS)
+    feats, clin = _feature_table(8, 8, seed=3, shift=1.5)
+    res = S.run_association(feats, clinical=clin, n_bootstrap=100)
+    order = {t: i for i, t in enumerate(S.TESTS)}
+    ranks = res.association["test"].map(order).tolist()
+    assert ranks == sorted(ranks)
+    # no state fractions: the compositional family is skipped with a note
+    assert ("association", "compositional", "no state fractions: skipped") in set(
+        res.notes.itertuples(index=False, name=None))
+
+
+def test_associate_step_is_association_plus_models():
+    feats, clin = _feature_table(8, 8, seed=12, shift=1.5)
+    kwargs = dict(primary_timepoint="IP", responders=["CR"], covariates=[], n_bootstrap=100,
+                  min_patients_per_group=3, min_events_per_variable=5,
+                  composition_transform="logit", seed=3)
+    out = S.associate(feats, clinical=clin, exclude_responses=["NE"], **kwargs)
+    res = S.run_association(feats, clinical=clin, excluded=["NE"], **kwargs)
+    pd.testing.assert_frame_equal(out.association, res.association)
+    assert out.tested == res.tested
+    assert out.notes.iloc[: len(res.notes)].equals(res.notes)
+    assert out.longitudinal.loc[0, "test"] == "skipped"  # one timepoint only
+    assert out.survival.loc[0, "test"] == "skipped"  # no PFS columns
+    assert set(out.notes["scope"]) >= {"longitudinal", "survival"}
 
 # --------------------------------------------------------------------------- longitudinal
 
@@ -320,7 +350,7 @@ def test_longitudinal_mixed_model_recovers_slope_difference():
                          "timepoint_day": day, "compartment": "PB", "n_cells": 300,
                          "trend": intercept + slope * day + rng.normal(0, 0.2),
                          "flat": intercept + rng.normal(0, 0.2)})
-    out = A.longitudinal_models(pd.DataFrame(rows), clinical=pd.DataFrame(clin))
+    out = S.longitudinal_models(pd.DataFrame(rows), clinical=pd.DataFrame(clin))
     inter = out[out["term"] == "day:responder"].set_index("feature")
     assert inter.loc["trend", "effect"] == pytest.approx(0.02, abs=0.005)
     assert inter.loc["trend", "ci_low"] < 0.02 < inter.loc["trend", "ci_high"]
@@ -329,7 +359,7 @@ def test_longitudinal_mixed_model_recovers_slope_difference():
     assert (out["n_responders"] == 8).all()
     # one sample per patient: no repeated measures -> skipped with a reason
     single = pd.DataFrame(rows).groupby("patient").head(1)
-    skipped = A.longitudinal_models(single, clinical=pd.DataFrame(clin))
+    skipped = S.longitudinal_models(single, clinical=pd.DataFrame(clin))
     assert skipped.loc[0, "test"] == "skipped"
 
 
@@ -338,14 +368,14 @@ def test_longitudinal_mixed_model_recovers_slope_difference():
 
 def test_survival_cox_and_skip_without_pfs():
     feats, clin = _feature_table(15, 15, seed=6, shift=0.0)
-    patients, _ = A.labelled_patients(feats, clinical=clin, primary_timepoint="IP")
-    skipped = A.survival_models(patients, clinical=clin)
+    patients, _ = S.labelled_patients(feats, clinical=clin, primary_timepoint="IP")
+    skipped = S.survival_models(patients, clinical=clin)
     assert skipped.loc[0, "test"] == "skipped" and "pfs_days" in skipped.loc[0, "note"]
     rng = np.random.default_rng(0)
     risk = patients.set_index("patient")["planted"]
     clin["pfs_days"] = rng.exponential(300 * np.exp(-1.2 * risk.loc[clin["patient"]].to_numpy()))
     clin["pfs_event"] = (rng.random(len(clin)) < 0.85).astype(int)
-    out = A.survival_models(patients, clinical=clin).set_index("feature")
+    out = S.survival_models(patients, clinical=clin).set_index("feature")
     assert out.loc["planted", "effect"] > 0 and out.loc["planted", "pvalue"] < 0.01
     assert out.loc["planted", "n_patients"] == 30
 
@@ -369,7 +399,7 @@ def test_pseudobulk_de_finds_planted_genes_with_patients_as_replicates():
             obs += [{"patient": f"P{i}", "state": state, "timepoint": "IP"}] * n
     counts = sp.csr_matrix(np.vstack(mats).astype(np.float32))
     genes = [f"G{j}" for j in range(n_genes)]
-    de = A.pseudobulk_de(counts, obs=pd.DataFrame(obs), genes=genes,
+    de = S.pseudobulk_de_matrix(counts, obs=pd.DataFrame(obs), genes=genes,
                          clinical=pd.DataFrame(clin), min_cells=10, min_patients_per_group=3)
     tcm = de[de["state"] == "tcm"].set_index("gene")
     assert set(tcm.index[tcm["padj"] < 0.05]) >= {"G0", "G1", "G2", "G3", "G4"}
@@ -379,7 +409,7 @@ def test_pseudobulk_de_finds_planted_genes_with_patients_as_replicates():
     treg = de[de["state"] == "treg"]
     assert len(treg) == 1 and treg["note"].iloc[0].startswith("skipped")
     with pytest.raises(CartCohortError, match="integer"):
-        A.pseudobulk_de(counts * 0.37, obs=pd.DataFrame(obs), genes=genes,
+        S.pseudobulk_de_matrix(counts * 0.37, obs=pd.DataFrame(obs), genes=genes,
                         clinical=pd.DataFrame(clin), min_cells=10)
 
 
@@ -397,24 +427,24 @@ def _reference() -> pd.DataFrame:
 
 def test_score_product_percentile_and_flags():
     ref = _reference()
-    card = A.score_product(pd.Series({"sample": "new", "memory_like_fraction": 0.3}),
+    card = SC.score_product(pd.Series({"sample": "new", "memory_like_fraction": 0.3}),
                            reference=ref).set_index("feature")
     row = card.loc["memory_like_fraction"]
     # below: 0.2; equal: 0.3 -> (1 + 0.5) / 6
     assert row["cohort_percentile"] == pytest.approx(100 * 1.5 / 6)
     assert row["flag"] == "below_responder_range"
     assert (row["responder_min"], row["responder_max"]) == (0.4, 0.6)
-    inside = A.score_product(pd.Series({"sample": "n2", "memory_like_fraction": 0.45}),
+    inside = SC.score_product(pd.Series({"sample": "n2", "memory_like_fraction": 0.45}),
                              reference=ref)
     assert inside["flag"].item() == "within_responder_range"
     # leave-one-out: R3 is not compared with itself -> above the other responders
-    loo = A.score_product(pd.Series({"sample": "R3_IP", "memory_like_fraction": 0.6}),
+    loo = SC.score_product(pd.Series({"sample": "R3_IP", "memory_like_fraction": 0.6}),
                           reference=ref, exclude_patient="R3")
     assert loo["flag"].item() == "no_reference"  # only 2 responders left (< 3)
-    loo = A.score_product(pd.Series({"sample": "R3_IP", "memory_like_fraction": 0.6}),
+    loo = SC.score_product(pd.Series({"sample": "R3_IP", "memory_like_fraction": 0.6}),
                           reference=ref, exclude_patient="R3", min_reference=2)
     assert loo["flag"].item() == "above_responder_range" and loo["cohort_n"].item() == 5
-    missing = A.score_product(pd.Series({"sample": "m"}), reference=ref)
+    missing = SC.score_product(pd.Series({"sample": "m"}), reference=ref)
     assert missing["flag"].item() == "no_value"
 
 
@@ -423,8 +453,8 @@ def test_new_product_cli_matches_library(tmp_path):
     from pathlib import Path
 
     feats, clin = _feature_table(6, 6, seed=9, shift=2.0)
-    res = A.run_association(feats, clinical=clin, n_bootstrap=200)
-    ref = A.build_reference(res.patients)
+    res = S.run_association(feats, clinical=clin, n_bootstrap=200)
+    ref = SC.build_reference(res.patients)
     assert "count_planted" not in ref.columns and list(ref.columns[:3]) == [
         "patient", "response", "responder"]
     write_table(ref, tmp_path / "reference_features.tsv")
@@ -443,7 +473,7 @@ def test_new_product_cli_matches_library(tmp_path):
     assert card.loc["planted", "flag"] == "below_responder_range"
     assert card.loc["planted", "cohort_percentile"] == 0
     assert card.loc["planted", "direction"] == "higher_in_responders"
-    lib = A.score_product(read_table(tmp_path / "new.tsv").iloc[0],
+    lib = SC.score_product(read_table(tmp_path / "new.tsv").iloc[0],
                           reference=read_table(tmp_path / "reference_features.tsv"),
                           association=read_table(tmp_path / "association.tsv"))
     assert card["cohort_percentile"].tolist() == pytest.approx(lib["cohort_percentile"].tolist())
@@ -455,37 +485,54 @@ def test_new_product_cli_matches_library(tmp_path):
 
 def test_cohort_scorecards_and_html():
     feats, clin = _feature_table(5, 5, seed=10, shift=2.0)
-    res = A.run_association(feats, clinical=clin, n_bootstrap=200)
-    ref = A.build_reference(res.patients)
+    res = S.run_association(feats, clinical=clin, n_bootstrap=200)
+    ref = SC.build_reference(res.patients)
     samples = list(feats["sample"]) + ["GONE_IP"]
-    cards = A.score_cohort_products(feats, reference=ref, association=res.association,
+    cards = SC.score_cohort_products(feats, reference=ref, association=res.association,
                                     samples=samples)
     assert set(cards) == set(samples)
     assert (cards["GONE_IP"]["flag"] == "no_value").all()
     assert (cards["P00_IP"]["cohort_n"] == 9).all()  # own patient left out
-    meta = A.product_meta(feats, patients=res.patients, samples=samples)
+    meta = SC.product_meta(feats, patients=res.patients, samples=samples)
     assert meta.loc["P00_IP", "response"] == "CR"
-    page = A.scorecards_html(cards, meta=meta)
+    page = SC.scorecards_html(cards, meta=meta)
     assert page.count("<h2 id=") == len(samples) and "P09_IP" in page
 
+
+
+def test_cohort_scorecards_step_writes_every_output(tmp_path):
+    feats, clin = _feature_table(5, 5, seed=10, shift=2.0)
+    res = S.run_association(feats, clinical=clin, n_bootstrap=100)
+    samples = list(feats["sample"])
+    cards = [tmp_path / "cards" / f"{s}.tsv" for s in samples]
+    out = SC.cohort_scorecards(
+        feats, clinical=clin, association=res.association, cards=cards,
+        reference=tmp_path / "reference.tsv", html=tmp_path / "cards.html",
+        heatmap=tmp_path / "heatmap.png", primary_timepoint="IP", responders=["CR"],
+        exclude_responses=["NE"])
+    assert list(out.cards) == samples and all(p.exists() for p in cards)
+    assert read_table(tmp_path / "reference.tsv")["patient"].tolist() == sorted(
+        out.reference["patient"])
+    assert (tmp_path / "cards.html").read_text() == SC.scorecards_html(out.cards, meta=out.meta)
+    assert (tmp_path / "heatmap.png").stat().st_size > 1000
 
 # --------------------------------------------------------------------------- figures
 
 
 def test_figures_render_including_skipped_inputs(tmp_path):
-    from cartcohort.plots import associate as P
+    from cartcohort.pl import associate as P
 
     feats, clin = _feature_table(6, 6, seed=1, shift=2.0)
-    res = A.run_association(feats, clinical=clin, n_bootstrap=100)
+    res = S.run_association(feats, clinical=clin, n_bootstrap=100)
     f2, c2 = _feature_table(2, 2)
-    skipped = A.run_association(f2, clinical=c2, n_bootstrap=100).association
+    skipped = S.run_association(f2, clinical=c2, n_bootstrap=100).association
     de = pd.DataFrame({"state": ["tcm"] * 3, "gene": ["A", "B", "C"], "log2fc": [2.0, -1, 0.1],
                        "pvalue": [1e-6, 0.01, 0.8], "padj": [1e-5, 0.03, 0.8],
                        "n_responders": 4, "n_nonresponders": 4})
     de_skipped = pd.DataFrame({"state": ["tcm"], "gene": [np.nan], "pvalue": [np.nan],
                                "note": ["skipped: 1 responder"]})
-    ref = A.build_reference(res.patients)
-    cards = A.score_cohort_products(feats, reference=ref, association=res.association,
+    ref = SC.build_reference(res.patients)
+    cards = SC.score_cohort_products(feats, reference=ref, association=res.association,
                                     samples=list(feats["sample"]))
     figs = {
         "forest": P.forest_plot(res.association),

@@ -279,13 +279,14 @@ def test_parse_scales():
     assert bench.scale_size("200k") == 200_000 and bench.scale_size("1M") == 1e6
     assert bench.scale_size("dry-run") == float("inf")
     # the advertised sizes: cells per library x libraries the simulator plans
-    from cartcohort.simulate import SimParams, _plan_libraries, _plan_patients
+    from cartcohort.datasets import SimParams
+    from cartcohort.datasets.plan import plan_libraries, plan_patients
 
     for name, (n_libs, n_cells) in {"2k": (4, 2_000), "20k": (40, 20_000),
                                     "200k": (40, 200_000), "1M": (100, 1_000_000)}.items():
         spec = bench.SCALES[name]
         params = SimParams(seed=0, **spec.sim_kwargs())
-        libs = _plan_libraries(params, _plan_patients(params))
+        libs = plan_libraries(params, plan_patients(params))
         assert (len(libs), sum(lib.n_cells for lib in libs)) == (n_libs, n_cells), name
 
 
@@ -301,7 +302,7 @@ def test_cohort_stamp(tmp_path):
 
 
 def test_dry_run_sheet_validates(tmp_path):
-    from cartcohort.simulate import write_demo_cohort
+    from cartcohort.datasets import write_demo_cohort
     from cartcohort.sheets import prepare_inputs
 
     cohort = tmp_path / "cohort"

@@ -31,6 +31,10 @@ needs_chromium = pytest.mark.skipif(
 
 TINY_SNAKEFILE = """
 CATEGORIES = {categories!r}
+config.setdefault("seed", 3)
+
+
+report: "workflow.rst"
 
 
 rule all:
@@ -61,7 +65,11 @@ def _build_report(work: Path, categories: list[str]) -> Path:
     """A real Snakemake report with one figure per category (one `snakemake --report`)."""
     work.mkdir(parents=True, exist_ok=True)
     (work / "Snakefile").write_text(TINY_SNAKEFILE.format(categories=categories))
-    (work / "caption.rst").write_text("A test figure.\n")
+    # Jinja as in the workflow's own captions: rendered by `snakemake --report`
+    (work / "caption.rst").write_text("A test figure of category {{ snakemake.wildcards.cat }}"
+                                      "{% if snakemake.config['seed'] %}, seed "
+                                      "{{ snakemake.config['seed'] }}{% endif %}.\n")
+    (work / "workflow.rst").write_text('A tiny workflow (seed {{ snakemake.config["seed"] }}).\n')
     for i, cat in enumerate(categories):
         _png(work / f"fig_{cat}.png", (30 * i % 255, 120, 200))
     proc = subprocess.run([str(SNAKEMAKE), "-s", "Snakefile", "--report", "report.html"],
@@ -118,6 +126,34 @@ def test_data_problems_and_embedded_categories():
     assert len(problems) == 2 and "Scorecards" in problems[0] and "Overview" in problems[1]
     with pytest.raises(check_report.CheckError):
         check_report.embedded_categories("<html></html>")
+
+
+def test_template_problems_flag_unrendered_jinja():
+    html = ('<script id="workflow-desc">\n    var workflow_desc = "<p>seed {{ x }}</p>";\n'
+            '    </script>\n<script id="results">\n    var results = {"a.png": {"caption": '
+            '"<p>{% if y %}</p>"}, "b.png": {"caption": "<p>fine</p>"}, "c.png": {}};\n'
+            '    </script>')
+    texts = check_report.embedded_texts(html)
+    assert texts == {"workflow description": "<p>seed {{ x }}</p>",
+                     "caption of a.png": "<p>{% if y %}</p>", "caption of b.png": "<p>fine</p>",
+                     "caption of c.png": ""}
+    problems = check_report.template_problems(texts)
+    assert len(problems) == 2
+    assert "workflow description" in problems[0] and "'{{'" in problems[0]
+    assert "caption of a.png" in problems[1] and "'{%'" in problems[1]
+    with pytest.raises(check_report.CheckError):
+        check_report.embedded_texts("<html></html>")
+
+
+def test_real_report_has_no_unrendered_jinja(tiny_report):
+    """The captions and workflow description of a real report are rendered: no `{{`/`{%`."""
+    html = tiny_report.read_text()
+    texts = check_report.embedded_texts(html)
+    assert check_report.template_problems(texts) == []
+    assert "{{" not in html and "{%" not in html
+    assert "seed 3" in texts["workflow description"]
+    for cat in check_report.REQUIRED:
+        assert f"A test figure of category {cat}, seed 3." in texts[f"caption of fig_{cat}.png"]
 
 
 def test_missing_report_exits_2(tmp_path, capsys):

@@ -1,6 +1,7 @@
-"""Tests of cartcohort.clonotypes (clonotype calling, repertoire metrics, tracking) and
-its figures. Hand-computed values on tiny data; real 10x/AIRR contigs from ../shared/data;
-the demo cohort's planted clones."""
+"""Tests of cartcohort.tl.clonotypes (clonotype calling, public clonotypes, the workflow
+step), cartcohort.tl.repertoire (repertoire metrics, tracking) and their figures.
+Hand-computed values on tiny data; real 10x/AIRR contigs from ../shared/data; the demo
+cohort's planted clones."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cartcohort import clonotypes as ct
 from cartcohort.errors import CartCohortError
+from cartcohort.tl import clonotypes as ct
+from cartcohort.tl import repertoire as rt
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*[Aa]wkward.*")
 
@@ -173,23 +175,37 @@ def test_select_qc_cells_and_errors(toy):
         ct.select_qc_cells(sub, gex_obs=gex_obs.drop(columns="qc_pass"), sample="P1_IP")
 
 
-def test_read_qc_airr_from_h5mu(tmp_path, toy):
+def _write_qc_h5mu(path: Path, airr, *, sample: str, patient: str, qc_pass: list[bool],
+                   airr_cells: list[str]) -> None:
+    """A QC'd library: ``airr_cells`` of ``airr`` as ``<sample>_<cell>`` (``None``: no
+    airr modality) and a gex modality whose cells are those plus one without TCR."""
     import anndata as ad
     import mudata as md
     import scipy.sparse as sp
 
-    names = ["P1_IP_c1", "P1_IP_c2", "P1_IP_c3"]
-    airr = toy[["c1", "c2", "c3"]].copy()
-    airr.obs_names = names
-    airr.obs = airr.obs.drop(columns=["patient", "sample"])
+    names = [f"{sample}_{c}" for c in airr_cells]
     gex = ad.AnnData(
-        X=sp.csr_matrix(np.ones((4, 2), dtype=np.float32)),
-        obs=pd.DataFrame({"qc_pass": [True, True, False, True], "patient": "P1",
-                          "sample": "P1_IP", "timepoint": "IP", "timepoint_day": 0.0},
-                         index=[*names, "P1_IP_c9"]),
+        X=sp.csr_matrix(np.ones((len(names) + 1, 2), dtype=np.float32)),
+        obs=pd.DataFrame({"qc_pass": qc_pass, "patient": patient, "sample": sample,
+                          "timepoint": sample.split("_")[1], "timepoint_day": 0.0},
+                         index=[*names, f"{sample}_c9"]),
     )
-    md.MuData({"gex": gex, "airr": airr}).write_h5mu(tmp_path / "with.h5mu")
-    md.MuData({"gex": gex}).write_h5mu(tmp_path / "without.h5mu")
+    mods = {"gex": gex}
+    if airr is not None:
+        sub = airr[airr_cells].copy()
+        sub.obs_names = names
+        sub.obs = sub.obs.drop(columns=["patient", "sample"])
+        mods["airr"] = sub
+    md.MuData(mods).write_h5mu(path)
+
+
+def test_read_qc_airr_from_h5mu(tmp_path, toy):
+    cells = ["c1", "c2", "c3"]
+    qc_pass = [True, True, False, True]
+    _write_qc_h5mu(tmp_path / "with.h5mu", toy, sample="P1_IP", patient="P1",
+                   qc_pass=qc_pass, airr_cells=cells)
+    _write_qc_h5mu(tmp_path / "without.h5mu", None, sample="P1_IP", patient="P1",
+                   qc_pass=qc_pass, airr_cells=cells)
     got = ct.read_qc_airr(tmp_path / "with.h5mu", sample="P1_IP")
     assert list(got.obs_names) == ["P1_IP_c1", "P1_IP_c2"]
     assert ct.read_qc_airr(tmp_path / "without.h5mu", sample="P1_IP") is None
@@ -197,40 +213,73 @@ def test_read_qc_airr_from_h5mu(tmp_path, toy):
     assert res.obs["clone_id"].tolist() == ["P1_1", "P1_1"]
 
 
+def test_cohort_clonotypes_step(tmp_path, toy):
+    libraries = {"P1_IP": ["c1", "c2", "c3", "c4"], "P1_D28": ["c5"],
+                 "P2_IP": ["d1", "d2", "d3"], "P3_IP": ["e1"]}
+    paths = []
+    for sample, cells in libraries.items():
+        paths.append(tmp_path / f"{sample}.h5mu")
+        _write_qc_h5mu(paths[-1], toy, sample=sample, patient=sample.split("_")[0],
+                       qc_pass=[True] * (len(cells) + 1), airr_cells=cells)
+    qc_samples = pd.DataFrame({"sample": list(libraries),
+                               "sample_excluded": [False, False, False, True]})
+    settings = dict(receptor_arms="all", dual_ir="any", sequence="nt", metric="identity",
+                    cutoff=None)
+    clusters = {"enabled": True, "metric": "hamming", "sequence": "aa", "cutoff": 1}
+    res = ct.cohort_clonotypes(paths, samples=list(libraries), qc_samples=qc_samples,
+                               clusters=clusters, n_jobs=1, **settings)
+    obs = res.airr.obs
+    assert "P3_IP" not in set(obs["sample"])  # excluded at QC: not read
+    assert obs.loc["P1_IP_c1", "clone_id"] == obs.loc["P1_D28_c5", "clone_id"] == "P1_1"
+    assert obs.loc["P1_IP_c1", "clone_cluster_id"] == obs.loc["P1_IP_c3", "clone_cluster_id"]
+    assert bool(obs.loc["P2_IP_d1", "is_public"]) and not bool(obs.loc["P1_IP_c3", "is_public"])
+    sizes = [c for c in res.clonotypes.columns if c.startswith("size_")]
+    assert sizes == ["size_P1_IP", "size_P1_D28", "size_P2_IP"]
+    assert res.public[["n_patients", "patients"]].values.tolist() == [[2, "P1,P2"]]
+    off = ct.cohort_clonotypes(paths, samples=list(libraries), qc_samples=qc_samples,
+                               clusters={**clusters, "enabled": False}, n_jobs=1, **settings)
+    pd.testing.assert_series_equal(off.airr.obs["clone_cluster_id"], off.airr.obs["clone_id"],
+                                   check_names=False)
+    pd.testing.assert_frame_equal(off.public, res.public)
+    with pytest.raises(ValueError):  # one path per sample
+        ct.cohort_clonotypes(paths[:2], samples=list(libraries), qc_samples=qc_samples,
+                             clusters=clusters, **settings)
+
+
 # ----------------------------------------------------------------------------- diversity
 
 
 def test_diversity_indices_hand_values():
-    d = ct.diversity_indices([1, 1, 2])
+    d = rt.diversity_indices([1, 1, 2])
     assert d["richness"] == 3
     assert d["shannon"] == pytest.approx(1.5 * math.log(2))  # -(2*.25 ln .25 + .5 ln .5)
     assert d["pielou"] == pytest.approx(1.5 * math.log(2) / math.log(3))
     assert d["gini_simpson"] == pytest.approx(1 - (0.25**2 * 2 + 0.5**2))  # 0.625
     assert d["gini"] == pytest.approx(1 / 6)  # sum|xi-xj| = 4 over 2 n^2 mean = 24
-    u = ct.diversity_indices([4, 4, 4, 4, 0])
+    u = rt.diversity_indices([4, 4, 4, 4, 0])
     assert (u["shannon"], u["pielou"], u["gini_simpson"], u["gini"]) == pytest.approx(
         (math.log(4), 1.0, 0.75, 0.0))
-    one = ct.diversity_indices([7])
+    one = rt.diversity_indices([7])
     assert (one["shannon"], one["pielou"], one["gini_simpson"], one["gini"]) == (0, 0, 0, 0)
     # Gini of [1,1,1,1,96]: 2*sum(i*x)/(n*sum) - (n+1)/n = 980/500 - 1.2
-    assert ct.diversity_indices([96, 1, 1, 1, 1])["gini"] == pytest.approx(0.76)
-    assert all(math.isnan(v) for v in ct.diversity_indices([]).values())
+    assert rt.diversity_indices([96, 1, 1, 1, 1])["gini"] == pytest.approx(0.76)
+    assert all(math.isnan(v) for v in rt.diversity_indices([]).values())
     with pytest.raises(CartCohortError):
-        ct.diversity_indices([1, -2])
+        rt.diversity_indices([1, -2])
 
 
 def test_rarefied_uniform_repertoire():
     # 500 singletons: every subsample of 100 cells is 100 singletons
-    r = ct.rarefied_diversity(np.ones(500), depth=100, n_bootstrap=100, seed=1)
+    r = rt.rarefied_diversity(np.ones(500), depth=100, n_bootstrap=100, seed=1)
     assert r["richness"] == 100
     assert r["shannon"] == pytest.approx(math.log(100))
     assert r["pielou"] == pytest.approx(1.0) and r["gini"] == pytest.approx(0.0)
     assert r["gini_simpson"] == pytest.approx(0.99)
-    for k in ct.DIVERSITY_INDICES:
+    for k in rt.DIVERSITY_INDICES:
         assert r[f"{k}_ci_low"] <= r[k] <= r[f"{k}_ci_high"]
     assert r["shannon_ci_low"] < r["shannon"]  # bootstrap duplicates lower the bound
     # 20 clones of 10 cells at full depth: the unrarefied values exactly
-    full = ct.rarefied_diversity([10] * 20, depth=200, n_bootstrap=50, seed=0)
+    full = rt.rarefied_diversity([10] * 20, depth=200, n_bootstrap=50, seed=0)
     assert full["shannon"] == pytest.approx(math.log(20))
     assert full["shannon_ci_low"] < math.log(20) < full["shannon_ci_high"]
     assert full["richness_ci_high"] == 20  # resampling 20 equal clones never adds one
@@ -238,12 +287,12 @@ def test_rarefied_uniform_repertoire():
 
 def test_rarefied_is_seeded_and_checks_depth():
     counts = [50, 20, 10, 5, 3, 2, 1, 1, 1, 1]
-    a = ct.rarefied_diversity(counts, depth=30, n_bootstrap=50, seed=3)
-    b = ct.rarefied_diversity(counts, depth=30, n_bootstrap=50, seed=3)
-    c = ct.rarefied_diversity(counts, depth=30, n_bootstrap=50, seed=4)
+    a = rt.rarefied_diversity(counts, depth=30, n_bootstrap=50, seed=3)
+    b = rt.rarefied_diversity(counts, depth=30, n_bootstrap=50, seed=3)
+    c = rt.rarefied_diversity(counts, depth=30, n_bootstrap=50, seed=4)
     assert a == b and a != c
     with pytest.raises(CartCohortError, match="depth"):
-        ct.rarefied_diversity(counts, depth=1000, n_bootstrap=50, seed=0)
+        rt.rarefied_diversity(counts, depth=1000, n_bootstrap=50, seed=0)
 
 
 def test_rarefaction_makes_200_and_5000_cells_comparable():
@@ -252,9 +301,9 @@ def test_rarefaction_makes_200_and_5000_cells_comparable():
     freq /= freq.sum()
     small = rng.multinomial(200, freq)
     big = rng.multinomial(5000, freq)
-    raw_gap = ct.diversity_indices(big)["shannon"] - ct.diversity_indices(small)["shannon"]
-    rs = ct.rarefied_diversity(small, depth=200, n_bootstrap=200, seed=0)
-    rb = ct.rarefied_diversity(big, depth=200, n_bootstrap=200, seed=0)
+    raw_gap = rt.diversity_indices(big)["shannon"] - rt.diversity_indices(small)["shannon"]
+    rs = rt.rarefied_diversity(small, depth=200, n_bootstrap=200, seed=0)
+    rb = rt.rarefied_diversity(big, depth=200, n_bootstrap=200, seed=0)
     half = (rb["shannon_ci_high"] - rb["shannon_ci_low"]) / 2
     assert raw_gap > 1.0  # unrarefied: the deeper sample looks far more diverse
     assert abs(rb["shannon"] - rs["shannon"]) < half  # rarefied: same population agrees
@@ -267,30 +316,30 @@ def test_ci_narrows_with_depth_synthetic():
     counts = rng.multinomial(4000, np.repeat([0.5 / 5, 0.5 / 1000], [5, 1000]))
     widths = []
     for depth in (100, 400, 1600):
-        r = ct.rarefied_diversity(counts, depth=depth, n_bootstrap=200, seed=0)
+        r = rt.rarefied_diversity(counts, depth=depth, n_bootstrap=200, seed=0)
         widths.append(r["gini_simpson_ci_high"] - r["gini_simpson_ci_low"])
     assert widths[0] > widths[1] > widths[2]
 
 
 def test_choose_depth():
     n = pd.Series({"A": 30, "B": 200, "C": 5000})
-    assert ct.choose_depth(n, depth="auto", min_cells=50) == 200
-    assert ct.choose_depth(n, depth="auto", min_cells=10) == 30
-    assert ct.choose_depth(n, depth="auto", min_cells=10000) is None
-    assert ct.choose_depth(n, depth=150) == 150
+    assert rt.choose_depth(n, depth="auto", min_cells=50) == 200
+    assert rt.choose_depth(n, depth="auto", min_cells=10) == 30
+    assert rt.choose_depth(n, depth="auto", min_cells=10000) is None
+    assert rt.choose_depth(n, depth=150) == 150
     with pytest.raises(CartCohortError, match="rarefaction_depth"):
-        ct.choose_depth(n, depth="smallest")
+        rt.choose_depth(n, depth="smallest")
 
 
 def test_overlap_indices():
     x = pd.Series({"a": 1, "b": 2, "c": 3})
-    assert ct.morisita_horn(x, x) == pytest.approx(1.0)
-    assert ct.morisita_horn(x, 10 * x) == pytest.approx(1.0)
-    assert ct.morisita_horn(x, pd.Series({"d": 5, "e": 1})) == 0.0
+    assert rt.morisita_horn(x, x) == pytest.approx(1.0)
+    assert rt.morisita_horn(x, 10 * x) == pytest.approx(1.0)
+    assert rt.morisita_horn(x, pd.Series({"d": 5, "e": 1})) == 0.0
     y = pd.Series({"b": 1, "c": 1, "d": 1})
-    assert ct.jaccard(x, y) == pytest.approx(2 / 4)
+    assert rt.jaccard(x, y) == pytest.approx(2 / 4)
     # hand: x=(A2,D2) y=(A3,B2,C1): 2*6 / ((8/16 + 14/36) * 4 * 6) = 0.5625
-    assert ct.morisita_horn(pd.Series({"A": 2, "D": 2}),
+    assert rt.morisita_horn(pd.Series({"A": 2, "D": 2}),
                             pd.Series({"A": 3, "B": 2, "C": 1})) == pytest.approx(0.5625)
 
 
@@ -322,7 +371,7 @@ def _cells_table() -> pd.DataFrame:
 
 def test_repertoire_by_sample_hand_values():
     cells = _cells_table()
-    rep = ct.repertoire_by_sample(cells, depth="auto", min_cells=3, n_bootstrap=20,
+    rep = rt.repertoire_by_sample(cells, depth="auto", min_cells=3, n_bootstrap=20,
                                   seed=0).set_index("sample")
     ip = rep.loc["P1_IP"]
     assert ip["n_cells"] == 7 and ip["n_cells_tcr"] == 6 and ip["n_clones"] == 3
@@ -331,7 +380,7 @@ def test_repertoire_by_sample_hand_values():
     assert ip["frac_cells_size_3_10"] == pytest.approx(3 / 6)
     assert ip["frac_cells_size_gt10"] == 0 and ip["n_clones_size_3_10"] == 1
     assert ip["top1_fraction"] == pytest.approx(0.5) and ip["top10_fraction"] == 1.0
-    assert ip["shannon"] == pytest.approx(ct.diversity_indices([3, 2, 1])["shannon"])
+    assert ip["shannon"] == pytest.approx(rt.diversity_indices([3, 2, 1])["shannon"])
     # depth = smallest sample with >= 3 TCR cells = D30 (4 cells)
     assert (rep["rarefaction_depth"] == 4).all()
     d30 = rep.loc["P1_D30"]
@@ -343,7 +392,7 @@ def test_repertoire_by_sample_hand_values():
 
 def test_persistence_and_tracking_hand_values():
     cells = _cells_table()
-    pers = ct.persistence_by_sample(cells, primary_timepoint="IP").set_index("sample")
+    pers = rt.persistence_by_sample(cells, primary_timepoint="IP").set_index("sample")
     d30 = pers.loc["P1_D30"]
     assert d30["is_post_infusion"] and not pers.loc["P1_AP", "is_post_infusion"]
     assert d30["jaccard_product"] == pytest.approx(1 / 4)
@@ -359,7 +408,7 @@ def test_persistence_and_tracking_hand_values():
     assert pers.loc["P2_IP", "n_post_samples"] == 0
     assert pd.isna(pers.loc["P2_IP", "n_product_clones_detected_later"])
 
-    tr = ct.track_clones(cells, primary_timepoint="IP")
+    tr = rt.track_clones(cells, primary_timepoint="IP")
     by = tr.set_index(["clone_id", "sample"])
     assert by.loc[("P1_1", "P1_IP"), "n_cells"] == 3
     assert by.loc[("P1_1", "P1_D30"), "frac_sample"] == pytest.approx(0.5)
@@ -374,14 +423,15 @@ def test_persistence_and_tracking_hand_values():
 
 def test_clone_states_and_repertoire_tables():
     cells = _cells_table()
-    st = ct.clone_states(cells, min_size=3)
+    st = rt.clone_states(cells, min_size=3)
     assert set(st["clone_id"]) == {"P1_1", "P1_2"} or set(st["clone_id"]) == {"P1_1"}
     p1 = st[st["clone_id"] == "P1_1"].set_index("state")
     # P1_1: AP tem, IP tem tem teff, D30 tem tem -> 5 tem, 1 teff of 6
     assert p1.loc["tem", "n_cells"] == 5 and p1.loc["teff", "fraction"] == pytest.approx(1 / 6)
     assert (p1["dominant_state"] == "tem").all()
     assert "P1_4" not in set(st["clone_id"])  # size 2 < 3
-    tables = ct.repertoire_tables(cells, primary_timepoint="IP", min_cells=3, n_bootstrap=20)
+    tables = rt.repertoire_tables(cells, primary_timepoint="IP", rarefaction_min_cells=3,
+                                  n_bootstrap=20)
     assert len(tables.samples) == 4 and "jaccard_product" in tables.samples
     assert tables.samples["sample"].is_unique
     assert set(tables.tracking["clone_id"]) == {"P1_1", "P1_2", "P1_3", "P1_4", "P1_5",
@@ -390,7 +440,7 @@ def test_clone_states_and_repertoire_tables():
 
 def test_missing_column_message():
     with pytest.raises(CartCohortError, match="clone_id"):
-        ct.repertoire_by_sample(_cells_table().drop(columns="clone_id"))
+        rt.repertoire_by_sample(_cells_table().drop(columns="clone_id"))
 
 
 # ----------------------------------------------------------------------------- figures
@@ -399,10 +449,11 @@ def test_missing_column_message():
 def test_figures_from_tables():
     from matplotlib.patches import Polygon, Rectangle
 
-    from cartcohort.plots import clonotypes as plots
+    from cartcohort.pl import clonotypes as plots
 
     cells = _cells_table()
-    t = ct.repertoire_tables(cells, primary_timepoint="IP", min_cells=3, n_bootstrap=20)
+    t = rt.repertoire_tables(cells, primary_timepoint="IP", rarefaction_min_cells=3,
+                             n_bootstrap=20)
     fig = plots.plot_clonal_expansion(t.samples)
     ax = fig.axes[0]
     bars = [p for p in ax.patches if isinstance(p, Rectangle)]
@@ -425,6 +476,11 @@ def test_figures_from_tables():
     assert top.groupby("patient").size().to_dict() == {"P1": 2, "P2": 2}
     # P1_1, P1_4 and P1_5 all peak at 0.5 of a sample: ties broken by id
     assert top.loc[top["patient"] == "P1", "clone_id"].tolist() == ["P1_1", "P1_4"]
+    # the step function of rule plot_clonotypes: one figure per output
+    figs = plots.clonotype_figures(t.samples, t.tracking, response={"P1": "CR", "P2": "PD"},
+                                   responders=["CR"], top_clones_alluvial=2)
+    assert list(figs) == ["expansion", "diversity", "alluvial"]
+    assert len(figs["diversity"].axes) == 4
 
 
 # ----------------------------------------------------------------------------- real data
@@ -482,7 +538,7 @@ def test_screp_ards_rarefied_ci_narrows_with_depth():
     assert counts.sum() > 2000
     widths = {}
     for depth in (100, 500, 2000):
-        r = ct.rarefied_diversity(counts, depth=depth, n_bootstrap=200, seed=0)
+        r = rt.rarefied_diversity(counts, depth=depth, n_bootstrap=200, seed=0)
         widths[depth] = {k: r[f"{k}_ci_high"] - r[f"{k}_ci_low"]
                          for k in ("shannon", "gini_simpson", "pielou")}
     for k in ("shannon", "gini_simpson", "pielou"):
@@ -562,7 +618,7 @@ def test_demo_persistent_product_clones_found(demo):
     obs = res.obs.join(truth[["clone", "planted_persistent", "is_doublet"]], how="left")
     cells = obs.reset_index(names="cell")[["cell", "sample", "patient", "timepoint",
                                           "timepoint_day", "compartment", "clone_id"]]
-    tr = ct.track_clones(cells, primary_timepoint="IP")
+    tr = rt.track_clones(cells, primary_timepoint="IP")
     persistent_calls = set(tr.loc[tr["is_persistent"], "clone_id"])
     planted = obs[obs["planted_persistent"].astype(bool)]
     n_planted = planted.groupby("patient")["clone"].nunique()
@@ -585,8 +641,8 @@ def test_demo_responders_more_diverse_after_rarefaction(demo):
     sheet, res, truth, patients = demo
     obs = res.obs
     cells = obs.reset_index(names="cell")
-    rep = ct.repertoire_by_sample(cells, n_bootstrap=50, seed=0).set_index("sample")
-    prod = rep[ct.product_mask(rep, primary_timepoint="IP")]
+    rep = rt.repertoire_by_sample(cells, n_bootstrap=50, seed=0).set_index("sample")
+    prod = rep[rt.product_mask(rep, primary_timepoint="IP")]
     resp = patients.set_index("patient")["responder"].astype(bool)
     shannon = prod.groupby("patient")["rarefied_shannon"].mean()
     r = shannon[shannon.index.map(resp)]

@@ -7,7 +7,7 @@ classes, ``if``/``with`` blocks) is collected, and imports of the ``cartcohort``
 third-party top-level module is mapped to its distribution with
 ``importlib.metadata.packages_distributions()`` of this interpreter (standard library:
 ``sys.stdlib_module_names``) and checked against the rule's env file
-``envs/<step>.yaml`` (read with ``cartcohort.provenance.env_packages``):
+``envs/<step>.yaml`` (read with ``cartcohort.report.env_packages``):
 
 * ``test_env_provides_imports``: the distribution is pinned in the env or is a
   dependency (transitive ``Requires-Dist`` without extras, as installed here) of a pin;
@@ -34,7 +34,7 @@ from pathlib import Path
 import pytest
 from packaging.requirements import InvalidRequirement, Requirement
 
-from cartcohort.provenance import env_packages
+from cartcohort.report import env_packages
 from conftest import REPO
 
 RULES_DIR = REPO / "workflow" / "rules"

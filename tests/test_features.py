@@ -1,4 +1,4 @@
-"""Tests of the per-sample feature table (cartcohort.features)."""
+"""Tests of the per-sample feature table (cartcohort.tl.features)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cartcohort import features as F
 from cartcohort.errors import InputError
 from cartcohort.tables import read_table, write_table
+from cartcohort.tl import features as F
 
 
 def _cells() -> pd.DataFrame:
@@ -119,6 +119,14 @@ def test_round_trip_through_tsv(tmp_path):
     pd.testing.assert_frame_equal(a, b, check_dtype=False)
 
 
+def test_numeric_looking_ids_stay_text_through_tsv(tmp_path):
+    path = tmp_path / "cells.tsv.gz"
+    cells = _cells().assign(sample=lambda d: d["sample"].map({"S1": "001", "S2": "002"}))
+    write_table(cells, path)
+    f = F.sample_features(read_table(path))
+    assert f["sample"].tolist() == ["001", "002"]  # leading zeros kept
+
+
 def test_repertoire_columns_are_prefixed_and_filtered():
     rep = pd.DataFrame(
         {
@@ -177,7 +185,7 @@ def test_inconsistent_sample_metadata_and_bad_values_are_rejected():
 
 
 def test_features_track_planted_truth_of_the_simulator():
-    from cartcohort.simulate import simulate_cohort
+    from cartcohort.datasets import simulate_cohort
 
     c = simulate_cohort(seed=3, n_patients=8, min_cells=200, max_cells=250,
                         frac_longitudinal=0.0, n_filler_genes=10)

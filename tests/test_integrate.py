@@ -1,9 +1,11 @@
-"""Tests of cartcohort.integrate: gene exclusion, normalisation, HVGs, PCA, harmony,
-clustering, and the integration metrics against hand-computed cases."""
+"""Tests of cartcohort.pp.merge and cartcohort.tl.integrate: gene exclusion,
+normalisation, HVGs, PCA, the method registry, harmony, clustering, and the integration
+metrics against hand-computed cases."""
 
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import anndata as ad
 import mudata as md
@@ -11,10 +13,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+import yaml
 
-from cartcohort import integrate as I
+from _integrate_oracle import integrate_cohort
+from cartcohort import pp
 from cartcohort.errors import CartCohortError, InputError
-from cartcohort.plots.integrate import metrics_heatmap, umap_grid
+from cartcohort.pl.integrate import metrics_heatmap, umap_grid
+from cartcohort.tl import integrate as ti
 from conftest import DEMO, require_shared
 
 # --------------------------------------------------------------------------- synthetic data
@@ -73,13 +78,13 @@ def synthetic() -> ad.AnnData:
 
 @pytest.fixture(scope="module")
 def integrated(synthetic) -> dict[str, ad.AnnData]:
-    return {m: I.integrate_cohort(synthetic, method=m, **PARAMS) for m in ("none", "harmony")}
+    return {m: integrate_cohort(synthetic, method=m, **PARAMS) for m in ("none", "harmony")}
 
 
 @pytest.fixture(scope="module")
 def metrics(integrated) -> dict[str, pd.Series]:
     return {
-        m: I.integration_metrics(a, batch_key="batch", label_key="state")
+        m: ti.integration_metrics(a, batch_key="batch", label_key="state")
         .set_index("metric")["value"]
         for m, a in integrated.items()
     }
@@ -106,7 +111,7 @@ def test_gene_exclusions_patterns_and_lookalikes():
             "CD3E", "MTOR", "MT1A", "RPL13AP5", "GZMB"]
     var = pd.DataFrame(index=list(excluded) + kept)
     var["is_car"] = var.index == "CAR"
-    reason = I.gene_exclusions(var, extra=["MYGENE", "NOT_IN_DATA"])
+    reason = pp.gene_exclusions(var, extra=["MYGENE", "NOT_IN_DATA"])
     for gene, why in excluded.items():
         assert reason[gene] == why, gene
     for gene in kept:
@@ -118,7 +123,7 @@ def test_gene_exclusions_patterns_and_lookalikes():
 
 def test_log_normalise_hand_computed():
     counts = sp.csr_matrix(np.array([[1, 3, 0], [0, 0, 0], [5, 0, 5]], dtype=np.float32))
-    x = I.log_normalise(counts, target_sum=100).toarray()
+    x = pp.log_normalise(counts, target_sum=100).toarray()
     expected = np.log1p(np.array([[25, 75, 0], [0, 0, 0], [50, 0, 50]], dtype=np.float64))
     np.testing.assert_allclose(x, expected, rtol=1e-6)
     assert x.dtype == np.float32
@@ -134,9 +139,9 @@ def test_no_vdj_gene_among_hvgs(synthetic, integrated):
                    {"TRADD", "RPS6KA1"} for g in hvgs)
     assert not var.loc["CAR", "highly_variable"]
     # control: without the exclusion these genes are among the top HVGs, so the test can fail
-    tmp = ad.AnnData(X=I.log_normalise(synthetic.X), obs=synthetic.obs, var=synthetic.var)
+    tmp = ad.AnnData(X=pp.log_normalise(synthetic.X), obs=synthetic.obs, var=synthetic.var)
     tmp.layers["counts"] = synthetic.X
-    free, _ = I.select_hvgs(tmp, n_top_genes=150, batch_key="batch",
+    free, _ = pp.select_hvgs(tmp, n_top_genes=150, batch_key="batch",
                             exclude=pd.Series("", index=tmp.var_names))
     free_hvgs = set(free.index[free["highly_variable"]])
     assert set(VDJ_CLONAL) <= free_hvgs
@@ -144,10 +149,10 @@ def test_no_vdj_gene_among_hvgs(synthetic, integrated):
 
 
 def test_hvg_seurat_flavour(synthetic):
-    tmp = ad.AnnData(X=I.log_normalise(synthetic.X), obs=synthetic.obs, var=synthetic.var)
+    tmp = ad.AnnData(X=pp.log_normalise(synthetic.X), obs=synthetic.obs, var=synthetic.var)
     tmp.layers["counts"] = synthetic.X
-    reason = I.gene_exclusions(tmp.var)
-    hvg, info = I.select_hvgs(tmp, n_top_genes=100, batch_key="batch", exclude=reason,
+    reason = pp.gene_exclusions(tmp.var)
+    hvg, info = pp.select_hvgs(tmp, n_top_genes=100, batch_key="batch", exclude=reason,
                               flavor="seurat")
     assert info["flavor"] == "seurat"
     assert not hvg.loc[reason != "", "highly_variable"].any()
@@ -170,11 +175,11 @@ def test_hvg_loess_failure_retries_then_falls_back_with_reason(synthetic, monkey
         return real(adata, **kw)
 
     monkeypatch.setattr(sc.pp, "highly_variable_genes", failing)
-    tmp = ad.AnnData(X=I.log_normalise(synthetic.X), obs=synthetic.obs, var=synthetic.var)
+    tmp = ad.AnnData(X=pp.log_normalise(synthetic.X), obs=synthetic.obs, var=synthetic.var)
     tmp.layers["counts"] = synthetic.X
     with caplog.at_level("WARNING"):
-        hvg, info = I.select_hvgs(tmp, n_top_genes=100, batch_key="batch")
-    assert spans == list(I.HVG_SPANS)
+        hvg, info = pp.select_hvgs(tmp, n_top_genes=100, batch_key="batch")
+    assert spans == list(pp.HVG_SPANS)
     assert info["flavor"] == "seurat" and "near singularities" in info["note"]
     assert "using flavour 'seurat'" in caplog.text
     assert hvg["highly_variable"].sum() == 100
@@ -184,7 +189,7 @@ def test_pca_sparse_matches_dense_zscore_pca():
     x = sp.random(120, 40, density=0.3, random_state=4, dtype=np.float32, format="csr")
     genes = np.ones(40, dtype=bool)
     genes[:5] = False
-    res = I.run_pca(x, genes=genes, n_pcs=5, scale=True, seed=0)
+    res = pp.run_pca(x, genes=genes, n_pcs=5, scale=True, seed=0)
     dense = x.toarray()[:, genes].astype(np.float64)
     z = (dense - dense.mean(0)) / dense.std(0, ddof=1)
     u, s, vt = np.linalg.svd(z, full_matrices=False)
@@ -204,7 +209,7 @@ def test_integrated_file_content(synthetic, integrated):
     assert sp.issparse(out.X) and sp.issparse(out.layers["counts"])
     assert out.X.dtype == np.float32
     np.testing.assert_array_equal(out.layers["counts"].toarray(), synthetic.X.toarray())
-    np.testing.assert_allclose(out.X.toarray(), I.log_normalise(synthetic.X).toarray())
+    np.testing.assert_allclose(out.X.toarray(), pp.log_normalise(synthetic.X).toarray())
     for key in ("X_pca", "X_integrated", "X_umap"):
         assert key in out.obsm
     assert out.obsm["X_pca"].shape == (synthetic.n_obs, 15)
@@ -235,16 +240,16 @@ def test_harmony_improves_mixing_and_keeps_states(metrics):
 def test_bbknn_balances_the_graph_and_keeps_states(synthetic, metrics):
     """bbknn corrects the graph: every cell draws its neighbours evenly from both
     batches, so graph iLISI rises far above no integration; the states are kept."""
-    out = I.integrate_cohort(synthetic, method="bbknn", **PARAMS)
+    out = integrate_cohort(synthetic, method="bbknn", **PARAMS)
     info = out.uns["integration"]
     assert info["method"] == "bbknn" and info["output"] == "graph"
     np.testing.assert_array_equal(out.obsm["X_integrated"], out.obsm["X_pca"])
     assert out.uns["neighbors"]["params"]["method"] == "bbknn"
-    idx, _ = I.knn_from_graph(out.obsp["distances"])
+    idx, _ = ti.knn_from_graph(out.obsp["distances"])
     b = out.obs["batch"].to_numpy()
     same = np.array([np.mean(b[row[row >= 0]] == b[i]) for i, row in enumerate(idx)])
     assert abs(same.mean() - 0.5) < 0.1
-    m = I.integration_metrics(out, batch_key="batch", label_key="state").set_index(
+    m = ti.integration_metrics(out, batch_key="batch", label_key="state").set_index(
         "metric")["value"]
     assert np.isnan(m["batch_asw"]) and np.isnan(m["label_asw"])  # graph output
     assert m["ilisi"] > metrics["none"]["ilisi"] + 0.4
@@ -260,7 +265,7 @@ def test_scanorama_equals_reference_wrapper_and_aligns_batches(synthetic):
     note in the integrate caption.)"""
     import scanpy as sc
 
-    out = I.integrate_cohort(synthetic, method="scanorama", **PARAMS)
+    out = integrate_cohort(synthetic, method="scanorama", **PARAMS)
     ref = ad.AnnData(X=np.zeros((out.n_obs, 1), dtype=np.float32),
                      obs=out.obs[["batch"]].copy())
     ref.obsm["X_pca"] = out.obsm["X_pca"].astype(np.float64)
@@ -277,7 +282,7 @@ def test_scanorama_equals_reference_wrapper_and_aligns_batches(synthetic):
 
 
 def test_integration_is_deterministic(synthetic, integrated):
-    again = I.integrate_cohort(synthetic, method="harmony", **PARAMS)
+    again = integrate_cohort(synthetic, method="harmony", **PARAMS)
     ref = integrated["harmony"]
     np.testing.assert_array_equal(again.obsm["X_integrated"], ref.obsm["X_integrated"])
     np.testing.assert_array_equal(again.obsm["X_umap"], ref.obsm["X_umap"])
@@ -291,7 +296,7 @@ def test_harmony_called_directly_output_orientation():
     b[:, 0] += 3  # batch shift along PC1 only
     x = np.vstack([rng.normal(0, 1, (n, 5)), b]).astype(np.float32)
     obs = pd.DataFrame({"batch": ["a"] * n + ["b"] * n}, index=[f"c{i}" for i in range(2 * n)])
-    z = I.integrate_embedding(x, obs, method="harmony", batch_key="batch", seed=0)
+    z = ti.integrate_embedding(x, obs, method="harmony", batch_key="batch", seed=0)
     assert z.shape == x.shape and z.dtype == np.float32
     # cells x PCs: each cell keeps its own coordinates on the axes without batch effect
     for j in range(1, 5):
@@ -307,15 +312,92 @@ def test_missing_method_package_raises(synthetic, method, package):
     if importlib.util.find_spec(package) is not None:
         pytest.skip(f"{package} is installed here")
     with pytest.raises(CartCohortError, match=rf"'{package}'.*not installed.*install"):
-        I.integrate_cohort(synthetic, method=method, **PARAMS)
+        integrate_cohort(synthetic, method=method, **PARAMS)
 
 
 def test_single_batch_and_unknown_method_raise(synthetic):
     one = synthetic[synthetic.obs["batch"] == "b1"].copy()
     with pytest.raises(CartCohortError, match="at least 2 values"):
-        I.integrate_cohort(one, method="harmony", **PARAMS)
+        integrate_cohort(one, method="harmony", **PARAMS)
     with pytest.raises(CartCohortError, match="unknown integration method"):
-        I.integrate_cohort(synthetic, method="combat", **PARAMS)
+        integrate_cohort(synthetic, method="combat", **PARAMS)
+
+
+# --------------------------------------------------------------------------- registry
+
+SCHEMA = Path(__file__).resolve().parents[1] / "config" / "schemas" / "config.schema.yaml"
+
+
+def _integrate_schema() -> tuple[dict, dict]:
+    """The schema's ``integrate`` section and the whole schema (to resolve ``$ref``)."""
+    schema = yaml.safe_load(SCHEMA.read_text())
+    return schema["properties"]["integrate"], schema
+
+
+def _resolve(node: dict, schema: dict) -> dict:
+    ref = node.get("$ref")
+    if ref is None:
+        return node
+    target = schema
+    for part in ref.removeprefix("#/").split("/"):
+        target = target[part]
+    return _resolve(target, schema)
+
+
+def test_registry_equals_schema_enum():
+    """One list of methods: the registry; the schema's enums must name the same ones."""
+    section, schema = _integrate_schema()
+    methods = _resolve(section["properties"]["methods"]["items"], schema)
+    use = _resolve(section["properties"]["use"], schema)
+    assert set(methods["enum"]) == set(ti.METHODS)
+    assert set(use["enum"]) == set(ti.METHODS)
+
+
+def test_registry_entries_match_their_config_sections():
+    section, _ = _integrate_schema()
+    for name, method in ti.METHODS.items():
+        assert method.name == name
+        assert method.corrects_graph == (method.graph is not None), name
+        # a method with settings has its section integrate.<name>, and only those keys
+        assert method.configurable == (name in section["properties"]), name
+        if method.configurable and method.params is not None:
+            assert set(section["properties"][name]["properties"]) <= method.params, name
+    assert ti.METHODS["scvi"].needs_counts and ti.METHODS["bbknn"].corrects_graph
+    assert not ti.METHODS["none"].needs_batches
+
+
+def test_unknown_method_and_setting_raise(synthetic):
+    with pytest.raises(CartCohortError, match="unknown integration method 'combat'; choose"):
+        ti.get_method("combat")
+    x = np.zeros((4, 2), dtype=np.float32)
+    obs = pd.DataFrame({"batch": ["a", "a", "b", "b"]}, index=list("wxyz"))
+    with pytest.raises(CartCohortError, match=r"integrate.harmony has unknown keys \['thta'\]"):
+        ti.integrate_embedding(x, obs, method="harmony", batch_key="batch",
+                               params={"thta": 2})
+    with pytest.raises(CartCohortError, match="integrate.bbknn has unknown keys"):
+        ti.integrate_embedding(x, obs, method="bbknn", batch_key="batch", params={"k": 2})
+
+
+def test_a_registered_method_runs_without_other_changes(synthetic):
+    """Adding a method is one module that registers a Method: the step functions use it
+    through the registry (here a shift of the PCs, removed again afterwards)."""
+    from cartcohort.tl.integrate.registry import Method, register
+
+    def shift(x_pca, batches, *, seed, n_threads, counts, params):
+        return x_pca + np.float32(params["by"])
+
+    register(Method("shift", None, needs_counts=False, corrects_graph=False, run=shift,
+                    params=frozenset({"by"})))
+    try:
+        prepared = pp.prepare_cohort(synthetic, batch_key="batch", n_top_genes=150, n_pcs=15)
+        out = ti.integrate_prepared(prepared, method="shift", batch_key="batch",
+                                    embed=False, method_params={"by": 1.0})
+    finally:
+        del ti.METHODS["shift"]
+    np.testing.assert_allclose(out.obsm["X_integrated"], out.obsm["X_pca"] + 1)
+    assert out.uns["integration"]["method"] == "shift"
+    assert out.uns["integration"]["output"] == "embedding"
+    assert out.uns["neighbors"]["params"]["method"] == "exact_knn"
 
 
 # --------------------------------------------------------------------------- loading
@@ -341,7 +423,7 @@ def test_load_qc_cells_filters_and_skips_excluded(tmp_path):
         paths[s] = tmp_path / f"{s}.h5mu"
         _write_qc(paths[s], ad.AnnData(x, obs=obs, var=var), s)
     table = pd.DataFrame({"sample": ["A", "B", "C"], "sample_excluded": [False, False, True]})
-    out = I.load_qc_cells(paths, qc_table=table, join="intersect")
+    out = pp.load_qc_cells(paths, qc_table=table, join="intersect")
     assert out.n_obs == 8  # 4 passing cells in each of A and B; C excluded
     assert set(out.obs["sample"]) == {"A", "B"}
     assert list(out.var_names) == ["G1", "G2", "CAR"]
@@ -350,9 +432,9 @@ def test_load_qc_cells_filters_and_skips_excluded(tmp_path):
     expect = src[src.obs["qc_pass"].to_numpy()][:, ["G1", "G2", "CAR"]].X.toarray()
     np.testing.assert_array_equal(out[out.obs["sample"] == "B"].X.toarray(), expect)
     with pytest.raises(InputError, match="sample_excluded"):
-        I.load_qc_cells(paths, qc_table=table.drop(columns="sample_excluded"))
+        pp.load_qc_cells(paths, qc_table=table.drop(columns="sample_excluded"))
     with pytest.raises(CartCohortError, match="every sample is excluded"):
-        I.load_qc_cells(paths, qc_table=table.assign(sample_excluded=True))
+        pp.load_qc_cells(paths, qc_table=table.assign(sample_excluded=True))
 
 
 # --------------------------------------------------------------------------- metrics
@@ -366,9 +448,9 @@ def test_lisi_hand_computed_uniform_weights():
     # cell 0: a a b b -> 2; cell 1: a a b b -> 2; cell 2: a a b b -> 2;
     # cell 3: a a a b -> 1/(9/16 + 1/16) = 1.6; cell 4: b b a a -> 2; cell 5: b b a a -> 2
     dist = np.ones(idx.shape)
-    res = I.lisi(idx, dist, labels, perplexity=30)
+    res = ti.lisi(idx, dist, labels, perplexity=30)
     np.testing.assert_allclose(res, [2, 2, 2, 1.6, 2, 2], rtol=1e-9)
-    pure = I.lisi(np.array([[1, 2], [0, 2], [0, 1]]), np.ones((3, 2)), ["a", "a", "a"])
+    pure = ti.lisi(np.array([[1, 2], [0, 2], [0, 1]]), np.ones((3, 2)), ["a", "a", "a"])
     np.testing.assert_allclose(pure, [1, 1, 1])
 
 
@@ -380,8 +462,8 @@ def test_lisi_matches_harmonypy_reference():
     lab = np.array(["a"] * 150 + ["b"] * 150)
     lab3 = rng.choice(["x", "y", "z"], 300)
     ref = compute_lisi(x, pd.DataFrame({"l": lab, "m": lab3}), ["l", "m"], perplexity=10)
-    idx, dist = I.knn(x, k=30)
-    mine = np.c_[I.lisi(idx, dist, lab, perplexity=10), I.lisi(idx, dist, lab3, perplexity=10)]
+    idx, dist = ti.knn(x, k=30)
+    mine = np.c_[ti.lisi(idx, dist, lab, perplexity=10), ti.lisi(idx, dist, lab3, perplexity=10)]
     np.testing.assert_allclose(mine, ref, atol=1e-8)
 
 
@@ -402,38 +484,38 @@ def _indistinguishable(m=20):
 
 def test_ilisi_extremes():
     x, batches = _separated()
-    idx, dist = I.knn(x, k=9)
-    assert I.ilisi(idx, dist, batches, perplexity=3) == pytest.approx(0.0, abs=1e-12)
+    idx, dist = ti.knn(x, k=9)
+    assert ti.ilisi(idx, dist, batches, perplexity=3) == pytest.approx(0.0, abs=1e-12)
     idx, dist, batches = _indistinguishable()
-    assert I.ilisi(idx, dist, batches, perplexity=13) == pytest.approx(1521 / 761 - 1)
+    assert ti.ilisi(idx, dist, batches, perplexity=13) == pytest.approx(1521 / 761 - 1)
     # batches drawn from one distribution: near-complete mixing (sampling noise of ~15
     # effective neighbours keeps the median LISI near 1.85, not 2)
     rng = np.random.default_rng(5)
-    idx, dist = I.knn(rng.normal(size=(400, 5)), k=45)
-    assert I.ilisi(idx, dist, rng.choice(["A", "B"], 400), perplexity=15) > 0.75
+    idx, dist = ti.knn(rng.normal(size=(400, 5)), k=45)
+    assert ti.ilisi(idx, dist, rng.choice(["A", "B"], 400), perplexity=15) > 0.75
 
 
 def test_clisi_extremes():
     x, labels = _separated()
-    idx, dist = I.knn(x, k=9)
-    assert I.clisi(idx, dist, labels, perplexity=3) == pytest.approx(1.0, abs=1e-12)
+    idx, dist = ti.knn(x, k=9)
+    assert ti.clisi(idx, dist, labels, perplexity=3) == pytest.approx(1.0, abs=1e-12)
     idx, dist, labels = _indistinguishable()
-    assert I.clisi(idx, dist, labels, perplexity=13) == pytest.approx(2 - 1521 / 761)
+    assert ti.clisi(idx, dist, labels, perplexity=13) == pytest.approx(2 - 1521 / 761)
 
 
 def test_silhouette_hand_computed_and_sklearn():
     from sklearn.metrics import silhouette_samples as sk_sil
 
     x = np.array([[0.0], [1.0], [10.0], [11.0]])
-    s = I.silhouette_samples(x, ["a", "a", "b", "b"])
+    s = ti.silhouette_samples(x, ["a", "a", "b", "b"])
     np.testing.assert_allclose(s, [9.5 / 10.5, 8.5 / 9.5, 8.5 / 9.5, 9.5 / 10.5])
-    assert I.label_asw(x, ["a", "a", "b", "b"]) == pytest.approx(
+    assert ti.label_asw(x, ["a", "a", "b", "b"]) == pytest.approx(
         (np.mean([9.5 / 10.5, 8.5 / 9.5]) + 1) / 2)
     rng = np.random.default_rng(2)
     y = rng.normal(size=(250, 4))
     lab = rng.choice(["p", "q", "r"], 250)
     lab[0] = "single"  # singleton cluster -> 0, as sklearn
-    np.testing.assert_allclose(I.silhouette_samples(y, lab, chunk_size=64),
+    np.testing.assert_allclose(ti.silhouette_samples(y, lab, chunk_size=64),
                                sk_sil(y, lab), atol=1e-10)
 
 
@@ -442,14 +524,14 @@ def test_batch_asw_hand_computed():
     pos = np.array([[0.0], [1.0], [2.0], [3.0]])
     x = np.vstack([pos, pos])
     batches = ["A"] * 4 + ["B"] * 4
-    assert I.batch_asw(x, batches, ["t"] * 8) == pytest.approx(0.75)
+    assert ti.batch_asw(x, batches, ["t"] * 8) == pytest.approx(0.75)
     # separated batches: 1 - |s| = a / b per cell
     x = np.array([[0.0], [1.0], [100.0], [101.0]])
     expected = np.mean([1 / 100.5, 1 / 99.5, 1 / 99.5, 1 / 100.5])
-    assert I.batch_asw(x, ["A", "A", "B", "B"], ["t"] * 4) == pytest.approx(expected)
+    assert ti.batch_asw(x, ["A", "A", "B", "B"], ["t"] * 4) == pytest.approx(expected)
     # a label found in one batch only is skipped
     x2 = np.vstack([x, [[500.0], [501.0]]])
-    assert I.batch_asw(x2, ["A", "A", "B", "B", "A", "A"], ["t"] * 4 + ["u"] * 2) == \
+    assert ti.batch_asw(x2, ["A", "A", "B", "B", "A", "A"], ["t"] * 4 + ["u"] * 2) == \
         pytest.approx(expected)
 
 
@@ -460,19 +542,19 @@ def test_graph_connectivity_hand_computed():
     for i, j in edges:
         g[i, j] = g[j, i] = 1
     labels = ["a", "a", "a", "a", "b", "b"]
-    assert I.graph_connectivity(g.tocsr(), labels) == pytest.approx((0.75 + 1.0) / 2)
+    assert ti.graph_connectivity(g.tocsr(), labels) == pytest.approx((0.75 + 1.0) / 2)
 
 
 def test_knn_from_graph_padding_and_graph_method_metrics(integrated):
     d = sp.csr_matrix(np.array([[0, 1, 2], [1, 0, 0], [2, 0, 0]], dtype=float))
-    idx, dist = I.knn_from_graph(d)
+    idx, dist = ti.knn_from_graph(d)
     assert idx.tolist() == [[1, 2], [0, -1], [0, -1]]
     assert dist[1, 1] == np.inf
-    res = I.lisi(idx, dist, ["a", "b", "b"], perplexity=1)
+    res = ti.lisi(idx, dist, ["a", "b", "b"], perplexity=1)
     assert res[1] == pytest.approx(1.0) and res[2] == pytest.approx(1.0)
     graph_like = integrated["harmony"].copy()
     graph_like.uns["integration"] = {**graph_like.uns["integration"], "output": "graph"}
-    table = I.integration_metrics(graph_like, batch_key="batch", label_key="state")
+    table = ti.integration_metrics(graph_like, batch_key="batch", label_key="state")
     vals = table.set_index("metric")["value"]
     assert np.isnan(vals["batch_asw"]) and np.isnan(vals["label_asw"])
     assert 0 <= vals["ilisi"] <= 1
@@ -480,7 +562,7 @@ def test_knn_from_graph_padding_and_graph_method_metrics(integrated):
 
 def test_metrics_table_and_missing_labels(integrated):
     a = integrated["harmony"].copy()
-    table = I.integration_metrics(a, batch_key="batch", label_key="state")
+    table = ti.integration_metrics(a, batch_key="batch", label_key="state")
     assert list(table.columns) == ["metric", "value", "direction"]
     assert (table["direction"] == "higher_better").all()
     vals = table.set_index("metric")["value"]
@@ -489,23 +571,23 @@ def test_metrics_table_and_missing_labels(integrated):
     assert ((vals >= 0) & (vals <= 1)).all()
     a.obs["partial"] = a.obs["state"].astype(object)
     a.obs.iloc[:50, a.obs.columns.get_loc("partial")] = None
-    part = I.integration_metrics(a, batch_key="batch", label_key="partial")
+    part = ti.integration_metrics(a, batch_key="batch", label_key="partial")
     p = part.set_index("metric")["value"]
     assert p["ilisi"] == pytest.approx(vals["ilisi"])  # iLISI uses every cell
     assert abs(p["clisi"] - vals["clisi"]) < 0.05
     with pytest.raises(CartCohortError, match="no column 'nope'"):
-        I.integration_metrics(a, batch_key="batch", label_key="nope")
+        ti.integration_metrics(a, batch_key="batch", label_key="nope")
 
 
 def test_reference_labels_and_read_integration(tmp_path, integrated):
     out = integrated["harmony"]
-    ref = I.reference_labels(out, n_neighbors=15, resolution=0.5, seed=0)
+    ref = ti.reference_labels(out, n_neighbors=15, resolution=0.5, seed=0)
     none_leiden = integrated["none"].obs["leiden_r0.5"].astype(str)
     # the reference label is the Leiden of the unintegrated PCA = method none's clusters
     assert (ref.astype(str).to_numpy() == none_leiden.to_numpy()).all()
     path = tmp_path / "harmony.h5ad"
     out.write_h5ad(path)
-    back = I.read_integration(path)
+    back = ti.read_integration(path)
     assert back.X is None and not back.layers
     np.testing.assert_array_equal(back.obsm["X_umap"], out.obsm["X_umap"])
     assert back.uns["integration"]["method"] == "harmony"
@@ -515,22 +597,22 @@ def test_split_rules_equal_one_call_and_files_round_trip(tmp_path, synthetic, in
     """merge_samples (prepare_cohort) + integrate (integrate_prepared) + annotate's
     reader (read_integrated) give exactly what integrate_cohort gives in one call."""
     prep_kw = {k: PARAMS[k] for k in ("batch_key", "n_top_genes", "n_pcs", "seed")}
-    prepared = I.prepare_cohort(synthetic, **prep_kw)
+    prepared = pp.prepare_cohort(synthetic, **prep_kw)
     merged = tmp_path / "merged.h5ad"
     prepared.write_h5ad(merged)
-    light = I.read_prepared(merged)
+    light = ti.read_prepared(merged)
     assert light.X is None and "counts" not in light.layers
-    emb = I.integrate_prepared(light, method="harmony", batch_key="batch", n_neighbors=15,
+    emb = ti.integrate_prepared(light, method="harmony", batch_key="batch", n_neighbors=15,
                                leiden_resolutions=[0.5, 1.0], seed=0)
     assert emb.X is None  # the per-method file carries no expression matrix
     assert "X_umap" not in emb.obsm  # the layout is rule umap's job
     emb_path = tmp_path / "harmony.h5ad"
     emb.write_h5ad(emb_path)
-    layout = ad.AnnData(obs=pd.DataFrame(index=emb.obs_names.copy()))
-    layout.obsm["X_umap"] = I.umap_layout(I.read_integration(emb_path), seed=0)
+    layout = ti.umap_layout(ti.read_integration(emb_path), seed=0)
+    assert list(layout.obsm) == ["X_umap"] and layout.obs_names.equals(emb.obs_names)
     umap_path = tmp_path / "umap.h5ad"
     layout.write_h5ad(umap_path)
-    full = I.read_integrated(merged, emb_path, umap_path=umap_path)
+    full = ti.read_integrated(merged, emb_path, umap_path=umap_path)
     one = integrated["harmony"]
     np.testing.assert_array_equal(full.obsm["X_integrated"], one.obsm["X_integrated"])
     np.testing.assert_array_equal(full.obsm["X_umap"], one.obsm["X_umap"])
@@ -541,32 +623,33 @@ def test_split_rules_equal_one_call_and_files_round_trip(tmp_path, synthetic, in
 
 
 def test_unembedded_method_has_graph_only_and_is_refused_downstream(synthetic):
-    prepared = I.prepare_cohort(synthetic, batch_key="batch", n_top_genes=150, n_pcs=15)
-    out = I.integrate_prepared(prepared, method="none", batch_key="batch", embed=False)
+    prepared = pp.prepare_cohort(synthetic, batch_key="batch", n_top_genes=150, n_pcs=15)
+    out = ti.integrate_prepared(prepared, method="none", batch_key="batch", embed=False)
     assert "X_umap" not in out.obsm
     assert "leiden" not in out.obs and out.obsp["connectivities"].nnz > 0
     assert out.uns["integration"]["embedded"] is False
     with pytest.raises(CartCohortError, match="without Leiden"):
-        I.assemble_integrated(prepared, out)
+        ti.assemble_integrated(prepared, out)
     with pytest.raises(CartCohortError, match="different cells"):
-        I.assemble_integrated(prepared[:10].copy(), out)
+        ti.assemble_integrated(prepared[:10].copy(), out)
 
 
 def test_umap_epochs_change_the_layout(synthetic):
-    prepared = I.prepare_cohort(synthetic, batch_key="batch", n_top_genes=150, n_pcs=15)
-    graph = I.integrate_prepared(prepared, method="none", batch_key="batch",
+    prepared = pp.prepare_cohort(synthetic, batch_key="batch", n_top_genes=150, n_pcs=15)
+    graph = ti.integrate_prepared(prepared, method="none", batch_key="batch",
                                  leiden_resolutions=[0.5], seed=0)
-    few = I.umap_layout(graph, n_epochs=5, seed=0)
-    default = I.umap_layout(graph, seed=0)
+    few = ti.umap_layout(graph, umap_n_epochs=5, seed=0).obsm["X_umap"]
+    default = ti.umap_layout(graph, seed=0).obsm["X_umap"]
     assert few.shape == default.shape == (graph.n_obs, 2)
+    assert few.dtype == default.dtype == np.float32
     assert not np.allclose(few, default)
-    np.testing.assert_array_equal(default, I.umap_layout(graph, seed=0))  # seeded
+    np.testing.assert_array_equal(default, ti.umap_layout(graph, seed=0).obsm["X_umap"])
     with pytest.raises(CartCohortError, match="different cells|UMAP has"):
-        I.assemble_integrated(prepared, graph, umap=default[:10])
+        ti.assemble_integrated(prepared, graph, umap=default[:10])
 
 
 def test_metrics_subsample_same_cells_for_every_method(integrated):
-    subs = {m: I.subsample_for_metrics(a, max_cells=150, n_neighbors=10, seed=3)
+    subs = {m: ti.subsample_for_metrics(a, max_cells=150, n_neighbors=10, seed=3)
             for m, a in integrated.items()}
     assert all(s.n_obs == 150 for s in subs.values())
     assert subs["none"].obs_names.equals(subs["harmony"].obs_names)
@@ -574,13 +657,13 @@ def test_metrics_subsample_same_cells_for_every_method(integrated):
     g = subs["harmony"].obsp["connectivities"]
     assert g.shape == (150, 150) and (np.diff(g.indptr) > 0).all()
     # small enough: unchanged object
-    assert I.subsample_for_metrics(integrated["none"], max_cells=10**6) is integrated["none"]
+    assert ti.subsample_for_metrics(integrated["none"], max_cells=10**6) is integrated["none"]
     # the harmony-vs-none direction holds on the subset as on all cells
     labels = integrated["none"].obs["state"]
     vals = {}
     for m, a in subs.items():
         a.obs["truth"] = labels.reindex(a.obs_names).to_numpy()
-        t = I.integration_metrics(a, batch_key="batch", label_key="truth")
+        t = ti.integration_metrics(a, batch_key="batch", label_key="truth")
         vals[m] = t.set_index("metric")["value"]
     assert vals["harmony"]["ilisi"] > vals["none"]["ilisi"] + 0.1
 
@@ -617,18 +700,18 @@ def test_realdata_mouse_spleen_vdj_genes_not_hvgs():
         gex, _ = read_gex(base / f"{sample}_GEX" / "filtered_feature_bc_matrix", sample=sample)
         gex.obs["batch"] = sample
         parts.append(gex)
-    adata = I._concat_samples(parts, join="intersect")
-    tmp = ad.AnnData(X=I.log_normalise(adata.X), obs=adata.obs, var=adata.var)
+    adata = pp.concat_samples(parts, join="intersect")
+    tmp = ad.AnnData(X=pp.log_normalise(adata.X), obs=adata.obs, var=adata.var)
     tmp.layers["counts"] = adata.X
-    reason = I.gene_exclusions(tmp.var)
+    reason = pp.gene_exclusions(tmp.var)
     vdj = reason.index[reason.isin(["tcr_vdj", "bcr_vdj"])]
     assert len(vdj) > 100  # Igkv/Ighv/Trav/Trbv... and Igkc, Ighm, Trdc
-    hvg, info = I.select_hvgs(tmp, n_top_genes=200, batch_key="batch", exclude=reason)
+    hvg, info = pp.select_hvgs(tmp, n_top_genes=200, batch_key="batch", exclude=reason)
     print("mouse spleen HVG:", info)
     assert info["flavor"] == "seurat_v3"  # LOESS retried with a larger span if needed
     assert not hvg.loc[vdj, "highly_variable"].any()
     assert hvg["highly_variable"].sum() == 200
-    free, _ = I.select_hvgs(tmp, n_top_genes=200, batch_key="batch",
+    free, _ = pp.select_hvgs(tmp, n_top_genes=200, batch_key="batch",
                             exclude=pd.Series("", index=tmp.var_names))
     assert free.loc[vdj, "highly_variable"].sum() >= 20  # they would dominate otherwise
 
@@ -654,17 +737,17 @@ def test_demo_harmony_mixes_batches_and_keeps_truth_states():
         for col in ("sample", "patient", "timepoint", "batch"):
             gex.obs[col] = str(row[col])
         parts.append(gex)
-    adata = I._concat_samples(parts, join="intersect")
+    adata = pp.concat_samples(parts, join="intersect")
     adata.obs["state"] = truth.loc[adata.obs_names, "state"].to_numpy()
     assert adata.obs["batch"].nunique() >= 2
     res = {}
     for method in ("none", "harmony"):
-        out = I.integrate_cohort(adata, method=method, batch_key="batch", n_top_genes=2000,
+        out = integrate_cohort(adata, method=method, batch_key="batch", n_top_genes=2000,
                                  n_pcs=30, leiden_resolutions=[0.5], seed=0)
         var = out.var
         assert not var.loc[var["hvg_excluded"].isin(["tcr_vdj", "bcr_vdj"]),
                            "highly_variable"].any()
-        res[method] = I.integration_metrics(out, batch_key="batch", label_key="state") \
+        res[method] = ti.integration_metrics(out, batch_key="batch", label_key="state") \
             .set_index("metric")["value"]
     none, harmony = res["none"], res["harmony"]
     print("demo metrics:\n", pd.DataFrame(res))

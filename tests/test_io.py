@@ -489,7 +489,24 @@ def test_load_sample_without_vdj_and_bad_meta(tmp_path):
             gex_path=c["data"] / "S4" / "S4.h5ad",
             vdj_path=None,
             meta={k: v for k, v in META.items() if k != "batch"},
+            car_features=[],
         )
+
+
+def test_load_sample_takes_snakemake_list_of_vdj_paths(tmp_path):
+    """Rule load_sample passes its named input `vdj`: a list of one path, or empty."""
+    c = make_cohort(tmp_path)
+    bc = c["barcodes"]["S1"]
+    vdj = write_contigs_csv(c["data"] / "S1" / "filtered_contig_annotations.csv", contig_rows(bc[:5]))
+    gex = c["data"] / "S1" / "filtered_feature_bc_matrix.h5"
+    kw = dict(sample="S1", gex_path=gex, meta=META, car_features=["CAR"])
+    _, as_str = io.load_sample(vdj_path=str(vdj), **kw)
+    _, as_list = io.load_sample(vdj_path=[str(vdj)], **kw)
+    pd.testing.assert_frame_equal(as_str, as_list)
+    mdata, none = io.load_sample(vdj_path=[], **kw)
+    assert "airr" not in mdata.mod and none.loc[0, "n_tcr_barcodes"] == 0
+    with pytest.raises(CartCohortError, match="one TCR contig file per library"):
+        io.load_sample(vdj_path=[str(vdj), str(vdj)], **kw)
 
 
 # --------------------------------------------------------------------------- harmonise_genes

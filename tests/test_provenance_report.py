@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from cartcohort.errors import CartCohortError
-from cartcohort.provenance import (
+from cartcohort.report import (
     build_provenance,
     config_hash,
     render_provenance_html,
@@ -160,16 +160,16 @@ def test_deterministic_and_independent_of_mapping_order():
 def test_hash_mismatch_and_clean_tree_are_reported():
     rec = _record()
     rec["git_commit"] = "f" * 40
-    page = render_provenance_html(rec)
+    page = render_provenance_html(rec, step_order=())
     assert "matches the resolved config" in page and "does NOT match" not in page
     summary = dict(r[1] for r in _table_with_header(_parse(page), "field")[1:])
     assert summary["uncommitted changes"] == "no"
     rec["config"] = {**rec["config"], "seed": 8}
-    assert "does NOT match" in render_provenance_html(rec)
+    assert "does NOT match" in render_provenance_html(rec, step_order=())
     rec["git_commit"] = None
     rec["run_date"] = "2024-05-01"
-    summary = dict(r[1] for r in _table_with_header(_parse(render_provenance_html(rec)),
-                                                    "field")[1:])
+    page = render_provenance_html(rec, step_order=())
+    summary = dict(r[1] for r in _table_with_header(_parse(page), "field")[1:])
     assert "not recorded" in summary["git commit"] and summary["run date"] == "2024-05-01"
 
 
@@ -177,11 +177,11 @@ def test_incomplete_record_raises_with_fix():
     rec = _record()
     del rec["software"]
     with pytest.raises(CartCohortError, match="lacks software.*Fix"):
-        render_provenance_html(rec)
+        render_provenance_html(rec, step_order=())
     rec = _record()
     rec["inputs"]["bad"] = {"path": "x"}
     with pytest.raises(CartCohortError, match=r"inputs\['bad'\] lacks path/sha256"):
-        render_provenance_html(rec)
+        render_provenance_html(rec, step_order=())
 
 
 def test_built_record_renders_with_sizes(tmp_path):
@@ -193,7 +193,7 @@ def test_built_record_renders_with_sizes(tmp_path):
                            step_versions={"qc": {"scanpy": "1.11.5"}}, workflow_dir=tmp_path)
     assert rec["inputs"]["sheet"]["size_bytes"] == 5
     assert rec["inputs"]["folder"]["size_bytes"] == 3
-    rows = _table_with_header(_parse(render_provenance_html(rec)), "input")[1:]
+    rows = _table_with_header(_parse(render_provenance_html(rec, step_order=())), "input")[1:]
     assert [r[1][:3] for r in rows] == [["folder", str(tmp_path / "d"), "3"],
                                         ["sheet", str(tmp_path / "s.tsv"), "5"]]
     assert rows[1][1][3] == hashlib.sha256(b"12345").hexdigest()

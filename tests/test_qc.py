@@ -1,7 +1,8 @@
-"""Tests of the QC step (cartcohort.qc, plots.qc, the qc entry scripts)."""
+"""Tests of the QC step (cartcohort.pp.qc, pp.doublets, pl.qc, the qc entry scripts)."""
 
 from __future__ import annotations
 
+import inspect
 import logging
 import runpy
 from pathlib import Path
@@ -14,7 +15,8 @@ import pytest
 import scirpy as ir
 from scipy import sparse
 
-from cartcohort import qc
+from cartcohort import pp
+from cartcohort.datasets import evaluate_against_truth
 from cartcohort.errors import CartCohortError, InputError
 from cartcohort.tables import read_table
 
@@ -145,17 +147,17 @@ def synthetic():
 @pytest.fixture(scope="module")
 def synthetic_qc(synthetic):
     mdata, _ = synthetic
-    params = qc.validate_qc_params(DEFAULTS)
-    return qc.run_sample_qc(mdata, sample="S1", **params)
+    params = DEFAULTS
+    return pp.run_sample_qc(mdata, sample="S1", **params)
 
 
 # --------------------------------------------------------------------------- thresholds
 
 
 def test_mad_bounds_exact_linear_and_log():
-    b = qc.mad_bounds(np.array([1.0, 2, 3, 4, 100]), n_mads=2)
+    b = pp.mad_bounds(np.array([1.0, 2, 3, 4, 100]), n_mads=2)
     assert (b["median"], b["mad"], b["lower"], b["upper"]) == (3.0, 1.0, 1.0, 5.0)
-    b = qc.mad_bounds(np.expm1([1.0, 2, 3, 4, 10]), n_mads=2, log=True, lower=False)
+    b = pp.mad_bounds(np.expm1([1.0, 2, 3, 4, 10]), n_mads=2, log=True, lower=False)
     assert b["mad"] == pytest.approx(1.0)
     assert b["lower"] == -np.inf
     assert b["upper"] == pytest.approx(np.expm1(5.0))
@@ -170,7 +172,7 @@ def _metrics(tc, ng, pm, pt) -> pd.DataFrame:
 def test_compute_thresholds_exact_values_and_flags():
     m = _metrics(np.expm1([6.0, 7, 8, 9, 10]), np.expm1([5.0, 5, 6, 7, 7]),
                  [1.0, 2, 3, 4, 50], [10.0, 20, 30, 40, 50])
-    t = qc.compute_thresholds(m, mode="mad", n_mads=1, n_mads_mito=3, mad_scale="raw",
+    t = pp.compute_thresholds(m, mode="mad", n_mads=1, n_mads_mito=3, mad_scale="raw",
                               max_pct_mito=20)
     assert t.at["total_counts", "lower"] == pytest.approx(np.expm1(7.0))
     assert t.at["total_counts", "upper"] == pytest.approx(np.expm1(9.0))
@@ -179,7 +181,7 @@ def test_compute_thresholds_exact_values_and_flags():
     assert t.at["pct_mito", "upper"] == pytest.approx(6.0)      # 3 + 3 x 1
     assert t.at["pct_mito", "lower"] == -np.inf
     assert t.at["pct_top20", "upper"] == pytest.approx(40.0)    # 30 + 1 x 10
-    f = qc.flag_cells(m, t)
+    f = pp.flag_cells(m, t)
     assert f["qc_low_counts"].tolist() == [True, False, False, False, False]
     assert f["qc_high_counts"].tolist() == [False, False, False, False, True]
     assert f["qc_low_genes"].tolist() == [False] * 5              # bound is strict
@@ -187,23 +189,23 @@ def test_compute_thresholds_exact_values_and_flags():
     assert f["qc_high_mito"].tolist() == [False, False, False, False, True]
     assert f["qc_high_top20"].tolist() == [False, False, False, False, True]
     # the hard maximum wins when it is lower than the MAD bound
-    t2 = qc.compute_thresholds(m, mode="mad", n_mads=1, n_mads_mito=3, mad_scale="raw",
+    t2 = pp.compute_thresholds(m, mode="mad", n_mads=1, n_mads_mito=3, mad_scale="raw",
                                max_pct_mito=3.5)
     assert t2.at["pct_mito", "upper"] == 3.5
     assert "hard max_pct_mito" in t2.at["pct_mito", "note"]
-    assert qc.flag_cells(m, t2)["qc_high_mito"].tolist() == [False, False, False, True, True]
+    assert pp.flag_cells(m, t2)["qc_high_mito"].tolist() == [False, False, False, True, True]
     # default: normal-consistent MAD (x 1.4826)
-    t3 = qc.compute_thresholds(m, mode="mad", n_mads=1, n_mads_mito=3, max_pct_mito=20)
+    t3 = pp.compute_thresholds(m, mode="mad", n_mads=1, n_mads_mito=3, max_pct_mito=20)
     assert t3.at["pct_top20", "upper"] == pytest.approx(30 + 14.826)
     assert t3.at["pct_mito", "upper"] == pytest.approx(3 + 3 * 1.4826)
     assert t3.at["total_counts", "lower"] == pytest.approx(np.expm1(8 - 1.4826))
     with pytest.raises(InputError, match="mad_scale"):
-        qc.compute_thresholds(m, mad_scale="scaled")
+        pp.compute_thresholds(m, mad_scale="scaled")
 
 
 def test_mad_zero_guard():
     m = _metrics([1000.0] * 10, [500.0] * 10, [0.0] * 9 + [5.0], [30.0] * 10)
-    t = qc.compute_thresholds(m, mode="mad", n_mads=5, n_mads_mito=3, mad_scale="raw",
+    t = pp.compute_thresholds(m, mode="mad", n_mads=5, n_mads_mito=3, mad_scale="raw",
                               max_pct_mito=20)
     # pct mito: MAD 0 -> 0.8453 x mean |x - median| = 0.8453 x 0.5
     assert t.at["pct_mito", "mad"] == pytest.approx(0.8453 * 0.5)
@@ -212,7 +214,7 @@ def test_mad_zero_guard():
     # no spread at all: the metric flags nobody (and says so)
     assert t.at["total_counts", "lower"] == -np.inf and t.at["total_counts", "upper"] == np.inf
     assert "no spread" in t.at["total_counts", "note"]
-    f = qc.flag_cells(m, t)
+    f = pp.flag_cells(m, t)
     assert f["qc_high_mito"].tolist() == [False] * 9 + [True]
     assert not f.drop(columns="qc_high_mito").to_numpy().any()
 
@@ -221,25 +223,25 @@ def test_fixed_mode_thresholds_and_validation():
     m = _metrics([400.0, 600, 5000], [150.0, 250, 900], [10.0, 16, 2], [70.0, 50, 20])
     fixed = {"min_counts": 500, "min_genes": 200, "max_pct_mito": 15, "max_pct_top20": 60,
              "max_counts": 4000}
-    t = qc.compute_thresholds(m, mode="fixed", fixed=fixed)
+    t = pp.compute_thresholds(m, mode="fixed", fixed=fixed)
     assert t.at["total_counts", "lower"] == 500 and t.at["total_counts", "upper"] == 4000
     assert t.at["n_genes", "upper"] == np.inf
-    f = qc.flag_cells(m, t)
+    f = pp.flag_cells(m, t)
     assert f["qc_low_counts"].tolist() == [True, False, False]
     assert f["qc_high_counts"].tolist() == [False, False, True]
     assert f["qc_low_genes"].tolist() == [True, False, False]
     assert f["qc_high_mito"].tolist() == [False, True, False]
     assert f["qc_high_top20"].tolist() == [True, False, False]
     with pytest.raises(InputError, match="max_pct_top20"):
-        qc.compute_thresholds(m, mode="fixed", fixed={"min_counts": 1, "min_genes": 1,
+        pp.compute_thresholds(m, mode="fixed", fixed={"min_counts": 1, "min_genes": 1,
                                                       "max_pct_mito": 1})
     with pytest.raises(InputError) as err:
-        qc.validate_qc_params({**DEFAULTS, "n_mad": 4, "mode": "fixed",
-                               "fixed": {"min_count": 3}})
+        pp.compute_thresholds(m, mode="fixed", fixed={"min_count": 3})
     text = str(err.value)
-    assert "'n_mad'" in text and "'min_count'" in text and "Fix:" in text
-    with pytest.raises(InputError, match="seed"):
-        qc.validate_qc_params({k: v for k, v in DEFAULTS.items() if k != "seed"})
+    assert "'min_count'" in text and "'min_counts'" in text and "Fix:" in text
+    # the seed has no library default: the workflow always passes config['seed']
+    seed = inspect.signature(pp.run_sample_qc).parameters["seed"]
+    assert seed.default is inspect.Parameter.empty
 
 
 def test_qc_metrics_exact_mito_case_and_car_outside_top20():
@@ -252,7 +254,7 @@ def test_qc_metrics_exact_mito_case_and_car_outside_top20():
     x[1, 3:9] = 1         # 6 genes
     gex = ad.AnnData(sparse.csr_matrix(x), obs=pd.DataFrame(index=["a", "b", "c"]),
                      var=pd.DataFrame({"is_car": [g == "CAR" for g in genes]}, index=genes))
-    m = qc.qc_metrics(gex, mito_prefix="auto")
+    m = pp.qc_metrics(gex, mito_prefix="auto")
     assert m["qc_total_counts"].tolist() == [125.0, 10.0, 0.0]
     assert m["qc_n_genes"].tolist() == [26, 8, 0]
     assert m.at["a", "qc_pct_mito"] == 0.0
@@ -260,52 +262,53 @@ def test_qc_metrics_exact_mito_case_and_car_outside_top20():
     assert m.at["a", "qc_pct_top20"] == pytest.approx(80.0)  # 20 of 25 endogenous, CAR left out
     assert m.at["b", "qc_pct_top20"] == pytest.approx(100.0)
     assert np.isnan(m.at["c", "qc_pct_mito"]) and np.isnan(m.at["c", "qc_pct_top20"])
-    assert qc.mito_genes(genes, mito_prefix=["MT-CO"]).sum() == 1
+    assert pp.mito_genes(genes, mito_prefix=["MT-CO"]).sum() == 1
     # a zero-count cell always fails low_counts even when thresholds are unbounded
-    t = qc.compute_thresholds(m, mode="fixed", fixed={"min_counts": None, "min_genes": None,
+    t = pp.compute_thresholds(m, mode="fixed", fixed={"min_counts": None, "min_genes": None,
                                                       "max_pct_mito": None, "max_pct_top20": None})
-    assert qc.flag_cells(m, t)["qc_low_counts"].tolist() == [False, False, True]
+    assert pp.flag_cells(m, t)["qc_low_counts"].tolist() == [False, False, True]
 
 
 def test_threshold_minimum_bimodal_and_unimodal():
     rng = np.random.default_rng(1)
     v = np.concatenate([rng.normal(0.1, 0.03, 4000), rng.normal(0.6, 0.05, 2000)])
-    thr = qc.threshold_minimum(v)
+    thr = pp.threshold_minimum(v)
     assert 0.2 < thr < 0.5
     # a strictly decreasing histogram has one mode only
     centers = (np.arange(256) + 0.5) / 256
     with pytest.raises(CartCohortError, match="two modes"):
-        qc.threshold_minimum(np.repeat(centers, np.arange(256, 0, -1)))
+        pp.threshold_minimum(np.repeat(centers, np.arange(256, 0, -1)))
     with pytest.raises(CartCohortError, match="no spread"):
-        qc.threshold_minimum(np.full(10, 0.2))
+        pp.threshold_minimum(np.full(10, 0.2))
 
 
 # --------------------------------------------------------------------------- settings
 
 
-def test_doublet_settings_per_compartment_and_errors():
-    d = {"method": "scrublet", "threshold": "auto", "tcr_multichain": True,
-         "per_compartment": {"PB": {"method": "none"}, "IP": {"threshold": 0.3}}}
-    assert qc.resolve_doublet_settings(d, compartment="PB")["method"] == "none"
-    ip = qc.resolve_doublet_settings(d, compartment="IP")
-    assert ip["method"] == "scrublet" and ip["threshold"] == 0.3
+def test_doublet_settings_defaults_and_errors():
+    ip = pp.resolve_doublet_settings({"threshold": 0.3})
+    assert ip == {**pp.DOUBLET_DEFAULTS, "threshold": 0.3}
+    assert pp.resolve_doublet_settings({"method": "none"})["method"] == "none"
     with pytest.raises(InputError, match="threshold"):
-        qc.resolve_doublet_settings({"threshold": 1.5}, compartment=None)
+        pp.resolve_doublet_settings({"threshold": 1.5})
     with pytest.raises(InputError, match="methd"):
-        qc.resolve_doublet_settings({"methd": "none"}, compartment=None)
+        pp.resolve_doublet_settings({"methd": "none"})
+    # the workflow merges qc.doublets.per_compartment before the call (run_sample_qc_kwargs)
+    with pytest.raises(InputError, match="per_compartment"):
+        pp.resolve_doublet_settings({"per_compartment": {"PB": {"method": "none"}}})
 
 
 def test_per_sample_override_changes_thresholds(synthetic):
     mdata, _ = synthetic
-    base = qc.validate_qc_params({**DEFAULTS, "doublets": {"method": "none"}})
-    strict = qc.validate_qc_params({**DEFAULTS, "n_mads": 1, "doublets": {"method": "none"}})
-    _, s5 = qc.run_sample_qc(mdata, sample="S1", **base)
-    _, s1 = qc.run_sample_qc(mdata, sample="S1", **strict)
+    base = {**DEFAULTS, "doublets": {"method": "none"}}
+    strict = {**DEFAULTS, "n_mads": 1, "doublets": {"method": "none"}}
+    _, s5 = pp.run_sample_qc(mdata, sample="S1", **base)
+    _, s1 = pp.run_sample_qc(mdata, sample="S1", **strict)
     assert s1.at[0, "lower_total_counts"] > s5.at[0, "lower_total_counts"]
     assert s1.at[0, "n_cells_out"] < s5.at[0, "n_cells_out"]
     assert s5.at[0, "doublet_method"] == "none" and s5.at[0, "n_removed_doublet"] == 0
-    fixed = qc.validate_qc_params({**DEFAULTS, "mode": "fixed", "doublets": {"method": "none"}})
-    _, sf = qc.run_sample_qc(mdata, sample="S1", **fixed)
+    fixed = {**DEFAULTS, "mode": "fixed", "doublets": {"method": "none"}}
+    _, sf = pp.run_sample_qc(mdata, sample="S1", **fixed)
     assert sf.at[0, "lower_total_counts"] == 500 and sf.at[0, "upper_pct_mito"] == 15
     assert sf.at[0, "qc_mode"] == "fixed" and np.isnan(sf.at[0, "upper_total_counts"])
 
@@ -321,23 +324,23 @@ def test_multichain_detection_from_scirpy_anndata():
         "c4": [("TRB", "CBB")],
         "c5": [("TRA", "CAA"), ("TRB", "CBB"), ("TRB", "CBX"), ("TRB", "CBY")],
     })
-    annotated = qc.annotate_chain_qc(airr)
+    annotated = pp.annotate_chain_qc(airr)
     cells = pd.Index(["c1", "c2", "c3", "c4", "c5", "c6"])
-    t = qc.tcr_flags(annotated, cells=cells)
+    t = pp.tcr_flags(annotated, cells=cells)
     assert t["qc_chain_pairing"].astype(str).tolist() == [
         "single pair", "multichain", "two full chains", "orphan VDJ", "multichain", "no IR"]
     assert t["qc_tcr_multichain"].tolist() == [False, True, False, False, True, False]
     assert t["qc_tcr_dual_vdj"].tolist() == [False, False, True, False, True, False]
-    none = qc.tcr_flags(None, cells=cells)
+    none = pp.tcr_flags(None, cells=cells)
     assert (none["qc_chain_pairing"] == "no IR").all()
     assert not none["qc_tcr_multichain"].any() and not none["qc_tcr_dual_vdj"].any()
     # which flags remove cells is configurable
-    flags = pd.DataFrame(False, index=cells, columns=[f"qc_{r}" for r in qc.REASONS[:6]])
+    flags = pd.DataFrame(False, index=cells, columns=[f"qc_{r}" for r in pp.REASONS[:6]])
     flags = flags.assign(qc_is_doublet=False).join(t)
-    d = qc.qc_pass_and_reason(flags, tcr_multichain_fails=True, tcr_dual_vdj_fails=True)
+    d = pp.qc_pass_and_reason(flags, tcr_multichain_fails=True, tcr_dual_vdj_fails=True)
     assert d["qc_pass"].tolist() == [True, False, False, True, False, True]
     assert d["qc_reason"].tolist()[4] == "tcr_multichain;tcr_dual_vdj"
-    d = qc.qc_pass_and_reason(flags, tcr_multichain_fails=False, tcr_dual_vdj_fails=False)
+    d = pp.qc_pass_and_reason(flags, tcr_multichain_fails=False, tcr_dual_vdj_fails=False)
     assert d["qc_pass"].all()
 
 
@@ -351,13 +354,13 @@ def test_run_sample_qc_keeps_all_cells_and_is_consistent(synthetic, synthetic_qc
     assert out["gex"].n_obs == mdata["gex"].n_obs          # nothing dropped
     assert all(c in obs.columns for c in DESIGN_QC_COLUMNS)
     assert obs["qc_pass"].dtype == bool
-    assert set(obs["qc_chain_pairing"].astype(str)) <= set(qc.CHAIN_PAIRINGS)
+    assert set(obs["qc_chain_pairing"].astype(str)) <= set(pp.CHAIN_PAIRINGS)
     assert "chain_pairing" in out["airr"].obs
     row = summary.iloc[0]
     assert row["n_cells_in"] == len(obs)
     assert row["n_cells_out"] == int(obs["qc_pass"].sum())
     assert row["n_removed_total"] == row["n_cells_in"] - row["n_cells_out"]
-    for r in qc.REASONS:
+    for r in pp.REASONS:
         n = sum(r in s.split(";") for s in obs["qc_reason"])
         assert row[f"n_removed_{r}"] == n
     assert (obs.loc[obs["qc_pass"], "qc_reason"] == "pass").all()
@@ -370,7 +373,7 @@ def test_run_sample_qc_keeps_all_cells_and_is_consistent(synthetic, synthetic_qc
     assert obs.loc[~metric_fail, "qc_doublet_score"].notna().all()
     assert obs.loc[metric_fail, "qc_doublet_score"].isna().all()
     assert sum(row[c] for c in summary.columns if c.startswith("n_chain_")) == len(obs)
-    ev = qc.evaluate_against_truth(obs, truth).set_index("quantity")["value"]
+    ev = evaluate_against_truth(obs, truth).set_index("quantity")["value"]
     assert ev["recall_low_quality"] >= 0.9
     assert ev["good_kept"] >= 0.95
 
@@ -378,16 +381,15 @@ def test_run_sample_qc_keeps_all_cells_and_is_consistent(synthetic, synthetic_qc
 def test_synthetic_doublet_recall_needs_tcr_evidence(synthetic, synthetic_qc):
     mdata, truth = synthetic
     _, with_tcr = synthetic_qc
-    ev = qc.evaluate_against_truth(synthetic_qc[0]["gex"].obs, truth).set_index("quantity")["value"]
+    ev = evaluate_against_truth(synthetic_qc[0]["gex"].obs, truth).set_index("quantity")["value"]
     assert ev["recall_doublets"] >= 0.7
     assert ev["recall_doublets_tcr_dual_vdj"] == 1.0  # every planted doublet joins two clones
     assert ev["good_kept"] >= 0.95
     # switching both TCR flags off keeps the flagged doublets (scores/flags still recorded)
-    params = qc.validate_qc_params({**DEFAULTS, "doublets": {**DEFAULTS["doublets"],
-                                                             "tcr_multichain": False,
-                                                             "tcr_dual_vdj": False}})
-    out, without = qc.run_sample_qc(mdata, sample="S1", **params)
-    ev2 = qc.evaluate_against_truth(out["gex"].obs, truth).set_index("quantity")["value"]
+    params = {**DEFAULTS, "doublets": {**DEFAULTS["doublets"], "tcr_multichain": False,
+                                        "tcr_dual_vdj": False}}
+    out, without = pp.run_sample_qc(mdata, sample="S1", **params)
+    ev2 = evaluate_against_truth(out["gex"].obs, truth).set_index("quantity")["value"]
     assert ev2["recall_doublets_tcr"] == 0.0 and ev2["recall_doublets_tcr_dual_vdj"] == 1.0
     assert without.at[0, "n_removed_tcr_dual_vdj"] == 0
     assert without.at[0, "n_flagged_tcr_dual_vdj"] == with_tcr.at[0, "n_flagged_tcr_dual_vdj"] > 0
@@ -396,7 +398,7 @@ def test_synthetic_doublet_recall_needs_tcr_evidence(synthetic, synthetic_qc):
 def test_determinism_and_h5mu_roundtrip(synthetic, synthetic_qc, tmp_path):
     mdata, _ = synthetic
     out1, s1 = synthetic_qc
-    out2, s2 = qc.run_sample_qc(mdata, sample="S1", **qc.validate_qc_params(DEFAULTS))
+    out2, s2 = pp.run_sample_qc(mdata, sample="S1", **DEFAULTS)
     pd.testing.assert_frame_equal(out1["gex"].obs, out2["gex"].obs)
     pd.testing.assert_frame_equal(s1, s2)
     path = tmp_path / "S1.h5mu"
@@ -410,7 +412,7 @@ def test_determinism_and_h5mu_roundtrip(synthetic, synthetic_qc, tmp_path):
 def test_all_cells_failing_sample_runs_with_warning(caplog):
     mdata, _ = make_sample(sample="BAD", n_good=80, n_lq=10, n_dbl=0, mito_good=0.5)
     with caplog.at_level(logging.WARNING):
-        out, summary = qc.run_sample_qc(mdata, sample="BAD", **qc.validate_qc_params(DEFAULTS))
+        out, summary = pp.run_sample_qc(mdata, sample="BAD", **DEFAULTS)
     obs = out["gex"].obs
     row = summary.iloc[0]
     assert len(obs) == 90 and not obs["qc_pass"].any()
@@ -426,9 +428,9 @@ def test_all_cells_failing_sample_runs_with_warning(caplog):
 def test_no_tcr_sample_runs_with_warning(caplog):
     mdata, _ = make_sample(sample="NOTCR", n_good=150, n_lq=10, n_dbl=5, tcr=False)
     assert "airr" not in mdata.mod
-    params = qc.validate_qc_params({**DEFAULTS, "doublets": {"method": "none"}})
+    params = {**DEFAULTS, "doublets": {"method": "none"}}
     with caplog.at_level(logging.WARNING):
-        out, summary = qc.run_sample_qc(mdata, sample="NOTCR", **params)
+        out, summary = pp.run_sample_qc(mdata, sample="NOTCR", **params)
     obs = out["gex"].obs
     row = summary.iloc[0]
     assert (obs["qc_chain_pairing"] == "no IR").all() and not obs["qc_tcr_multichain"].any()
@@ -442,17 +444,17 @@ def test_non_count_matrix_is_rejected():
     mdata, _ = make_sample(n_good=40, n_lq=0, n_dbl=0, tcr=False)
     mdata.mod["gex"].X = mdata.mod["gex"].X * 0.5
     with pytest.raises(CartCohortError, match="raw integer UMI counts"):
-        qc.run_sample_qc(mdata, sample="S1", **qc.validate_qc_params(DEFAULTS))
+        pp.run_sample_qc(mdata, sample="S1", **DEFAULTS)
 
 
 def test_combine_summaries_and_included_samples():
     a = pd.DataFrame([{"sample": "B", "sample_excluded": False, "exclusion_reason": ""}])
     b = pd.DataFrame([{"sample": "A", "sample_excluded": True, "exclusion_reason": "x"}])
-    out = qc.combine_summaries([a, b])
+    out = pp.combine_summaries([a, b])
     assert out["sample"].tolist() == ["A", "B"]
-    assert qc.included_samples(out) == ["B"]
+    assert pp.included_samples(out) == ["B"]
     with pytest.raises(CartCohortError, match="repeat"):
-        qc.combine_summaries([a, a])
+        pp.combine_summaries([a, a])
 
 
 # --------------------------------------------------------------------------- entry scripts
@@ -490,7 +492,8 @@ def test_entry_scripts_write_outputs(tmp_path):
         out = tmp_path / "qc" / f"{name}.h5mu"
         smk = _Smk("qc_sample", input=_NL(h5mu=str(p)),
                    output=_NL(h5mu=str(out), summary=str(out.with_suffix(".tsv"))),
-                   log=_NL([str(tmp_path / f"{name}.log")]), params=_NL(qc=dict(DEFAULTS)),
+                   log=_NL([str(tmp_path / f"{name}.log")]),
+                   params=_NL(run_sample_qc=dict(DEFAULTS)),
                    wildcards=_NL(sample=name))
         runpy.run_path(str(SCRIPTS / "qc_sample.py"), init_globals={"snakemake": smk})
         assert out.exists()
@@ -553,13 +556,13 @@ def test_demo_recall_acceptance():
              sheet[~sheet["gex"].str.endswith(".h5") & sheet["vdj"].str.endswith(".csv")].iloc[0],
              sheet[sheet["vdj"].str.endswith(".tsv")].iloc[0]]
     truth = pd.read_csv(truth_path, sep="\t")
-    params = qc.validate_qc_params(DEFAULTS)
+    params = DEFAULTS
     obs = []
     for row in picks:
-        out, summary = qc.run_sample_qc(_read_demo_library(row), sample=row["sample"], **params)
+        out, summary = pp.run_sample_qc(_read_demo_library(row), sample=row["sample"], **params)
         assert summary.at[0, "has_tcr"] and not summary.at[0, "sample_excluded"]
         obs.append(out["gex"].obs)
-    ev = qc.evaluate_against_truth(pd.concat(obs), truth).set_index("quantity")["value"]
+    ev = evaluate_against_truth(pd.concat(obs), truth).set_index("quantity")["value"]
     assert ev["n_doublets"] >= 50 and ev["n_low_quality"] >= 50
     assert ev["recall_low_quality"] >= 0.9
     assert ev["recall_doublets"] >= 0.7

@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
+import ast
 import gzip
 import hashlib
+import importlib
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from cartcohort.provenance import build_provenance, config_hash, env_packages, sha256_path
-from cartcohort.report import overview_html, skipped_analyses
+from cartcohort.report import (
+    build_provenance,
+    config_hash,
+    env_packages,
+    overview_html,
+    overview_page,
+    provenance_record,
+    read_json,
+    record_versions,
+    sha256_path,
+    skipped_analyses,
+    write_json,
+)
 from cartcohort.tables import read_table, write_table
+from conftest import REPO
 
 
 def test_write_table_is_byte_stable_and_sorted(tmp_path):
@@ -80,7 +96,47 @@ def test_overview_lists_skipped_samples_and_analyses():
     skipped = skipped_analyses(qc_samples=qc, association=assoc, excluded_by_config=["C"],
                                extra_notes={"CAR+ calls": "no CAR feature"})
     assert list(skipped["what"]) == ["sample C", "sample B", "association: all", "CAR+ calls"]
-    page = overview_html(qc_samples=qc, clinical=pd.DataFrame({"patient": ["p1"], "response": ["CR"]}),
-                         skipped=skipped)
+    clinical = pd.DataFrame({"patient": ["p1"], "response": ["CR"]})
+    page = overview_html(qc_samples=qc, clinical=clinical, skipped=skipped)
     assert "<b>150</b> cells loaded" in page and "<b>90</b> cells kept" in page
     assert "only one response group" in page
+    # the step function of rule overview: the same page from the tables and config kwargs
+    assert overview_page(qc, assoc, clinical, excluded_by_config=["C"],
+                         extra_notes={"CAR+ calls": "no CAR feature"}) == page
+
+
+def test_record_versions_and_json_round_trip(tmp_path):
+    env = tmp_path / "e.yaml"
+    env.write_text("dependencies:\n  - pandas==2.3.3\n  - not-a-real-package==1.0\n")
+    versions = record_versions(env)
+    assert versions["not-a-real-package"] is None and versions["python"].count(".") == 2
+    assert versions["pandas"] == pd.__version__
+    write_json(versions, tmp_path / "v.json")
+    assert read_json(tmp_path / "v.json") == versions
+    text = (tmp_path / "v.json").read_text()
+    assert text == json.dumps(versions, indent=1, sort_keys=True)
+
+
+def test_provenance_record_pairs_steps_with_version_files(tmp_path):
+    for step, version in (("qc", "1"), ("load", "2")):
+        write_json({"scanpy": version}, tmp_path / f"v_{step}.json")
+    rec = provenance_record([tmp_path / "v_qc.json", tmp_path / "v_load.json"],
+                            steps=["qc", "load"], config={"seed": 1}, input_files={},
+                            workflow_dir=tmp_path)
+    assert rec["software"] == {"load": {"scanpy": "2"}, "qc": {"scanpy": "1"}}
+    assert list(rec["software"]) == ["load", "qc"] and rec["seed"] == 1
+
+
+def test_pl_facade_is_lazy_and_exports_every_figure_function():
+    code = ("import sys, cartcohort.pl as pl; assert 'matplotlib' not in sys.modules; "
+            "pl.save_figure; assert 'matplotlib' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO / "workflow" / "scripts")
+    from cartcohort import pl
+
+    for path in sorted((REPO / "workflow" / "scripts" / "cartcohort" / "pl").glob("[a-z]*.py")):
+        module = importlib.import_module(f"cartcohort.pl.{path.stem}")
+        public = [n.name for n in ast.parse(path.read_text()).body
+                  if isinstance(n, ast.FunctionDef) and not n.name.startswith("_")]
+        for name in public:
+            assert name in pl.__all__, f"cartcohort.pl does not export {path.stem}.{name}"
+            assert getattr(pl, name) is getattr(module, name)

@@ -10,7 +10,7 @@ _COMPARE = r"""
 import importlib.resources, sys
 import awkward as ak
 import scirpy as ir
-from cartcohort import _scirpy
+from cartcohort._utils import scirpy as _scirpy
 
 data = importlib.resources.files("scirpy") / "tests" / "data" / "10x"
 path = data / "vdj_nextgem_hs_pbmc3_t_filtered_contig_annotations.csv.gz"
@@ -42,7 +42,7 @@ def test_patched_index_chains_equals_numba_version():
 def test_isin_and_len_kernels_on_jagged_arrays():
     import awkward as ak
 
-    from cartcohort import _scirpy
+    from cartcohort._utils import scirpy as _scirpy
 
     arr = ak.Array([["TRA", "TRB", "IGH"], [], ["TRB"]])
     assert ak.to_list(_scirpy._awkward_isin(arr, ["TRA", "TRB"])) == [[True, True, False], [], [True]]

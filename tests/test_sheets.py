@@ -470,8 +470,8 @@ def test_cache_skips_unchanged_libraries_and_notices_changes(tmp_path, monkeypat
         raise AssertionError("a cached, unchanged library was inspected again")
 
     with monkeypatch.context() as m:
-        m.setattr(sheets, "inspect_gex", boom)
-        m.setattr(sheets, "inspect_vdj", boom)
+        m.setattr(sheets.samples, "inspect_gex", boom)
+        m.setattr(sheets.samples, "inspect_vdj", boom)
         again, _ = sheets.prepare_inputs(c["config"], base_dir=tmp_path, cache_path=cache)
     pd.testing.assert_frame_equal(first, again)
     # a library changed since: checked again, and its problem is reported
@@ -497,6 +497,23 @@ def test_cli_reports_problems(tmp_path, capsys):
     assert "key 'primary_timepoint'" in capsys.readouterr().err
     cfgfile.write_text(yaml.safe_dump(c["config"]))
     assert sheets.main([str(cfgfile), "--base-dir", str(tmp_path)]) == 0
+
+
+def test_ids_spelled_na_are_refused(tmp_path):
+    """The workflow's tables write a missing value as NA (cartcohort.tables), so a
+    sample or patient id spelled NA would be read back as missing: refused here."""
+    c = make_cohort(tmp_path)
+    sheet, clinical = c["cfg"] / "samples.tsv", c["cfg"] / "clinical.tsv"
+    sheet.write_text(sheet.read_text().replace("S1\t", "NA\t", 1))
+    clinical.write_text(clinical.read_text().replace("P1\t", "NA\t", 1))
+    sheet.write_text(sheet.read_text().replace("\tP1\t", "\tNA\t"))
+    probs = problems_of(c["config"], tmp_path)
+    na = [(Path(p.file).name, p.where) for p in probs if "'NA'" in p.what]
+    assert na == [
+        ("samples.tsv", "line 2, column 'sample'"),
+        ("clinical.tsv", "line 2, column 'patient'"),
+    ], probs
+    assert all("read back as missing" in p.what for p in probs if "'NA'" in p.what)
 
 
 # --------------------------------------------------------------------------- helpers

@@ -1,4 +1,4 @@
-"""Tests of the demo-cohort simulator (cartcohort.simulate + simulate_demo.py)."""
+"""Tests of the demo-cohort simulator (cartcohort.datasets + simulate_demo.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from scipy.stats import mannwhitneyu
 from statsmodels.stats.multitest import multipletests
 
 from cartcohort.errors import CartCohortError
-from cartcohort.simulate import (
+from cartcohort.datasets import (
     AIRR_COLUMNS,
     MITO_GENES,
     STATES,

@@ -144,3 +144,25 @@ def test_changing_annotation_param_reruns_only_annotation_and_downstream(demo_ru
                 "integrate", "umap", "integration_metrics", "plot_integration", "clonotypes",
                 "plot_qc"}
     assert not scheduled & upstream, f"upstream rules would re-run: {scheduled & upstream}\n{out}"
+
+
+def test_tables_byte_identical_to_recorded_checksums(demo_run):
+    """Every file of results/tables/ on the demo equals, byte for byte, the run recorded in
+    tests/data/demo_tables.sha256 (made before the library was reorganised by kind, so a
+    refactor that changes any number, row order or float format fails here). Regenerate
+    the file only with a change that is meant to alter results, and say so in its commit:
+    ``(cd results/tables && sha256sum *) > tests/data/demo_tables.sha256`` after `make run`.
+    The checksums were taken on x86_64 with numpy's OpenBLAS SkylakeX kernels; another
+    BLAS kernel can change the last bits of floats."""
+    import hashlib
+
+    recorded = {}
+    for line in (REPO / "tests" / "data" / "demo_tables.sha256").read_text().splitlines():
+        digest, name = line.split(maxsplit=1)
+        recorded[name] = digest
+    tables = demo_run / "results" / "tables"
+    found = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in tables.iterdir()}
+    missing = sorted(set(recorded) - set(found))
+    assert not missing, f"tables no longer written: {missing}"
+    changed = sorted(name for name in recorded if found[name] != recorded[name])
+    assert not changed, f"tables differ from the recorded demo run: {changed}"

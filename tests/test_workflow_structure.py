@@ -1,40 +1,28 @@
-"""Static checks of the workflow's declarations: every rule is a declaration with a log,
-a benchmark and a conda env; env files pin exactly the versions of the lock."""
+"""The workflow's declarations as Snakemake itself sees them (tests/_snakemake_dump.py: the
+parsed rule objects and Snakemake's own compilation of the rule files): every rule runs a
+script with a log, a benchmark and a step's conda env, its directives in one order; env
+files pin exactly the versions of the lock."""
 
 from __future__ import annotations
 
+import os
 import re
-from pathlib import Path
 
 import pytest
 
-from cartcohort.provenance import env_packages
+from _snakemake_dump import demo_dump
+from cartcohort.report import env_packages
 from conftest import REPO
 
-RULE_FILES = sorted((REPO / "workflow" / "rules").glob("*.smk")) + [REPO / "Snakefile"]
 STEP_ENVS = ["load", "qc", "integrate", "clonotypes", "annotate", "associate", "report"]
+# the directive order of every rule (a rule may leave any of them out)
+DIRECTIVE_ORDER = ["name", "input", "output", "log", "benchmark", "priority", "conda", "threads",
+                   "resources", "params", "script"]
 
 
-def _rule_blocks(path: Path) -> list[tuple[str, str]]:
-    """(name, body) of every rule in a Snakemake file (indentation-based)."""
-    lines = path.read_text().splitlines()
-    blocks = []
-    for i, line in enumerate(lines):
-        m = re.match(r"^(\s*)rule\s*(\w*)\s*:", line)
-        if not m:
-            continue
-        indent = len(m.group(1))
-        body = []
-        for nxt in lines[i + 1:]:
-            if nxt.strip() and len(nxt) - len(nxt.lstrip()) <= indent:
-                break
-            body.append(nxt)
-        name = m.group(2) or re.search(r"name:\s*\n?\s*f?[\"']([^\"']+)", "\n".join(body)).group(1)
-        blocks.append((name, "\n".join(body)))
-    return blocks
-
-
-ALL_RULES = [(p.name, n, b) for p in RULE_FILES for n, b in _rule_blocks(p)]
+@pytest.fixture(scope="module")
+def rules(tmp_path_factory, demo_dir) -> dict:
+    return demo_dump(tmp_path_factory)["rules"]
 
 
 def _lock() -> dict[str, str]:
@@ -46,21 +34,53 @@ def _lock() -> dict[str, str]:
     return pins
 
 
-def test_rules_found():
-    names = {n for _, n, _ in ALL_RULES}
+def test_rules_found(rules):
     for expected in ("load_sample", "qc_sample", "integrate", "clonotypes", "annotate",
                      "sample_features", "associate", "provenance", "all"):
-        assert expected in names
+        assert expected in rules
+    assert {f"versions_{step}" for step in STEP_ENVS} <= set(rules)
 
 
-@pytest.mark.parametrize("file,name,body", [r for r in ALL_RULES if r[1] != "all"],
-                         ids=[f"{r[0]}:{r[1]}" for r in ALL_RULES if r[1] != "all"])
-def test_rule_declares_log_benchmark_conda_script(file, name, body):
-    for directive in ("log:", "benchmark:", "conda:", "script:"):
-        assert directive in body, f"rule {name} in {file} lacks {directive}"
-    assert "shell:" not in body and "run:" not in body, (
-        f"rule {name}: use script: so sample ids and paths never reach a shell"
-    )
+def test_rule_declares_log_benchmark_conda_script(rules):
+    for name, rule in rules.items():
+        if name == "all":
+            continue
+        assert rule["log"], f"rule {name} lacks log:"
+        assert rule["benchmark"], f"rule {name} lacks benchmark:"
+        assert rule["conda_env"], f"rule {name} lacks conda:"
+        assert rule["script"], f"rule {name} lacks script:"
+        assert rule["shellcmd"] is None and not rule["is_run"], (
+            f"rule {name}: use script: so sample ids and paths never reach a shell")
+
+
+def test_directives_in_one_order(rules):
+    for name, rule in rules.items():
+        if name == "all":
+            continue
+        written = rule["directives"]
+        assert written, f"rule {name}: not found in Snakemake's compilation"
+        unknown = [d for d in written if d not in DIRECTIVE_ORDER]
+        assert not unknown, f"rule {name}: directives {unknown} not in {DIRECTIVE_ORDER}"
+        assert written == sorted(written, key=DIRECTIVE_ORDER.index), (
+            f"rule {name}: directives {written}; the order is {DIRECTIVE_ORDER}")
+
+
+def test_every_rule_env_exists(rules):
+    for name, rule in rules.items():
+        if name == "all":
+            continue
+        env = os.path.normpath(os.path.join(rule["basedir"], rule["conda_env"]))
+        assert os.path.dirname(env) == str(REPO / "envs"), f"rule {name}: env {env}"
+        step = os.path.basename(env).removesuffix(".yaml")
+        assert step in STEP_ENVS, f"rule {name} uses an unknown env {step}"
+        assert os.path.exists(env), f"rule {name}: {env} does not exist"
+
+
+def test_every_script_exists(rules):
+    for name, rule in rules.items():
+        if rule["script"]:
+            path = os.path.normpath(os.path.join(rule["basedir"], rule["script"]))
+            assert os.path.exists(path), f"rule {name}: script {path} does not exist"
 
 
 @pytest.mark.parametrize("step", STEP_ENVS)
@@ -73,14 +93,3 @@ def test_env_pins_equal_lock(step):
         key = re.sub(r"[-_.]+", "-", name.lower())
         assert key in lock, f"{env}: {name} is not in requirements.lock"
         assert lock[key] == version, f"{env}: {name}=={version} but the lock has {lock[key]}"
-
-
-def test_every_rule_env_exists():
-    for file, name, body in ALL_RULES:
-        if name == "all":
-            continue
-        m = re.search(r"conda:\s*\n\s*f?\"\.\./\.\./envs/([\w{}_]+)\.yaml\"", body)
-        assert m, f"rule {name}: conda env path not of the form ../../envs/<step>.yaml"
-        step = m.group(1)
-        if "{" not in step:
-            assert step in STEP_ENVS, f"rule {name} uses an unknown env {step}"

@@ -112,7 +112,7 @@ class ScaleSpec:
     cells_per_library: int
 
     def sim_kwargs(self) -> dict[str, object]:
-        """Keyword arguments of :func:`cartcohort.simulate.write_demo_cohort` (besides seed)."""
+        """Keyword arguments of :func:`cartcohort.datasets.write_demo_cohort` (besides seed)."""
         return {
             "n_patients": self.n_patients,
             "frac_longitudinal": self.frac_longitudinal,

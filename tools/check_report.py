@@ -9,7 +9,8 @@ Chromium in headless mode; the DOM *after* the scripts ran (``--dump-dom``) is p
 must contain the rendered app (navigation with a "Results" section) and one navigation
 entry per required category. A screenshot of the rendered page is written when
 ``--screenshot`` is given. As a second, independent check the embedded ``categories``
-data is read and every required category must hold at least one result.
+data is read and every required category must hold at least one result; and no caption
+nor the workflow description may hold unrendered Jinja (``{{`` or ``{%``).
 
 Chromium is installed with ``apt-get install -y chromium`` when it is missing and the
 script runs as root with apt-get available; otherwise it stops with a message.
@@ -47,6 +48,8 @@ VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "met
         "source", "track", "wbr"}
 MIN_APP_ELEMENTS = 50
 MIN_TEXT_CHARS = 50
+# Jinja markup that must not survive the rendering of captions and the workflow description
+TEMPLATE_MARKERS = ("{{", "{%")
 
 
 class CheckError(Exception):
@@ -198,6 +201,37 @@ def embedded_categories(html: str) -> dict[str, dict[str, list[str]]]:
     return json.loads(m.group(1))
 
 
+def embedded_texts(html: str) -> dict[str, str]:
+    """The report's rendered texts: the workflow description and every result's caption.
+
+    Returns
+    -------
+    dict
+        ``"workflow description"`` and ``"caption of <result>"`` -> the HTML text that
+        Snakemake rendered (Jinja, then reStructuredText) into the report's data blocks.
+    """
+    texts: dict[str, str] = {}
+    m = re.search(r"<script id=\"workflow-desc\">\s*var workflow_desc = (.*?);?\s*</script>",
+                  html, flags=re.S)
+    if m:
+        texts["workflow description"] = json.loads(m.group(1))
+    m = re.search(r"<script id=\"results\">\s*var results = (.*?);?\s*</script>", html,
+                  flags=re.S)
+    if not m:
+        raise CheckError("the report has no <script id=\"results\"> data block; is it a "
+                         "Snakemake >= 8 report?")
+    for name, result in json.loads(m.group(1)).items():
+        texts[f"caption of {name}"] = result.get("caption") or ""
+    return texts
+
+
+def template_problems(texts: dict[str, str]) -> list[str]:
+    """Texts in which Jinja markup (``{{`` or ``{%``) was left unrendered."""
+    return [f"{what} holds unrendered Jinja ({marker!r}): "
+            f"{text[max(0, text.find(marker) - 40):text.find(marker) + 60]!r}"
+            for what, text in texts.items() for marker in TEMPLATE_MARKERS if marker in text]
+
+
 def data_problems(categories: dict[str, dict[str, list[str]]], *,
                   required: list[str]) -> list[str]:
     """Required categories that are absent from, or empty in, the embedded data."""
@@ -304,8 +338,10 @@ def check(report: Path, *, screenshot: Path | None, required: list[str],
     page = parse_rendered(dump.stdout)
     problems = page_problems(page, required=required)
     problems += [f"JavaScript error: {e}" for e in js_errors(dump.stderr)]
-    data = embedded_categories(report.read_text(errors="replace"))
+    text = report.read_text(errors="replace")
+    data = embedded_categories(text)
     problems += data_problems(data, required=required)
+    problems += template_problems(embedded_texts(text))
     counts = {c: sum(len(v) for v in data.get(c, {}).values()) for c in page.categories}
     print(f"check_report: rendered {page.app_elements} elements; categories in the "
           f"navigation: {', '.join(f'{c} ({counts.get(c, 0)} results)' for c in page.categories)}")

@@ -14,13 +14,18 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow" / "scripts"))
-from cartcohort.provenance import env_packages  # noqa: E402
+from cartcohort.report import env_packages  # noqa: E402
 
 STEP_TESTS = {
-    "load": ["tests/test_sheets.py", "tests/test_io.py", "tests/test_airr_reader.py"],
+    "load": [
+        "tests/test_sheets.py",
+        "tests/test_io.py",
+        "tests/test_airr_reader.py",
+        "tests/test_tables.py",
+    ],
     "qc": ["tests/test_qc.py"],
     "integrate": ["tests/test_integrate.py"],
-    "clonotypes": ["tests/test_clonotypes.py"],
+    "clonotypes": ["tests/test_clonotypes.py", "tests/test_scirpy_compat.py"],
     "annotate": ["tests/test_annotate.py"],
     "associate": ["tests/test_features.py", "tests/test_associate.py"],
     "report": ["tests/test_report.py"],

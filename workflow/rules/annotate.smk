@@ -2,7 +2,7 @@
 # checkpoint-receptor positivity and CAR+ cells, with clone-aware final calls; then the
 # final MuData (rule cohort: matrices + UMAP + calls + AIRR), built apart so that the
 # tables downstream of annotation do not wait for the UMAP.
-# Methods: workflow/scripts/cartcohort/annotate.py (module docstring).
+# Methods: workflow/scripts/cartcohort/tl/annotate/ (module docstrings).
 
 
 rule annotate:
@@ -29,7 +29,7 @@ rule annotate:
         mem_mb=mem_mb("annotate"),
         runtime=runtime("annotate"),
     params:
-        annotate=annotate_params,
+        annotate=annotate_kwargs(),
     script:
         "../scripts/annotate.py"
 

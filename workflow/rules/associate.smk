@@ -1,5 +1,5 @@
 # Product features, patient-level association with response, and product scorecards.
-# Methods: workflow/scripts/cartcohort/features.py and associate.py (module docstrings).
+# Methods: workflow/scripts/cartcohort/tl/features.py, stats/ and scorecards/ (module docstrings).
 # The patient is the statistical unit throughout (cells are never replicates).
 
 
@@ -43,7 +43,7 @@ rule associate:
         mem_mb=mem_mb("associate"),
         runtime=runtime("associate"),
     params:
-        associate=associate_params,
+        associate=associate_kwargs(),
     script:
         "../scripts/associate.py"
 
@@ -65,7 +65,7 @@ rule pseudobulk_de:
         mem_mb=mem_mb("pseudobulk_de"),
         runtime=runtime("pseudobulk_de"),
     params:
-        associate=associate_params,
+        pseudobulk_de=pseudobulk_de_kwargs(),
     script:
         "../scripts/pseudobulk_de.py"
 
@@ -99,8 +99,7 @@ rule scorecards:
         mem_mb=mem_mb("scorecards"),
         runtime=runtime("scorecards"),
     params:
-        associate=associate_params,
-        samples=PRIMARY_SAMPLES,
+        cohort_scorecards=cohort_scorecards_kwargs(),
     script:
         "../scripts/scorecards.py"
 

@@ -20,8 +20,7 @@ rule clonotypes:
         mem_mb=mem_mb("clonotypes"),
         runtime=runtime("clonotypes"),
     params:
-        samples=COHORT_SAMPLES,
-        clonotypes=clonotype_params,
+        cohort_clonotypes=cohort_clonotypes_kwargs(),
     script:
         "../scripts/clonotypes.py"
 
@@ -44,8 +43,7 @@ rule repertoire:
         mem_mb=mem_mb("repertoire"),
         runtime=runtime("repertoire"),
     params:
-        clonotypes=clonotype_params,
-        primary_timepoint=config["primary_timepoint"],
+        repertoire_tables=repertoire_tables_kwargs(),
     script:
         "../scripts/repertoire.py"
 
@@ -81,8 +79,6 @@ rule plot_clonotypes:
         mem_mb=mem_mb("plot_clonotypes"),
         runtime=runtime("plot_clonotypes"),
     params:
-        response=patient_response(),
-        responders=list(config["responders"]),
-        top_clones=int(config["clonotypes"]["top_clones_alluvial"]),
+        clonotype_figures=clonotype_figures_kwargs(),
     script:
         "../scripts/plot_clonotypes.py"

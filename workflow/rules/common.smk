@@ -6,18 +6,24 @@ import sys
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
-min_version("9.0")
+# 9.14.8: schema defaults reach remote jobs again (snakemake#3614, reverted in #3924)
+min_version("9.14.8")
 
-# The library package lives next to the entry scripts.
-sys.path.insert(0, os.path.join(workflow.basedir, "workflow", "scripts"))
+# The library package lives next to the entry scripts (WORKFLOW_DIR: see the Snakefile).
+sys.path.insert(0, os.path.join(WORKFLOW_DIR, "workflow", "scripts"))
 
 from cartcohort import sheets  # noqa: E402
+from cartcohort.config import validate_config  # noqa: E402
 from cartcohort.errors import InputError  # noqa: E402
 
-WORKFLOW_DIR = workflow.basedir
-
-
-validate(config, schema="../../config/schemas/config.schema.yaml")
+# The schema is the one place where defaults live: once validated, `config` holds every
+# key of config/schemas/config.schema.yaml, so the rules index it and never default.
+try:
+    validate_config(
+        config, os.path.join(WORKFLOW_DIR, "config", "schemas", "config.schema.yaml")
+    )
+except InputError as err:
+    raise WorkflowError(str(err)) from None
 
 
 def _config_path(value):
@@ -46,7 +52,7 @@ try:
     SAMPLES, CLINICAL = sheets.prepare_inputs(
         config,
         base_dir=".",
-        check_files=config.get("check_input_files", True),
+        check_files=config["check_input_files"],
         cache_path=os.path.join(".snakemake", "cartcohort_input_checks.json"),
     )
 except InputError as err:
@@ -55,7 +61,7 @@ except InputError as err:
 validate(SAMPLES.reset_index(), schema="../../config/schemas/samples.schema.yaml")
 validate(CLINICAL.reset_index(), schema="../../config/schemas/clinical.schema.yaml")
 
-EXCLUDED_SAMPLES = set(config.get("exclude_samples", []))
+EXCLUDED_SAMPLES = set(config["exclude_samples"])
 COHORT_SAMPLES = [s for s in SAMPLES.index if s not in EXCLUDED_SAMPLES]
 PRIMARY_SAMPLES = [
     s
@@ -90,14 +96,16 @@ def sample_vdj(wildcards):
     return [vdj] if vdj else []
 
 
-def sample_meta(wildcards):
-    """The sample-sheet row of one library as a plain dict (no paths)."""
+def load_sample_kwargs(wildcards):
+    """Keyword arguments of `io.load_sample`, rule load_sample - the library's
+    sample-sheet row as a plain dict (no paths; NaN as None) and the CAR features."""
     row = SAMPLES.loc[wildcards.sample]
     meta = {k: row[k] for k in row.index if k not in ("gex", "vdj")}
     meta["sample"] = wildcards.sample
-    return {
+    meta = {
         k: (None if isinstance(v, float) and v != v else v) for k, v in meta.items()
     }
+    return canonical({"meta": meta, "car_features": list(config["car_features"])})
 
 
 def canonical(params):
@@ -120,20 +128,20 @@ def _deep_update(base, override):
     return out
 
 
-def qc_params(wildcards):
-    """QC settings of one library: config['qc'] + per-sample overrides + the
-    doublet settings of the library's compartment; `seed` added."""
-    qc = copy.deepcopy(config["qc"])
-    per_sample = qc.pop("per_sample", {}) or {}
-    doublets = qc.get("doublets", {})
-    per_compartment = doublets.pop("per_compartment", {}) or {}
-    compartment = SAMPLES.loc[wildcards.sample, "compartment"]
-    if compartment in per_compartment:
-        doublets.update(per_compartment[compartment])
-    qc["doublets"] = doublets
-    qc = _deep_update(qc, per_sample.get(wildcards.sample, {}))
-    qc["seed"] = seed()
-    return canonical(qc)
+def run_sample_qc_kwargs(wildcards):
+    """Keyword arguments of `pp.run_sample_qc` for one library: config['qc'] with the
+    doublet settings of the library's compartment (qc.doublets.per_compartment), then
+    the library's own overrides (qc.per_sample) merged in; `seed` added."""
+    kwargs = copy.deepcopy(config["qc"])
+    per_sample = kwargs.pop("per_sample")
+    doublets = kwargs["doublets"]
+    per_compartment = doublets.pop("per_compartment")
+    doublets.update(
+        per_compartment.get(SAMPLES.loc[wildcards.sample, "compartment"], {})
+    )
+    kwargs = _deep_update(kwargs, per_sample.get(wildcards.sample, {}))
+    kwargs["seed"] = seed()
+    return canonical(kwargs)
 
 
 def cohort_files(pattern):
@@ -146,13 +154,45 @@ def primary_files(pattern):
     return expand(pattern, sample=PRIMARY_SAMPLES)
 
 
-def associate_params(wildcards):
-    """config['associate'] with the cohort-level settings it needs and the seed."""
-    params = copy.deepcopy(config["associate"])
-    params["responders"] = list(config["responders"])
-    params["primary_timepoint"] = str(config["primary_timepoint"])
-    params["seed"] = seed()
-    return canonical(params)
+def _response_groups_kwargs():
+    """The response-group settings shared by the association steps."""
+    return {
+        "primary_timepoint": config["primary_timepoint"],
+        "responders": list(config["responders"]),
+        "exclude_responses": list(config["associate"]["exclude_responses"]),
+    }
+
+
+def associate_kwargs():
+    """Keyword arguments of `stats.associate`, rule associate - the response groups, the
+    test settings of config['associate'] and the seed. Not the pseudobulk keys."""
+    cfg = config["associate"]
+    keys = [
+        "covariates",
+        "n_bootstrap",
+        "min_patients_per_group",
+        "min_events_per_variable",
+        "composition_transform",
+    ]
+    kwargs = {k: cfg[k] for k in keys}
+    kwargs.update(_response_groups_kwargs(), seed=seed())
+    return canonical(kwargs)
+
+
+def pseudobulk_de_kwargs():
+    """Keyword arguments of `stats.pseudobulk_de`, rule pseudobulk_de - the response
+    groups and the pseudobulk keys of config['associate'] (no bootstrap or seed)."""
+    cfg = config["associate"]
+    keys = ["min_cells_pseudobulk", "min_patients_per_group", "min_gene_count"]
+    kwargs = {k: cfg[k] for k in keys}
+    kwargs.update(_response_groups_kwargs())
+    return canonical(kwargs)
+
+
+def cohort_scorecards_kwargs():
+    """Keyword arguments of `scorecards.cohort_scorecards`, rule scorecards - the response
+    groups only (the products scored are the rule's card outputs)."""
+    return canonical(_response_groups_kwargs())
 
 
 def signatures_path():
@@ -188,11 +228,43 @@ def all_outputs():
     ]
 
 
-def clonotype_params(wildcards):
-    """config['clonotypes'] with the master seed added."""
-    params = dict(config["clonotypes"])
-    params["seed"] = seed()
-    return canonical(params)
+def cohort_clonotypes_kwargs():
+    """Keyword arguments of `tl.clonotypes.cohort_clonotypes`: the clonotype definition
+    and clusters of config['clonotypes'], and the cohort's samples (the order of the
+    rule's h5mu inputs). Not the repertoire or plot keys of config['clonotypes']."""
+    cfg = config["clonotypes"]
+    keys = ["receptor_arms", "dual_ir", "sequence", "metric", "cutoff", "clusters"]
+    kwargs = {k: cfg[k] for k in keys}
+    kwargs["samples"] = list(COHORT_SAMPLES)
+    return canonical(kwargs)
+
+
+def repertoire_tables_kwargs():
+    """Keyword arguments of `tl.repertoire.repertoire_tables`: the rarefaction, bootstrap
+    and clone-state keys of config['clonotypes'], the primary timepoint and the seed."""
+    cfg = config["clonotypes"]
+    keys = [
+        "rarefaction_depth",
+        "rarefaction_min_cells",
+        "n_bootstrap",
+        "expanded_min_size",
+    ]
+    kwargs = {k: cfg[k] for k in keys}
+    kwargs["primary_timepoint"] = config["primary_timepoint"]
+    kwargs["seed"] = seed()
+    return canonical(kwargs)
+
+
+def clonotype_figures_kwargs():
+    """Keyword arguments of `pl.clonotypes.clonotype_figures`: the response of each patient
+    (clinical table), the responder codes and clonotypes.top_clones_alluvial."""
+    return canonical(
+        {
+            "response": patient_response(),
+            "responders": list(config["responders"]),
+            "top_clones_alluvial": config["clonotypes"]["top_clones_alluvial"],
+        }
+    )
 
 
 def patient_response():
@@ -200,43 +272,102 @@ def patient_response():
     return {str(p): str(r) for p, r in CLINICAL["response"].items()}
 
 
-def annotate_params(wildcards):
-    """config['annotate'] with the CAR features added (annotation draws no random numbers)."""
-    params = dict(config["annotate"])
-    params["car_features"] = list(config.get("car_features") or [])
-    return canonical(params)
+def annotate_kwargs():
+    """Config keyword arguments of `tl.annotate.annotate`, rule annotate - the annotate
+    settings but the signature file (an input) and the CAR features. No seed: annotation
+    draws no random numbers."""
+    cfg = config["annotate"]
+    keys = [
+        "min_state_score",
+        "min_confidence_margin",
+        "cluster_consensus",
+        "car_method",
+        "car_min_umis",
+        "clone_aware",
+        "smoothing",
+        "down_weight",
+        "sd_floor",
+        "celltypist_model",
+    ]
+    return canonical(
+        {**{k: cfg[k] for k in keys}, "car_features": config["car_features"]}
+    )
 
 
-def merge_params():
-    """Settings of the merge/normalise/HVG/PCA step shared by every integration method."""
+def merge_samples_kwargs():
+    """Keyword arguments of `pp.merge_samples`, rule merge_samples - the cohort's samples
+    (the order of the rule's h5mu inputs), load.gene_join, the merge/HVG/PCA keys of
+    config['integrate'] and the seed. Not the keys of the methods, the UMAP or the metrics.
+    """
     cfg = config["integrate"]
-    keys = ["n_top_genes", "exclude_genes", "n_pcs", "batch_key", "scale"]
-    out = {k: cfg[k] for k in keys if k in cfg}
-    out["gene_join"] = config["load"]["gene_join"]
-    return canonical(out)
+    kwargs = {
+        k: cfg[k]
+        for k in ["batch_key", "n_top_genes", "n_pcs", "exclude_genes", "scale"]
+    }
+    kwargs["samples"] = list(COHORT_SAMPLES)
+    kwargs["gene_join"] = config["load"]["gene_join"]
+    kwargs["seed"] = seed()
+    return canonical(kwargs)
 
 
-def integrate_params(wildcards):
-    """Settings of one integration method: the graph/Leiden keys of config['integrate']
-    (not those of the shared merge step, the UMAP or the metrics), with the method's own
-    section (e.g. integrate.harmony) as `method_params`."""
+def integrate_method_kwargs(wildcards):
+    """Keyword arguments of `tl.integrate.integrate_method` for one method: the graph and
+    Leiden keys of config['integrate'], `embed` (Leiden only for the method used
+    downstream; the others are compared by the metrics, which need their graph alone), the
+    method's own section (e.g. integrate.harmony; none for a method without settings) as
+    `method_params`, and the seed. Not the keys of the merge step, the UMAP or the metrics.
+    """
+    from cartcohort.tl.integrate import METHODS
+
     cfg = config["integrate"]
-    keys = ["batch_key", "n_neighbors", "leiden_resolutions"]
-    out = {k: cfg[k] for k in keys if k in cfg}
-    out["method_params"] = dict(cfg.get(wildcards.method) or {})
-    return canonical(out)
+    method = METHODS[wildcards.method]
+    kwargs = {k: cfg[k] for k in ["batch_key", "n_neighbors", "leiden_resolutions"]}
+    kwargs["embed"] = method.name == INTEGRATION_USED
+    kwargs["method_params"] = cfg[method.name] if method.configurable else {}
+    kwargs["seed"] = seed()
+    return canonical(kwargs)
 
 
-def umap_params():
-    """UMAP settings (rule umap)."""
+def umap_layout_kwargs():
+    """Keyword arguments of `tl.integrate.umap_layout`, rule umap - the UMAP keys of
+    config['integrate'] and the seed."""
     cfg = config["integrate"]
-    return canonical({k: cfg.get(k) for k in ("umap_min_dist", "umap_n_epochs")})
+    kwargs = {k: cfg[k] for k in ["umap_min_dist", "umap_n_epochs"]}
+    kwargs["seed"] = seed()
+    return canonical(kwargs)
 
 
-def embed_method(wildcards):
-    """Leiden only for the method used downstream; the others are compared by the
-    metrics, which need their kNN graph alone."""
-    return wildcards.method == INTEGRATION_USED
+def score_methods_kwargs():
+    """Keyword arguments of `tl.integrate.score_methods`, rule integration_metrics -
+    integrate.metrics, the batch and label keys, the neighbours of the subset's graph, the
+    Leiden resolution of the reference label (first of integrate.leiden_resolutions) and
+    the seed. Not the UMAP keys nor those of the merge step or the methods."""
+    cfg = config["integrate"]
+    kwargs = {k: cfg[k] for k in ["batch_key", "label_key", "n_neighbors"]}
+    kwargs.update(cfg["metrics"])
+    kwargs["reference_resolution"] = cfg["leiden_resolutions"][0]
+    kwargs["seed"] = seed()
+    return canonical(kwargs)
+
+
+def integration_umap_kwargs():
+    """Keyword arguments of `pl.integrate.integration_umap` (rule plot_integration)."""
+    return canonical({"seed": seed()})
+
+
+def integration_caption():
+    """What the UMAP caption says about the graph of the method used downstream
+    (integrate.use): whether the method corrects the graph itself (bbknn) or the graph is
+    a kNN graph of its corrected embedding, exact up to `exact_knn_max_cells` cells."""
+    from cartcohort.tl.integrate import EXACT_KNN_MAX_CELLS, METHODS
+
+    return canonical(
+        {
+            "method": INTEGRATION_USED,
+            "corrects_graph": METHODS[INTEGRATION_USED].corrects_graph,
+            "exact_knn_max_cells": EXACT_KNN_MAX_CELLS,
+        }
+    )
 
 
 def integration_metrics_inputs(wildcards):
@@ -245,7 +376,7 @@ def integration_metrics_inputs(wildcards):
     inputs = {
         "h5ad": expand("results/integrate/{method}.h5ad", method=INTEGRATION_METHODS)
     }
-    if config["integrate"].get("label_key"):
+    if config["integrate"]["label_key"]:
         inputs["cells"] = "results/tables/cells.tsv.gz"
     return inputs
 
@@ -354,7 +485,7 @@ def overview_notes():
             "config car_features is empty: car_positive is left empty (NA), "
             "CAR+ fractions are not computed"
         )
-    if not config["annotate"].get("celltypist_model"):
+    if not config["annotate"]["celltypist_model"]:
         notes["celltypist"] = (
             "no celltypist model configured (annotate.celltypist_model)"
         )
@@ -370,3 +501,41 @@ def provenance_inputs():
             files[f"{sample}.vdj"] = SAMPLES.loc[sample, "vdj"]
     files["signatures"] = signatures_path()
     return files
+
+
+def record_versions_kwargs(step):
+    """Keyword arguments of `report.record_versions` for one step: its conda env file
+    (no config: the versions are read inside that env)."""
+    return canonical({"env_file": os.path.join(WORKFLOW_DIR, "envs", f"{step}.yaml")})
+
+
+def provenance_record_kwargs():
+    """Keyword arguments of `report.provenance_record`: the resolved config (recorded
+    whole, so any config change rewrites the record), every input file hashed into it,
+    the steps whose versions it gathers (order of the rule's `versions` input) and the
+    workflow folder (for the git commit)."""
+    return canonical(
+        {
+            "config": config,
+            "input_files": provenance_inputs(),
+            "steps": STEPS,
+            "workflow_dir": WORKFLOW_DIR,
+        }
+    )
+
+
+def render_provenance_html_kwargs():
+    """Keyword arguments of `report.render_provenance_html`: the workflow order of the
+    steps (columns of the software table)."""
+    return canonical({"step_order": STEPS})
+
+
+def overview_page_kwargs():
+    """Keyword arguments of `report.overview_page`: samples excluded in the config and
+    the analyses skipped for reasons known from the config alone."""
+    return canonical(
+        {
+            "excluded_by_config": sorted(set(config["exclude_samples"])),
+            "extra_notes": overview_notes(),
+        }
+    )

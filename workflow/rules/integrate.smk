@@ -22,9 +22,7 @@ rule merge_samples:
         mem_mb=mem_mb("merge_samples"),
         runtime=runtime("merge_samples"),
     params:
-        merge=merge_params(),
-        samples=COHORT_SAMPLES,
-        seed=seed(),
+        merge_samples=merge_samples_kwargs(),
     script:
         "../scripts/merge_samples.py"
 
@@ -45,9 +43,7 @@ rule integrate:
         mem_mb=mem_mb("integrate"),
         runtime=runtime("integrate"),
     params:
-        integrate=integrate_params,
-        embed=embed_method,
-        seed=seed(),
+        integrate_method=integrate_method_kwargs,
     script:
         "../scripts/integrate.py"
 
@@ -69,8 +65,7 @@ rule umap:
         mem_mb=mem_mb("umap"),
         runtime=runtime("umap"),
     params:
-        umap=umap_params(),
-        seed=seed(),
+        umap_layout=umap_layout_kwargs(),
     script:
         "../scripts/umap_layout.py"
 
@@ -96,8 +91,7 @@ rule integration_metrics:
         mem_mb=mem_mb("integration_metrics"),
         runtime=runtime("integration_metrics"),
     params:
-        integrate=canonical(config["integrate"]),
-        seed=seed(),
+        score_methods=score_methods_kwargs(),
     script:
         "../scripts/integration_metrics.py"
 
@@ -123,7 +117,7 @@ rule plot_integration:
         mem_mb=mem_mb("plot_integration"),
         runtime=runtime("plot_integration"),
     params:
-        colour_by=["sample", "patient", "timepoint", "batch", "compartment", "leiden"],
-        seed=seed(),
+        integration_umap=integration_umap_kwargs(),
+        caption=integration_caption(),
     script:
         "../scripts/plot_integration.py"

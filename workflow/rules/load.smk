@@ -1,7 +1,8 @@
 # Load one library: GEX (Cell Ranger h5 / mtx folder / cellranger multi / h5ad) and
 # TCR contigs (10x CSV/JSON, AIRR) into results/load/{sample}.h5mu, plus a one-row
-# summary of cell and barcode counts. Inputs were resolved and validated at parse
-# time by cartcohort.sheets.prepare_inputs (rules/common.smk).
+# summary of cell and barcode counts (cartcohort.io.load_sample); stack the summaries
+# (cartcohort.io.load_summary). Inputs were resolved and validated at parse time by
+# cartcohort.sheets.prepare_inputs (rules/common.smk).
 
 
 rule load_sample:
@@ -22,8 +23,7 @@ rule load_sample:
         mem_mb=mem_mb("load_sample"),
         runtime=runtime("load_sample"),
     params:
-        meta=sample_meta,
-        car_features=config["car_features"],
+        load_sample=load_sample_kwargs,
     script:
         "../scripts/load_sample.py"
 

@@ -20,7 +20,7 @@ rule qc_sample:
         mem_mb=mem_mb("qc_sample"),
         runtime=runtime("qc_sample"),
     params:
-        qc=qc_params,
+        run_sample_qc=run_sample_qc_kwargs,
     script:
         "../scripts/qc_sample.py"
 

@@ -12,7 +12,7 @@ for _step in STEPS:
         conda:
             f"../../envs/{_step}.yaml"
         params:
-            env_file=os.path.join(WORKFLOW_DIR, "envs", f"{_step}.yaml"),
+            record_versions=record_versions_kwargs(_step),
         script:
             "../scripts/record_versions.py"
 
@@ -29,9 +29,7 @@ rule provenance:
     conda:
         "../../envs/report.yaml"
     params:
-        steps=STEPS,
-        input_files=provenance_inputs(),
-        workflow_dir=WORKFLOW_DIR,
+        provenance_record=provenance_record_kwargs(),
     script:
         "../scripts/provenance.py"
 
@@ -53,7 +51,7 @@ rule provenance_page:
     conda:
         "../../envs/report.yaml"
     params:
-        steps=STEPS,
+        render_provenance_html=render_provenance_html_kwargs(),
     script:
         "../scripts/provenance_page.py"
 
@@ -77,7 +75,6 @@ rule overview:
     conda:
         "../../envs/report.yaml"
     params:
-        excluded=sorted(EXCLUDED_SAMPLES),
-        notes=overview_notes(),
+        overview_page=overview_page_kwargs(),
     script:
         "../scripts/overview.py"

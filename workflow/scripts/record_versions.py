@@ -1,14 +1,9 @@
-"""Record, from inside a step's environment, the versions of the packages its env pins."""
-
-import json
-import platform
+"""Entry script of rules `versions_<step>`: inside a step's env, the versions of what it pins."""
 
 from cartcohort.logs import script_logging
-from cartcohort.provenance import env_packages, installed_versions
 
 with script_logging(snakemake):
-    pins = env_packages(snakemake.params.env_file)
-    versions = installed_versions(pins)
-    versions["python"] = platform.python_version()
-    with open(snakemake.output[0], "w") as fh:
-        json.dump(versions, fh, indent=1, sort_keys=True)
+    from cartcohort import report
+
+    versions = report.record_versions(**snakemake.params.record_versions)
+    report.write_json(versions, snakemake.output[0])

@@ -26,10 +26,9 @@ import re
 import sys
 from pathlib import Path
 
-from cartcohort import associate as assoc
+from cartcohort import scorecards
 from cartcohort.errors import CartCohortError, InputError, Problem
-from cartcohort.features import read_tsv
-from cartcohort.tables import write_table
+from cartcohort.tables import read_table, write_table
 
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -46,9 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("score_new_product")
     try:
-        reference = read_tsv(args.reference)
-        features = read_tsv(args.features)
-        association = read_tsv(args.association) if args.association else None
+        reference = read_table(args.reference)
+        features = read_table(args.features)
+        association = read_table(args.association) if args.association else None
         problems = []
         for col, table, path in (("patient", reference, args.reference),
                                  ("responder", reference, args.reference),
@@ -82,12 +81,12 @@ def main(argv: list[str] | None = None) -> int:
             if exclude:
                 log.info("%s: patient %s is in the reference and is left out of it", sample,
                          patient)
-            cards[sample] = assoc.score_product(
+            cards[sample] = scorecards.score_product(
                 row, reference=reference, association=association, exclude_patient=exclude
             )
             write_table(cards[sample], out_dir / f"{sample}.tsv")
         (out_dir / "scorecards.html").write_text(
-            assoc.scorecards_html(cards, title="New product scorecards")
+            scorecards.scorecards_html(cards, title="New product scorecards")
         )
         log.info("scored %d product(s) against %d reference patients -> %s", len(cards),
                  len(reference), out_dir)

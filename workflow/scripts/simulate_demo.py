@@ -4,7 +4,7 @@ Example::
 
     python workflow/scripts/simulate_demo.py --out resources/demo --seed 0 --config-dir config
 
-Every :class:`cartcohort.simulate.SimParams` field is an option
+Every :class:`cartcohort.datasets.SimParams` field is an option
 (``--n-patients``, ``--min-cells``, ``--max-cells``, ``--car-dropout``, ...).
 """
 
@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cartcohort.errors import CartCohortError  # noqa: E402
-from cartcohort.simulate import SimParams, write_demo_cohort  # noqa: E402
+from cartcohort.datasets import SimParams, write_demo_cohort  # noqa: E402
 
 log = logging.getLogger("cartcohort.simulate_demo")
 

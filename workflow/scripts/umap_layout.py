@@ -1,23 +1,13 @@
 """Entry script of rule `umap`: UMAP layout of the kNN graph of the method used
 downstream -> results/integrate/umap.h5ad (obsm['X_umap'] only)."""
 
-import anndata as ad
-import pandas as pd
-
-from cartcohort import integrate
 from cartcohort.logs import script_logging
 
-with script_logging(snakemake) as log:  # noqa: F821
-    smk = snakemake  # noqa: F821
-    cfg = smk.params.umap
-    integrated = integrate.read_integration(smk.input.h5ad)
+with script_logging(snakemake) as log:
+    from cartcohort.tl import integrate
+
     layout = integrate.umap_layout(
-        integrated,
-        min_dist=float(cfg["umap_min_dist"]),
-        n_epochs=int(cfg["umap_n_epochs"]) if cfg.get("umap_n_epochs") else None,
-        seed=int(smk.params.seed),
+        integrate.read_integration(snakemake.input.h5ad), **snakemake.params.umap_layout
     )
-    out = ad.AnnData(obs=pd.DataFrame(index=integrated.obs_names.copy()))
-    out.obsm["X_umap"] = layout
-    log.info("UMAP of %d cells -> %s", out.n_obs, smk.output.h5ad)
-    out.write_h5ad(smk.output.h5ad)
+    log.info("UMAP of %d cells -> %s", layout.n_obs, snakemake.output.h5ad)
+    layout.write_h5ad(snakemake.output.h5ad)

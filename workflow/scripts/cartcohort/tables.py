@@ -1,18 +1,270 @@
-"""Deterministic table output: stable row order and fixed float formatting.
+"""The contract tables: every TSV the workflow writes, its columns and its dtypes.
 
-Every TSV the workflow writes goes through :func:`write_table`, so that two
-runs on the same inputs give byte-identical files.
+Every table is written with :func:`write_table` (stable row order, ``%.6g``
+floats, ``NA`` for missing), so that two runs on the same inputs give
+byte-identical files, and read back with :func:`read_table`.
+
+Identifiers are always text: a sample id ``001`` must never become ``1``, nor
+``1e5`` a float or ``TRUE`` a boolean. :func:`read_table` reads the columns
+named in :data:`ID_COLUMNS` as strings in any table, plus the text columns the
+registry :data:`TABLES` declares for the table the file is (recognised by its
+path, or named with ``table=``). Everything else is left to pandas' type
+inference, and ``NA`` is a missing value in every column, ids included: the
+writer writes a missing value as ``NA``, so an id spelled ``NA`` could not be
+told apart from a missing one. The sheet validation
+(:func:`cartcohort.sheets.prepare_inputs`) therefore refuses sample and patient
+ids spelled ``NA``.
+
+This module is imported while Snakemake parses the workflow: it imports pandas
+only.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
+from dataclasses import dataclass
+from pathlib import Path, PurePath
 
 import pandas as pd
 
+from .errors import CartCohortError
+
 FLOAT_FORMAT = "%.6g"
+#: How a missing value is written, and the only text read back as missing.
+NA_REP = "NA"
+
+#: Identifier columns, read as text in every table.
+ID_COLUMNS: tuple[str, ...] = (
+    "sample",
+    "patient",
+    "timepoint",
+    "compartment",
+    "batch",
+    "sort",
+    "cell",
+    "barcode",
+    "clone_id",
+    "response",
+)
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(text.split())
+
+
+@dataclass(frozen=True)
+class Table:
+    """One contract table.
+
+    Attributes
+    ----------
+    name
+        Registry key (the file name without extension for ``results/tables/``).
+    path
+        Path pattern relative to the project, ``{sample}`` for per-library tables.
+    rule
+        The rule that writes it.
+    columns
+        The columns the table starts with, in order (more may follow, e.g. one
+        ``size_<sample>`` per sample in ``clonotypes``).
+    text
+        Further columns read as text besides :data:`ID_COLUMNS` (ids of other
+        kinds, comma-joined id lists).
+    """
+
+    name: str
+    path: str
+    rule: str
+    columns: tuple[str, ...]
+    text: tuple[str, ...] = ()
+
+    @property
+    def dtypes(self) -> dict[str, type]:
+        """``column -> str`` for every column of this table read as text."""
+        return {c: str for c in (*ID_COLUMNS, *self.text)}
+
+    def read(self, path: str | os.PathLike) -> pd.DataFrame:
+        """Read a file of this table (:func:`read_table` with ``table=self.name``)."""
+        return read_table(path, table=self.name)
+
+    def write(
+        self, df: pd.DataFrame, path: str | os.PathLike, *, sort_by: Sequence[str] | None = None
+    ) -> None:
+        """Write ``df`` as this table (:func:`write_table`) after checking that it
+        starts with :attr:`columns`.
+
+        Raises
+        ------
+        CartCohortError
+            When the columns of ``df`` do not start with :attr:`columns`.
+        """
+        head = tuple(df.columns[: len(self.columns)])
+        if head != self.columns:
+            raise CartCohortError(
+                f"table {self.name}: columns start with {list(head)}, expected "
+                f"{list(self.columns)}. Fix: select the table's columns in this order."
+            )
+        write_table(df, path, sort_by=sort_by)
+
+
+_REGISTRY = (
+    Table(
+        "load_summary",
+        "results/load/{sample}.summary.tsv",
+        "load_sample",
+        _names("sample n_gex_cells n_tcr_barcodes n_gex_with_tcr n_tcr_without_gex")
+        + ("n_bcr_contigs_dropped",),
+    ),
+    Table(
+        "load_samples",
+        "results/tables/load_samples.tsv",
+        "load_summary",
+        _names("sample n_gex_cells n_tcr_barcodes n_gex_with_tcr n_tcr_without_gex")
+        + ("n_bcr_contigs_dropped",),
+    ),
+    Table(
+        "qc_summary",
+        "results/qc/{sample}.tsv",
+        "qc_sample",
+        _names("sample compartment n_cells_in n_cells_out n_removed_total"),
+    ),
+    Table(
+        "qc_samples",
+        "results/tables/qc_samples.tsv",
+        "qc_summary",
+        _names("sample compartment n_cells_in n_cells_out n_removed_total"),
+    ),
+    Table(
+        "integration_metrics",
+        "results/tables/integration_metrics.tsv",
+        "integration_metrics",
+        _names("method metric value direction"),
+    ),
+    Table(
+        "clonotypes",
+        "results/tables/clonotypes.tsv",
+        "clonotypes",
+        _names("clone_id patient clone_cluster_id is_public receptor_subtype"),
+        text=("clone_cluster_id",),
+    ),
+    Table(
+        "public_clonotypes",
+        "results/tables/public_clonotypes.tsv",
+        "clonotypes",
+        _names("cdr3_aa_vj cdr3_aa_vdj n_patients n_cells patients clone_ids"),
+        text=("patients", "clone_ids"),
+    ),
+    Table(
+        "cells",
+        "results/tables/cells.tsv.gz",
+        "annotate",
+        _names("cell sample patient timepoint timepoint_day compartment batch sort"),
+    ),
+    Table(
+        "annotation_agreement",
+        "results/tables/annotation_agreement.tsv",
+        "annotate",
+        _names("sample call cell_call final_call n_cells"),
+    ),
+    Table(
+        "annotation_signature_genes",
+        "results/tables/annotation_signature_genes.tsv",
+        "annotate",
+        _names("state n_up n_up_present n_down n_down_present missing used"),
+    ),
+    Table(
+        "annotation_car_models",
+        "results/tables/annotation_car_models.tsv",
+        "annotate",
+        _names("sample car_detected ambient_rate positive_rate size positive_fraction")
+        + _names("loglik_gain reason"),
+    ),
+    Table(
+        "repertoire_samples",
+        "results/tables/repertoire_samples.tsv",
+        "repertoire",
+        _names("sample patient timepoint timepoint_day compartment"),
+        text=("product_samples",),
+    ),
+    Table(
+        "clone_tracking",
+        "results/tables/clone_tracking.tsv",
+        "repertoire",
+        _names("patient clone_id sample timepoint timepoint_day compartment"),
+    ),
+    Table(
+        "clone_states",
+        "results/tables/clone_states.tsv",
+        "repertoire",
+        _names("patient clone_id clone_size n_samples frac_car_positive state n_cells")
+        + _names("fraction dominant_state"),
+    ),
+    Table(
+        "sample_features",
+        "results/tables/sample_features.tsv",
+        "sample_features",
+        _names("sample patient timepoint timepoint_day compartment"),
+    ),
+    Table(
+        "association",
+        "results/tables/association.tsv",
+        "associate",
+        _names("feature test effect ci_low ci_high pvalue qvalue n_responders n_nonresponders")
+        + _names("effect_type direction median_responders median_nonresponders note"),
+    ),
+    Table(
+        "association_notes",
+        "results/tables/association_notes.tsv",
+        "associate",
+        _names("scope item note"),
+    ),
+    Table(
+        "longitudinal",
+        "results/tables/longitudinal.tsv",
+        "associate",
+        _names("feature test term effect ci_low ci_high pvalue qvalue n_responders")
+        + _names("n_nonresponders n_samples note"),
+    ),
+    Table(
+        "survival",
+        "results/tables/survival.tsv",
+        "associate",
+        _names("feature test effect ci_low ci_high pvalue qvalue n_patients n_events note"),
+    ),
+    Table(
+        "pseudobulk_de",
+        "results/tables/pseudobulk_de.tsv",
+        "pseudobulk_de",
+        _names("state gene base_mean log2fc lfc_se stat pvalue padj n_responders")
+        + _names("n_nonresponders note"),
+    ),
+    Table(
+        "reference_features",
+        "results/tables/reference_features.tsv",
+        "scorecards",
+        _names("patient response responder"),
+    ),
+    Table(
+        "scorecard",
+        "results/scorecards/{sample}.tsv",
+        "scorecards",
+        _names("sample feature value cohort_percentile cohort_n cohort_median")
+        + _names("responder_min responder_median responder_max nonresponder_median")
+        + _names("n_responders flag direction qvalue"),
+    ),
+)
+#: The contract tables by name.
+TABLES: dict[str, Table] = {t.name: t for t in _REGISTRY}
+
+
+def table_for(path: str | os.PathLike) -> Table | None:
+    """The registered table ``path`` is a file of (by its path pattern), if any."""
+    p = PurePath(path)
+    for table in _REGISTRY:
+        if p.match(table.path.replace("{sample}", "*")):
+            return table
+    return None
 
 
 def write_table(
@@ -43,16 +295,42 @@ def write_table(
     if path.suffix == ".gz":
         import gzip
 
-        with open(path, "wb") as raw, gzip.GzipFile(
-            fileobj=raw, mode="wb", mtime=0, filename=""
-        ) as gz:
+        with (
+            open(path, "wb") as raw,
+            gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as gz,
+        ):
             gz.write(
-                out.to_csv(sep="\t", index=False, float_format=float_format, na_rep="NA").encode()
+                out.to_csv(sep="\t", index=False, float_format=float_format, na_rep=NA_REP).encode()
             )
     else:
-        out.to_csv(path, sep="\t", index=False, float_format=float_format, na_rep="NA")
+        out.to_csv(path, sep="\t", index=False, float_format=float_format, na_rep=NA_REP)
 
 
-def read_table(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a TSV written by :func:`write_table` (``NA`` becomes missing)."""
-    return pd.read_csv(path, sep="\t", na_values=["NA"], keep_default_na=False)
+def read_table(path: str | os.PathLike, *, table: str | None = None) -> pd.DataFrame:
+    """Read a TSV written by :func:`write_table`.
+
+    Parameters
+    ----------
+    path
+        The file (``.gz`` decompressed).
+    table
+        Name of its table in :data:`TABLES`; by default recognised from
+        ``path`` (:func:`table_for`), none for other files.
+
+    Returns
+    -------
+    pandas.DataFrame
+        :data:`ID_COLUMNS` and the table's text columns as strings (``001``
+        stays ``001``), other columns as pandas infers them; ``NA`` is missing
+        everywhere, no other text is.
+    """
+    spec = TABLES[table] if table is not None else table_for(path)
+    dtypes = spec.dtypes if spec is not None else {c: str for c in ID_COLUMNS}
+    return pd.read_csv(
+        path,
+        sep="\t",
+        na_values=[NA_REP],
+        keep_default_na=False,
+        dtype=dtypes,
+        low_memory=False,
+    )

@@ -1,0 +1,408 @@
+"""One simulated library: cells, their clones, QC truth, counts, TCR contigs and truth table.
+
+Every random draw of a library comes from one generator seeded with
+``[seed, 4, library index]``, in a fixed order: states and clones, planted persistence,
+QC truth, expression, barcodes, contigs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from ..errors import CartCohortError
+from .expression import simulate_counts
+from .genes import STATES
+from .panel import GenePanel
+from .params import SimParams
+from .patients import POOL_STATES, PatientSim, timepoint_props
+from .plan import LibraryPlan
+from .tcr import Chain, airr_rows, chain_records, tenx_rows
+
+TRUTH_CELL_COLUMNS: tuple[str, ...] = (
+    "cell", "sample", "patient", "timepoint", "barcode", "state", "cd4_cd8", "car_positive",
+    "clone", "is_doublet", "is_low_quality", "has_tcr", "car_umis", "n_contigs",
+    "planted_persistent",
+)
+_I_TREG = STATES.index("treg")
+_I_PROLIF = STATES.index("proliferating")
+
+
+@dataclass
+class Library:
+    """One simulated library, in memory.
+
+    Attributes
+    ----------
+    plan
+        Sheet row (sample, patient, timepoint, ...) and file formats.
+    barcodes
+        Cell barcodes (sorted), one per row of ``counts``.
+    counts
+        ``scipy.sparse.csr_matrix`` (cells x features, int32) of UMI counts.
+    features
+        Feature table (``id``, ``name``, ``feature_type``, ``genome``); CAR last.
+    vdj
+        TCR table exactly as written: 10x contig CSV columns or AIRR columns.
+    truth
+        Per-cell truth (columns ``TRUTH_CELL_COLUMNS``).
+    """
+
+    plan: LibraryPlan
+    barcodes: np.ndarray
+    counts: sp.csr_matrix
+    features: pd.DataFrame
+    vdj: pd.DataFrame
+    truth: pd.DataFrame
+
+    def to_anndata(self):  # noqa: ANN201 - anndata import is deferred
+        """The counts as an AnnData (obs = truth, var = features, X float32)."""
+        import anndata as ad
+
+        obs = self.truth.set_index("cell")
+        var = pd.DataFrame(
+            {
+                "gene_ids": self.features["id"].to_numpy(),
+                "feature_types": self.features["feature_type"].to_numpy(),
+                "genome": self.features["genome"].to_numpy(),
+            },
+            index=pd.Index(self.features["name"].to_numpy(), name=None),
+        )
+        return ad.AnnData(X=self.counts.astype(np.float32), obs=obs, var=var)
+
+
+@dataclass
+class _Cells:
+    """Per-cell draws of a library: ``n`` cells, then one partner row per doublet."""
+
+    n: int
+    state: np.ndarray
+    clone: np.ndarray
+    protected: np.ndarray
+    is_doublet: np.ndarray
+    primary: np.ndarray  # the doublet cells (sorted)
+    partner: np.ndarray  # the row merged into each of them
+    is_low_quality: np.ndarray
+    no_tcr: np.ndarray
+    pattern: np.ndarray  # 0 = TRB + TRA, 1 = TRB only, 2 = TRA only
+    show_dual: np.ndarray
+
+
+def random_barcodes(
+    n: int, rng: np.random.Generator, taken: set[str] | None = None
+) -> list[str]:
+    """``n`` distinct 10x-style barcodes (16 nt + ``-1``), none of them in ``taken``."""
+    letters = np.array(list("ACGT"))
+    out: list[str] = []
+    seen = set(taken or ())
+    while len(out) < n:
+        m = n - len(out)
+        arr = letters[rng.integers(0, 4, size=(m, 16))]
+        for row in arr:
+            bc = "".join(row) + "-1"
+            if bc not in seen:
+                seen.add(bc)
+                out.append(bc)
+    return out
+
+
+def simulate_library(
+    lib: LibraryPlan,
+    psim: PatientSim,
+    panel: GenePanel,
+    batch_logfactor: dict[str, np.ndarray],
+    params: SimParams,
+) -> Library:
+    """Simulate one library of a patient.
+
+    Parameters
+    ----------
+    lib
+        The library's plan (sample, timepoint, sort, size, formats).
+    psim
+        The patient's clone pools (clones drawn here are added to it).
+    panel
+        The gene panel.
+    batch_logfactor
+        Batch name -> per-gene log factor.
+    params
+        Simulator settings.
+
+    Returns
+    -------
+    Library
+        Counts, barcodes, features, TCR table and per-cell truth.
+    """
+    rng = np.random.default_rng([params.seed, 4, lib.index])
+    n = lib.n_cells
+    n_tot = n + int(round(params.doublet_rate * n))
+    props = timepoint_props(psim.plan, lib.timepoint)
+    state, clone_state = _draw_states(props, params, n_tot, rng)
+    clone = _draw_clones(lib, psim, params, state, clone_state, rng)
+    protected = _plant_persistence(lib, psim, state, clone, rng)
+    is_cd4 = np.array([psim.clones[c].is_cd4 for c in clone])
+    car = np.array([psim.clones[c].car for c in clone])
+    cells = _draw_qc(params, n, state, clone, protected, rng)
+    counts = simulate_counts(
+        panel, params, state=state, is_cd4=is_cd4, car=car,
+        is_low_quality=cells.is_low_quality, tcr_idx=_tcr_feature_index(psim, panel, clone),
+        batch_logfactor=batch_logfactor[lib.batch], rng=rng,
+    )
+    counts[cells.primary] += counts[cells.partner]
+    cell_bc, cell_chains = _cell_chains(psim, cells, params, rng)
+    vdj = _contig_table(lib, cell_chains, rng)
+    car_pos = car[:n].copy()
+    car_pos[cells.primary] |= car[cells.partner]
+    truth = _truth_table(
+        lib, psim, cells, cell_bc=cell_bc, cell_chains=cell_chains, is_cd4=is_cd4[:n],
+        car_pos=car_pos, car_umis=counts[:n, panel.n_genes],
+    )
+    mat = sp.csr_matrix(counts[:n])
+    mat.sort_indices()
+    return Library(
+        plan=lib,
+        barcodes=np.array(cell_bc, dtype=object),
+        counts=mat,
+        features=panel.features.copy(),
+        vdj=vdj,
+        truth=truth,
+    )
+
+
+def _draw_states(
+    props: np.ndarray, params: SimParams, n_tot: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each cell's state, and the state of the pool its clone is drawn from."""
+    state = rng.choice(len(STATES), size=n_tot, p=props)
+    alt_states = np.array([STATES.index(s) for s in POOL_STATES if s != "treg"])
+    alt_w = props[alt_states] / props[alt_states].sum()
+    alt = alt_states[rng.choice(len(alt_states), size=n_tot, p=alt_w)]
+    stray = rng.random(n_tot) < params.stray_rate
+    clone_state = np.where((state == _I_PROLIF) | (stray & (state != _I_TREG)), alt, state)
+    return state, clone_state
+
+
+def _draw_clones(
+    lib: LibraryPlan,
+    psim: PatientSim,
+    params: SimParams,
+    state: np.ndarray,
+    clone_state: np.ndarray,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Each cell's clone (index into ``psim.clones``): product, blood or persistent pools."""
+    n_tot = len(state)
+    u_src = rng.random(n_tot)
+    u_pb = rng.random(n_tot)
+    u_rank = rng.random(n_tot)
+    if lib.timepoint == "IP":
+        car_req = np.zeros(n_tot, bool)
+        from_pb = np.zeros(n_tot, bool)
+    elif lib.sort == "CAR+":
+        car_req = u_src < 0.95
+        from_pb = ~car_req & (u_pb < 0.5)
+    else:
+        car_req = np.zeros(n_tot, bool)
+        from_pb = u_src < params.new_clone_rate
+    n_pers = len(psim.persistent)
+    if lib.timepoint != "IP" and n_pers:
+        # in vivo expansion: a share of blood cells from the persistent CAR+ clones
+        in_vivo = (rng.random(n_tot) < params.persistent_share) & (state != _I_TREG)
+        pers_w = (np.arange(n_pers) + 1.0) ** -0.7
+        pers_pick = rng.choice(n_pers, size=n_tot, p=pers_w / pers_w.sum())
+    else:
+        in_vivo = np.zeros(n_tot, bool)
+        pers_pick = np.zeros(n_tot, dtype=np.int64)
+    clone = np.empty(n_tot, dtype=np.int64)
+    for i in range(n_tot):
+        if in_vivo[i]:
+            clone[i] = psim.persistent[pers_pick[i]]
+            continue
+        key = ("pb" if from_pb[i] else "ip", STATES[clone_state[i]])
+        pool = psim.pools[key]
+        if car_req[i] and len(pool.car_idx):
+            k = int(pool.car_idx[np.searchsorted(pool.car_cum, u_rank[i], side="right")])
+        else:
+            k = int(np.searchsorted(pool.cum, u_rank[i], side="right"))
+        clone[i] = psim.clone_of(key, k)
+    return clone
+
+
+def _plant_persistence(
+    lib: LibraryPlan,
+    psim: PatientSim,
+    state: np.ndarray,
+    clone: np.ndarray,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Give every persistent clone >= 2 cells (updates ``state``, ``clone``); the protected mask."""
+    n = lib.n_cells
+    protected = np.zeros(len(clone), bool)
+    pers = np.array(psim.persistent, dtype=np.int64)
+    for ci in psim.persistent:
+        cl = psim.clones[ci]
+        have = np.flatnonzero(clone[:n] == ci)[:2]
+        protected[have] = True
+        need = 2 - len(have)
+        if need > 0:
+            s_idx = STATES.index(cl.state)
+            free = ~protected[:n] & ~np.isin(clone[:n], pers)
+            cand = np.flatnonzero(free & (state[:n] == s_idx))
+            if len(cand) < need:
+                cand = np.flatnonzero(free & (state[:n] != _I_TREG))
+            if len(cand) < need:
+                raise CartCohortError(
+                    f"library {lib.sample} has too few cells ({n}) to plant its persistent "
+                    "clones. Fix: raise min_cells."
+                )
+            pick = rng.choice(cand, size=need, replace=False)
+            clone[pick] = ci
+            state[pick] = s_idx
+            protected[pick] = True
+    return protected
+
+
+def _draw_qc(
+    params: SimParams,
+    n: int,
+    state: np.ndarray,
+    clone: np.ndarray,
+    protected: np.ndarray,
+    rng: np.random.Generator,
+) -> _Cells:
+    """QC truth: doublets (with their partner rows), low-quality cells, TCR detection."""
+    n_tot = len(state)
+    free = np.flatnonzero(~protected[:n])
+    n_d = min(n_tot - n, len(free))
+    is_doublet = np.zeros(n_tot, bool)
+    prim = np.sort(rng.choice(free, size=n_d, replace=False))
+    is_doublet[prim] = True
+    partner = n + np.arange(n_d)
+    free2 = free[~is_doublet[free]]
+    n_lq = min(int(round(params.low_quality_rate * n)), len(free2))
+    is_lq = np.zeros(n_tot, bool)
+    is_lq[rng.choice(free2, size=n_lq, replace=False)] = True
+    no_tcr = (rng.random(n_tot) < params.no_tcr_rate) & ~protected
+    pattern = rng.choice(3, size=n_tot, p=[0.82, 0.10, 0.08])  # pair, TRB only, TRA only
+    pattern[protected] = 0
+    show_dual = rng.random(n_tot) < 0.8
+    return _Cells(
+        n=n, state=state, clone=clone, protected=protected, is_doublet=is_doublet,
+        primary=prim, partner=partner, is_low_quality=is_lq, no_tcr=no_tcr, pattern=pattern,
+        show_dual=show_dual,
+    )
+
+
+def _tcr_feature_index(psim: PatientSim, panel: GenePanel, clone: np.ndarray) -> np.ndarray:
+    """Panel columns of each cell's TRAV, TRAJ, TRBV, TRBJ and TRBC (-1: not in the panel)."""
+    tcr_idx = np.full((len(clone), 5), -1, dtype=np.int64)
+    cache: dict[int, tuple[int, int, int, int, int]] = {}
+    for i, c in enumerate(clone):
+        if c not in cache:
+            cl = psim.clones[c]
+            cache[c] = (
+                panel.feature_index(cl.alphas[0].v),
+                panel.feature_index(cl.alphas[0].j),
+                panel.feature_index(cl.beta.v),
+                panel.feature_index(cl.beta.j),
+                panel.index[cl.beta.c],
+            )
+        tcr_idx[i] = cache[c]
+    return tcr_idx
+
+
+def _chains_of(psim: PatientSim, cells: _Cells, i: int) -> list[Chain]:
+    """The TCR chains detected in row ``i`` (none, TRB only, TRA only or both)."""
+    if cells.no_tcr[i]:
+        return []
+    cl = psim.clones[cells.clone[i]]
+    out: list[Chain] = []
+    if cells.pattern[i] in (0, 1):
+        out.append(cl.beta)
+    if cells.pattern[i] in (0, 2):
+        out.extend(cl.alphas if cells.show_dual[i] else cl.alphas[:1])
+    return out
+
+
+def _cell_chains(
+    psim: PatientSim, cells: _Cells, params: SimParams, rng: np.random.Generator
+) -> tuple[list[str], dict[str, list[Chain]]]:
+    """Sorted cell barcodes, and the chains of every barcode with TCR (TCR-only ones too)."""
+    n = cells.n
+    n_extra = int(round(params.tcr_only_barcode_rate * n))
+    bcs = random_barcodes(n + n_extra, rng)
+    cell_bc = sorted(bcs[:n])
+    extra_bc = bcs[n:]
+    cell_chains: dict[str, list[Chain]] = {}
+    partner_of = dict(zip(cells.primary.tolist(), cells.partner.tolist(), strict=True))
+    for i in range(n):
+        chs = _chains_of(psim, cells, i)
+        if i in partner_of:
+            chs = chs + [c for c in _chains_of(psim, cells, partner_of[i]) if c not in chs]
+        if chs:
+            cell_chains[cell_bc[i]] = chs
+    with_tcr = np.array([i for i in range(n) if not cells.no_tcr[i]])
+    for bc in extra_bc:
+        j = int(with_tcr[rng.integers(0, len(with_tcr))]) if len(with_tcr) else 0
+        cl = psim.clones[cells.clone[j]]
+        cell_chains[bc] = [cl.beta, cl.alphas[0]]
+    return cell_bc, cell_chains
+
+
+def _contig_table(
+    lib: LibraryPlan, cell_chains: dict[str, list[Chain]], rng: np.random.Generator
+) -> pd.DataFrame:
+    """The library's contig table (AIRR or 10x), raw clonotypes numbered by frequency."""
+    keys = {bc: sorted(c.cdr3_nt for c in chs) for bc, chs in cell_chains.items()}
+    freq: dict[tuple[str, ...], int] = {}
+    for k in keys.values():
+        freq[tuple(k)] = freq.get(tuple(k), 0) + 1
+    ranked = sorted(freq, key=lambda k: (-freq[k], k))
+    ct_name = {k: f"clonotype{r + 1}" for r, k in enumerate(ranked)}
+    clonotype = {bc: (ct_name[tuple(k)], k) for bc, k in keys.items()}
+    recs: list[dict[str, object]] = []
+    for bc in sorted(cell_chains):
+        recs.extend(chain_records(bc, cell_chains[bc], rng))
+    return airr_rows(recs, clonotype) if lib.vdj_format == "airr" else tenx_rows(recs, clonotype)
+
+
+def _truth_table(
+    lib: LibraryPlan,
+    psim: PatientSim,
+    cells: _Cells,
+    *,
+    cell_bc: list[str],
+    cell_chains: dict[str, list[Chain]],
+    is_cd4: np.ndarray,
+    car_pos: np.ndarray,
+    car_umis: np.ndarray,
+) -> pd.DataFrame:
+    """Per-cell truth of the library's ``n`` cells (``TRUTH_CELL_COLUMNS``)."""
+    sel = np.arange(cells.n)
+    own_tcr = ~cells.no_tcr[: cells.n]
+    return pd.DataFrame(
+        {
+            "cell": [f"{lib.sample}_{bc}" for bc in cell_bc],
+            "sample": lib.sample,
+            "patient": lib.patient,
+            "timepoint": lib.timepoint,
+            "barcode": cell_bc,
+            "state": [STATES[s] for s in cells.state[sel]],
+            "cd4_cd8": np.where(is_cd4, "CD4", "CD8"),
+            "car_positive": car_pos,
+            "clone": [
+                psim.clones[c].gid if t else ""
+                for c, t in zip(cells.clone[sel], own_tcr, strict=True)
+            ],
+            "is_doublet": cells.is_doublet[sel],
+            "is_low_quality": cells.is_low_quality[sel],
+            "has_tcr": np.array([bc in cell_chains for bc in cell_bc]),
+            "car_umis": car_umis.astype(np.int64),
+            "n_contigs": [len(cell_chains.get(bc, ())) for bc in cell_bc],
+            "planted_persistent": cells.protected[sel],
+        },
+        columns=list(TRUTH_CELL_COLUMNS),
+    )

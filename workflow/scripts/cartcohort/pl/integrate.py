@@ -1,0 +1,232 @@
+"""Integration figures: UMAP coloured by cohort keys, and the method-metrics heatmap."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from ..errors import CartCohortError  # noqa: E402
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+#: obs keys shown by :func:`umap_grid` by default (those present are drawn).
+UMAP_KEYS = ("sample", "patient", "timepoint", "batch", "compartment", "leiden")
+
+#: row order of :func:`metrics_heatmap`; metrics not listed go last.
+METRIC_ORDER = (
+    "ilisi",
+    "batch_asw",
+    "graph_connectivity",
+    "clisi",
+    "label_asw",
+    "batch_correction",
+    "bio_conservation",
+    "overall",
+)
+
+_METRIC_LABELS = {
+    "ilisi": "iLISI (batch mixing)",
+    "batch_asw": "batch ASW",
+    "graph_connectivity": "graph connectivity",
+    "clisi": "cLISI (label purity)",
+    "label_asw": "label ASW",
+    "batch_correction": "batch correction (mean)",
+    "bio_conservation": "bio conservation (mean)",
+    "overall": "overall (0.4 batch + 0.6 bio)",
+}
+
+
+def _palette(n: int) -> list:
+    """``n`` distinguishable colours (tab20, then a sampled continuous map)."""
+    if n <= 10:
+        cmap = plt.get_cmap("tab10")
+        return [cmap(i) for i in range(n)]
+    if n <= 20:
+        cmap = plt.get_cmap("tab20")
+        return [cmap(i) for i in range(n)]
+    cmap = plt.get_cmap("nipy_spectral")
+    return [cmap(x) for x in np.linspace(0.03, 0.97, n)]
+
+
+def umap_grid(
+    umap: np.ndarray,
+    obs: pd.DataFrame,
+    *,
+    keys: Sequence[str] = UMAP_KEYS,
+    title: str = "",
+    max_legend: int = 30,
+    seed: int = 0,
+    point_size: float | None = None,
+) -> Figure:
+    """One UMAP panel per ``obs`` key, cells coloured by category.
+
+    Cells are drawn in a random (seeded) order so that no category hides another.
+
+    Parameters
+    ----------
+    umap
+        Cells x 2 coordinates.
+    obs
+        Cell table with the keys (absent keys are skipped with no panel).
+    keys
+        ``obs`` columns to colour by.
+    title
+        Figure title.
+    max_legend
+        Keys with more categories get no legend (too many to read).
+    seed
+        Seed of the drawing order.
+    point_size
+        Marker size; default scales with the number of cells.
+    """
+    umap = np.asarray(umap)
+    if umap.ndim != 2 or umap.shape[1] < 2 or umap.shape[0] != len(obs):
+        raise CartCohortError(
+            f"UMAP coordinates of shape {umap.shape} do not match {len(obs)} cells"
+        )
+    present = [k for k in keys if k in obs.columns]
+    if not present:
+        raise CartCohortError(f"none of the keys {list(keys)} is an obs column")
+    n = len(present)
+    ncols = min(3, n)
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 4.4 * nrows), squeeze=False)
+    order = np.random.default_rng(seed).permutation(umap.shape[0])
+    size = point_size if point_size is not None else float(np.clip(4e4 / max(len(obs), 1), 0.5, 20))
+    for ax, key in zip(axes.ravel(), present, strict=False):
+        values = obs[key].astype(str).where(obs[key].notna(), "NA")
+        cats = sorted(values.unique(), key=_natural_key)
+        colours = dict(zip(cats, _palette(len(cats)), strict=True))
+        col = np.array([colours[v] for v in values.to_numpy()[order]])
+        ax.scatter(umap[order, 0], umap[order, 1], c=col, s=size, linewidths=0,
+                   rasterized=True)
+        ax.set_title(f"{key} ({len(cats)})")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_xlabel("UMAP1")
+        ax.set_ylabel("UMAP2")
+        if len(cats) <= max_legend:
+            handles = [plt.Line2D([], [], marker="o", ls="", color=colours[c], label=c)
+                       for c in cats]
+            ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5),
+                      fontsize=7, frameon=False, ncol=1 if len(cats) <= 15 else 2)
+        else:
+            ax.text(0.01, 0.01, f"{len(cats)} categories (no legend)", fontsize=7,
+                    transform=ax.transAxes)
+    for ax in axes.ravel()[n:]:
+        ax.set_visible(False)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def _natural_key(value: str) -> tuple:
+    """Sort "2" before "10" (Leiden cluster ids), text alphabetically."""
+    return (0, int(value), "") if value.isdigit() else (1, 0, value)
+
+
+def metrics_heatmap(table: pd.DataFrame, *, title: str = "") -> Figure:
+    """Methods (columns) x metrics (rows) heatmap of ``integration_metrics.tsv``.
+
+    Parameters
+    ----------
+    table
+        Columns ``method, metric, value`` (all metrics higher = better, in [0, 1]).
+    title
+        Figure title.
+    """
+    missing = [c for c in ("method", "metric", "value") if c not in table.columns]
+    if missing:
+        raise CartCohortError(f"metrics table lacks columns {missing}")
+    wide = table.pivot(index="metric", columns="method", values="value")
+    rows = [m for m in METRIC_ORDER if m in wide.index] + sorted(
+        m for m in wide.index if m not in METRIC_ORDER
+    )
+    wide = wide.loc[rows]
+    values = wide.to_numpy(dtype=float)
+    fig, ax = plt.subplots(figsize=(2.2 + 1.3 * wide.shape[1], 1.0 + 0.45 * wide.shape[0]))
+    masked = np.ma.masked_invalid(values)
+    im = ax.imshow(masked, cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    for (i, j), v in np.ndenumerate(values):
+        text = "NA" if not np.isfinite(v) else f"{v:.2f}"
+        colour = "black" if np.isfinite(v) and v > 0.6 else "white"
+        if not np.isfinite(v):
+            colour = "black"
+        ax.text(j, i, text, ha="center", va="center", fontsize=8, color=colour)
+    ax.set_xticks(range(wide.shape[1]), [str(c) for c in wide.columns])
+    ax.set_yticks(range(wide.shape[0]), [_METRIC_LABELS.get(m, m) for m in wide.index])
+    n_single = sum(m in METRIC_ORDER[:5] for m in wide.index)
+    if 0 < n_single < wide.shape[0]:
+        ax.axhline(n_single - 0.5, color="white", lw=2)
+    fig.colorbar(im, ax=ax, fraction=0.05, label="score (higher = better)")
+    ax.set_title(title or "Integration metrics by method")
+    fig.tight_layout()
+    return fig
+
+
+def integration_umap(
+    integration: AnnData,
+    layout: AnnData,
+    *,
+    path: str | os.PathLike,
+    keys: Sequence[str] = UMAP_KEYS,
+    seed: int = 0,
+) -> None:
+    """Write the UMAP figure of the method used downstream (rule ``plot_integration``).
+
+    Parameters
+    ----------
+    integration
+        ``integrate/{method}.h5ad`` (``obs`` and ``uns['integration']`` are used).
+    layout
+        ``integrate/umap.h5ad``: ``obsm['X_umap']`` of the same cells.
+    path
+        Output PNG.
+    keys, seed
+        See :func:`umap_grid`.
+
+    Returns
+    -------
+    None
+        The figure is written to ``path``.
+    """
+    info = integration.uns["integration"]
+    fig = umap_grid(
+        layout.obsm["X_umap"], integration.obs, keys=list(keys),
+        title=f"UMAP after integration with {info['method']} "
+              f"({integration.n_obs} cells, batch key '{info['batch_key']}')",
+        seed=int(seed),
+    )
+    fig.savefig(path, dpi=150)
+
+
+def metrics_figure(table: pd.DataFrame, *, label: str, path: str | os.PathLike) -> None:
+    """Write the metrics heatmap of rule ``integration_metrics``.
+
+    Parameters
+    ----------
+    table
+        ``integration_metrics.tsv`` (see :func:`metrics_heatmap`).
+    label
+        The biological label the metrics used (named in the title).
+    path
+        Output PNG.
+
+    Returns
+    -------
+    None
+        The figure is written to ``path``.
+    """
+    fig = metrics_heatmap(table, title=f"Integration metrics\n(label: {label})")
+    fig.savefig(path, dpi=150)

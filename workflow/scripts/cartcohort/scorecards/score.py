@@ -1,0 +1,219 @@
+"""Scorecards: one infusion product's features placed in the cohort reference."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..stats import feature_columns
+
+logger = logging.getLogger(__name__)
+
+#: Columns of a scorecard (``results/scorecards/<sample>.tsv``).
+SCORECARD_COLUMNS: tuple[str, ...] = (
+    "sample",
+    "feature",
+    "value",
+    "cohort_percentile",
+    "cohort_n",
+    "cohort_median",
+    "responder_min",
+    "responder_median",
+    "responder_max",
+    "nonresponder_median",
+    "n_responders",
+    "flag",
+    "direction",
+    "qvalue",
+)
+
+
+def build_reference(patients: pd.DataFrame) -> pd.DataFrame:
+    """Reference table for scorecards: one row per cohort patient.
+
+    Parameters
+    ----------
+    patients
+        Patient-level table from :func:`cartcohort.stats.labelled_patients`
+        (primary timepoint; ``response``/``responder`` columns).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``patient, response, responder`` then every feature column (the
+        ``count_*`` helper columns are dropped). Written as
+        ``results/tables/reference_features.tsv``.
+    """
+    feats = [c for c in feature_columns(patients) if not c.startswith("count_")]
+    ref = patients[["patient", "response", "responder"] + feats].copy()
+    ref["responder"] = ref["responder"].astype("boolean")
+    return ref.sort_values("patient", kind="mergesort").reset_index(drop=True)
+
+
+def _response_groups(ref: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Masks of the responders and non-responders of a reference (text booleans parsed)."""
+    responder = ref["responder"]
+    if not pd.api.types.is_bool_dtype(responder):
+        responder = responder.map(
+            lambda v: pd.NA if pd.isna(v) else str(v).strip().lower() in ("true", "1")
+        )
+    is_resp = responder.fillna(False).astype(bool).to_numpy()
+    is_non = (responder.notna() & ~responder.fillna(False).astype(bool)).to_numpy()
+    return is_resp, is_non
+
+
+def _placement(value: float, allv: np.ndarray, rv: np.ndarray, min_reference: int) -> dict:
+    """``cohort_percentile`` and ``flag`` of one value among the reference values."""
+    if not np.isfinite(value):
+        return dict(cohort_percentile=np.nan, flag="no_value")
+    if len(allv) < min_reference:
+        return dict(cohort_percentile=np.nan, flag="no_reference")
+    pct = 100.0 * ((allv < value).sum() + 0.5 * (allv == value).sum()) / len(allv)
+    if len(rv) < min_reference:
+        flag = "no_reference"
+    elif value < rv.min():
+        flag = "below_responder_range"
+    elif value > rv.max():
+        flag = "above_responder_range"
+    else:
+        flag = "within_responder_range"
+    return dict(cohort_percentile=pct, flag=flag)
+
+
+def score_product(
+    product: pd.Series,
+    *,
+    reference: pd.DataFrame,
+    association: pd.DataFrame | None = None,
+    exclude_patient: str | None = None,
+    min_reference: int = 3,
+) -> pd.DataFrame:
+    """Place one product's features in the cohort reference.
+
+    Parameters
+    ----------
+    product
+        One row of a sample-feature table (``sample`` plus feature values).
+    reference
+        Table from :func:`build_reference` (e.g. read from
+        ``reference_features.tsv``).
+    association
+        ``association.tsv`` (optional): adds the Mann–Whitney direction and
+        q-value of each feature.
+    exclude_patient
+        Patient left out of the reference (leave-one-out when scoring a
+        cohort product, so it is not compared with itself).
+    min_reference
+        Features with fewer reference values get flag ``no_reference``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        :data:`SCORECARD_COLUMNS`, one row per feature. ``cohort_percentile``
+        is the mid-rank percentile ``100 (n_below + n_equal / 2) / n`` among
+        reference patients; ``flag`` is ``below_responder_range``,
+        ``above_responder_range``, ``within_responder_range``, ``no_value``
+        or ``no_reference``.
+    """
+    ref = reference.copy()
+    ref["patient"] = ref["patient"].astype(str)
+    if exclude_patient is not None:
+        ref = ref[ref["patient"] != str(exclude_patient)]
+    is_resp, is_non = _response_groups(ref)
+    feats = [f for f in feature_columns(ref) if not f.startswith("count_")]
+    mw = None
+    if association is not None and len(association):
+        mw = association[association["test"] == "mann_whitney"].set_index("feature")
+    rows = []
+    sample = str(product.get("sample", "NA"))
+    for f in feats:
+        ref_v = ref[f].to_numpy(float)
+        ok = np.isfinite(ref_v)
+        allv = ref_v[ok]
+        rv = ref_v[ok & is_resp]
+        nv = ref_v[ok & is_non]
+        raw = product.get(f, np.nan)
+        value = float(raw) if raw is not None and not pd.isna(raw) else np.nan
+        known = mw is not None and f in mw.index
+        rows.append(
+            dict(
+                sample=sample,
+                feature=f,
+                value=value,
+                cohort_n=len(allv),
+                cohort_median=float(np.median(allv)) if len(allv) else np.nan,
+                responder_min=float(rv.min()) if len(rv) else np.nan,
+                responder_median=float(np.median(rv)) if len(rv) else np.nan,
+                responder_max=float(rv.max()) if len(rv) else np.nan,
+                nonresponder_median=float(np.median(nv)) if len(nv) else np.nan,
+                n_responders=len(rv),
+                direction=mw.loc[f, "direction"] if known else "NA",  # type: ignore[union-attr]
+                qvalue=float(mw.loc[f, "qvalue"]) if known else np.nan,  # type: ignore[union-attr]
+                **_placement(value, allv, rv, min_reference),
+            )
+        )
+    return pd.DataFrame(rows, columns=list(SCORECARD_COLUMNS))
+
+
+def score_cohort_products(
+    features: pd.DataFrame,
+    *,
+    reference: pd.DataFrame,
+    association: pd.DataFrame | None,
+    samples: Sequence[str],
+) -> dict[str, pd.DataFrame]:
+    """Scorecards of cohort products, each against the reference without its patient.
+
+    A sample listed in ``samples`` but absent from ``features`` (e.g. excluded
+    at QC) gets a card whose every feature is flagged ``no_value``.
+
+    Returns
+    -------
+    dict
+        Sample -> scorecard (:func:`score_product`), in the order of ``samples``.
+    """
+    by_sample = features.assign(sample=features["sample"].astype(str)).set_index("sample")
+    cards: dict[str, pd.DataFrame] = {}
+    for sample in samples:
+        if sample in by_sample.index:
+            row = by_sample.loc[sample].copy()
+            row["sample"] = sample
+            patient = str(row.get("patient"))
+        else:
+            logger.warning("sample %s has no features (excluded upstream?): no values", sample)
+            row, patient = pd.Series({"sample": sample}), None
+        cards[sample] = score_product(
+            row, reference=reference, association=association, exclude_patient=patient
+        )
+    return cards
+
+
+def product_meta(
+    features: pd.DataFrame, *, patients: pd.DataFrame, samples: Sequence[str]
+) -> pd.DataFrame:
+    """Per-product header info for the scorecard page: patient, response, cells.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by sample (order of ``samples``): ``patient``, ``response``,
+        ``n_cells`` (``NA`` for a sample without features).
+    """
+    f = features.assign(sample=features["sample"].astype(str)).set_index("sample")
+    resp = patients.assign(patient=patients["patient"].astype(str)).set_index("patient")["response"]
+    rows = {}
+    for s in samples:
+        if s not in f.index:
+            rows[s] = {"patient": "NA", "response": "NA", "n_cells": "NA"}
+            continue
+        pt = str(f.loc[s, "patient"])
+        r = resp.get(pt, pd.NA)
+        rows[s] = {
+            "patient": pt,
+            "response": "NA" if pd.isna(r) else str(r),
+            "n_cells": int(f.loc[s, "n_cells"]) if "n_cells" in f.columns else "NA",
+        }
+    return pd.DataFrame.from_dict(rows, orient="index")

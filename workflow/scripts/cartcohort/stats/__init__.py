@@ -1,0 +1,100 @@
+"""Patient-level statistics: association of product features with clinical response.
+
+The statistical unit is the **patient** (cells are never replicates for a
+patient-level claim). Test families (``test`` column of ``association.tsv``, see
+:data:`FAMILIES`), with Benjamini–Hochberg q-values within each family across
+features:
+
+- :mod:`~cartcohort.stats.response` - ``mann_whitney`` (exact or asymptotic,
+  rank-biserial effect with a seeded stratified bootstrap CI) and ``auroc``;
+- :mod:`~cartcohort.stats.logistic` - ``logistic``: ML with a Firth fallback;
+- :mod:`~cartcohort.stats.composition` - ``compositional``: propeller-style
+  per-state test of proportions.
+
+Further analyses with their own tables: :func:`longitudinal_models` (mixed models
+over ``timepoint_day``), :func:`survival_models` (Cox models of PFS) and
+:func:`pseudobulk_de` (DESeq2 per state). The rule steps are :func:`associate`
+and :func:`pseudobulk_de`.
+"""
+
+from ._utils import ASSOCIATION_COLUMNS, NOTE_COLUMNS
+from .association import (
+    AssociateResult,
+    AssociationResult,
+    associate,
+    notes_from,
+    run_association,
+    run_families,
+)
+from .composition import COMPOSITION_TRANSFORMS, CompositionTransform, compositional_tests
+from .families import FAMILIES, TESTS, Family, FamilyInputs
+from .labels import (
+    PATIENT_ID_COLUMNS,
+    composition_states,
+    encode_covariates,
+    feature_columns,
+    labelled_patients,
+    patient_table,
+    response_labels,
+    testable_features,
+)
+from .logistic import LogisticFit, firth_logistic, logistic_association, logistic_tests
+from .longitudinal import LONGITUDINAL_COLUMNS, longitudinal_models
+from .pseudobulk import DE_COLUMNS, pseudobulk_counts, pseudobulk_de, pseudobulk_de_matrix
+from .response import (
+    add_qvalues,
+    auroc,
+    bh_qvalues,
+    bootstrap_rank_biserial,
+    exact_rank_sum_pvalue,
+    mann_whitney,
+    rank_biserial,
+    univariate_tests,
+)
+from .survival import SURVIVAL_COLUMNS, survival_models
+
+__all__ = [
+    "ASSOCIATION_COLUMNS",
+    "COMPOSITION_TRANSFORMS",
+    "DE_COLUMNS",
+    "FAMILIES",
+    "LONGITUDINAL_COLUMNS",
+    "NOTE_COLUMNS",
+    "PATIENT_ID_COLUMNS",
+    "SURVIVAL_COLUMNS",
+    "TESTS",
+    "AssociateResult",
+    "AssociationResult",
+    "CompositionTransform",
+    "Family",
+    "FamilyInputs",
+    "LogisticFit",
+    "add_qvalues",
+    "associate",
+    "auroc",
+    "bh_qvalues",
+    "bootstrap_rank_biserial",
+    "composition_states",
+    "compositional_tests",
+    "encode_covariates",
+    "exact_rank_sum_pvalue",
+    "feature_columns",
+    "firth_logistic",
+    "labelled_patients",
+    "logistic_association",
+    "logistic_tests",
+    "longitudinal_models",
+    "mann_whitney",
+    "notes_from",
+    "patient_table",
+    "pseudobulk_counts",
+    "pseudobulk_de",
+    "pseudobulk_de_matrix",
+    "rank_biserial",
+    "response_labels",
+    "run_association",
+    "run_families",
+    "survival_models",
+    "testable_features",
+    "univariate_tests",
+]

@@ -1,0 +1,281 @@
+"""Pseudobulk differential expression per state between response groups (pydeseq2).
+
+The patient is the replicate: the cells of a patient's primary-timepoint samples
+are summed per state, and DESeq2 compares responders with non-responders.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import CartCohortError
+from ._utils import skipped_frame
+from .labels import response_labels
+
+logger = logging.getLogger(__name__)
+
+#: Columns of ``pseudobulk_de.tsv``.
+DE_COLUMNS: tuple[str, ...] = (
+    "state",
+    "gene",
+    "base_mean",
+    "log2fc",
+    "lfc_se",
+    "stat",
+    "pvalue",
+    "padj",
+    "n_responders",
+    "n_nonresponders",
+    "note",
+)
+
+
+def pseudobulk_counts(
+    counts: object,
+    *,
+    obs: pd.DataFrame,
+    genes: Sequence[str],
+    groupby: Sequence[str] = ("patient", "state"),
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Sum raw counts of cells per group.
+
+    Parameters
+    ----------
+    counts
+        Cells x genes matrix of raw counts (dense or scipy sparse).
+    obs
+        Per-cell table (rows aligned with ``counts``) with the ``groupby`` columns.
+    genes
+        Gene names (columns of ``counts``).
+    groupby
+        Columns whose value combinations form the groups.
+
+    Returns
+    -------
+    sums, meta
+        ``sums``: groups x genes (int64); ``meta``: the group keys and
+        ``n_cells`` per group, same row order.
+    """
+    import scipy.sparse as sp
+
+    keys = obs[list(groupby)].astype(str)
+    codes, uniques = pd.MultiIndex.from_frame(keys).factorize()
+    uniq = pd.MultiIndex.from_tuples(list(uniques), names=list(groupby))
+    order = np.argsort(np.asarray([";".join(u) for u in uniq]), kind="mergesort")
+    indicator = sp.csr_matrix(
+        (np.ones(len(codes)), (codes, np.arange(len(codes)))), shape=(len(uniq), len(codes))
+    )
+    mat = counts if sp.issparse(counts) else sp.csr_matrix(np.asarray(counts))
+    sums = np.asarray((indicator @ mat).todense())
+    n_cells = np.bincount(codes, minlength=len(uniq))
+    rounded = np.rint(sums)
+    if not np.allclose(sums, rounded, atol=1e-3):
+        raise CartCohortError(
+            "pseudobulk DE needs raw integer counts; the matrix used (layers['counts'] "
+            "or X of the gex modality) holds non-integer values"
+        )
+    sums_df = pd.DataFrame(rounded.astype(np.int64)[order], columns=list(genes))
+    meta = uniq.to_frame(index=False).iloc[order].reset_index(drop=True)
+    meta["n_cells"] = n_cells[order]
+    return sums_df, meta
+
+
+def _deseq_state(
+    c: pd.DataFrame, responder: pd.Series, *, state: str, min_gene_count: int
+) -> pd.DataFrame:
+    """DESeq2 of one state's pseudobulks (rows: patients), responders vs non-responders."""
+    from pydeseq2.dds import DeseqDataSet
+    from pydeseq2.ds import DeseqStats
+
+    c = c.loc[:, c.sum(axis=0) >= min_gene_count]
+    md = pd.DataFrame(
+        {"group": np.where(responder, "responder", "non_responder")}, index=c.index
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dds = DeseqDataSet(
+            counts=c,
+            metadata=md,
+            design="~group",
+            size_factors_fit_type="poscounts",
+            refit_cooks=True,
+            n_cpus=1,
+            quiet=True,
+        )
+        dds.deseq2()
+        ds = DeseqStats(dds, contrast=["group", "responder", "non_responder"], quiet=True, n_cpus=1)
+        ds.summary()
+    res = ds.results_df
+    n1, n0 = int(responder.sum()), int((~responder).sum())
+    logger.info("pseudobulk DE %s: %d vs %d patients, %d genes", state, n1, n0, c.shape[1])
+    return pd.DataFrame(
+        {
+            "state": state,
+            "gene": res.index.astype(str),
+            "base_mean": res["baseMean"].to_numpy(),
+            "log2fc": res["log2FoldChange"].to_numpy(),
+            "lfc_se": res["lfcSE"].to_numpy(),
+            "stat": res["stat"].to_numpy(),
+            "pvalue": res["pvalue"].to_numpy(),
+            "padj": res["padj"].to_numpy(),
+            "n_responders": n1,
+            "n_nonresponders": n0,
+            "note": f"pydeseq2 ~group; {c.shape[1]} genes with >= {min_gene_count} counts",
+        },
+        columns=list(DE_COLUMNS),
+    )
+
+
+def _labelled_cells(obs: pd.DataFrame, labels: pd.DataFrame, primary_timepoint: str) -> np.ndarray:
+    """Mask of the QC-passing primary-timepoint cells of patients with a response label."""
+    for col in ("patient", "state", "timepoint"):
+        if col not in obs.columns:
+            raise CartCohortError(f"cohort gex.obs has no '{col}' column; re-run rule annotate")
+    sel = (obs["timepoint"].astype(str) == str(primary_timepoint)).to_numpy()
+    if "qc_pass" in obs.columns:
+        sel &= obs["qc_pass"].astype(bool).to_numpy()
+    resp = labels["responder"].reindex(obs["patient"].astype(str)).to_numpy()
+    sel &= pd.notna(resp)
+    return sel
+
+
+def pseudobulk_de_matrix(
+    counts: Any,
+    *,
+    obs: pd.DataFrame,
+    genes: Sequence[str],
+    clinical: pd.DataFrame,
+    primary_timepoint: str = "IP",
+    responders: Sequence[str] = ("CR",),
+    excluded: Sequence[str] = ("NE",),
+    min_cells: int = 10,
+    min_patients_per_group: int = 3,
+    min_gene_count: int = 10,
+    clinical_source: str = "clinical table",
+) -> pd.DataFrame:
+    """Pseudobulk DESeq2 (pydeseq2) per state, responders vs non-responders.
+
+    Cells of the primary timepoint are summed per patient x state (all of a
+    patient's primary-timepoint samples pooled: the patient is the
+    replicate). Per state, patients with fewer than ``min_cells`` cells are
+    dropped; the state is skipped (noted) when fewer than
+    ``min_patients_per_group`` patients per group remain. Genes with fewer than
+    ``min_gene_count`` summed counts over the state's pseudobulks are not
+    tested. Design ``~ group``; log2 fold change = responders / non-responders;
+    ``padj`` is DESeq2's BH within the state.
+
+    Returns
+    -------
+    pandas.DataFrame
+        :data:`DE_COLUMNS`, sorted by state, p-value and gene; states that were
+        skipped have one row with ``gene`` NA and the reason in ``note``.
+    """
+    import scipy.sparse as sp
+
+    labels = response_labels(
+        clinical, responders=responders, excluded=excluded, source=clinical_source
+    )
+    sel = _labelled_cells(obs, labels, primary_timepoint)
+    if not sel.any():
+        return skipped_frame(
+            DE_COLUMNS, state="(all)", note=f"skipped: no labelled {primary_timepoint} cells"
+        )
+    mat = counts[np.flatnonzero(sel)] if sp.issparse(counts) else np.asarray(counts)[sel]
+    sums, meta = pseudobulk_counts(mat, obs=obs.loc[sel], genes=genes)
+    meta["responder"] = labels["responder"].reindex(meta["patient"]).astype(bool).to_numpy()
+    rows: list[pd.DataFrame] = []
+    for state in sorted(meta["state"].unique()):
+        idx = np.flatnonzero(
+            (meta["state"] == state).to_numpy() & (meta["n_cells"] >= min_cells).to_numpy()
+        )
+        m = meta.iloc[idx]
+        n1, n0 = int(m["responder"].sum()), int((~m["responder"]).sum())
+        if min(n1, n0) < min_patients_per_group:
+            note = (
+                f"skipped: {n1} responder and {n0} non-responder pseudobulks with >= "
+                f"{min_cells} cells (< {min_patients_per_group} per group)"
+            )
+            rows.append(
+                skipped_frame(
+                    DE_COLUMNS, state=state, n_responders=n1, n_nonresponders=n0, note=note
+                )
+            )
+            continue
+        c = sums.iloc[idx]
+        c.index = m["patient"].to_numpy()
+        rows.append(
+            _deseq_state(
+                c, m["responder"], state=state, min_gene_count=min_gene_count
+            )
+        )
+    out = pd.concat(rows, ignore_index=True)
+    out = out.sort_values(["state", "pvalue", "gene"], kind="mergesort", na_position="last")
+    return out.reset_index(drop=True)
+
+
+def pseudobulk_de(
+    gex: Any,
+    *,
+    clinical: pd.DataFrame,
+    primary_timepoint: str,
+    responders: Sequence[str],
+    exclude_responses: Sequence[str],
+    min_cells_pseudobulk: int,
+    min_patients_per_group: int,
+    min_gene_count: int,
+    clinical_source: str = "clinical table",
+) -> pd.DataFrame:
+    """Pseudobulk DE of the cohort's GEX modality (rule ``pseudobulk_de``).
+
+    Parameters
+    ----------
+    gex
+        AnnData of the cohort's ``gex`` modality: raw counts in
+        ``layers['counts']`` (else ``X``), ``obs`` with ``patient``, ``state``,
+        ``timepoint`` (and ``qc_pass``).
+    clinical
+        Clinical table (``patient``, ``response``).
+    primary_timepoint, responders, min_patients_per_group, min_gene_count
+        As in :func:`pseudobulk_de_matrix` (config keys of the same names).
+    exclude_responses
+        Response codes left out (``excluded`` of :func:`pseudobulk_de_matrix`).
+    min_cells_pseudobulk
+        Fewer cells of a state than this: the patient's pseudobulk is dropped
+        (``min_cells`` of :func:`pseudobulk_de_matrix`).
+    clinical_source
+        File name for messages.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``pseudobulk_de.tsv``: :data:`DE_COLUMNS` (see :func:`pseudobulk_de_matrix`).
+    """
+    in_layers = "counts" in gex.layers
+    counts = gex.layers["counts"] if in_layers else gex.X
+    logger.info(
+        "gex: %d cells x %d genes (counts from %s)",
+        gex.n_obs,
+        gex.n_vars,
+        "layers['counts']" if in_layers else "X",
+    )
+    de = pseudobulk_de_matrix(
+        counts,
+        obs=gex.obs,
+        genes=list(gex.var_names),
+        clinical=clinical,
+        primary_timepoint=primary_timepoint,
+        responders=responders,
+        excluded=exclude_responses,
+        min_cells=min_cells_pseudobulk,
+        min_patients_per_group=min_patients_per_group,
+        min_gene_count=min_gene_count,
+        clinical_source=clinical_source,
+    )
+    logger.info("pseudobulk DE: %d rows", len(de))
+    return de

@@ -1,0 +1,114 @@
+"""The annotation's products: the per-cell table and the final cohort MuData."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import anndata as ad
+import pandas as pd
+
+from ...errors import CartCohortError
+
+if TYPE_CHECKING:
+    import mudata
+
+logger = logging.getLogger(__name__)
+
+#: Columns of ``cells.tsv.gz`` (DESIGN.md), before the ``score_<state>`` columns.
+CELL_COLUMNS: tuple[str, ...] = (
+    "cell", "sample", "patient", "timepoint", "timepoint_day", "compartment", "batch", "sort",
+    "cd4_cd8", "cd4_cd8_cell", "state", "state_confidence", "lineage_state", "car_positive",
+    "car_positive_cell", "car_umis", "pd1_pos", "tim3_pos", "lag3_pos", "triple_pos", "clone_id",
+    "clone_size", "leiden",
+)
+
+
+def cells_table(gex: ad.AnnData) -> pd.DataFrame:
+    """The per-cell table of DESIGN.md from an annotated AnnData.
+
+    Metadata columns absent from ``obs`` (e.g. ``sort``) are written as missing.
+
+    Returns
+    -------
+    pandas.DataFrame
+        :data:`CELL_COLUMNS`, then the ``score_<state>`` columns, then those of
+        ``car_posterior``, ``state_cell``, ``celltypist_label`` and
+        ``celltypist_conf`` that ``obs`` holds; one row per cell in ``obs`` order.
+    """
+    obs = gex.obs
+    df = pd.DataFrame({"cell": obs.index.astype(str)})
+    for col in CELL_COLUMNS[1:]:
+        if col in obs:
+            v = obs[col]
+            if isinstance(v.dtype, pd.CategoricalDtype):
+                v = v.astype(object).where(v.notna(), None)
+            df[col] = v.to_numpy()
+        else:
+            df[col] = pd.NA
+    for col in [c for c in obs.columns if c.startswith("score_")]:
+        df[col] = obs[col].to_numpy()
+    for extra in ("car_posterior", "state_cell", "celltypist_label", "celltypist_conf"):
+        if extra in obs:
+            v = obs[extra]
+            if isinstance(v.dtype, pd.CategoricalDtype):
+                v = v.astype(object)
+            df[extra] = v.to_numpy()
+    return df
+
+
+def attach_calls(gex: ad.AnnData, calls: ad.AnnData) -> ad.AnnData:
+    """The integrated cohort with the annotation calls of rule ``annotate``.
+
+    Parameters
+    ----------
+    gex
+        Integrated cohort (:func:`cartcohort.tl.integrate.read_integrated`).
+    calls
+        ``results/annotate/calls.h5ad``: ``obs`` with every call and score (it
+        replaces ``gex.obs``), ``uns`` and ``obsm`` entries added by annotation.
+
+    Returns
+    -------
+    AnnData
+        ``gex`` with the calls (modified in place and returned).
+    """
+    if not calls.obs_names.equals(gex.obs_names):
+        raise CartCohortError(
+            "the annotation calls and the integrated cohort hold different cells. Fix: "
+            "re-run rules annotate and cohort together"
+        )
+    gex.obs = calls.obs.copy()
+    gex.uns.update(dict(calls.uns))
+    for key in calls.obsm:
+        gex.obsm[key] = calls.obsm[key]
+    return gex
+
+
+def assemble_cohort(gex: ad.AnnData, *, calls: ad.AnnData, airr: ad.AnnData) -> mudata.MuData:
+    """The final cohort (rule ``cohort``): expression with every call, and the AIRR data.
+
+    Parameters
+    ----------
+    gex
+        Integrated cohort with its UMAP (:func:`cartcohort.tl.integrate.read_integrated`
+        with ``umap_path``).
+    calls
+        ``results/annotate/calls.h5ad`` (:attr:`AnnotationResult.calls`).
+    airr
+        scirpy AIRR AnnData of the cohort.
+
+    Returns
+    -------
+    mudata.MuData
+        ``gex`` (counts layer, log-normalised X, embeddings, graph, UMAP, every
+        call in obs) and ``airr`` restricted to the cells of ``gex``.
+    """
+    import mudata as md
+
+    gex = attach_calls(gex, calls)
+    airr = airr[airr.obs_names.isin(gex.obs_names)].copy()
+    logger.info("cohort: %d cells x %d genes, %d with AIRR data", gex.n_obs, gex.n_vars,
+                airr.n_obs)
+    md.set_options(pull_on_update=False)
+    return md.MuData({"gex": gex, "airr": airr})

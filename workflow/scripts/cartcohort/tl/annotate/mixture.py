@@ -1,0 +1,183 @@
+"""Latent-class count model of marker UMIs: ambient Poisson vs negative binomial.
+
+Marker UMI counts ``c`` of cell ``i`` with library size ``L_i`` are modelled as a mixture
+of a *low* state ``Poisson(L_i a)`` (ambient RNA / background) and a *high* state
+``NegBin(mean L_i b, size r)``, with ``r >= 1`` so the evidence for the high state never
+decreases with the count. Parameters are fitted by EM on the data themselves
+(:func:`fit_latent_classes`): a two-component mixture with library-size offset,
+generalised to several genes (lineage: classes CD4/CD8/DN/DP over CD4 and CD8A+CD8B).
+A zero count is therefore weak evidence (``L_i (b - a)`` nats at most), never proof of
+the other lineage. No random numbers are drawn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import optimize
+from scipy.special import logsumexp
+
+from ...errors import CartCohortError
+from ._utils import as_2d, nb_logpmf, normalise_log, pois_logpmf
+
+
+@dataclass(frozen=True)
+class LatentClassFit:
+    """A fitted latent-class count model (see :func:`fit_latent_classes`).
+
+    ``design[k, g]`` is True when gene (set) ``g`` is in its high state in class ``k``.
+    Rates are per UMI of library size.
+    """
+
+    classes: tuple[str, ...]
+    design: np.ndarray
+    low_rate: np.ndarray
+    high_rate: np.ndarray
+    size: np.ndarray
+    prior: np.ndarray
+    loglik: float
+    n_iter: int
+
+    def log_likelihood(self, counts: np.ndarray, *, library_size: np.ndarray) -> np.ndarray:
+        """Per-cell log-likelihood of each class, shape ``(n_cells, n_classes)``."""
+        counts = as_2d(counts)
+        lo = pois_logpmf(counts, library_size[:, None] * self.low_rate[None, :])
+        hi = np.column_stack([
+            nb_logpmf(counts[:, g], library_size * self.high_rate[g], float(self.size[g]))
+            for g in range(counts.shape[1])
+        ])
+        return lo @ (~self.design).T.astype(float) + hi @ self.design.T.astype(float)
+
+    def posterior(self, counts: np.ndarray, *, library_size: np.ndarray) -> np.ndarray:
+        """Per-cell class posterior (own counts only)."""
+        return normalise_log(self.log_likelihood(counts, library_size=library_size)
+                             + np.log(self.prior)[None, :])
+
+
+def _fit_size(c: np.ndarray, mu: np.ndarray, w: np.ndarray, *, min_size: float,
+              max_size: float) -> float:
+    """Weighted ML size (inverse dispersion) of a negative binomial with known means."""
+    keep = w > 1e-8
+    c, mu, w = c[keep], mu[keep], w[keep]
+    if w.sum() <= 1e-6:
+        return max_size
+
+    def nll(log_size: float) -> float:
+        return -float(np.sum(w * nb_logpmf(c, mu, float(np.exp(log_size)))))
+
+    res = optimize.minimize_scalar(nll, bounds=(np.log(min_size), np.log(max_size)),
+                                   method="bounded", options={"xatol": 1e-3})
+    return float(np.exp(res.x))
+
+
+def _initial_responsibilities(counts: np.ndarray, design: np.ndarray) -> np.ndarray:
+    """Class responsibilities from marker detection alone."""
+    det = (counts > 0).astype(float)
+    p_hi = 0.05 + 0.9 * det
+    logr = np.log(p_hi) @ design.T.astype(float) + np.log(1 - p_hi) @ (~design).T.astype(float)
+    return normalise_log(logr)
+
+
+def _update_prior(resp: np.ndarray, min_prior: float) -> np.ndarray:
+    """M-step of the class priors, floored at ``min_prior``."""
+    prior = resp.mean(axis=0)
+    prior = np.maximum(prior, min_prior)
+    prior /= prior.sum()
+    return prior
+
+
+def _update_rates(resp: np.ndarray, counts: np.ndarray, lib: np.ndarray, design: np.ndarray,
+                  *, it: int, low: np.ndarray, high: np.ndarray, size: np.ndarray,
+                  min_size: float, max_size: float, max_low_ratio: float) -> None:
+    """M-step of the per-gene rates (and, on some iterations, sizes), in place."""
+    for g in range(counts.shape[1]):
+        w_hi = resp[:, design[:, g]].sum(axis=1)
+        w_lo = 1.0 - w_hi
+        low[g] = max(np.sum(w_lo * counts[:, g]) / max(np.sum(w_lo * lib), 1e-12), 1e-12)
+        high[g] = max(np.sum(w_hi * counts[:, g]) / max(np.sum(w_hi * lib), 1e-12), 1e-12)
+        low[g] = min(low[g], max_low_ratio * high[g])
+        if it % 5 == 1 or it <= 3:
+            size[g] = _fit_size(counts[:, g], lib * high[g], w_hi, min_size=min_size,
+                                max_size=max_size)
+
+
+def fit_latent_classes(
+    counts: np.ndarray,
+    *,
+    library_size: np.ndarray,
+    design: np.ndarray,
+    classes: Sequence[str],
+    min_prior: float = 1e-4,
+    min_size: float = 1.0,
+    max_size: float = 1e4,
+    max_low_ratio: float = 0.2,
+    max_iter: int = 300,
+    tol: float = 1e-7,
+) -> LatentClassFit:
+    """EM fit of a latent-class model of marker counts with library-size offsets.
+
+    In class ``k`` the counts of gene (set) ``g`` are ``NegBin(L b_g, r_g)``
+    when ``design[k, g]`` (high state), else ``Poisson(L a_g)`` (low/ambient).
+
+    Parameters
+    ----------
+    counts
+        ``(n_cells,)`` or ``(n_cells, n_genes)`` UMI counts.
+    library_size
+        Total UMIs per cell (the offset), > 0.
+    design
+        Boolean ``(n_classes, n_genes)``.
+    classes
+        Class names.
+    min_prior
+        Floor of every class prior (keeps rare classes alive).
+    min_size, max_size
+        Bounds of the negative-binomial size; ``min_size >= 1`` keeps the
+        likelihood ratio monotone in the count.
+    max_low_ratio
+        The low rate is kept at or below ``max_low_ratio`` times the high rate,
+        so the two states stay distinct (without it, a sample made almost only
+        of high cells can end with the low state fitted to part of the high ones).
+    max_iter, tol
+        EM stopping rule (relative change of the log-likelihood).
+
+    Returns
+    -------
+    LatentClassFit
+        Per-gene low and high rates (per UMI of library size) and sizes, class
+        priors, the final log-likelihood and the number of EM iterations.
+    """
+    counts = as_2d(counts)
+    lib = np.asarray(library_size, dtype=float)
+    design = np.asarray(design, dtype=bool)
+    n_genes = counts.shape[1]
+    n_classes = design.shape[0]
+    if design.shape[1] != n_genes:
+        raise ValueError("design must have one column per gene")
+    if np.any(lib <= 0):
+        raise CartCohortError("library sizes must be positive")
+    resp = _initial_responsibilities(counts, design)
+    low = np.empty(n_genes)
+    high = np.empty(n_genes)
+    size = np.full(n_genes, 10.0)
+    prior = np.full(n_classes, 1.0 / n_classes)
+    prev = -np.inf
+    loglik = -np.inf
+    it = 0
+    for it in range(1, max_iter + 1):
+        prior = _update_prior(resp, min_prior)
+        _update_rates(resp, counts, lib, design, it=it, low=low, high=high, size=size,
+                      min_size=min_size, max_size=max_size, max_low_ratio=max_low_ratio)
+        fit = LatentClassFit(tuple(classes), design, low.copy(), high.copy(), size.copy(),
+                             prior.copy(), loglik, it)
+        # E-step
+        logp = fit.log_likelihood(counts, library_size=lib) + np.log(prior)[None, :]
+        norm = logsumexp(logp, axis=1, keepdims=True)
+        resp = np.exp(logp - norm)
+        loglik = float(norm.sum())
+        if np.isfinite(prev) and abs(loglik - prev) <= tol * abs(prev):
+            break
+        prev = loglik
+    return LatentClassFit(tuple(classes), design, low, high, size, prior, loglik, it)

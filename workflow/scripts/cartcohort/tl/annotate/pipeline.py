@@ -1,0 +1,242 @@
+"""The annotation step: every call of :mod:`cartcohort.tl.annotate` on the integrated cohort.
+
+Input is the integrated AnnData of QC-passing cells (``layers['counts']`` raw UMIs, ``X``
+log-normalised, ``obsp['connectivities']`` kNN graph, ``obs['leiden']``) and the scirpy
+AIRR AnnData with patient-scoped ``clone_id``. Every call is added to ``gex.obs``; final
+calls (``cd4_cd8``, ``car_positive``) are clone-aware, the per-cell calls stay in
+``cd4_cd8_cell`` and ``car_positive_cell``. No random numbers are drawn.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import anndata as ad
+import pandas as pd
+from scipy import sparse
+
+from ...errors import CartCohortError
+from .car import CarMethod, annotate_car, car_counts
+from .cohort import cells_table
+from .lineage import LINEAGES, LineageResult, annotate_lineage, check_lineage_genes
+from .pooling import cell_clones, neighbour_graph
+from .signatures import Signatures, restrict_signatures
+from .states import annotate_celltypist, annotate_markers, annotate_states
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class AnnotationResult:
+    """Output of :func:`annotate`.
+
+    Attributes
+    ----------
+    gex
+        Copy of the input with every call in ``obs`` and ``uns['annotation']``
+        (signature version, states, settings and genes of each program).
+    agreement
+        Per sample and call (``cd4_cd8``, ``car_positive``): cells by per-cell call
+        and final (clone-aware) call, ``n_cells``.
+    signature_genes
+        One row per program: genes listed and present, ``used``.
+    car_models
+        One row per sample: its CAR model (empty without a CAR feature).
+    summary
+        Fitted quantities for the provenance (lineage rho and priors, clone CAR
+        parameters, checkpoint-marker fits) and the settings.
+    cells
+        The per-cell table of DESIGN.md (:func:`cells_table`).
+    input_obsm
+        ``obsm`` keys of the input (those not repeated in :attr:`calls`).
+    """
+
+    gex: ad.AnnData
+    agreement: pd.DataFrame
+    signature_genes: pd.DataFrame
+    car_models: pd.DataFrame
+    summary: dict[str, Any] = field(default_factory=dict)
+    cells: pd.DataFrame | None = None
+    input_obsm: tuple[str, ...] = ()
+
+    @property
+    def calls(self) -> ad.AnnData:
+        """The calls without the expression matrix (``results/annotate/calls.h5ad``):
+        ``obs``, ``uns`` and the ``obsm`` entries annotation added."""
+        calls = ad.AnnData(obs=self.gex.obs.copy(), uns=dict(self.gex.uns))
+        for key in self.gex.obsm:
+            if key not in self.input_obsm:
+                calls.obsm[key] = self.gex.obsm[key]
+        return calls
+
+
+def _check_input(gex: ad.AnnData, *, airr: ad.AnnData | None, signatures: Signatures) -> None:
+    problems = []
+    if "counts" not in gex.layers:
+        problems.append("layers['counts'] (raw UMI counts)")
+    for col in ("sample", "patient"):
+        if col not in gex.obs:
+            problems.append(f"obs['{col}']")
+    if problems:
+        raise CartCohortError("the integrated AnnData lacks " + ", ".join(problems)
+                              + ". Fix: re-run rule integrate on the QC'd libraries")
+    logger.info("signatures %s (version %s): %s", signatures.source, signatures.version,
+                signatures.state_ids)
+    logger.info("%d cells, %d genes; %d cells with AIRR data", gex.n_obs, gex.n_vars,
+                0 if airr is None else airr.n_obs)
+
+
+def _raw_counts(gex: ad.AnnData) -> Any:
+    counts = gex.layers["counts"]
+    if sparse.issparse(counts):
+        counts = sparse.csr_matrix(counts)
+    return counts
+
+
+def _contingency(sample: pd.Series, cell: pd.Series, final: pd.Series, call: str) -> pd.DataFrame:
+    df = pd.DataFrame({"sample": sample.astype(str).to_numpy(),
+                       "cell_call": cell.astype(str).to_numpy(),
+                       "final_call": final.astype(str).to_numpy()})
+    out = df.groupby(["sample", "cell_call", "final_call"], sort=True).size().rename("n_cells")
+    out = out.reset_index()
+    out.insert(1, "call", call)
+    return out
+
+
+def agreement_table(obs: pd.DataFrame, *, car: bool) -> pd.DataFrame:
+    """Per-cell vs final (clone-aware) calls of lineage (and CAR when ``car``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``sample, call, cell_call, final_call, n_cells``: one contingency table per
+        sample and call.
+    """
+    agreement = [_contingency(obs["sample"], obs["cd4_cd8_cell"], obs["cd4_cd8"], "cd4_cd8")]
+    if car:
+        agreement.append(_contingency(obs["sample"], obs["car_positive_cell"],
+                                      obs["car_positive"], "car_positive"))
+    agreement_df = pd.concat(agreement, ignore_index=True)
+    n_lin = int((obs["cd4_cd8_cell"].astype(str) != obs["cd4_cd8"].astype(str)).sum())
+    logger.info("clone-aware lineage changed %d of %d per-cell calls", n_lin, len(obs))
+    if car:
+        cell_pos = obs["car_positive_cell"].astype(bool)
+        final_pos = obs["car_positive"].astype(bool)
+        gained = int((~cell_pos & final_pos).sum())
+        lost = int((cell_pos & ~final_pos).sum())
+        logger.info("clone-aware CAR: %d cells CAR- on their own evidence called CAR+, %d cells "
+                    "CAR+ on their own evidence called CAR-", gained, lost)
+    return agreement_df
+
+
+def _record(gex: ad.AnnData, *, signatures: Signatures, used: Signatures, lin: LineageResult,
+            clone_aware: bool, car_params: dict[str, float], marker_fits: dict[str, Any],
+            params: dict[str, Any]) -> dict[str, Any]:
+    """The summary of the fitted models; its settings and genes go to ``uns['annotation']``."""
+    summary = {
+        "signatures_version": used.version,
+        "signatures_file": signatures.source,
+        "states": used.state_ids,
+        "lineage_rho": lin.rho,
+        "lineage_prior": dict(zip(LINEAGES, map(float, lin.fit.prior))),
+        "clone_aware": clone_aware,
+        "car_clone_params": {k: float(v) for k, v in car_params.items()},
+        "markers": marker_fits,
+        "params": params,
+    }
+    gex.uns["annotation"] = {
+        **{k: v for k, v in summary.items() if k not in ("markers", "lineage_prior",
+                                                          "car_clone_params", "params")},
+        "params": summary["params"],
+        "signature_genes": {s.id: list(s.up) for s in used.states},
+        "signature_down_genes": {s.id: list(s.down) for s in used.states},
+    }
+    return summary
+
+
+def _cells(gex: ad.AnnData) -> pd.DataFrame:
+    cells = cells_table(gex)
+    logger.info("states: %s", cells["state"].value_counts().to_dict())
+    logger.info("lineage: %s", cells["cd4_cd8"].value_counts().to_dict())
+    return cells
+
+
+def annotate(
+    gex: ad.AnnData, *, airr: ad.AnnData | None, signatures: Signatures,
+    car_features: Sequence[str], min_state_score: float = 0.0,
+    min_confidence_margin: float = 0.05, cluster_consensus: bool = False,
+    car_method: CarMethod = "mixture", car_min_umis: int = 1, clone_aware: bool = True,
+    smoothing: float = 0.75, down_weight: float = 0.5, sd_floor: float = 0.5,
+    celltypist_model: str | None = "",
+) -> AnnotationResult:
+    """Run every annotation step and add the calls to a copy of ``gex.obs``.
+
+    Parameters
+    ----------
+    gex
+        Integrated AnnData (see module docstring).
+    airr
+        scirpy AIRR AnnData with ``obs['clone_id']`` (and ``clone_size``); None
+        when the cohort has no TCR data (no clone-aware calls then).
+    signatures
+        Validated marker programs (:func:`~.signatures.load_signatures`).
+    car_features
+        ``config['car_features']``; with ``var['is_car']`` defines the CAR features.
+    min_state_score, min_confidence_margin, cluster_consensus
+        State-call thresholds (:func:`~.states.call_states`,
+        :func:`~.states.cluster_consensus_states`).
+    car_method, car_min_umis
+        Per-cell CAR rule (:func:`~.car.call_car_cells`).
+    clone_aware
+        Pool clone members for the final lineage and CAR calls.
+    smoothing, down_weight, sd_floor
+        State scores (:func:`~.states.score_states`): neighbour weight of the expression
+        smoothing, weight of the ``down`` genes, floor (log units) on the per-gene SD.
+    celltypist_model
+        Optional celltypist model path (empty or None: skipped).
+
+    Returns
+    -------
+    AnnotationResult
+        The annotated copy, the per-cell table, the calls without the matrix
+        (``calls``) and the tables of rule ``annotate``.
+    """
+    _check_input(gex, airr=airr, signatures=signatures)
+    input_obsm = tuple(gex.obsm)
+    gex = gex.copy()
+    graph = neighbour_graph(gex)
+    counts = _raw_counts(gex)
+    car_mask, car_umis, library = car_counts(gex, counts, car_features=car_features)
+    clone, clone_size = cell_clones(gex.obs_names, airr)
+    clone_aware_used = bool(clone_aware) and clone.notna().any()
+    sig, sig_genes = restrict_signatures(signatures, genes=gex.var_names)
+    check_lineage_genes(signatures, var_names=gex.var_names)
+    lin = annotate_lineage(gex, counts, signatures=signatures, library_size=library, graph=graph,
+                           clone_id=clone, clone_aware=clone_aware_used)
+    car_models, car_params = annotate_car(
+        gex, car_umis, car_mask=car_mask, car_features=car_features, library_size=library,
+        clone_id=clone, clone_aware=clone_aware_used, method=car_method, min_umis=car_min_umis)
+    marker_fits = annotate_markers(gex, counts, signatures=signatures, library_size=library,
+                                   graph=graph)
+    annotate_states(gex, signatures=sig, graph=graph, smoothing=smoothing,
+                    down_weight=down_weight, sd_floor=sd_floor, min_state_score=min_state_score,
+                    min_confidence_margin=min_confidence_margin,
+                    cluster_consensus=cluster_consensus)
+    gex.obs["clone_id"] = pd.Categorical(clone.to_numpy(dtype=object))
+    gex.obs["clone_size"] = clone_size.to_numpy()
+    annotate_celltypist(gex, model_path=celltypist_model)
+    agreement = agreement_table(gex.obs, car=bool(car_mask.any()))
+    params = {"min_state_score": float(min_state_score),
+              "min_confidence_margin": float(min_confidence_margin),
+              "cluster_consensus": bool(cluster_consensus), "car_method": car_method,
+              "car_min_umis": int(car_min_umis), "smoothing": float(smoothing),
+              "down_weight": float(down_weight), "sd_floor": float(sd_floor),
+              "clone_aware": bool(clone_aware)}
+    summary = _record(gex, signatures=signatures, used=sig, lin=lin, clone_aware=clone_aware_used,
+                      car_params=car_params, marker_fits=marker_fits, params=params)
+    return AnnotationResult(gex=gex, agreement=agreement, signature_genes=sig_genes,
+                            car_models=car_models, summary=summary, cells=_cells(gex),
+                            input_obsm=input_obsm)
