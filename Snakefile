@@ -29,6 +29,7 @@ localrules:
     load_summary,
     qc_summary,
     sample_features,
+    warnings,
     overview,
     provenance,
     provenance_page,

@@ -313,10 +313,10 @@ def test_dry_run_sheet_validates(tmp_path):
         cohort / row["gex"], cohort / row["vdj"], tmp_path / "sheet", n_libraries=7)
     sheet = pd.read_csv(samples, sep="\t")
     assert len(sheet) == 7 and sheet["sample"].is_unique
-    assert all((samples.parent / p).is_symlink() for p in sheet["gex"])
+    assert all((samples.parent / p).is_file() for p in sheet["gex"])
     config = {"samples": str(samples), "clinical": str(clinical), "primary_timepoint": "IP",
               "exclude_samples": []}
-    s, c = prepare_inputs(config, base_dir=tmp_path, check_files=True)
+    s, c, _ = prepare_inputs(config, base_dir=tmp_path, check_files=True)
     assert len(s) == 7 and len(c) == 4
     assert set(c["response"]) == {"CR", "PD"}
 

@@ -13,12 +13,15 @@ project folder under pytest's tmp.
   the same bytes as the clean runs.
 - A library whose MatrixMarket header is intact but whose body is garbled passes the
   parse-time validation and fails in ``load_sample``; with ``--keep-going`` the other
-  libraries are still processed, the run exits non-zero naming the sample, and no
-  cohort table is written. Re-running with ``exclude_samples`` completes without it
-  and the overview page lists it as skipped. (To save time this starts from a copy of
-  a finished clean run with every cohort-level result deleted, and the per-library
-  results of the bad library and of three good ones deleted: those three must be
-  rebuilt by ``--keep-going`` while the bad library fails.)
+  libraries are still processed, the run exits non-zero naming the sample and saying
+  how to exclude it (``exclude_samples: ['<id>']``), no cohort table is written, and
+  the per-library tables of the other libraries are those of the clean run (the ones
+  kept are not rewritten). Re-running with ``exclude_samples`` completes without it,
+  leaves every other library's tables as they were, and the overview page lists it as
+  skipped. (To save time this starts from a copy of a finished clean run with every
+  cohort-level result deleted, and the per-library results of the bad library and of
+  three good ones deleted: those three must be rebuilt by ``--keep-going`` while the
+  bad library fails.)
 - Static check: no ``shell:``/``run:`` in rule files, no ``eval``/``exec`` in
   ``workflow/``, YAML only read with safe loaders.
 """
@@ -139,6 +142,26 @@ def assert_same_tables(ref: Path, other: Path, what: str) -> None:
             f"({len(la)} vs {len(lb)} lines)\n" + "\n".join(list(diff)[:12])
         )
     assert not report, f"{what}: tables differ:\n" + "\n\n".join(report)
+
+
+def library_tables(workdir: Path, samples: list[str]) -> dict[str, bytes]:
+    """The per-library tables of `samples`: results/load/<id>.*.tsv, results/qc/<id>.tsv."""
+    found = {}
+    for s in samples:
+        for p in [*(workdir / "results" / "load").glob(f"{s}.*.tsv"),
+                  workdir / "results" / "qc" / f"{s}.tsv"]:
+            found[str(p.relative_to(workdir))] = p.read_bytes()
+    return found
+
+
+def mtimes(workdir: Path, samples: list[str]) -> dict[str, int]:
+    """Modification times of every per-library result (results/load, results/qc) of `samples`."""
+    return {
+        str(p.relative_to(workdir)): p.stat().st_mtime_ns
+        for s in samples
+        for p in [*(workdir / "results" / "load").glob(f"{s}.*"),
+                  *(workdir / "results" / "qc").glob(f"{s}.*")]
+    }
 
 
 def sheet_config(samples: Path, clinical: Path) -> dict[str, str]:
@@ -283,7 +306,7 @@ def test_corrupt_library_keep_going_then_exclude(tmp_path, cohort, clean_runs):
     # a sheet with the absolute paths the workflow resolved for the clean runs (so the
     # good libraries' results stay up to date); only the bad library points elsewhere
     bad_dir = tmp_path / "bad_inputs"
-    resolved, _ = sheets.prepare_inputs(
+    resolved, _, _ = sheets.prepare_inputs(
         {"samples": str(cohort / "samples.tsv"), "clinical": str(cohort / "clinical.tsv")},
         check_files=False,
     )
@@ -297,7 +320,7 @@ def test_corrupt_library_keep_going_then_exclude(tmp_path, cohort, clean_runs):
     config = sheet_config(bad_dir / "samples.tsv", cohort / "clinical.tsv")
 
     # the cheap parse-time validation lets it through; the load-time reader does not
-    samples, _ = sheets.prepare_inputs(dict(config, primary_timepoint="IP"), check_files=True)
+    samples, _, _ = sheets.prepare_inputs(dict(config, primary_timepoint="IP"), check_files=True)
     assert bad in samples.index
     with pytest.raises(InputError, match="cannot be read as a MatrixMarket"):
         io.read_gex(bad_dir / bad / src.name, sample=bad)
@@ -318,6 +341,9 @@ def test_corrupt_library_keep_going_then_exclude(tmp_path, cohort, clean_runs):
             *(work / "results" / "qc").glob(f"{s}.*"),
         ]:
             p.unlink()
+    clean_tables = library_tables(clean_runs[1], good)
+    kept = [s for s in good if s not in rebuilt]
+    kept_mtimes = mtimes(work, kept)
     t0 = time.time()
 
     # the bad library is scheduled first, so the other libraries' jobs run after it failed
@@ -338,6 +364,12 @@ def test_corrupt_library_keep_going_then_exclude(tmp_path, cohort, clean_runs):
     bad_log = work / "logs" / "load_sample" / f"{bad}.log"
     log = bad_log.read_text()
     assert str(bad_dir / bad / src.name) in log and "cannot be read" in log, log[-3000:]
+    # the message says how to go on without the library, in the output and in its log
+    hint = f"add it to the config's exclude_samples (exclude_samples: ['{bad}'])"
+    assert hint in out and hint in log, out[-5000:]
+    # the other libraries: the same per-library tables as the clean run; those kept untouched
+    assert library_tables(work, good) == clean_tables
+    assert mtimes(work, kept) == kept_mtimes, "per-library results of good libraries rewritten"
     for s in good:
         h5mu = work / "results" / "qc" / f"{s}.h5mu"
         assert h5mu.is_file(), f"{s}: qc output missing after --keep-going"
@@ -353,7 +385,10 @@ def test_corrupt_library_keep_going_then_exclude(tmp_path, cohort, clean_runs):
     )
     assert not leftovers, f"cohort tables written despite the failed library: {leftovers}"
 
+    good_mtimes = mtimes(work, good)
     run_snakemake(work, configfile=CONFIGFILE, config=dict(config, exclude_samples=f"[{bad}]"))
+    assert library_tables(work, good) == clean_tables
+    assert mtimes(work, good) == good_mtimes, "excluding a library re-ran the others' jobs"
     cells = pd.read_csv(
         work / "results" / "tables" / "cells.tsv.gz", sep="\t", usecols=["sample"], dtype=str
     )
@@ -363,6 +398,9 @@ def test_corrupt_library_keep_going_then_exclude(tmp_path, cohort, clean_runs):
     html = (work / "results" / "overview.html").read_text()
     skipped = html.split("Skipped analyses and samples", 1)[1]
     assert f"sample {bad}" in skipped and "exclude_samples" in skipped, skipped[:2000]
+    # left out on purpose: not a warning
+    warnings = pd.read_csv(work / "results" / "tables" / "warnings.tsv", sep="\t", dtype=str)
+    assert bad not in set(warnings["sample"].dropna()), warnings
 
 
 # --------------------------------------------------------------------------- (d) static

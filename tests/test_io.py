@@ -417,7 +417,7 @@ def test_load_sample_tiny_cohort_h5_with_adt_and_tcr(tmp_path):
     extra = contig_rows(["TTTTTTTTTTTTTTTT-1"])  # a TCR cell without GEX
     rows = contig_rows(bc[:5]) + extra + contig_rows([bc[6]], loci=("IGH",))
     vdj = write_contigs_csv(c["data"] / "S1" / "filtered_contig_annotations.csv", rows)
-    mdata, summary = io.load_sample(
+    mdata, summary, _ = io.load_sample(
         sample="S1",
         gex_path=c["data"] / "S1" / "filtered_feature_bc_matrix.h5",
         vdj_path=vdj,
@@ -447,7 +447,7 @@ def test_load_sample_djvdj_roundtrip_h5mu(tmp_path):
     import mudata as md
 
     d = need_shared("djvdj_splen")
-    mdata, summary = io.load_sample(
+    mdata, summary, _ = io.load_sample(
         sample="BL6",
         gex_path=d / "BL6_GEX" / "filtered_feature_bc_matrix",
         vdj_path=d / "BL6_TCR" / "filtered_contig_annotations.csv.gz",
@@ -474,7 +474,7 @@ def test_load_sample_djvdj_roundtrip_h5mu(tmp_path):
 
 def test_load_sample_without_vdj_and_bad_meta(tmp_path):
     c = make_cohort(tmp_path)
-    mdata, summary = io.load_sample(
+    mdata, summary, _ = io.load_sample(
         sample="S4",
         gex_path=c["data"] / "S4" / "S4.h5ad",
         vdj_path="",
@@ -500,10 +500,10 @@ def test_load_sample_takes_snakemake_list_of_vdj_paths(tmp_path):
     vdj = write_contigs_csv(c["data"] / "S1" / "filtered_contig_annotations.csv", contig_rows(bc[:5]))
     gex = c["data"] / "S1" / "filtered_feature_bc_matrix.h5"
     kw = dict(sample="S1", gex_path=gex, meta=META, car_features=["CAR"])
-    _, as_str = io.load_sample(vdj_path=str(vdj), **kw)
-    _, as_list = io.load_sample(vdj_path=[str(vdj)], **kw)
+    _, as_str, _ = io.load_sample(vdj_path=str(vdj), **kw)
+    _, as_list, _ = io.load_sample(vdj_path=[str(vdj)], **kw)
     pd.testing.assert_frame_equal(as_str, as_list)
-    mdata, none = io.load_sample(vdj_path=[], **kw)
+    mdata, none, _ = io.load_sample(vdj_path=[], **kw)
     assert "airr" not in mdata.mod and none.loc[0, "n_tcr_barcodes"] == 0
     with pytest.raises(CartCohortError, match="one TCR contig file per library"):
         io.load_sample(vdj_path=[str(vdj), str(vdj)], **kw)

@@ -46,6 +46,7 @@ RULE_CALLS: dict[str, str | None] = {
     "pseudobulk_de": "cartcohort.stats:pseudobulk_de",
     "scorecards": "cartcohort.scorecards:cohort_scorecards",
     "plot_association": None,
+    "warnings": "cartcohort.report:collect_warnings",
     "overview": "cartcohort.report:overview_page",
     "provenance": "cartcohort.report:provenance_record",
     "provenance_page": "cartcohort.report:render_provenance_html",

@@ -97,11 +97,12 @@ def test_overview_lists_skipped_samples_and_analyses():
                                extra_notes={"CAR+ calls": "no CAR feature"})
     assert list(skipped["what"]) == ["sample C", "sample B", "association: all", "CAR+ calls"]
     clinical = pd.DataFrame({"patient": ["p1"], "response": ["CR"]})
-    page = overview_html(qc_samples=qc, clinical=clinical, skipped=skipped)
+    warnings = pd.DataFrame(columns=["sample", "step", "check", "count", "detail", "action"])
+    page = overview_html(qc_samples=qc, clinical=clinical, skipped=skipped, warnings=warnings)
     assert "<b>150</b> cells loaded" in page and "<b>90</b> cells kept" in page
     assert "only one response group" in page
     # the step function of rule overview: the same page from the tables and config kwargs
-    assert overview_page(qc, assoc, clinical, excluded_by_config=["C"],
+    assert overview_page(qc, assoc, clinical, warnings, excluded_by_config=["C"],
                          extra_notes={"CAR+ calls": "no CAR feature"}) == page
 
 

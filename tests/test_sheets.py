@@ -294,9 +294,10 @@ def write_sheet(
 def make_cohort(root: Path) -> dict:
     """A valid tiny cohort under ``root`` (sheets in ``root/config``).
 
-    S1: v3 h5 with ADT + CAR, 10x contig CSV. S2: gzipped mtx folder, AIRR TSV.
-    S3: cellranger multi run (single sample, vdj_t found automatically).
-    S4: h5ad with raw counts, no TCR.
+    S1: v3 h5 with ADT + CAR, 10x contig CSV. S2: gzipped mtx folder (genes + CAR),
+    AIRR TSV. S3: cellranger multi run (single sample, vdj_t found automatically).
+    S4: h5ad with raw counts (genes + CAR), no TCR. Every library holds the CAR
+    feature of ``car_features``.
     """
     data = root / "data"
     ids, names, types = tiny_features(6, adt=["CD4_TotalSeqC"], car="CAR")
@@ -306,9 +307,14 @@ def make_cohort(root: Path) -> dict:
         data / "S1" / "filtered_feature_bc_matrix.h5", X["S1"], bc["S1"], ids, names, types
     )
     write_contigs_csv(data / "S1" / "filtered_contig_annotations.csv", contig_rows(bc["S1"][:5]))
-    g_ids, g_names, g_types = ids[:6], names[:6], types[:6]
+    keep = [*range(6), len(ids) - 1]  # the genes and the CAR, no ADT
     write_mtx_folder(
-        data / "S2" / "filtered_feature_bc_matrix", X["S2"][:6], bc["S2"], g_ids, g_names, g_types
+        data / "S2" / "filtered_feature_bc_matrix",
+        X["S2"][keep],
+        bc["S2"],
+        [ids[i] for i in keep],
+        [names[i] for i in keep],
+        [types[i] for i in keep],
     )
     write_airr_tsv(data / "S2" / "airr_rearrangement.tsv", contig_rows(bc["S2"][:4]))
     pso = data / "S3run" / "outs" / "per_sample_outs" / "S3"
@@ -318,10 +324,10 @@ def make_cohort(root: Path) -> dict:
     write_contigs_csv(pso / "vdj_t" / "filtered_contig_annotations.csv", contig_rows(bc["S3"][:6]))
     write_h5ad(
         data / "S4" / "S4.h5ad",
-        X["S4"][:6],
+        X["S4"][keep],
         bc["S4"],
-        g_names[:1] + [f"G{i}" for i in range(1, 6)],
-        g_ids,
+        names[:1] + [f"G{i}" for i in range(1, 6)] + ["CAR"],
+        ids[:6] + ["CAR"],
     )
     cfg = root / "config"
     cfg.mkdir(parents=True, exist_ok=True)
@@ -378,7 +384,7 @@ def problems_of(config: dict, root: Path, **kw) -> list[Problem]:
 
 def test_valid_cohort_resolves_paths_and_types(tmp_path):
     c = make_cohort(tmp_path)
-    samples, clinical = sheets.prepare_inputs(c["config"], base_dir=tmp_path)
+    samples, clinical, _ = sheets.prepare_inputs(c["config"], base_dir=tmp_path)
     assert list(samples.index) == ["S1", "S2", "S3", "S4"]
     assert samples.index.name == "sample"
     data = c["data"].resolve()
@@ -407,14 +413,14 @@ def test_relative_paths_resolve_against_sheet_folder_not_cwd(tmp_path, monkeypat
     cfg = dict(
         c["config"], samples=str(c["cfg"] / "samples.tsv"), clinical=str(c["cfg"] / "clinical.tsv")
     )
-    samples, _ = sheets.prepare_inputs(cfg)
+    samples, _, _ = sheets.prepare_inputs(cfg)
     assert samples.loc["S1", "gex"].startswith(str(c["data"].resolve()))
 
 
 def test_check_files_false_only_checks_tables(tmp_path):
     c = make_cohort(tmp_path)
     shutil.rmtree(c["data"] / "S1")
-    samples, _ = sheets.prepare_inputs(c["config"], base_dir=tmp_path, check_files=False)
+    samples, _, _ = sheets.prepare_inputs(c["config"], base_dir=tmp_path, check_files=False)
     assert samples.loc["S1", "gex"].endswith("S1/filtered_feature_bc_matrix.h5")
     probs = problems_of(c["config"], tmp_path)
     assert {p.where for p in probs} == {"line 2, column 'gex'", "line 2, column 'vdj'"}
@@ -425,7 +431,7 @@ def test_clinical_patient_without_sample_is_a_warning(tmp_path, caplog):
     with open(c["cfg"] / "clinical.tsv", "a") as fh:
         fh.write("P9\tSD\t70\t1\t100\t1\n")
     with caplog.at_level(logging.WARNING, logger="cartcohort.sheets"):
-        _, clinical = sheets.prepare_inputs(c["config"], base_dir=tmp_path)
+        _, clinical, _ = sheets.prepare_inputs(c["config"], base_dir=tmp_path)
     assert "P9" in clinical.index
     assert any("P9" in r.getMessage() and "no sample" in r.getMessage() for r in caplog.records)
 
@@ -437,7 +443,7 @@ def test_excluded_sample_with_corrupt_file_is_only_a_warning(tmp_path, caplog):
     assert any("cannot be opened" in p.what for p in problems_of(c["config"], tmp_path))
     cfg = dict(c["config"], exclude_samples=["S1"])
     with caplog.at_level(logging.WARNING, logger="cartcohort.sheets"):
-        samples, _ = sheets.prepare_inputs(cfg, base_dir=tmp_path)
+        samples, _, _ = sheets.prepare_inputs(cfg, base_dir=tmp_path)
     assert "S1" in samples.index
     assert any("excluded sample S1" in r.getMessage() for r in caplog.records)
 
@@ -455,7 +461,7 @@ def test_returned_tables_pass_snakemake_validate(tmp_path):
     validate = pytest.importorskip("snakemake.utils", reason="snakemake not in this env").validate
 
     c = make_cohort(tmp_path)
-    samples, clinical = sheets.prepare_inputs(c["config"], base_dir=tmp_path)
+    samples, clinical, _ = sheets.prepare_inputs(c["config"], base_dir=tmp_path)
     validate(samples.reset_index(), schema=str(REPO / "config/schemas/samples.schema.yaml"))
     validate(clinical.reset_index(), schema=str(REPO / "config/schemas/clinical.schema.yaml"))
 
@@ -463,7 +469,7 @@ def test_returned_tables_pass_snakemake_validate(tmp_path):
 def test_cache_skips_unchanged_libraries_and_notices_changes(tmp_path, monkeypatch):
     c = make_cohort(tmp_path)
     cache = ".snakemake/cartcohort_input_checks.json"
-    first, _ = sheets.prepare_inputs(c["config"], base_dir=tmp_path, cache_path=cache)
+    first, _, _ = sheets.prepare_inputs(c["config"], base_dir=tmp_path, cache_path=cache)
     assert (tmp_path / cache).is_file()
 
     def boom(*a, **k):
@@ -472,7 +478,7 @@ def test_cache_skips_unchanged_libraries_and_notices_changes(tmp_path, monkeypat
     with monkeypatch.context() as m:
         m.setattr(sheets.samples, "inspect_gex", boom)
         m.setattr(sheets.samples, "inspect_vdj", boom)
-        again, _ = sheets.prepare_inputs(c["config"], base_dir=tmp_path, cache_path=cache)
+        again, _, _ = sheets.prepare_inputs(c["config"], base_dir=tmp_path, cache_path=cache)
     pd.testing.assert_frame_equal(first, again)
     # a library changed since: checked again, and its problem is reported
     h5 = _s1_h5(c)
@@ -511,6 +517,8 @@ def test_ids_spelled_na_are_refused(tmp_path):
     na = [(Path(p.file).name, p.where) for p in probs if "'NA'" in p.what]
     assert na == [
         ("samples.tsv", "line 2, column 'sample'"),
+        ("samples.tsv", "line 2, column 'patient'"),
+        ("samples.tsv", "line 3, column 'patient'"),
         ("clinical.tsv", "line 2, column 'patient'"),
     ], probs
     assert all("read back as missing" in p.what for p in probs if "'NA'" in p.what)
@@ -816,7 +824,7 @@ MALFORMED: list[tuple[str, Callable, dict, str, str, str]] = [
         {},
         CLIN_FILE,
         "line 2, column 'response'",
-        "'responder' is not one of CR/PR/SD/PD/NE",
+        "response 'responder' of patient 'P1' is none of the codes of the config",
     ),
     (
         "clinical-lowercase-response",
@@ -824,7 +832,7 @@ MALFORMED: list[tuple[str, Callable, dict, str, str, str]] = [
         {},
         CLIN_FILE,
         "line 3, column 'response'",
-        "'pd' is not one of CR/PR/SD/PD/NE",
+        "response 'pd' of patient 'P2' is none of the codes of the config",
     ),
     (
         "clinical-duplicate-patient",
@@ -1100,7 +1108,7 @@ def test_all_problems_are_reported_at_once(tmp_path):
     _set_cell(c, 2, "sample", "S 1")  # unsafe id
     _set_cell(c, 3, "timepoint_day", "seven")  # type
     _set_cell(c, 5, "patient", "P7")  # not in clinical
-    _set_cell(c, 3, "response", "yes", CLIN)  # enum
+    _set_cell(c, 3, "response", "yes", CLIN)  # unknown response code
     _truncate(_s1_h5(c), 400)  # corrupt h5
     _mtx_header(c, (6, 9))  # mtx header vs barcodes
     config = dict(c["config"], primary_timepoint="D0", exclude_samples=["S9"])
@@ -1129,7 +1137,7 @@ def test_sheet_from_spreadsheet_export_is_accepted(tmp_path):
     lines[1] = "\t".join(f'"{v}"' for v in lines[1].split("\t")) + "\t\t"
     lines[3] = lines[3].rstrip("\t")  # S3: empty vdj dropped at the end of the line
     path.write_bytes(("\ufeff" + "\r\n".join(lines) + "\r\n").encode("utf-8"))
-    samples, _ = sheets.prepare_inputs(c["config"], base_dir=tmp_path)
+    samples, _, _ = sheets.prepare_inputs(c["config"], base_dir=tmp_path)
     assert list(samples.index) == ["S1", "S2", "S3", "S4"]
     assert samples.loc["S1", "patient"] == "P1"
     assert samples.loc["S3", "vdj"].endswith("vdj_t/filtered_contig_annotations.csv")
@@ -1161,14 +1169,15 @@ def test_prepare_inputs_1000_libraries_is_fast(tmp_path):
             vdj = write_contigs_csv(
                 data / s / "filtered_contig_annotations.csv", contig_rows(bc[:20])
             )
-        else:
+        else:  # genes and the CAR, no ADT
+            keep = [*range(20), len(ids) - 1]
             gex = write_mtx_folder(
                 data / s / "filtered_feature_bc_matrix",
-                X[:20],
+                X[keep],
                 bc,
-                ids[:20],
-                names[:20],
-                types[:20],
+                [ids[i] for i in keep],
+                [names[i] for i in keep],
+                [types[i] for i in keep],
             )
             vdj = write_airr_tsv(data / s / "airr_rearrangement.tsv", contig_rows(bc[:20]))
         rows.append(
@@ -1195,14 +1204,14 @@ def test_prepare_inputs_1000_libraries_is_fast(tmp_path):
         "exclude_samples": [],
     }
     t0 = time.perf_counter()
-    samples, _ = sheets.prepare_inputs(cfg, base_dir=tmp_path)
+    samples, _, _ = sheets.prepare_inputs(cfg, base_dir=tmp_path)
     elapsed = time.perf_counter() - t0
     t0 = time.perf_counter()
     sheets.prepare_inputs(cfg, base_dir=tmp_path, check_files=False)
     elapsed_tables = time.perf_counter() - t0
     sheets.prepare_inputs(cfg, base_dir=tmp_path, cache_path="cache.json")
     t0 = time.perf_counter()
-    cached, _ = sheets.prepare_inputs(cfg, base_dir=tmp_path, cache_path="cache.json")
+    cached, _, _ = sheets.prepare_inputs(cfg, base_dir=tmp_path, cache_path="cache.json")
     elapsed_cached = time.perf_counter() - t0
     print(
         f"\nprepare_inputs on {n} libraries: {elapsed:.2f} s with file checks, "
@@ -1245,7 +1254,7 @@ def test_readme_worked_example_on_djvdj_mouse_data(tmp_path):
         "exclude_samples": [],
         **overrides,
     }
-    samples, clinical = sheets.prepare_inputs(config, base_dir=tmp_path / "project")
+    samples, clinical, _ = sheets.prepare_inputs(config, base_dir=tmp_path / "project")
     assert list(samples.index) == ["BL6", "MD4"]
     assert samples.loc["BL6", "gex"] == str(
         tmp_path / "shared" / "data" / "djvdj_splen" / "BL6_GEX" / "filtered_feature_bc_matrix"
@@ -1287,7 +1296,12 @@ def test_bcr_file_in_vdj_column_is_rejected_on_real_data(tmp_path):
         ],
     )
     (tmp_path / "clinical.tsv").write_text("patient\tresponse\nm1\tNE\nm2\tNE\n")
-    cfg = {"samples": "samples.tsv", "clinical": "clinical.tsv", "primary_timepoint": "d0"}
+    cfg = {
+        "samples": "samples.tsv",
+        "clinical": "clinical.tsv",
+        "primary_timepoint": "d0",
+        "car_features": [],  # mouse spleen: no CAR
+    }
     probs = problems_of(cfg, tmp_path)
     assert {(Path(p.file).name, p.where) for p in probs} == {
         ("filtered_contig_annotations.csv.gz", "column 'chain'"),  # BL6: BCR file

@@ -977,15 +977,34 @@ def bench_scale(
 # --------------------------------------------------------------------------------------
 
 
+def _distinct_copies(library: Path, vdj: Path, folder: Path, *, index: int) -> None:
+    """Copies of ``library`` (h5) and ``vdj`` (10x CSV) in ``folder``, made unique by
+    an HDF5 attribute and by the ``reads`` of the first contig (``+ index``)."""
+    import csv
+
+    import h5py
+
+    shutil.copyfile(library, folder / library.name)
+    with h5py.File(folder / library.name, "r+") as f:
+        f.attrs["bench_copy"] = index
+    with open(vdj, newline="") as fh:
+        rows = list(csv.reader(fh))
+    col = rows[0].index("reads")
+    rows[1][col] = str(int(rows[1][col]) + index)
+    with open(folder / vdj.name, "w", newline="") as fh:
+        csv.writer(fh, lineterminator="\n").writerows(rows)
+
+
 def build_dry_run_sheet(
     library: Path, vdj: Path, out_dir: Path, *, n_libraries: int
 ) -> tuple[Path, Path]:
-    """A sample sheet of ``n_libraries`` rows that all point at one library (symlinks).
+    """A sample sheet of ``n_libraries`` rows that are copies of one library.
 
-    Every row gets its own folder ``libs/<sample>/`` with symlinks to ``library``
-    (a Cell Ranger h5) and ``vdj`` (a 10x contig CSV), so every path exists and
-    validates. Patients have two libraries each: the product (``IP``) and a
-    ``D14`` blood sample; responses alternate CR / PD.
+    Every row gets its own folder ``libs/<sample>/`` with copies of ``library``
+    (a Cell Ranger h5) and ``vdj`` (a 10x contig CSV) that differ in one value (an
+    HDF5 attribute, the ``reads`` of the first contig): two libraries with the same
+    checksum are refused, as a row copied by mistake. Patients have two libraries
+    each: the product (``IP``) and a ``D14`` blood sample; responses alternate CR / PD.
 
     Parameters
     ----------
@@ -1014,8 +1033,7 @@ def build_dry_run_sheet(
         sample = f"{patient}_{tp}"
         folder = libs / sample
         folder.mkdir(parents=True)
-        (folder / library.name).symlink_to(library.resolve())
-        (folder / vdj.name).symlink_to(vdj.resolve())
+        _distinct_copies(library, vdj, folder, index=i)
         rows.append({"sample": sample, "patient": patient, "timepoint": tp,
                      "timepoint_day": day, "compartment": comp, "batch": f"b{i % 3 + 1}",
                      "sort": "CD3+", "gex": f"libs/{sample}/{library.name}",

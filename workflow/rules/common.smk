@@ -48,8 +48,10 @@ def _resource_path(value):
 config["samples"] = _config_path(config["samples"])
 config["clinical"] = _config_path(config["clinical"])
 
+# INPUT_WARNINGS: rows of results/tables/warnings.tsv found at parse time (inputs carried
+# through, e.g. patients with response NA), see cartcohort.sheets.prepare_inputs.
 try:
-    SAMPLES, CLINICAL = sheets.prepare_inputs(
+    SAMPLES, CLINICAL, INPUT_WARNINGS = sheets.prepare_inputs(
         config,
         base_dir=".",
         check_files=config["check_input_files"],
@@ -98,14 +100,25 @@ def sample_vdj(wildcards):
 
 def load_sample_kwargs(wildcards):
     """Keyword arguments of `io.load_sample`, rule load_sample - the library's
-    sample-sheet row as a plain dict (no paths; NaN as None) and the CAR features."""
+    sample-sheet row as a plain dict (no paths; NaN as None), the CAR features and
+    whether the library must hold them (sheet column car_expected)."""
     row = SAMPLES.loc[wildcards.sample]
-    meta = {k: row[k] for k in row.index if k not in ("gex", "vdj")}
+    meta = {
+        k: row[k]
+        for k in row.index
+        if k not in ("gex", "vdj", sheets.CAR_EXPECTED_COLUMN)
+    }
     meta["sample"] = wildcards.sample
     meta = {
         k: (None if isinstance(v, float) and v != v else v) for k, v in meta.items()
     }
-    return canonical({"meta": meta, "car_features": list(config["car_features"])})
+    return canonical(
+        {
+            "meta": meta,
+            "car_features": list(config["car_features"]),
+            "car_expected": bool(row[sheets.CAR_EXPECTED_COLUMN]),
+        }
+    )
 
 
 def canonical(params):
@@ -221,6 +234,7 @@ def all_outputs():
         "results/tables/sample_features.tsv",
         "results/tables/association.tsv",
         "results/tables/pseudobulk_de.tsv",
+        "results/tables/warnings.tsv",
         "results/provenance.json",
         "results/provenance.html",
         *report_figures(),
@@ -257,7 +271,8 @@ def repertoire_tables_kwargs():
 
 def clonotype_figures_kwargs():
     """Keyword arguments of `pl.clonotypes.clonotype_figures`: the response of each patient
-    (clinical table), the responder codes and clonotypes.top_clones_alluvial."""
+    in a response group (clinical table), the responder codes and
+    clonotypes.top_clones_alluvial."""
     return canonical(
         {
             "response": patient_response(),
@@ -268,8 +283,12 @@ def clonotype_figures_kwargs():
 
 
 def patient_response():
-    """patient -> response code (from the clinical table)."""
-    return {str(p): str(r) for p, r in CLINICAL["response"].items()}
+    """patient -> response code (from the clinical table), for the patients of a response
+    group: codes of responders or non_responders that are not in associate.exclude_responses
+    (patients with NA or an excluded code are drawn as 'other')."""
+    grouped = set(config["responders"]) | set(config["non_responders"])
+    grouped -= set(config["associate"]["exclude_responses"])
+    return {str(p): str(r) for p, r in CLINICAL["response"].items() if r in grouped}
 
 
 def annotate_kwargs():
@@ -528,6 +547,12 @@ def render_provenance_html_kwargs():
     """Keyword arguments of `report.render_provenance_html`: the workflow order of the
     steps (columns of the software table)."""
     return canonical({"step_order": STEPS})
+
+
+def collect_warnings_kwargs():
+    """Keyword arguments of `report.collect_warnings`, rule warnings: the warning rows
+    found when the sheets were read (INPUT_WARNINGS of sheets.prepare_inputs)."""
+    return canonical({"parse_warnings": INPUT_WARNINGS})
 
 
 def overview_page_kwargs():

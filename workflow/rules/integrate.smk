@@ -11,6 +11,7 @@ rule merge_samples:
         qc="results/tables/qc_samples.tsv",
     output:
         h5ad="results/integrate/merged.h5ad",
+        warnings="results/integrate/merge_warnings.tsv",
     log:
         "logs/merge_samples.log",
     benchmark:

@@ -1,7 +1,8 @@
 # Load one library: GEX (Cell Ranger h5 / mtx folder / cellranger multi / h5ad) and
 # TCR contigs (10x CSV/JSON, AIRR) into results/load/{sample}.h5mu, plus a one-row
-# summary of cell and barcode counts (cartcohort.io.load_sample); stack the summaries
-# (cartcohort.io.load_summary). Inputs were resolved and validated at parse time by
+# summary of cell and barcode counts and the library's warnings (features kept out of
+# the RNA matrix, a CAR the sheet says it lacks: results/load/{sample}.warnings.tsv)
+# (cartcohort.io.load_sample); stack the summaries (cartcohort.io.load_summary). Inputs were resolved and validated at parse time by
 # cartcohort.sheets.prepare_inputs (rules/common.smk).
 
 
@@ -12,6 +13,7 @@ rule load_sample:
     output:
         h5mu="results/load/{sample}.h5mu",
         summary="results/load/{sample}.summary.tsv",
+        warnings="results/load/{sample}.warnings.tsv",
     log:
         "logs/load_sample/{sample}.log",
     benchmark:

@@ -56,11 +56,36 @@ rule provenance_page:
         "../scripts/provenance_page.py"
 
 
+# Every input carried through rather than refused (found when the sheets were read, by the
+# per-library load jobs, the merge and the QC), gathered into results/tables/warnings.tsv
+# (cartcohort.report.collect_warnings); the overview page shows it at its top.
+
+
+rule warnings:
+    input:
+        load=cohort_files("results/load/{sample}.warnings.tsv"),
+        merge="results/integrate/merge_warnings.tsv",
+        qc_samples="results/tables/qc_samples.tsv",
+    output:
+        table="results/tables/warnings.tsv",
+    log:
+        "logs/warnings.log",
+    benchmark:
+        "benchmarks/warnings.tsv"
+    conda:
+        "../../envs/report.yaml"
+    params:
+        collect_warnings=collect_warnings_kwargs(),
+    script:
+        "../scripts/collect_warnings.py"
+
+
 rule overview:
     input:
         qc_samples="results/tables/qc_samples.tsv",
         association="results/tables/association.tsv",
         clinical=config["clinical"],
+        warnings="results/tables/warnings.tsv",
     output:
         report(
             "results/overview.html",

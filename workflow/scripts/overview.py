@@ -1,4 +1,4 @@
-"""Entry script of rule `overview`: the report's overview page (cohort and skipped analyses)."""
+"""Entry script of rule `overview`: the overview page (warnings, cohort, skipped analyses)."""
 
 from cartcohort.logs import script_logging
 
@@ -9,6 +9,7 @@ with script_logging(snakemake):
         tables.read_table(snakemake.input.qc_samples),
         tables.read_table(snakemake.input.association),
         tables.read_table(snakemake.input.clinical),
+        tables.read_table(snakemake.input.warnings),
         **snakemake.params.overview_page,
     )
     report.write_html(page, snakemake.output[0])

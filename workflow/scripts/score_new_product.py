@@ -22,15 +22,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import sys
 from pathlib import Path
 
 from cartcohort import scorecards
 from cartcohort.errors import CartCohortError, InputError, Problem
+from cartcohort.sheets import ID_RULE, SAMPLE_ID_RE
 from cartcohort.tables import read_table, write_table
-
-SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,14 +58,14 @@ def main(argv: list[str] | None = None) -> int:
         features["sample"] = features["sample"].astype(str)
         samples = args.samples or list(features["sample"])
         unknown = sorted(set(samples) - set(features["sample"]))
-        bad = [s for s in samples if not SAFE_ID.match(s)]
+        bad = [s for s in samples if not SAMPLE_ID_RE.match(s)]
         if unknown:
             problems.append(Problem(args.features, "column 'sample'",
                                     f"sample(s) {unknown} not found", "check --samples"))
         if bad:
             problems.append(Problem(args.features, "column 'sample'",
                                     f"unsafe sample id(s) {bad} (used as file names)",
-                                    "use letters, digits, '_', '.', '-' only"))
+                                    ID_RULE))
         if problems:
             raise InputError(problems)
         ref_patients = set(reference["patient"].astype(str))

@@ -242,6 +242,10 @@ def _problems(error: Any, source: str, root: Mapping[str, Any]) -> list[Problem]
         hint = f" (closest: {close[0]})" if close else ""
         return [Problem(source, where, f"{_show(error.instance)} is not allowed{hint}",
                         f"use {expected_value(schema, root)}")]
+    quote = ""
+    if schema.get("type") == "string" and isinstance(error.instance, int | float | bool):
+        quote = (" in quotes: YAML reads an unquoted 001 as the number 1 and TRUE as true, "
+                 "so write ids as '001', 'TRUE'")
     return [Problem(source, where,
                     f"expected {expected_value(schema, root)}, got {_show(error.instance)}",
-                    f"give {expected_value(schema, root)}{_example(schema)}")]
+                    f"give {expected_value(schema, root)}{quote}{_example(schema)}")]

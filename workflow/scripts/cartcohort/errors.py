@@ -47,3 +47,31 @@ class InputError(CartCohortError):
         super().__init__(
             f"{n} problem{'s' if n != 1 else ''} found in the input:\n" + "\n".join(lines)
         )
+
+
+def exclude_line(sample: str) -> str:
+    """The config line that leaves library ``sample`` out of the run.
+
+    The id is a single-quoted YAML string (``exclude_samples: ['001']``), so that an id
+    such as ``001`` or ``TRUE`` is not read back as a number or a boolean (single quotes:
+    a TSV cell holding it needs no quoting).
+
+    Returns
+    -------
+    str
+        ``exclude_samples: ['<sample>']``.
+    """
+    quoted = "'" + str(sample).replace("'", "''") + "'"
+    return f"exclude_samples: [{quoted}]"
+
+
+def exclude_fix(sample: str) -> str:
+    """How to run on without library ``sample`` (the fix of a failed per-library job).
+
+    Returns
+    -------
+    str
+        One sentence, without its final stop, quoting :func:`exclude_line`.
+    """
+    return (f"To go on without library {sample}, add it to the config's exclude_samples "
+            f"({exclude_line(sample)}) and run again")

@@ -12,8 +12,8 @@ path, or named with ``table=``). Everything else is left to pandas' type
 inference, and ``NA`` is a missing value in every column, ids included: the
 writer writes a missing value as ``NA``, so an id spelled ``NA`` could not be
 told apart from a missing one. The sheet validation
-(:func:`cartcohort.sheets.prepare_inputs`) therefore refuses sample and patient
-ids spelled ``NA``.
+(:func:`cartcohort.sheets.prepare_inputs`) therefore refuses sample, patient and
+timepoint ids spelled ``NA`` (a response ``NA`` is a response not known).
 
 This module is imported while Snakemake parses the workflow: it imports pandas
 only.
@@ -51,6 +51,14 @@ ID_COLUMNS: tuple[str, ...] = (
 
 def _names(text: str) -> tuple[str, ...]:
     return tuple(text.split())
+
+
+#: Columns of every warnings table (``results/tables/warnings.tsv`` and the per-step
+#: files it gathers): the library (empty: cohort-wide), the step and check that found
+#: it, how many genes/cells/patients... it concerns, what was found and what to do.
+WARNING_COLUMNS: tuple[str, ...] = _names("sample step check count detail action")
+#: The text columns of a warnings table besides ``sample``.
+WARNING_TEXT: tuple[str, ...] = _names("step check detail action")
 
 
 @dataclass(frozen=True)
@@ -122,6 +130,20 @@ _REGISTRY = (
         "load_summary",
         _names("sample n_gex_cells n_tcr_barcodes n_gex_with_tcr n_tcr_without_gex")
         + ("n_bcr_contigs_dropped",),
+    ),
+    Table(
+        "load_warnings",
+        "results/load/{sample}.warnings.tsv",
+        "load_sample",
+        WARNING_COLUMNS,
+        text=WARNING_TEXT,
+    ),
+    Table(
+        "merge_warnings",
+        "results/integrate/merge_warnings.tsv",
+        "merge_samples",
+        WARNING_COLUMNS,
+        text=WARNING_TEXT,
     ),
     Table(
         "qc_summary",
@@ -218,6 +240,7 @@ _REGISTRY = (
         "results/tables/association_notes.tsv",
         "associate",
         _names("scope item note"),
+        text=("item",),  # patient ids, feature and covariate names
     ),
     Table(
         "longitudinal",
@@ -252,6 +275,13 @@ _REGISTRY = (
         _names("sample feature value cohort_percentile cohort_n cohort_median")
         + _names("responder_min responder_median responder_max nonresponder_median")
         + _names("n_responders flag direction qvalue"),
+    ),
+    Table(
+        "warnings",
+        "results/tables/warnings.tsv",
+        "warnings",
+        WARNING_COLUMNS,
+        text=WARNING_TEXT,
     ),
 )
 #: The contract tables by name.

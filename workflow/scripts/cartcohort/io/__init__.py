@@ -14,18 +14,37 @@ time or here.
 from . import airr
 from .airr import read_10x_csv, read_10x_json, read_airr_tsv
 from .contigs import SCIRPY_VERSION, from_contigs, scirpy_is_true
-from .genes import harmonise_genes
-from .gex import ANTIBODY_CAPTURE, GENE_EXPRESSION, read_gex
-from .sample import OBS_META, SUMMARY_COLUMNS, load_sample, load_summary
+from .genes import gene_join_warnings, harmonise_genes
+from .gex import (
+    ANTIBODY_CAPTURE,
+    GENE_EXPRESSION,
+    FeatureReport,
+    GexLibrary,
+    read_gex,
+    read_library,
+)
+from .sample import (
+    OBS_META,
+    SUMMARY_COLUMNS,
+    LoadedSample,
+    feature_warnings,
+    load_sample,
+    load_summary,
+)
 from .tcr import read_tcr
 
 __all__ = [
     "ANTIBODY_CAPTURE",
+    "FeatureReport",
     "GENE_EXPRESSION",
+    "GexLibrary",
+    "LoadedSample",
     "OBS_META",
     "SCIRPY_VERSION",
     "SUMMARY_COLUMNS",
     "airr",
+    "feature_warnings",
+    "gene_join_warnings",
     "from_contigs",
     "harmonise_genes",
     "load_sample",
@@ -34,6 +53,7 @@ __all__ = [
     "read_10x_json",
     "read_airr_tsv",
     "read_gex",
+    "read_library",
     "read_tcr",
     "scirpy_is_true",
 ]

@@ -22,20 +22,27 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from ..sheets import is_gzip, open_text
-from .contigs import (
+from ..sheets import (
     AIRR_BOOLEAN,
     AIRR_INTEGER,
+    AIRR_NA_LIKE,
     AIRR_NUMBER,
     AIRR_REQUIRED,
+    JSON_REGIONS,
     SCIRPY_NA_STRINGS,
+    VDJ_LOCI,
+    VJ_LOCI,
+    is_gzip,
+    open_text,
+    schema_type,
+)
+from .contigs import (
     SCIRPY_VERSION,
     as_values,
     from_contigs,
     map_unique,
     minus_one,
     na_mask,
-    schema_type,
     scirpy_is_true,
     to_bool,
     to_float,
@@ -57,22 +64,11 @@ __all__ = [
     "scirpy_is_true",
 ]
 
-#: Spellings of "missing" in gene calls, CIGARs and ``locus`` of AIRR TSVs in the wild;
-#: blanked before the locus is inferred (cart-cohort's own pre-processing).
-AIRR_NA_LIKE = ("NA", "N/A", "None", "nan", "NaN", "null")
 
 #: Codons scirpy's ``_translate_dna_to_protein`` reads as C, and as W or F.
 _CYS_CODONS = ("TGT", "TGC")
 _TRP_PHE_CODONS = ("TGG", "TTT", "TTC")
 _CR6_REGIONS = ("fwr1", "fwr2", "fwr3", "fwr4", "cdr1", "cdr2")
-_VJ_LOCI = ("TRA", "TRG", "IGK", "IGL")
-_VDJ_LOCI = ("TRB", "TRD", "IGH")
-_JSON_REGIONS = {
-    "L-REGION+V-REGION": "v",
-    "D-REGION": "d",
-    "J-REGION": "j",
-    "C-REGION": "c",
-}
 
 
 def _cdr3_from_junction(
@@ -166,8 +162,8 @@ def _json_genes(annotations: Sequence[Mapping[str, Any]]) -> dict[str, dict[str,
     genes: dict[str, dict[str, Any]] = {}
     for annot in annotations:
         feat = annot["feature"]
-        if feat["region_type"] in _JSON_REGIONS:
-            region = _JSON_REGIONS[feat["region_type"]]
+        if feat["region_type"] in JSON_REGIONS:
+            region = JSON_REGIONS[feat["region_type"]]
             if region in genes:
                 raise ValueError(f"a contig has two {feat['region_type']} annotations")
             genes[region] = {
@@ -193,12 +189,12 @@ def _json_chain(contig: Mapping[str, Any]) -> dict[str, Any]:
         chain_type = chain_types[0] if np.unique(chain_types).size == 1 else None
     chain["np1_length"] = None
     chain["np2_length"] = None
-    if chain_type in _VJ_LOCI and chain["v_call"] is not None and chain["j_call"] is not None:
+    if chain_type in VJ_LOCI and chain["v_call"] is not None and chain["j_call"] is not None:
         if chain["d_call"] is not None:
             raise ValueError(f"a {chain_type} contig has a D region")
         chain["np1_length"] = genes["j"]["start"] - genes["v"]["end"]
     elif (
-        chain_type in _VDJ_LOCI
+        chain_type in VDJ_LOCI
         and chain["v_call"] is not None
         and chain["j_call"] is not None
         and chain["d_call"] is not None

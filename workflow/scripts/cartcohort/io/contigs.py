@@ -45,104 +45,21 @@ import awkward as ak
 import numpy as np
 import pandas as pd
 
+from ..sheets import (
+    AIRR_FALSE_VALUES,
+    AIRR_REQUIRED,
+    AIRR_TRUE_VALUES,
+    SCIRPY_NA_STRINGS,
+    schema_type,
+)
+
 #: The scirpy release whose data structure this module reproduces; written to
 #: ``uns['scirpy_version']`` (scirpy refuses AIRR AnnData without it).
 SCIRPY_VERSION = "0.22.5"
 
-#: Required fields of the AIRR Rearrangement schema (airr 2.0.0), in schema order.
-AIRR_REQUIRED = (
-    "sequence_id",
-    "sequence",
-    "rev_comp",
-    "productive",
-    "v_call",
-    "d_call",
-    "j_call",
-    "sequence_alignment",
-    "germline_alignment",
-    "junction",
-    "junction_aa",
-    "v_cigar",
-    "d_cigar",
-    "j_cigar",
-)
-#: Fields of type ``boolean`` in the AIRR Rearrangement schema (airr 2.0.0).
-AIRR_BOOLEAN = frozenset(
-    {
-        "complete_vdj",
-        "j_frameshift",
-        "productive",
-        "rev_comp",
-        "stop_codon",
-        "v_frameshift",
-        "vj_in_frame",
-    }
-)
-#: Fields of type ``number`` in the AIRR Rearrangement schema (airr 2.0.0).
-AIRR_NUMBER = frozenset(
-    f"{seg}_{kind}"
-    for seg in ("v", "d", "d2", "j", "c")
-    for kind in ("score", "identity", "support")
-)
-#: Fields of type ``integer`` in the AIRR Rearrangement schema (airr 2.0.0).
-AIRR_INTEGER = (
-    frozenset(
-        [
-            f"{seg}_{kind}_{end}"
-            for seg in ("v", "d", "d2", "j", "c")
-            for kind in ("sequence", "germline", "alignment")
-            for end in ("start", "end")
-        ]
-        + [
-            f"{region}_{end}"
-            for region in ("cdr1", "cdr2", "cdr3", "fwr1", "fwr2", "fwr3", "fwr4")
-            for end in ("start", "end")
-        ]
-        + [
-            "junction_length",
-            "junction_aa_length",
-            "np1_length",
-            "np2_length",
-            "np3_length",
-            "n1_length",
-            "n2_length",
-            "n3_length",
-            "p3v_length",
-            "p5d_length",
-            "p3d_length",
-            "p5d2_length",
-            "p3d2_length",
-            "p5j_length",
-            "v_frameshift",
-            "j_frameshift",
-            "d_frame",
-            "d2_frame",
-            "consensus_count",
-            "duplicate_count",
-            "umi_count",
-        ]
-    )
-    - AIRR_BOOLEAN
-)
-
-#: Strings scirpy treats as missing (``scirpy.util._is_na2``).
-SCIRPY_NA_STRINGS = ("NaN", "nan", "None", "N/A", "")
-_TRUE_VALUES = ("True", "true", "TRUE", "T", "t", "1")
-_FALSE_VALUES = ("False", "false", "FALSE", "F", "f", "0")
 #: ``airr.schema.Schema._to_bool_map``
-_TO_BOOL: dict[Any, bool] = {x: True for x in (*_TRUE_VALUES, 1, True)}
-_TO_BOOL.update({x: False for x in (*_FALSE_VALUES, 0, False)})
-
-
-def schema_type(field: str) -> str | None:
-    """The AIRR schema type of ``field``: ``boolean``, ``integer``, ``number`` or ``None``."""
-    if field in AIRR_BOOLEAN:
-        return "boolean"
-    if field in AIRR_INTEGER:
-        return "integer"
-    if field in AIRR_NUMBER:
-        return "number"
-    return None
+_TO_BOOL: dict[Any, bool] = {x: True for x in (*AIRR_TRUE_VALUES, 1, True)}
+_TO_BOOL.update({x: False for x in (*AIRR_FALSE_VALUES, 0, False)})
 
 
 # --------------------------------------------------------------------------- scalar rules

@@ -2,12 +2,15 @@
 
 Samples mapped to different references (or Cell Ranger versions) differ in
 their genes; they are matched by Ensembl id when every sample has real ids,
-else by symbol, and joined as an intersection or a union.
+else by symbol, and joined as an intersection or a union. Either way the
+analysis differs from one on a single reference, so :func:`gene_join_warnings`
+reports how many genes were dropped (or zero-filled) and which libraries lack them.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -17,6 +20,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..errors import CartCohortError
+from ..sheets import warning_row
 from .gex import GENE_EXPRESSION, make_unique
 
 logger = logging.getLogger(__name__)
@@ -31,6 +35,117 @@ def _has_ids(adata: ad.AnnData) -> bool:
     if (ids == "").any() or ids.isna().any() or ids.duplicated().any():
         return False
     return bool((ids.to_numpy() != adata.var_names.to_numpy()).mean() > 0.5)
+
+
+def _keys(a: ad.AnnData, *, by_id: bool) -> list[str]:
+    """The gene keys of one sample: its gene ids, or its symbols."""
+    return a.var["gene_ids"].astype(str).tolist() if by_id else [str(v) for v in a.var_names]
+
+
+def _car_keys(a: ad.AnnData, keys: list[str]) -> set[str]:
+    """The keys of the CAR features of one sample."""
+    if "is_car" not in a.var:
+        return set()
+    return {k for k, car in zip(keys, a.var["is_car"].astype(bool)) if car}
+
+
+def _lacking_detail(
+    libraries: Sequence[str],
+    lacking: Sequence[int],
+    absent: list[str],
+    symbol: dict[str, str],
+    *,
+    versions: bool,
+) -> str:
+    """Which libraries lack how many genes, a few of the genes, and whether gene ids
+    differ only in their version suffix."""
+    who = [f"{lib} ({n})" for lib, n in zip(libraries, lacking) if n]
+    shown = ", ".join(who[:5]) + (f" and {len(who) - 5} more" if len(who) > 5 else "")
+    genes = ", ".join(symbol[k] if symbol[k] == k else f"{symbol[k]} ({k})" for k in absent[:3])
+    text = f"; libraries lacking genes: {shown}; e.g. {genes}"
+    if versions:
+        text += (
+            "; some gene ids differ only in their version suffix (ENSG...16 vs ENSG...17): "
+            "the libraries were mapped to different Ensembl releases"
+        )
+    return text
+
+
+def gene_join_warnings(
+    adatas: Sequence[ad.AnnData],
+    *,
+    join: Literal["intersect", "union"],
+    libraries: Sequence[str],
+) -> list[dict[str, Any]]:
+    """The warning row of joining libraries that do not have the same genes.
+
+    Genes are matched as :func:`harmonise_genes` matches them; CAR features
+    (``var['is_car']``) are left out of the counts (always kept; a library without
+    them is reported by the load step).
+
+    Parameters
+    ----------
+    adatas
+        The libraries, before :func:`harmonise_genes`.
+    join
+        ``load.gene_join``.
+    libraries
+        A name (sample id) for each of ``adatas``.
+
+    Returns
+    -------
+    list of dict
+        No row when every library has the same genes; else one cohort-wide
+        :func:`~cartcohort.sheets.warning_row` (step ``merge``):
+        ``genes_dropped_by_intersect`` or ``genes_zero_filled_by_union``, whose
+        ``count`` is the number of genes not in every library.
+    """
+    if len(adatas) < 2:
+        return []
+    by_id = all(_has_ids(a) for a in adatas)
+    keys = [_keys(a, by_id=by_id) for a in adatas]
+    car = set().union(*(_car_keys(a, k) for a, k in zip(adatas, keys)))
+    sets = [set(k) - car for k in keys]
+    union, common = set().union(*sets), set.intersection(*sets)
+    if len(union) == len(common):
+        return []
+    symbol: dict[str, str] = {}
+    for a, ks in zip(adatas, keys):
+        for k, sym in zip(ks, a.var_names):
+            symbol.setdefault(k, str(sym))
+    absent = [k for k in symbol if k in union and k not in common]  # first-seen order
+    lacking = [len(union - s) for s in sets]
+    matched = "gene id" if by_id else "gene symbol (not every library has gene ids)"
+    versions = by_id and len({re.sub(r"\.\d+$", "", k) for k in absent}) < len(absent)
+    what = (
+        f"the {len(adatas)} libraries were not all mapped to the same reference: "
+        f"{len(absent)} of {len(union)} genes (matched by {matched}) are missing from "
+        "at least one library and were "
+        + (
+            f"dropped (load.gene_join: intersect), {len(common)} genes are analysed"
+            if join == "intersect"
+            else "kept with zero counts where missing, so they look unexpressed there "
+            "(load.gene_join: union)"
+        )
+        + _lacking_detail(libraries, lacking, absent, symbol, versions=versions)
+    )
+    other = (
+        "set load.gene_join: union to keep every gene, with zero counts in the libraries "
+        "that lack it"
+        if join == "intersect"
+        else "set load.gene_join: intersect to analyse only the genes every library has"
+    )
+    check = "genes_dropped_by_intersect" if join == "intersect" else "genes_zero_filled_by_union"
+    return [
+        warning_row(
+            step="merge",
+            check=check,
+            count=len(absent),
+            detail=what,
+            action="map every library to the same reference (same Cell Ranger reference "
+            f"and version) and re-run, or {other}",
+        )
+    ]
 
 
 def _gene_keys(

@@ -13,8 +13,9 @@ import gzip
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import anndata as ad
 import h5py
@@ -24,7 +25,14 @@ import scipy.io
 import scipy.sparse as sp
 
 from ..errors import InputError, Problem
-from ..sheets import GexSource, inspect_gex, is_gzip, locate_mtx, read_lines
+from ..sheets import (
+    GexSource,
+    car_feature_issues,
+    inspect_gex,
+    is_gzip,
+    locate_mtx,
+    read_lines,
+)
 from .locate import check_no_nul, gex_input, parsing, raise_issues
 
 logger = logging.getLogger(__name__)
@@ -36,6 +44,44 @@ _KIND_WORDS = {
     "mtx": "a MatrixMarket matrix folder",
     "h5ad": "an AnnData .h5ad file",
 }
+#: Where each kind of input lists its features (messages).
+_FEATURES_WHERE = {"h5": "dataset 'matrix/features/name'", "mtx": "features", "h5ad": "var"}
+
+
+@dataclass(frozen=True)
+class FeatureReport:
+    """What :func:`read_library` did with the features of a library.
+
+    Attributes
+    ----------
+    car_found
+        Names of the CAR features found (kept in the RNA matrix whatever their type).
+    car_missing
+        Entries of ``car_features`` the library lacks (only with ``car_expected=False``:
+        otherwise the library is refused).
+    kept_apart
+        Feature type -> number of features kept out of the RNA matrix in the ``prot``
+        modality (``Antibody Capture``).
+    left_out
+        Feature type -> number of features of other types (CRISPR Guide Capture,
+        Custom, Multiplexing Capture...) not loaded.
+    """
+
+    car_found: tuple[str, ...] = ()
+    car_missing: tuple[str, ...] = ()
+    kept_apart: dict[str, int] = field(default_factory=dict)
+    left_out: dict[str, int] = field(default_factory=dict)
+
+
+class GexLibrary(NamedTuple):
+    """The GEX input of one library as read by :func:`read_library`."""
+
+    #: Gene Expression (+ CAR) features of every cell.
+    gex: ad.AnnData
+    #: Antibody Capture features (``None`` when there are none).
+    prot: ad.AnnData | None
+    #: What was done with the features.
+    features: FeatureReport
 
 
 def _read_h5(path: Path) -> tuple[sp.csr_matrix, list[str], pd.DataFrame]:
@@ -225,33 +271,118 @@ def _check_matrix(path: Path, X: sp.csr_matrix, barcodes: list[str]) -> None:
         raise InputError([Problem(str(path), "", why, "give raw UMI counts")])
 
 
+def _type_counts(types: np.ndarray) -> dict[str, int]:
+    """Feature type -> number of features, by type name."""
+    return {str(k): int(v) for k, v in pd.Series(types).value_counts().sort_index().items()}
+
+
 def _feature_masks(
-    var: pd.DataFrame, car: set[str], *, path: Path, sample: str
-) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    var: pd.DataFrame,
+    car: Sequence[str],
+    *,
+    car_expected: bool,
+    source: GexSource,
+    sample: str,
+) -> tuple[np.ndarray, np.ndarray, FeatureReport]:
     """Flag CAR features in ``var['is_car']``; masks of the GEX (+ CAR) and antibody
-    features, and the CAR feature names found."""
+    features, and what was done with the features.
+
+    Raises
+    ------
+    InputError
+        When an entry of ``car`` is neither a feature name nor an id and
+        ``car_expected`` (the same problem as the parse-time check).
+    """
     var["is_car"] = var["name"].isin(car) | var["gene_ids"].isin(car)
-    found_car = sorted(set(var.loc[var["is_car"], "name"]))
-    if car and not found_car:
-        logger.warning(
-            "%s: none of the CAR features %s is in the matrix (sample %s)",
-            path,
-            sorted(car),
-            sample,
-        )
+    present = set(var["name"]) | set(var["gene_ids"])
+    car_missing = tuple(c for c in dict.fromkeys(car) if c not in present)
+    if car_missing and car_expected:
+        names, ids = var["name"].tolist(), var["gene_ids"].tolist()
+        issues = car_feature_issues(car, names, ids, where=_FEATURES_WHERE[source.kind])
+        tag = f" (sample '{sample}')"
+        raise InputError([Problem(str(source.path), w, what + tag, fix) for w, what, fix in issues])
     ft = var["feature_types"].to_numpy()
     gex_mask = (ft == GENE_EXPRESSION) | var["is_car"].to_numpy()
     prot_mask = (ft == ANTIBODY_CAPTURE) & ~var["is_car"].to_numpy()
     other = ~(gex_mask | prot_mask)
+    report = FeatureReport(
+        car_found=tuple(sorted(set(var.loc[var["is_car"], "name"]))),
+        car_missing=car_missing,
+        kept_apart=_type_counts(ft[prot_mask]),
+        left_out=_type_counts(ft[other]),
+    )
+    if report.car_missing:
+        logger.warning(
+            "%s: CAR feature(s) %s not in the matrix (sample %s, car_expected false)",
+            source.path,
+            list(report.car_missing),
+            sample,
+        )
     if other.any():
-        kinds = pd.Series(ft[other]).value_counts().sort_index()
         logger.info(
             "%s: leaving out %d feature(s) of other types: %s",
-            path,
+            source.path,
             int(other.sum()),
-            ", ".join(f"{k} ({v})" for k, v in kinds.items()),
+            ", ".join(f"{k} ({v})" for k, v in report.left_out.items()),
         )
-    return gex_mask, prot_mask, found_car
+    return gex_mask, prot_mask, report
+
+
+def read_library(
+    path: str | os.PathLike,
+    *,
+    sample: str,
+    car_features: Sequence[str] = (),
+    car_expected: bool = True,
+) -> GexLibrary:
+    """Read the gene-expression input of one library and say what was done with its
+    features.
+
+    Parameters
+    ----------
+    path, sample, car_features
+        As for :func:`read_gex`.
+    car_expected
+        Whether the library must hold every entry of ``car_features``
+        (sample-sheet column ``car_expected``); when false, a library without them
+        is read and the missing entries are reported in ``features.car_missing``.
+
+    Returns
+    -------
+    GexLibrary
+        ``gex``, ``prot`` (as returned by :func:`read_gex`) and ``features``, a
+        :class:`FeatureReport`: the CAR features found and missing, the feature
+        types kept apart (``prot``) or left out.
+
+    Raises
+    ------
+    InputError
+        For unreadable, corrupt or normalised inputs, and for a CAR feature the
+        library lacks while ``car_expected`` (naming the file, the sample and the
+        closest feature names).
+    """
+    source = gex_input(path)
+    X, barcodes, var = _read_matrix(source, sample=sample)
+    car = [str(c) for c in car_features]
+    gex_mask, prot_mask, report = _feature_masks(
+        var, car, car_expected=car_expected, source=source, sample=sample
+    )
+    obs = pd.DataFrame(
+        {"barcode": pd.Series(barcodes, dtype=object).to_numpy()},
+        index=pd.Index([f"{sample}_{b}" for b in barcodes], dtype=object),
+    )
+    gex = _subset(X, var, gex_mask, obs)
+    prot = _subset(X, var, prot_mask, obs) if prot_mask.any() else None
+    found_car = report.car_found
+    logger.info(
+        "%s: %d cells x %d GEX features%s%s",
+        source.path,
+        gex.n_obs,
+        gex.n_vars,
+        f" ({len(found_car)} CAR: {', '.join(found_car)})" if found_car else "",
+        f", {prot.n_vars} antibody features" if prot is not None else "",
+    )
+    return GexLibrary(gex, prot, report)
 
 
 def read_gex(
@@ -259,6 +390,7 @@ def read_gex(
     *,
     sample: str,
     car_features: Sequence[str] = (),
+    car_expected: bool = True,
 ) -> tuple[ad.AnnData, ad.AnnData | None]:
     """Read the gene-expression matrix of one library.
 
@@ -274,35 +406,23 @@ def read_gex(
     car_features
         Feature names (or ids) of the CAR transgene(s); kept in the GEX
         matrix whatever their feature type and flagged in ``var['is_car']``.
+    car_expected
+        Whether the library must hold every entry of ``car_features`` (see
+        :func:`read_library`).
 
     Returns
     -------
     gex, prot
         ``gex``: Gene Expression (+ CAR) features; ``prot``: Antibody Capture
-        features (``None`` when there are none). Both share obs (all cells),
-        with ``obs['barcode']``; ``X`` is CSR float32.
+        features (``None`` when there are none). Features of other types are
+        left out. Both share obs (all cells), with ``obs['barcode']``; ``X`` is
+        CSR float32.
 
     Raises
     ------
     InputError
-        For unreadable, corrupt or normalised inputs (naming the file).
+        For unreadable, corrupt or normalised inputs (naming the file), and for
+        a CAR feature the library lacks while ``car_expected``.
     """
-    source = gex_input(path)
-    X, barcodes, var = _read_matrix(source, sample=sample)
-    car = {str(c) for c in car_features}
-    gex_mask, prot_mask, found_car = _feature_masks(var, car, path=source.path, sample=sample)
-    obs = pd.DataFrame(
-        {"barcode": pd.Series(barcodes, dtype=object).to_numpy()},
-        index=pd.Index([f"{sample}_{b}" for b in barcodes], dtype=object),
-    )
-    gex = _subset(X, var, gex_mask, obs)
-    prot = _subset(X, var, prot_mask, obs) if prot_mask.any() else None
-    logger.info(
-        "%s: %d cells x %d GEX features%s%s",
-        source.path,
-        gex.n_obs,
-        gex.n_vars,
-        f" ({len(found_car)} CAR: {', '.join(found_car)})" if found_car else "",
-        f", {prot.n_vars} antibody features" if prot is not None else "",
-    )
-    return gex, prot
+    lib = read_library(path, sample=sample, car_features=car_features, car_expected=car_expected)
+    return lib.gex, lib.prot

@@ -1,20 +1,23 @@
-"""Load one library (GEX [+ TCR] [+ antibody capture]) into a MuData, and stack the
-per-library load summaries into ``tables/load_samples.tsv``."""
+"""Load one library (GEX [+ TCR] [+ antibody capture]) into a MuData, with its load
+summary and its warnings (what was carried through: features kept out of the RNA
+matrix, a CAR the sample sheet says the library lacks); stack the per-library load
+summaries into ``tables/load_samples.tsv``."""
 
 from __future__ import annotations
 
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import anndata as ad
 import numpy as np
 import pandas as pd
 
 from ..errors import CartCohortError, InputError, Problem
+from ..sheets import WARNING_COLUMNS, warning_row
 from ..tables import TABLES
-from .gex import read_gex
+from .gex import FeatureReport, read_library
 from .tcr import read_tcr
 
 logger = logging.getLogger(__name__)
@@ -25,6 +28,79 @@ OBS_META = ("sample", "patient", "timepoint", "timepoint_day", "compartment", "b
 SUMMARY_COLUMNS = TABLES["load_samples"].columns
 
 PathLike = str | os.PathLike
+
+
+class LoadedSample(NamedTuple):
+    """What :func:`load_sample` returns (unpack it as three values)."""
+
+    #: The library: ``gex`` [+ ``airr``] [+ ``prot``].
+    mdata: Any
+    #: One row with :data:`SUMMARY_COLUMNS` (``results/load/{sample}.summary.tsv``).
+    summary: pd.DataFrame
+    #: Rows of ``warnings.tsv`` (``results/load/{sample}.warnings.tsv``; none: no row).
+    warnings: pd.DataFrame
+
+
+def feature_warnings(sample: str, report: FeatureReport, *, n_cells: int) -> list[dict[str, Any]]:
+    """The warning rows of a library's features (step ``load``).
+
+    Parameters
+    ----------
+    sample
+        Sample id.
+    report
+        What :func:`~.gex.read_library` did with the library's features.
+    n_cells
+        The library's cells.
+
+    Returns
+    -------
+    list of dict
+        :func:`cartcohort.sheets.warning_row` rows, by check: ``car_feature_absent``
+        (the CAR features the library lacks; the sample sheet says it may) and
+        ``non_gex_features`` (features that are not Gene Expression, kept out of
+        the RNA matrix).
+    """
+    rows = []
+    if report.car_missing:
+        missing = ", ".join(f"'{c}'" for c in report.car_missing)
+        rows.append(
+            warning_row(
+                sample=sample,
+                step="load",
+                check="car_feature_absent",
+                count=n_cells,
+                detail=f"the library lacks the CAR feature(s) {missing} of config car_features "
+                f"(the sample sheet says car_expected: false): its {n_cells} cells have no "
+                "CAR counts, so none is called CAR+",
+                action="nothing to do if the library has no CAR+ cells (e.g. an unsorted "
+                "pre-infusion sample); otherwise map it to a reference that includes the "
+                "CAR sequence and set car_expected back to true",
+            )
+        )
+    n_apart, n_out = sum(report.kept_apart.values()), sum(report.left_out.values())
+    if n_apart or n_out:
+        parts = [f"{k} ({v}, kept as modality 'prot')" for k, v in report.kept_apart.items()]
+        parts += [f"{k} ({v}, not loaded)" for k, v in report.left_out.items()]
+        rows.append(
+            warning_row(
+                sample=sample,
+                step="load",
+                check="non_gex_features",
+                count=n_apart + n_out,
+                detail=f"{n_apart + n_out} features that are not Gene Expression were kept "
+                f"out of the RNA matrix: {'; '.join(parts)}",
+                action="nothing to do if the library was made with these feature barcodes: "
+                "the RNA analysis uses the Gene Expression features (and config "
+                "car_features) only"
+                + (
+                    f"; the antibody counts are in results/load/{sample}.h5mu, modality 'prot'"
+                    if n_apart
+                    else ""
+                ),
+            )
+        )
+    return rows
 
 
 def _meta_obs(index: pd.Index, meta: Mapping[str, Any], sample: str) -> pd.DataFrame:
@@ -118,7 +194,8 @@ def load_sample(
     vdj_path: PathLike | Sequence[PathLike] | None,
     meta: Mapping[str, Any],
     car_features: Sequence[str],
-) -> tuple[Any, pd.DataFrame]:
+    car_expected: bool = True,
+) -> LoadedSample:
     """Load one library into a MuData (``gex`` [+ ``airr``] [+ ``prot``]).
 
     Parameters
@@ -135,19 +212,32 @@ def load_sample(
         modality (strings; ``timepoint_day`` float, NaN when missing).
     car_features
         CAR feature names (config ``car_features``; see :func:`read_gex`).
+    car_expected
+        Whether the library must hold every ``car_features`` entry (sample-sheet
+        column ``car_expected``); when false, a library without them is loaded
+        and reported in ``warnings``.
 
     Returns
     -------
-    mdata, summary
-        The MuData (``airr`` holds only TCR cells that have a GEX cell) and a
-        one-row table with :data:`SUMMARY_COLUMNS`: the sample, its GEX cells,
-        TCR cells, GEX cells with a TCR, TCR cells without a GEX cell and the
-        BCR contigs dropped.
+    LoadedSample
+        ``mdata``: the MuData (``airr`` holds only TCR cells that have a GEX
+        cell). ``summary``: a one-row table with :data:`SUMMARY_COLUMNS`: the
+        sample, its GEX cells, TCR cells, GEX cells with a TCR, TCR cells without
+        a GEX cell and the BCR contigs dropped. ``warnings``: rows with
+        :data:`~cartcohort.sheets.WARNING_COLUMNS` (:func:`feature_warnings`).
+
+    Raises
+    ------
+    InputError
+        For unreadable inputs, TCR cells none of which has a GEX cell, and a
+        CAR feature the library lacks while ``car_expected``.
     """
     import mudata as md
 
     vdj_path = _single_path(vdj_path)
-    gex, prot = read_gex(gex_path, sample=sample, car_features=car_features)
+    gex, prot, features = read_library(
+        gex_path, sample=sample, car_features=car_features, car_expected=car_expected
+    )
     meta_obs = _meta_obs(gex.obs_names, meta, sample)
     _add_meta(gex, meta_obs)
     mods: dict[str, ad.AnnData] = {"gex": gex}
@@ -168,7 +258,12 @@ def load_sample(
         mods["prot"] = prot
     with md.set_options(pull_on_update=False):
         mdata = md.MuData(mods)
-    return mdata, pd.DataFrame([summary], columns=list(SUMMARY_COLUMNS))
+    warnings = feature_warnings(sample, features, n_cells=gex.n_obs)
+    return LoadedSample(
+        mdata,
+        pd.DataFrame([summary], columns=list(SUMMARY_COLUMNS)),
+        pd.DataFrame(warnings, columns=list(WARNING_COLUMNS)),
+    )
 
 
 def load_summary(summaries: Sequence[pd.DataFrame]) -> pd.DataFrame:

@@ -49,14 +49,15 @@ def _require(df: pd.DataFrame, cols: Sequence[str], name: str) -> None:
 def response_group(
     patients: pd.Series, *, response: Mapping[str, str] | None, responders: Sequence[str]
 ) -> pd.Series:
-    """``responder`` / ``non-responder`` / ``other`` (NE or unknown) per row."""
+    """``responder`` / ``non-responder`` / ``other`` (NE, NA or absent from ``response``)
+    per row."""
     if not response:
         return pd.Series("other", index=patients.index)
     resp = patients.astype(str).map(lambda p: response.get(p))
     grp = np.where(
         resp.isin(list(responders)),
         "responder",
-        np.where(resp.notna() & (resp != "NE"), "non-responder", "other"),
+        np.where(resp.notna() & ~resp.isin(["NE", "NA"]), "non-responder", "other"),
     )
     return pd.Series(grp, index=patients.index)
 

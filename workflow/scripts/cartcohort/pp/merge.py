@@ -12,7 +12,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import anndata as ad
 import numpy as np
@@ -102,6 +102,13 @@ def _read_gex(path: str | os.PathLike) -> ad.AnnData:
         ) from None
 
 
+def _library_name(a: ad.AnnData, i: int) -> str:
+    """The sample id of a library's cells (``obs['sample']``), else its position."""
+    if "sample" in a.obs and a.n_obs:
+        return str(a.obs["sample"].iloc[0])
+    return f"library {i + 1}"
+
+
 def concat_samples(adatas: Sequence[ad.AnnData], *, join: GeneJoin) -> ad.AnnData:
     """Stack samples (cells) after giving them the same genes with
     :func:`cartcohort.io.harmonise_genes` (``intersect`` or ``union``).
@@ -117,17 +124,29 @@ def concat_samples(adatas: Sequence[ad.AnnData], *, join: GeneJoin) -> ad.AnnDat
     Returns
     -------
     AnnData
-        ``X`` raw counts (CSR float32), the samples' ``obs``, the harmonised ``var``.
-    """
-    from ..io import harmonise_genes
+        ``X`` raw counts (CSR float32), the samples' ``obs``, the harmonised ``var``;
+        ``uns['merge_warnings']``: the warning rows of the join
+        (:func:`cartcohort.io.gene_join_warnings`; none when every sample has the
+        same genes).
 
+    Raises
+    ------
+    CartCohortError
+        When the samples share no gene besides the CAR features (intersect).
+    """
+    from ..io import gene_join_warnings, harmonise_genes
+    from ..sheets import WARNING_COLUMNS
+
+    libraries = [_library_name(a, i) for i, a in enumerate(adatas)]
+    warnings = gene_join_warnings(adatas, join=join, libraries=libraries)
     harmonised, report = harmonise_genes(list(adatas), join=join)
     if isinstance(adatas, list):
         adatas.clear()  # the harmonised copies replace them: hold one copy of the cells
-    if harmonised[0].n_vars == 0:
+    if not (~harmonised[0].var["is_car"].astype(bool)).any():
         raise CartCohortError(
-            "the samples share no gene, so they cannot be integrated. Fix: map all "
-            "samples to the same reference, or set load.gene_join: union"
+            "the samples share no gene (besides the CAR features), so they cannot be "
+            "integrated. Fix: map all samples to the same reference, or set "
+            "load.gene_join: union"
         )
     if len(report):
         logger.info(
@@ -138,8 +157,10 @@ def concat_samples(adatas: Sequence[ad.AnnData], *, join: GeneJoin) -> ad.AnnDat
     var = harmonised[0].var.copy()
     merged = ad.concat(harmonised, join="inner", merge=None)
     harmonised.clear()
-    return ad.AnnData(X=sp.csr_matrix(merged.X, dtype=np.float32), obs=merged.obs.copy(),
-                      var=var)
+    out = ad.AnnData(X=sp.csr_matrix(merged.X, dtype=np.float32), obs=merged.obs.copy(),
+                     var=var)
+    out.uns["merge_warnings"] = pd.DataFrame(warnings, columns=list(WARNING_COLUMNS))
+    return out
 
 
 def _qc_passing(path: str | os.PathLike, sample: str) -> ad.AnnData:
@@ -193,7 +214,7 @@ def load_qc_cells(
     -------
     AnnData
         ``X`` raw counts (CSR float32), all ``obs`` columns of the QC files, ``var``
-        with ``is_car``.
+        with ``is_car``, ``uns['merge_warnings']`` (see :func:`concat_samples`).
     """
     samples = list(paths)
     if qc_table is not None:
@@ -579,6 +600,16 @@ def prepare_cohort(
     return out
 
 
+class MergedCohort(NamedTuple):
+    """What :func:`merge_samples` returns (unpack it as two values)."""
+
+    #: The prepared cohort (``results/integrate/merged.h5ad``, see :func:`prepare_cohort`).
+    adata: ad.AnnData
+    #: Warning rows of the merge (``results/integrate/merge_warnings.tsv``): genes not in
+    #: every library (:func:`cartcohort.io.gene_join_warnings`); no row when none.
+    warnings: pd.DataFrame
+
+
 def merge_samples(
     paths: Sequence[str | os.PathLike],
     *,
@@ -615,14 +646,19 @@ def merge_samples(
 
     Returns
     -------
-    AnnData
-        The prepared cohort (``integrate/merged.h5ad``, see :func:`prepare_cohort`).
+    MergedCohort
+        ``adata``: the prepared cohort (``integrate/merged.h5ad``, see
+        :func:`prepare_cohort`); ``warnings``: the rows of
+        ``integrate/merge_warnings.tsv`` (genes dropped or zero-filled because the
+        libraries were mapped to different references).
     """
-    return prepare_cohort(
-        load_qc_cells(
-            dict(zip(samples, paths, strict=True)),
-            qc_table=qc_table, qc_table_path=qc_table_path, join=gene_join,
-        ),
-        batch_key=batch_key, n_top_genes=n_top_genes, n_pcs=n_pcs,
+    cells = load_qc_cells(
+        dict(zip(samples, paths, strict=True)),
+        qc_table=qc_table, qc_table_path=qc_table_path, join=gene_join,
+    )
+    warnings = cells.uns.pop("merge_warnings")
+    prepared = prepare_cohort(
+        cells, batch_key=batch_key, n_top_genes=n_top_genes, n_pcs=n_pcs,
         exclude_genes=exclude_genes, scale=scale, seed=seed,
     )
+    return MergedCohort(prepared, warnings)

@@ -1,6 +1,9 @@
 """Report pages and provenance: the overview page, the provenance record and its page.
 
-- :mod:`cartcohort.report.overview` - the cohort at a glance and every skipped analysis;
+- :mod:`cartcohort.report.overview` - the warnings, the cohort at a glance and every
+  skipped analysis;
+- :mod:`cartcohort.report.warnings_table` - ``results/tables/warnings.tsv``: every input
+  carried through rather than refused;
 - :mod:`cartcohort.report.provenance` - software versions per step, config hash, input
   checksums and git commit, gathered into ``results/provenance.json``;
 - :mod:`cartcohort.report.provenance_page` - that record rendered as a report page.
@@ -33,6 +36,7 @@ from .provenance_page import (
     render_provenance_html,
     software_table,
 )
+from .warnings_table import collect_warnings, qc_warnings, warnings_html
 
 __all__ = [
     "NOT_INSTALLED",
@@ -40,6 +44,7 @@ __all__ = [
     "PAGE_STYLE",
     "REQUIRED_RECORD_KEYS",
     "build_provenance",
+    "collect_warnings",
     "config_hash",
     "env_packages",
     "git_commit",
@@ -50,12 +55,14 @@ __all__ = [
     "overview_page",
     "path_size",
     "provenance_record",
+    "qc_warnings",
     "read_json",
     "record_versions",
     "render_provenance_html",
     "sha256_path",
     "skipped_analyses",
     "software_table",
+    "warnings_html",
     "write_html",
     "write_json",
 ]

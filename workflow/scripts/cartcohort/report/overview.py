@@ -1,4 +1,4 @@
-"""The report's overview page: the cohort at a glance and every skipped analysis."""
+"""The report's overview page: the warnings, the cohort at a glance and every skipped analysis."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ from collections.abc import Mapping, Sequence
 import pandas as pd
 
 from ._html import frame_html, html_page
+from .warnings_table import warnings_html
 
 
 def overview_page(
     qc_samples: pd.DataFrame,
     association: pd.DataFrame,
     clinical: pd.DataFrame,
+    warnings: pd.DataFrame,
     *,
     excluded_by_config: Sequence[str],
     extra_notes: Mapping[str, str],
@@ -27,6 +29,8 @@ def overview_page(
         ``results/tables/association.tsv``.
     clinical
         The clinical table.
+    warnings
+        ``results/tables/warnings.tsv``: shown at the top of the page.
     excluded_by_config
         Samples left out through the config's ``exclude_samples``.
     extra_notes
@@ -43,7 +47,9 @@ def overview_page(
         excluded_by_config=excluded_by_config,
         extra_notes=extra_notes,
     )
-    return overview_html(qc_samples=qc_samples, clinical=clinical, skipped=skipped)
+    return overview_html(
+        qc_samples=qc_samples, clinical=clinical, skipped=skipped, warnings=warnings
+    )
 
 
 def skipped_analyses(
@@ -96,8 +102,10 @@ def overview_html(
     qc_samples: pd.DataFrame,
     clinical: pd.DataFrame,
     skipped: pd.DataFrame,
+    warnings: pd.DataFrame,
 ) -> str:
-    """Render the overview page: patients, samples, cells in/kept and skipped analyses."""
+    """Render the overview page: the warnings (:func:`warnings_html`) first, then the
+    patients, samples, cells in/kept and skipped analyses."""
     n_patients = clinical["patient"].nunique() if "patient" in clinical else len(clinical)
     cells_in = int(qc_samples["n_cells_in"].sum()) if "n_cells_in" in qc_samples else 0
     cells_out = int(qc_samples["n_cells_out"].sum()) if "n_cells_out" in qc_samples else 0
@@ -106,6 +114,7 @@ def overview_html(
     resp = clinical.groupby("response").size().rename("patients").reset_index() \
         if "response" in clinical else pd.DataFrame()
     parts = [
+        *warnings_html(warnings),
         "<h2>Cohort overview</h2>",
         f"<p><b>{n_patients}</b> patients, <b>{len(qc_samples)}</b> libraries, "
         f"<b>{cells_in}</b> cells loaded, <b>{cells_out}</b> cells kept after QC.</p>",

@@ -19,7 +19,9 @@ from .locate import LocateError, locate_mtx
 
 logger = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+#: 2: rows also hold the warning rows of their files. 3: TCR files checked in full
+#: (not their first 5,000 rows), rows hold their TCR-GEX overlap (``tcr_gex_overlap``).
+CACHE_VERSION = 3
 
 
 def load_cache(path: Path) -> dict[str, Any]:

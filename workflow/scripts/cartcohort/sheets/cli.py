@@ -27,11 +27,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     with open(args.configfile) as fh:
         config = yaml.safe_load(fh)
     try:
-        samples, clinical = prepare_inputs(
+        samples, clinical, warnings = prepare_inputs(
             config, base_dir=args.base_dir, check_files=not args.no_files
         )
     except InputError as err:
         print(err, file=sys.stderr)
         return 1
-    print(f"OK: {len(samples)} samples, {len(clinical)} patients", file=sys.stderr)
+    for w in warnings:
+        tag = f"sample {w['sample']}: " if w["sample"] else ""
+        print(f"WARNING: {tag}{w['detail']}. Fix: {w['action']}", file=sys.stderr)
+    print(
+        f"OK: {len(samples)} samples, {len(clinical)} patients, {len(warnings)} warning(s)",
+        file=sys.stderr,
+    )
     return 0

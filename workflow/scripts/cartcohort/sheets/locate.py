@@ -16,6 +16,14 @@ GexKind = Literal["h5", "mtx", "h5ad"]
 VdjKind = Literal["10x_csv", "10x_json", "airr"]
 
 
+def resolve_path(value: str, folder: Path) -> Path:
+    """``value`` (``~`` and ``$VARS`` expanded) as an absolute path, relative to ``folder``."""
+    p = Path(os.path.expandvars(os.path.expanduser(value)))
+    if not p.is_absolute():
+        p = folder / p
+    return Path(os.path.normpath(os.path.abspath(p)))
+
+
 class LocateError(Exception):
     """A GEX/TCR path whose layout is not recognised (carries ``what`` and ``fix``)."""
 

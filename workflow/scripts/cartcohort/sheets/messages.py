@@ -15,9 +15,18 @@ from typing import Any
 from ..errors import Problem
 from .sniff import Issue
 
-#: Allowed sample ids (also used in file names and Snakemake wildcards).
-SAMPLE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+#: Longest allowed id: sample ids become parts of file names (at most 255 bytes).
+MAX_ID_LENGTH = 128
+#: Allowed sample, patient and timepoint ids: sample ids become file names, Snakemake
+#: wildcards and shell arguments; patient ids become parts of clone ids and of the
+#: ``;``/``,``-joined id lists of the tables.
+SAMPLE_ID_PATTERN = rf"^[A-Za-z0-9][A-Za-z0-9_.-]{{0,{MAX_ID_LENGTH - 1}}}$"
 SAMPLE_ID_RE = re.compile(SAMPLE_ID_PATTERN)
+#: The rule for valid ids, in words (the fix of every unsafe-id message).
+ID_RULE = (
+    "use only letters, digits, '_', '.' and '-', starting with a letter or digit, "
+    f"at most {MAX_ID_LENGTH} characters (ids become file names and shell arguments)"
+)
 #: Ids the workflow's tables cannot hold: ``write_table`` writes missing values as
 #: ``NA`` and ``read_table`` reads ``NA`` back as missing, so an id spelled ``NA``
 #: would become a missing value in every table.
@@ -58,6 +67,40 @@ _CHAR_NAMES = {
 }
 
 
+#: Columns of a warning row (``results/tables/warnings.tsv``), in order.
+WARNING_COLUMNS = ("sample", "step", "check", "count", "detail", "action")
+
+
+def warning_row(
+    *, sample: str = "", step: str, check: str, count: int, detail: str, action: str
+) -> dict[str, Any]:
+    """One row of ``warnings.tsv``: an input carried through that the user should know of.
+
+    Parameters
+    ----------
+    sample
+        The library the warning is about; ``""`` for a cohort-wide warning.
+    step
+        Where it was found (``sheets``, ``clinical``, ``load``, ``qc``, ``merge``...).
+    check
+        Short snake_case id of the check (e.g. ``response_na``).
+    count
+        How many genes, cells, patients... are affected.
+    detail
+        One sentence: what was found.
+    action
+        What to do about it.
+
+    Returns
+    -------
+    dict
+        The six :data:`WARNING_COLUMNS`, in order.
+    """
+    return dict(
+        zip(WARNING_COLUMNS, (str(sample), step, check, int(count), detail, action), strict=True)
+    )
+
+
 def describe_unsafe_id(value: str) -> str:
     """Say what makes ``value`` an unsafe sample id ('' if it is safe)."""
     if SAMPLE_ID_RE.match(value):
@@ -74,7 +117,21 @@ def describe_unsafe_id(value: str) -> str:
         )
     if bad:
         parts.append("contains " + ", ".join(bad))
+    if len(value) > MAX_ID_LENGTH:
+        parts.append(f"is {len(value)} characters long")
+    if not value:
+        parts.append("is empty")
     return "; ".join(parts)
+
+
+def unsafe_id_problem(value: str, column: str, lineno: int, fname: str) -> Problem | None:
+    """The problem of an id on line ``lineno`` of ``fname`` that breaks :data:`ID_RULE`."""
+    why = describe_unsafe_id(value)
+    if not why:
+        return None
+    return Problem(
+        fname, f"line {lineno}, column '{column}'", f"{column} id '{value}' {why}", ID_RULE
+    )
 
 
 def missing_like_id(value: str, column: str) -> tuple[str, str] | None:

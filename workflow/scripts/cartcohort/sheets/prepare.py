@@ -4,21 +4,36 @@ Every problem found is collected and raised at once as an
 :class:`~cartcohort.errors.InputError` of :class:`~cartcohort.errors.Problem`
 objects, each naming the file, the line/column and the fix. Line numbers are
 those of the file as shown by a text editor (the header is line 1).
+
+Sample, patient and timepoint ids must follow :data:`~.messages.ID_RULE` (they become
+file names, wildcards and parts of joined id lists); ids spelled ``NA`` are refused:
+the workflow's tables write a missing value as ``NA``, so such an id would be read
+back as missing. Every patient needs a response code of the config, or ``NA`` (not
+known: carried through, and listed as a warning row).
 """
 
 from __future__ import annotations
 
+import copy
 import difflib
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 
+from ..config import fill_defaults
 from ..errors import InputError, Problem
 from .cache import load_cache, save_cache
-from .clinical import check_clinical, cross_check
+from .clinical import (
+    ResponseCodes,
+    check_clinical,
+    check_response_codes,
+    check_responses,
+    cross_check,
+    response_na_warnings,
+)
 from .samples import check_samples
 from .schema import load_schema, validate_table
 from .tsv import SheetTable, read_tsv
@@ -68,6 +83,39 @@ def _check_exclusions(
     return included
 
 
+def _yaml_hint(key: Any, known: list[str]) -> str:
+    """How to write ``key`` of a config map of sample ids that YAML did not read as text."""
+    if isinstance(key, str):
+        close = difflib.get_close_matches(key, known, n=1)
+        return f" ('{key}' -> '{close[0]}'?)" if close else ""
+    same = [k for k in known if k.lower() == str(key).lower()]
+    if isinstance(key, int) and not isinstance(key, bool):
+        same += [k for k in known if k.isdigit() and int(k) == key]
+    spelled = f": write '{same[0]}' in quotes" if same else ", so quote the id"
+    return f" (YAML reads an unquoted {key!r} as a {type(key).__name__}{spelled})"
+
+
+def _check_overrides(
+    config: Mapping[str, Any], sample_df: pd.DataFrame, problems: list[Problem]
+) -> None:
+    """Report ``qc.per_sample`` keys that are no sample id of the sheet: their overrides
+    would be silently ignored."""
+    per_sample = (config.get("qc") or {}).get("per_sample") or {}
+    known = sorted(map(str, sample_df.index))
+    unknown = [k for k in per_sample if not isinstance(k, str) or k not in set(known)]
+    if unknown:
+        hints = "".join(_yaml_hint(k, known) for k in unknown)
+        problems.append(
+            Problem(
+                "config",
+                "key 'qc.per_sample'",
+                f"has overrides for sample(s) not in the sample sheet: "
+                f"{', '.join(repr(k) for k in unknown)}, which would be ignored",
+                "use sample ids from the sheet's 'sample' column" + hints,
+            )
+        )
+
+
 def _check_primary(primary: Any, included: pd.DataFrame, problems: list[Problem]) -> None:
     """Report a ``primary_timepoint`` that is no included sample's timepoint."""
     if primary is None or included.empty or "timepoint" not in included:
@@ -90,21 +138,42 @@ def _samples_of(
     sheet: SheetTable | None,
     schema: Mapping[str, Any],
     problems: list[Problem],
+    warnings: list[dict[str, Any]],
     check_files: bool,
     excluded: set[str],
     cache_file: Path | None,
+    config: Mapping[str, Any],
 ) -> pd.DataFrame | None:
-    """Validate and check the sample sheet, through the cache of checked libraries."""
+    """Validate and check the sample sheet, through the cache of checked libraries
+    (``config`` with its defaults filled: ``car_features``, ``load.min_tcr_gex_overlap``)."""
     cache = load_cache(cache_file) if cache_file is not None and check_files else None
     sample_df = None
     if sheet is not None:
-        validate_table(sheet, schema, problems, skip={("sample", "pattern")})
+        validate_table(sheet, schema, problems, skip=_OWN_CHECKS)
         sample_df = check_samples(
-            sheet, problems, check_files=check_files, excluded=excluded, cache=cache
+            sheet,
+            problems,
+            check_files=check_files,
+            excluded=excluded,
+            cache=cache,
+            warnings=warnings,
+            car_features=[str(c) for c in config["car_features"]],
+            min_tcr_gex_overlap=float(config["load"]["min_tcr_gex_overlap"]),
         )
     if cache is not None and cache_file is not None:
         save_cache(cache_file, cache)
     return sample_df
+
+
+class PreparedInputs(NamedTuple):
+    """What :func:`prepare_inputs` returns (unpack it as three values)."""
+
+    #: The resolved sample sheet, indexed by ``sample``.
+    samples: pd.DataFrame
+    #: The clinical table, indexed by ``patient``.
+    clinical: pd.DataFrame
+    #: Rows of ``warnings.tsv`` (:func:`~.messages.warning_row`): inputs carried through.
+    warnings: list[dict[str, Any]]
 
 
 def prepare_inputs(
@@ -114,22 +183,27 @@ def prepare_inputs(
     check_files: bool = True,
     schema_dir: str | os.PathLike | None = None,
     cache_path: str | os.PathLike | None = None,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+) -> PreparedInputs:
     """Read, resolve and validate the sample sheet and clinical table.
 
     Parameters
     ----------
     config
         The workflow config; uses ``samples``, ``clinical`` (paths, relative to
-        ``base_dir``), ``primary_timepoint``, ``exclude_samples``.
+        ``base_dir``), ``primary_timepoint``, ``exclude_samples``, the response
+        codes ``responders``, ``non_responders``, ``associate.exclude_responses``
+        ``car_features`` and ``load.min_tcr_gex_overlap`` (keys absent from ``config``
+        take the schema's defaults).
     base_dir
         Folder that relative ``config`` paths are relative to.
     check_files
-        Also check every GEX/TCR file (existence, format, cell count, barcode
-        overlap). ``False`` only checks the tables (quick dry runs).
+        Also check every GEX/TCR file (existence, format, cell count, every contig
+        of the TCR files, barcode overlap, two samples with the same file content,
+        every ``car_features`` entry in each library whose ``car_expected`` is
+        true). ``False`` only checks the tables (quick dry runs).
     schema_dir
-        Folder with ``samples.schema.yaml``/``clinical.schema.yaml``
-        (default: the repository's ``config/schemas``).
+        Folder with ``samples.schema.yaml``/``clinical.schema.yaml``/
+        ``config.schema.yaml`` (default: the repository's ``config/schemas``).
     cache_path
         Optional JSON file remembering libraries whose files passed the checks,
         keyed on their paths, sizes and modification times; an unchanged library
@@ -138,48 +212,81 @@ def prepare_inputs(
 
     Returns
     -------
-    samples, clinical
+    PreparedInputs
         ``samples`` indexed by ``sample``: the sheet's columns (strings),
         ``timepoint_day`` float (NaN when absent), absolute ``gex`` (a concrete
         h5/h5ad file or an mtx folder) and ``vdj`` (``""`` when absent; filled
-        from a cellranger multi folder when left empty). ``clinical`` indexed
-        by ``patient``: ``response`` and covariates (numbers as float).
+        from a cellranger multi folder). ``clinical`` indexed by ``patient``:
+        ``response`` (text, ``NA`` when not known), covariates (numbers as float).
+        ``warnings``: rows of ``warnings.tsv`` for inputs carried through, sorted
+        by step, sample and check.
 
     Raises
     ------
     InputError
-        Listing every problem found. Problems of libraries listed in
-        ``exclude_samples`` that concern their files are logged as warnings
-        instead, so a corrupt library can be excluded. Sample and patient ids
-        spelled ``NA`` are refused: the workflow's tables write a missing value
-        as ``NA``, so such an id would be read back as missing.
+        Listing every problem found (module docstring). Problems of the files of
+        libraries in ``exclude_samples`` are only logged, so that a corrupt library
+        can be excluded.
     """
     base = Path(base_dir)
     problems: list[Problem] = []
+    warnings: list[dict[str, Any]] = []
+    full = _with_defaults(config, schema_dir)
     samples_path = config_path(config["samples"], base)
     clinical_path = config_path(config["clinical"], base)
-    s_schema = load_schema("samples", schema_dir)
-    c_schema = load_schema("clinical", schema_dir)
-
     sheet = read_tsv(samples_path, "sample sheet", problems)
     clin = read_tsv(clinical_path, "clinical table", problems)
     excluded = [str(s) for s in (config.get("exclude_samples") or [])]
-    excluded_set = set(excluded)
-
     cache_file = config_path(cache_path, base) if cache_path else None
-    sample_df = _samples_of(sheet, s_schema, problems, check_files, excluded_set, cache_file)
-    clinical_df = None
-    if clin is not None:
-        validate_table(clin, c_schema, problems)
-        clinical_df = check_clinical(clin, c_schema, problems)
-
+    s_schema = load_schema("samples", schema_dir)
+    sample_df = _samples_of(
+        sheet, s_schema, problems, warnings, check_files, set(excluded), cache_file, full
+    )
+    clinical_df = _clinical_of(clin, load_schema("clinical", schema_dir), full, problems)
     if sheet is not None and sample_df is not None:
         included = _check_exclusions(sample_df, excluded, samples_path, problems)
+        _check_overrides(config, sample_df, problems)
         _check_primary(config.get("primary_timepoint"), included, problems)
         if clinical_df is not None:
-            cross_check(sheet, sample_df, clinical_df, excluded_set, clinical_path, problems)
-
+            cross_check(sheet, sample_df, clinical_df, set(excluded), clinical_path, problems)
+            warnings += response_na_warnings(clinical_df, sample_df, set(excluded), clinical_path)
     if problems:
         raise InputError(problems)
     assert sample_df is not None and clinical_df is not None
-    return sample_df, clinical_df
+    warnings = [w for w in warnings if w["sample"] not in set(excluded)]
+    warnings.sort(key=lambda w: (w["step"], w["sample"], w["check"]))
+    return PreparedInputs(sample_df, clinical_df, warnings)
+
+
+#: ``(column, validator)`` of the sheets' schemas checked with better words here.
+_OWN_CHECKS = {
+    ("sample", "pattern"),
+    ("patient", "pattern"),
+    ("timepoint", "pattern"),
+    ("response", "required"),
+}
+
+
+def _clinical_of(
+    clin: SheetTable | None,
+    schema: Mapping[str, Any],
+    config: Mapping[str, Any],
+    problems: list[Problem],
+) -> pd.DataFrame | None:
+    """Validate and check the clinical table and the response codes of ``config``
+    (defaults filled)."""
+    codes = ResponseCodes.of(config)
+    check_response_codes(codes, problems)
+    if clin is None:
+        return None
+    validate_table(clin, schema, problems, skip=_OWN_CHECKS)
+    clinical_df = check_clinical(clin, schema, problems)
+    check_responses(clin, codes, problems)
+    return clinical_df
+
+
+def _with_defaults(config: Mapping[str, Any], schema_dir: str | os.PathLike | None) -> dict:
+    """A copy of ``config`` in which absent keys take the config schema's defaults."""
+    filled = copy.deepcopy(dict(config))
+    fill_defaults(filled, load_schema("config", schema_dir))
+    return filled

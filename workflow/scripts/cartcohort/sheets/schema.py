@@ -97,7 +97,7 @@ def _row_errors(
     for err in errors:
         if err.validator == "required":
             for col in err.validator_value:
-                if col not in inst and col not in missing_cols:
+                if col not in inst and col not in missing_cols and (col, "required") not in skip:
                     errs.append(
                         (
                             col,

@@ -35,10 +35,18 @@ _CORRUPT_H5 = "the file is corrupt; copy it again from Cell Ranger"
 
 @dataclass
 class GexFacts:
-    """What :func:`inspect_gex` learnt about a GEX file."""
+    """What :func:`inspect_gex` learnt about a GEX file.
+
+    ``feature_names``/``feature_ids`` (with ``want_features``) are those of the
+    matrix the reader uses, and ``features_where`` the part of the file that
+    lists them (for messages).
+    """
 
     n_cells: int | None = None
     barcodes: list[str] | None = None
+    feature_names: list[str] | None = None
+    feature_ids: list[str] | None = None
+    features_where: str = ""
 
 
 def _decode(values: np.ndarray) -> list[str]:
@@ -124,7 +132,7 @@ def _h5_shape_issues(m: h5py.Group, n_feat: int, n_cells: int, issues: list[Issu
 
 
 def _h5_matrix_issues(
-    m: h5py.Group, facts: GexFacts, issues: list[Issue], *, want_barcodes: bool
+    m: h5py.Group, facts: GexFacts, issues: list[Issue], *, want_barcodes: bool, want_features: bool
 ) -> None:
     """Check an opened v3+ ``matrix`` group: fill ``facts``, append to ``issues``."""
     shape = [int(x) for x in m["shape"][()]]
@@ -151,9 +159,15 @@ def _h5_matrix_issues(
         )
     elif want_barcodes and not issues:
         facts.barcodes = _decode(m["barcodes"][()])
+    if want_features and not issues:
+        facts.feature_names = _decode(m["features/name"][()])
+        facts.feature_ids = _decode(m["features/id"][()])
+        facts.features_where = "dataset 'matrix/features/name'"
 
 
-def _check_h5(path: Path, *, want_barcodes: bool) -> tuple[GexFacts, list[Issue]]:
+def _check_h5(
+    path: Path, *, want_barcodes: bool, want_features: bool = False
+) -> tuple[GexFacts, list[Issue]]:
     facts = GexFacts()
     try:
         f = h5py.File(path, "r")
@@ -183,7 +197,9 @@ def _check_h5(path: Path, *, want_barcodes: bool) -> tuple[GexFacts, list[Issue]
                         "re-export the matrix with Cell Ranger v3 or later",
                     )
                 ]
-            _h5_matrix_issues(m, facts, issues, want_barcodes=want_barcodes)
+            _h5_matrix_issues(
+                m, facts, issues, want_barcodes=want_barcodes, want_features=want_features
+            )
     except (OSError, KeyError, ValueError, TypeError) as err:
         issues.append(
             (
@@ -219,7 +235,44 @@ def _mtx_header(path: Path) -> tuple[int, int, int, str]:
     raise ValueError("has no size line (rows, columns, entries) after the header")
 
 
-def _check_mtx(folder: Path, *, want_barcodes: bool) -> tuple[GexFacts, list[Issue], MtxFiles]:
+def _mtx_size_issues(files: MtxFiles, rows: int, cols: int, n_ft: int, n_bc: int) -> list[Issue]:
+    """Issues of a size line that disagrees with the feature and barcode files."""
+    fix = (
+        "the files come from different runs or are truncated; copy the folder again "
+        "from the Cell Ranger outs/ folder"
+    )
+    where = f"{files.matrix.name}: size line"
+    if (rows, cols) == (n_bc, n_ft) and rows != cols:
+        return [
+            (
+                where,
+                f"says {rows} rows x {cols} columns, which is barcodes x features: "
+                "the matrix is transposed (Cell Ranger writes features x barcodes)",
+                "write the matrix as features (rows) x barcodes (columns)",
+            )
+        ]
+    issues: list[Issue] = []
+    if rows != n_ft:
+        issues.append(
+            (where, f"says {rows} features (rows) but {files.features.name} has {n_ft} lines", fix)
+        )
+    if cols != n_bc:
+        what = f"says {cols} barcodes (columns) but {files.barcodes.name} has {n_bc} lines"
+        issues.append((where, what, fix))
+    return issues
+
+
+def _mtx_features(features: list[str], facts: GexFacts, where: str) -> None:
+    """Fill the feature ids and names of ``facts`` from the lines of features.tsv."""
+    rows = [line.rstrip("\r").split("\t") for line in features]
+    facts.feature_ids = [r[0] for r in rows]
+    facts.feature_names = [r[1] if len(r) > 1 else r[0] for r in rows]
+    facts.features_where = where
+
+
+def _check_mtx(
+    folder: Path, *, want_barcodes: bool, want_features: bool = False
+) -> tuple[GexFacts, list[Issue], MtxFiles]:
     facts = GexFacts()
     files = locate_mtx(folder)
     issues: list[Issue] = []
@@ -246,32 +299,7 @@ def _check_mtx(folder: Path, *, want_barcodes: bool) -> tuple[GexFacts, list[Iss
     except (OSError, EOFError, zlib.error, UnicodeDecodeError) as err:
         return facts, [(files.features.name, f"is unreadable: {err}", fix_copy)], files
     n_bc, n_ft = len(barcodes), len(features)
-    if (rows, cols) == (n_bc, n_ft) and rows != cols:
-        issues.append(
-            (
-                f"{files.matrix.name}: size line",
-                f"says {rows} rows x {cols} columns, which is barcodes x features: "
-                "the matrix is transposed (Cell Ranger writes features x barcodes)",
-                "write the matrix as features (rows) x barcodes (columns)",
-            )
-        )
-    else:
-        if rows != n_ft:
-            issues.append(
-                (
-                    f"{files.matrix.name}: size line",
-                    f"says {rows} features (rows) but {files.features.name} has {n_ft} lines",
-                    "the files come from different runs or are truncated; " + fix_copy,
-                )
-            )
-        if cols != n_bc:
-            issues.append(
-                (
-                    f"{files.matrix.name}: size line",
-                    f"says {cols} barcodes (columns) but {files.barcodes.name} has {n_bc} lines",
-                    "the files come from different runs or are truncated; " + fix_copy,
-                )
-            )
+    issues += _mtx_size_issues(files, rows, cols, n_ft, n_bc)
     if features:
         ncol = len(features[0].split("\t"))
         if ncol < 2:
@@ -294,6 +322,8 @@ def _check_mtx(folder: Path, *, want_barcodes: bool) -> tuple[GexFacts, list[Iss
         )
     if want_barcodes and not issues:
         facts.barcodes = barcodes
+    if want_features and not issues:
+        _mtx_features(features, facts, files.features.name)
     return facts, issues, files
 
 
@@ -324,7 +354,48 @@ def _matrix_shape(obj: Any) -> tuple[int, int]:
     return tuple(int(x) for x in obj.shape)  # type: ignore[return-value]
 
 
-def _check_h5ad(path: Path, *, want_barcodes: bool) -> tuple[GexFacts, list[Issue]]:
+def _h5ad_counts(f: h5py.File) -> tuple[str | None, list[Issue]]:
+    """Which of ``X``, ``layers['counts']``, ``raw.X`` holds raw integer counts (the
+    first that does, as the reader picks it); the issue when none does."""
+    candidates = [("X", f["X"])]
+    if "layers" in f and "counts" in f["layers"]:
+        candidates.append(("layers['counts']", f["layers"]["counts"]))
+    if "raw" in f and "X" in f["raw"]:
+        candidates.append(("raw.X", f["raw"]["X"]))
+    first_bad: tuple[str, float | None] | None = None
+    for name, obj in candidates:
+        ok, bad = _integer_sample(_h5ad_matrix_sample(obj))
+        if ok:
+            return name, []
+        if first_bad is None:
+            first_bad = (name, bad)
+    assert first_bad is not None
+    return None, [
+        (
+            first_bad[0],
+            f"holds non-integer or negative values (e.g. {first_bad[1]:.4g}): "
+            "looks normalised/log-transformed, and no layers['counts'] or .raw "
+            "with raw integer UMI counts was found",
+            "save raw UMI counts in X, layers['counts'] or .raw, or give the "
+            "Cell Ranger matrix instead",
+        )
+    ]
+
+
+def _h5ad_features(f: h5py.File, counts: str, facts: GexFacts) -> None:
+    """Fill the feature names (var index) and ids (``var['gene_ids']``, else the
+    names) of ``facts`` from the var of the matrix ``counts`` the reader uses."""
+    where = "raw/var" if counts == "raw.X" else "var"
+    var = f[where]
+    names = _h5_strings(var[var.attrs.get("_index", "_index")])
+    facts.feature_names = names
+    facts.feature_ids = _h5_strings(var["gene_ids"]) if "gene_ids" in var else names
+    facts.features_where = where
+
+
+def _check_h5ad(
+    path: Path, *, want_barcodes: bool, want_features: bool = False
+) -> tuple[GexFacts, list[Issue]]:
     facts = GexFacts()
     try:
         f = h5py.File(path, "r")
@@ -353,31 +424,9 @@ def _check_h5ad(path: Path, *, want_barcodes: bool) -> tuple[GexFacts, list[Issu
             if n_obs == 0:
                 issues.append(("X", "the library has zero cells", "leave it out of the sheet"))
                 return facts, issues
-            candidates = [("X", f["X"])]
-            if "layers" in f and "counts" in f["layers"]:
-                candidates.append(("layers['counts']", f["layers"]["counts"]))
-            if "raw" in f and "X" in f["raw"]:
-                candidates.append(("raw.X", f["raw"]["X"]))
-            found = None
-            first_bad: tuple[str, float | None] | None = None
-            for name, obj in candidates:
-                ok, bad = _integer_sample(_h5ad_matrix_sample(obj))
-                if ok:
-                    found = name
-                    break
-                if first_bad is None:
-                    first_bad = (name, bad)
-            if found is None and first_bad is not None:
-                issues.append(
-                    (
-                        first_bad[0],
-                        f"holds non-integer or negative values (e.g. {first_bad[1]:.4g}): "
-                        "looks normalised/log-transformed, and no layers['counts'] or .raw "
-                        "with raw integer UMI counts was found",
-                        "save raw UMI counts in X, layers['counts'] or .raw, or give the "
-                        "Cell Ranger matrix instead",
-                    )
-                )
+            counts, issues = _h5ad_counts(f)
+            if want_features and counts is not None:
+                _h5ad_features(f, counts, facts)
             if want_barcodes and not issues:
                 obs = f["obs"]
                 if "barcode" in obs:
@@ -396,9 +445,19 @@ def _check_h5ad(path: Path, *, want_barcodes: bool) -> tuple[GexFacts, list[Issu
 
 
 def inspect_gex(
-    source: GexSource, *, want_barcodes: bool = False
+    source: GexSource, *, want_barcodes: bool = False, want_features: bool = False
 ) -> tuple[GexFacts, list[Issue], Path]:
     """Cheaply check a located GEX input.
+
+    Parameters
+    ----------
+    source
+        The located input (:func:`~.locate.locate_gex`).
+    want_barcodes
+        Also read the cell barcodes (``facts.barcodes``) when the file has no issue.
+    want_features
+        Also read the feature names and ids (``facts.feature_names``,
+        ``facts.feature_ids``) when the file has no issue.
 
     Returns
     -------
@@ -406,11 +465,12 @@ def inspect_gex(
         ``issues`` are ``(where, what, fix)`` about ``file`` (the file to name
         in messages: the h5/h5ad, or the mtx folder).
     """
+    want = {"want_barcodes": want_barcodes, "want_features": want_features}
     if source.kind == "h5":
-        facts, issues = _check_h5(source.path, want_barcodes=want_barcodes)
+        facts, issues = _check_h5(source.path, **want)
         return facts, issues, source.path
     if source.kind == "h5ad":
-        facts, issues = _check_h5ad(source.path, want_barcodes=want_barcodes)
+        facts, issues = _check_h5ad(source.path, **want)
         return facts, issues, source.path
-    facts, issues, _ = _check_mtx(source.path, want_barcodes=want_barcodes)
+    facts, issues, _ = _check_mtx(source.path, **want)
     return facts, issues, source.path

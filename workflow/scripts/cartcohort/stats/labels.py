@@ -7,8 +7,13 @@ whole-sample fractions this equals pooling the cells); state counts for the
 compositional test are summed.
 
 Response groups: patients whose ``response`` is in ``responders`` (default ``CR``)
-are responders; every other known code is a non-responder except the ``excluded``
-codes (default ``NE``) and missing values, which are left out.
+are responders; every other code is a non-responder except the ``excluded`` codes
+(default ``NE``) and missing values, which are left out. In the workflow every code
+of the clinical table is one of the config's ``responders``, ``non_responders`` and
+``associate.exclude_responses``, or ``NA`` (not known; read as missing): any other
+code, or an empty response, is refused before any job runs
+(:func:`cartcohort.sheets.prepare_inputs`), and the NA patients are listed in
+``warnings.tsv``. So "every other code" is exactly ``non_responders``.
 """
 
 from __future__ import annotations
@@ -270,7 +275,8 @@ def labelled_patients(
     pt.insert(2, "responder", lab["responder"].astype("boolean").to_numpy())
     for p, r in zip(pt["patient"], pt["response"], strict=True):
         if p in labels.index and (pd.isna(r) or r in excluded):
-            notes.append(("patient", p, f"response {r if not pd.isna(r) else 'missing'}: excluded"))
+            code = r if not pd.isna(r) else "NA (not known)"
+            notes.append(("patient", p, f"response {code}: excluded"))
     no_sample = sorted(set(labels.index) - set(pt["patient"]))
     for p in no_sample:
         notes.append(("patient", p, f"no {primary_timepoint} sample: not analysed"))

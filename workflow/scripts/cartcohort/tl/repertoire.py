@@ -9,8 +9,8 @@ composition of expanded clones. :func:`repertoire_tables` is the workflow step
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -217,8 +217,16 @@ def choose_depth(
     return int(depth)
 
 
-def _sample_seed(seed: int, sample: str) -> np.random.SeedSequence:
-    return np.random.SeedSequence([int(seed), zlib.crc32(str(sample).encode())])
+def _repertoire_seed(seed: int, counts: Any) -> np.random.SeedSequence:
+    """The seed of one repertoire's draws: the master ``seed`` and the repertoire itself.
+
+    Derived from the sorted clone-size vector (never from the sample's id), so renaming
+    a sample, or reordering the sheet, does not change its rarefied values; samples with
+    different repertoires get independent streams.
+    """
+    sizes = np.sort(_as_counts(counts))[::-1].astype(np.int64)
+    words = np.frombuffer(hashlib.sha256(sizes.tobytes()).digest()[:16], dtype=np.uint32)
+    return np.random.SeedSequence([int(seed), *(int(w) for w in words)])
 
 
 # ----------------------------------------------------------------------------------------
@@ -264,7 +272,8 @@ def repertoire_by_sample(
         Rarefaction depth (see :func:`choose_depth`).
     n_bootstrap, seed
         For :func:`rarefied_diversity`; each sample's generator is seeded from
-        ``seed`` and the sample id, so results do not depend on sample order.
+        ``seed`` and the sample's clone sizes (:func:`_repertoire_seed`), so results depend
+        neither on the sample order nor on the sample ids.
 
     Returns
     -------
@@ -315,7 +324,7 @@ def repertoire_by_sample(
             log.info("sample %s: rarefied diversity NA: %s", sample, note)
         else:
             rare = rarefied_diversity(
-                counts, depth=d, n_bootstrap=n_bootstrap, seed=_sample_seed(seed, sample)
+                counts, depth=d, n_bootstrap=n_bootstrap, seed=_repertoire_seed(seed, counts)
             )
         row.update({f"rarefied_{k}": v for k, v in rare.items()})
         row["rarefaction_note"] = note or pd.NA
