@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gzip
 import logging
-import re
 import runpy
 from pathlib import Path
 from types import SimpleNamespace
@@ -143,40 +142,6 @@ def test_table_write_checks_leading_columns(tmp_path):
     assert spec.read(tmp_path / "load_samples.tsv").loc[0, "sample"] == "001"
     with pytest.raises(CartCohortError, match="columns start with"):
         spec.write(df[list(spec.columns[::-1])], tmp_path / "x.tsv")
-
-
-def _rule_outputs(rules: dict) -> dict[str, set[str]]:
-    """rule name -> the results/ TSV paths among its outputs, as Snakemake parsed them
-    (patterns without wildcard constraints; outputs expanded at parse time, e.g. over the
-    samples, as the expanded paths)."""
-    return {
-        name: {out["pattern"] for out in rule["output"]
-               if out["pattern"] and re.fullmatch(r"results/.+\.tsv(\.gz)?", out["pattern"])}
-        for name, rule in rules.items()
-    }
-
-
-def _matches(pattern: str, path: str) -> bool:
-    """`path` is the registry `pattern` itself or the pattern with its wildcards filled in."""
-    regex = re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(pattern))
-    return re.fullmatch(regex, path) is not None
-
-
-def test_registry_matches_the_rules(workflow_dump):
-    """Every registered table is an output of its rule, and every TSV the rules
-    write is registered (under the rule that writes it)."""
-    outputs = _rule_outputs(workflow_dump["rules"])
-    assert any(outputs.values()), "no rule outputs a results/ TSV"
-    for spec in tables.TABLES.values():
-        written = outputs.get(spec.rule, set())
-        assert any(_matches(spec.path, path) for path in written), (
-            f"table {spec.name}: {spec.path} is not an output of rule {spec.rule} "
-            f"({sorted(written)})")
-    unregistered = sorted(
-        f"rule {rule}: {path}" for rule, written in outputs.items() for path in written
-        if not any(spec.rule == rule and _matches(spec.path, path)
-                   for spec in tables.TABLES.values()))
-    assert not unregistered, "TSVs written but not in tables.TABLES:\n" + "\n".join(unregistered)
 
 
 def test_load_summary_keeps_zero_padded_sample_ids(tmp_path):
