@@ -1,5 +1,6 @@
-"""What Snakemake itself makes of the workflow, as JSON: the rules (log, benchmark, conda
-env, script) and every rule's params evaluated for concrete wildcards.
+"""What Snakemake itself makes of the workflow, as JSON: the rules (input and output
+entries, log, benchmark, conda env, script, localrules), every rule's params evaluated for
+concrete wildcards, the STEPS of common.smk and the files Snakemake included.
 
 A wrapper Snakefile in a temporary folder includes the real Snakefile; at the end of
 parsing, when every rule is declared, it evaluates each rule's params (input functions
@@ -27,6 +28,7 @@ import itertools as _itertools
 import json as _json
 import re
 
+from snakemake.io import strip_wildcard_constraints as _strip_constraints
 from snakemake.iocontainers import Wildcards as _Wildcards
 
 
@@ -70,6 +72,37 @@ def _dump_params(rule):
     return out
 
 
+def _dump_files(files):
+    """Input or output entries of a rule in order: the name given in the rule (None for a
+    positional one), the pattern without wildcard constraints (an input function: its
+    name), the flags and, for report(), its caption, category, subcategory and labels."""
+    names = {{}}
+    for name, (start, end) in files._names.items():
+        for i in range(start, start + 1 if end is None else end):
+            names[i] = name
+    out = []
+    for i, item in enumerate(files):
+        flags = dict(getattr(item, "flags", None) or {{}})
+        entry = {{"name": names.get(i), "flags": sorted(flags), "report": None}}
+        if callable(item):
+            entry["pattern"] = None
+            entry["function"] = getattr(item, "__name__", repr(item))
+        else:
+            entry["pattern"] = str(_strip_constraints(str(item)))
+            entry["function"] = None
+        _report = flags.get("report")
+        if _report is not None:
+            caption = _report.caption
+            entry["report"] = {{
+                "caption": caption.get_path_or_uri(secret_free=True) if caption else None,
+                "category": _report.category,
+                "subcategory": _report.subcategory,
+                "labels": _dump_plain(_report.labels),
+            }}
+        out.append(entry)
+    return out
+
+
 def _dump_directives():
     """(snakefile, lineno) of each rule -> its directives in the order written, from
     Snakemake's own compilation of every included file (decorators in source order)."""
@@ -90,12 +123,16 @@ def _dump_directives():
 
 _directives = _dump_directives()
 _dump = {{"config": _dump_plain(config), "samples": list(SAMPLES.index),
-          "methods": list(INTEGRATION_METHODS), "rules": {{}}}}
+          "methods": list(INTEGRATION_METHODS), "steps": list(STEPS),
+          "included": [str(f) for f in workflow.included],
+          "localrules": sorted(workflow._localrules), "rules": {{}}}}
 for _rule in workflow.rules:
     _dump["rules"][_rule.name] = {{
         "snakefile": str(_rule.snakefile),
         "basedir": str(_rule.basedir),
         "wildcards": sorted(_rule.wildcard_names),
+        "input": _dump_files(_rule.input),
+        "output": _dump_files(_rule.output),
         "log": [str(x) for x in _rule.log],
         "benchmark": str(_rule.benchmark) if _rule.benchmark else None,
         "conda_env": str(_rule.conda_env) if _rule.conda_env else None,

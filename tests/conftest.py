@@ -71,6 +71,16 @@ def run_snakemake(workdir: Path, *args: str, configfile: Path | None = None,
 
 
 @pytest.fixture(scope="session")
+def workflow_dump(tmp_path_factory, demo_dir) -> dict:
+    """What Snakemake itself makes of the workflow with the demo config (rules with their
+    input/output entries, log, conda env, script, params; STEPS; localrules): see
+    tests/_snakemake_dump.py. One dry run per test session, shared with ``demo_dump``."""
+    from _snakemake_dump import demo_dump  # imports this module: not at the top
+
+    return demo_dump(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
 def demo_run(tmp_path_factory, demo_dir) -> Path:
     """Run the whole workflow on the demo cohort once, in a folder outside the repo."""
     # CARTCOHORT_E2E_DIR reuses a project folder (e.g. an earlier run) while developing;

@@ -1,13 +1,16 @@
 """Static proof that every rule's conda env provides what its script imports.
 
-For each rule in ``workflow/rules/*.smk`` the entry script named by ``script:`` is parsed
-with :mod:`ast`; every ``import``/``from … import`` (module level and inside functions,
+For each rule of the workflow, as Snakemake itself parses it (the ``workflow_dump``
+fixture, tests/_snakemake_dump.py; the ``versions_<step>`` rules that report.smk declares
+in a loop over ``STEPS`` included), the entry script named by ``script:`` is parsed with
+:mod:`ast`; every ``import``/``from … import`` (module level and inside functions,
 classes, ``if``/``with`` blocks) is collected, and imports of the ``cartcohort`` library
 (absolute or relative) are followed transitively, parent packages included. Each
 third-party top-level module is mapped to its distribution with
 ``importlib.metadata.packages_distributions()`` of this interpreter (standard library:
 ``sys.stdlib_module_names``) and checked against the rule's env file
-``envs/<step>.yaml`` (read with ``cartcohort.report.env_packages``):
+``envs/<step>.yaml`` (read with ``cartcohort.report.env_packages``); the checks run once per
+step env, over every rule that uses it:
 
 * ``test_env_provides_imports``: the distribution is pinned in the env or is a
   dependency (transitive ``Requires-Dist`` without extras, as installed here) of a pin;
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import ast
 import importlib.metadata as md
+import os
 import re
 import sys
 from dataclasses import dataclass
@@ -37,9 +41,10 @@ from packaging.requirements import InvalidRequirement, Requirement
 from cartcohort.report import env_packages
 from conftest import REPO
 
-RULES_DIR = REPO / "workflow" / "rules"
 SCRIPTS_DIR = REPO / "workflow" / "scripts"
 IMPORT_ERRORS = {"ImportError", "ModuleNotFoundError"}
+# the step envs envs/<step>.yaml (= STEPS of common.smk, test_rules_parsed checks it)
+STEP_ENVS = ["load", "qc", "integrate", "clonotypes", "annotate", "associate", "report"]
 # optional features whose package is deliberately not in an env → config key enabling them
 OPTIONAL_IMPORTS = {"celltypist": "annotate.celltypist_model"}
 
@@ -63,73 +68,35 @@ class RuleSpec:
         return REPO / "envs" / f"{self.step}.yaml"
 
 
-def _steps() -> list[str]:
-    """``STEPS`` as defined in rules/common.smk (the loop variable of report.smk)."""
-    text = (RULES_DIR / "common.smk").read_text()
-    m = re.search(r"^STEPS\s*=\s*(\[[^\]]*\])", text, flags=re.M)
-    assert m, "rules/common.smk no longer defines STEPS = [...]"
-    return list(ast.literal_eval(m.group(1)))
-
-
-def _directive(body: list[str], key: str) -> str | None:
-    """The (single string) value of a rule directive, on the same or the next line."""
-    for i, line in enumerate(body):
-        m = re.match(rf"^\s*{key}:\s*(.*)$", line)
-        if not m:
-            continue
-        value = m.group(1).strip() or (body[i + 1].strip() if i + 1 < len(body) else "")
-        v = re.match(r"^f?([\"'])(.*)\1,?$", value)
-        assert v, f"{key}: {value!r} is not a plain string literal"
-        return v.group(2)
-    return None
-
-
-def parse_rules(path: Path, steps: list[str]) -> list[RuleSpec]:
-    """Rules of one .smk file; rules inside ``for _step in STEPS:`` are expanded per step."""
-    lines = path.read_text().splitlines()
-    loops: list[tuple[int, str]] = []  # (indent, loop variable) of enclosing STEPS loops
+def rule_specs(rules: dict) -> list[RuleSpec]:
+    """Every rule that runs a script, from Snakemake's parse of the workflow (the dump's
+    ``rules``): its file, name, step env and entry script."""
     specs = []
-    for i, line in enumerate(lines):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        indent = len(line) - len(line.lstrip())
-        loops = [(ind, var) for ind, var in loops if ind < indent]
-        loop = re.match(r"^\s*for\s+(\w+)\s+in\s+STEPS\s*:", line)
-        if loop:
-            loops.append((indent, loop.group(1)))
-            continue
-        m = re.match(r"^\s*rule\s*(\w*)\s*:", line)
-        if not m:
-            continue
-        body = []
-        for nxt in lines[i + 1:]:
-            if nxt.strip() and len(nxt) - len(nxt.lstrip()) <= indent:
-                break
-            body.append(nxt)
-        name = m.group(1) or _directive(body, "name")
-        conda = _directive(body, "conda")
-        script = _directive(body, "script")
-        assert name, f"{path.name}:{i + 1}: anonymous rule without name:"
-        if script is None:
+    for name, rule in sorted(rules.items()):
+        if rule["script"] is None:
             continue  # e.g. rule all
-        assert conda, f"{path.name}: rule {name} has a script but no conda env"
-        env = re.fullmatch(r"\.\./\.\./envs/(.+)\.yaml", conda)
-        assert env, f"{path.name}: rule {name}: conda {conda!r} is not ../../envs/<step>.yaml"
-        variables = [var for _, var in loops]
-        bindings = [{}] if not variables else [{variables[-1]: s} for s in steps]
-        for bind in bindings:
-            fill = (lambda s: s.format(**bind)) if bind else (lambda s: s)
-            specs.append(RuleSpec(
-                file=path.name,
-                name=fill(name),
-                step=fill(env.group(1)),
-                script=(path.parent / script).resolve(),
-            ))
+        assert rule["conda_env"], f"rule {name} has a script but no conda env"
+        env = Path(os.path.normpath(os.path.join(rule["basedir"], rule["conda_env"])))
+        assert env.parent == REPO / "envs" and env.suffix == ".yaml", (
+            f"rule {name}: conda {rule['conda_env']!r} is not ../../envs/<step>.yaml")
+        specs.append(RuleSpec(
+            file=Path(rule["snakefile"]).name,
+            name=name,
+            step=env.stem,
+            script=Path(rule["basedir"], rule["script"]).resolve(),
+        ))
     return specs
 
 
-STEPS = _steps()
-RULES = [r for p in sorted(RULES_DIR.glob("*.smk")) for r in parse_rules(p, STEPS)]
+@pytest.fixture(scope="module")
+def rules(workflow_dump) -> list[RuleSpec]:
+    return rule_specs(workflow_dump["rules"])
+
+
+def _step_rules(rules: list[RuleSpec], step: str) -> list[RuleSpec]:
+    found = [r for r in rules if r.step == step]
+    assert found, f"no rule runs in envs/{step}.yaml"
+    return found
 
 
 # ------------------------------------------------------------------ import collection
@@ -334,26 +301,27 @@ def _pins(spec: RuleSpec) -> set[str]:
     return {_norm(n) for n in env_packages(spec.env_file)}
 
 
-RULE_IDS = [f"{r.file}:{r.name}" for r in RULES]
-
-
 # ------------------------------------------------------------------ tests
 
-def test_rules_parsed():
-    names = {r.name for r in RULES}
+def test_rules_parsed(workflow_dump, rules):
+    names = {r.name for r in rules}
     for expected in ("load_sample", "qc_sample", "integrate", "clonotypes", "annotate",
                      "associate", "provenance", "overview"):
         assert expected in names
-    # the versions_<step> rules of report.smk are expanded over STEPS, each with its env
-    for step in STEPS:
-        rule = next(r for r in RULES if r.name == f"versions_{step}")
-        assert rule.step == step and rule.script.name == "record_versions.py"
-    scripts = sum(len(re.findall(r"^\s*script:", p.read_text(), flags=re.M))
-                  for p in RULES_DIR.glob("*.smk"))
-    # every script: line became a rule; the one inside the STEPS loop became len(STEPS)
-    assert len({(r.file, r.name) for r in RULES}) == scripts - 1 + len(STEPS), (
-        "the rule parser of this test missed rules (or a new `for ... in STEPS:` loop of "
-        "rules was added: extend test_rules_parsed)")
+    # every rule runs a script, so every rule's imports are checked (`all` only collects)
+    assert [n for n, r in workflow_dump["rules"].items() if not r["script"]] == ["all"]
+    # the step envs these tests run over are the STEPS of common.smk, and no rule uses
+    # another env
+    assert workflow_dump["steps"] == STEP_ENVS
+    assert {r.step for r in rules} == set(STEP_ENVS)
+    # the versions_<step> rules of report.smk are declared in a loop over STEPS, each
+    # with its step's env
+    versions = {r.name: r for r in rules if r.name.startswith("versions_")}
+    assert set(versions) == {f"versions_{step}" for step in workflow_dump["steps"]}
+    for step in workflow_dump["steps"]:
+        rule = versions[f"versions_{step}"]
+        assert rule.file == "report.smk" and rule.step == step
+        assert rule.script == SCRIPTS_DIR / "record_versions.py"
 
 
 def _write(root: Path, files: dict[str, str]) -> None:
@@ -399,46 +367,55 @@ def test_closure_includes_dependencies():
     assert "pytest" not in closure  # extras ("test") are not followed
 
 
-@pytest.mark.parametrize("spec", RULES, ids=RULE_IDS)
-def test_env_provides_imports(spec):
-    pins = _pins(spec)
-    closure = env_closure(pins)
-    reaches, _ = collect_imports(spec.script)
-    missing = []
-    for r in reaches:
-        if r.imp.optional:
-            continue
-        dists = dists_of(r.imp.module)
-        if dists and not any(d in closure for d in dists):
-            missing.append(f"  {' or '.join(dists)}: {r.where()}")
-    assert not missing, (
-        f"rule {spec.name} ({spec.file}) runs {spec.script.name} in envs/{spec.step}.yaml, "
-        f"which neither pins nor depends on:\n" + "\n".join(sorted(set(missing)))
-        + f"\nFix: add the distribution to STEP_PACKAGES['{spec.step}'] in tools/write_envs.py "
+@pytest.mark.parametrize("step", STEP_ENVS)
+def test_env_provides_imports(rules, step):
+    failures = []
+    for spec in _step_rules(rules, step):
+        pins = _pins(spec)
+        closure = env_closure(pins)
+        reaches, _ = collect_imports(spec.script)
+        missing = []
+        for r in reaches:
+            if r.imp.optional:
+                continue
+            dists = dists_of(r.imp.module)
+            if dists and not any(d in closure for d in dists):
+                missing.append(f"  {' or '.join(dists)}: {r.where()}")
+        if missing:
+            failures.append(
+                f"rule {spec.name} ({spec.file}) runs {spec.script.name} in "
+                f"envs/{spec.step}.yaml, which neither pins nor depends on:\n"
+                + "\n".join(sorted(set(missing))))
+    assert not failures, "\n".join(failures) + (
+        f"\nFix: add the distribution to STEP_PACKAGES['{step}'] in tools/write_envs.py "
         "and regenerate the envs.")
 
 
-@pytest.mark.parametrize("spec", RULES, ids=RULE_IDS)
-def test_env_pins_direct_imports(spec):
-    pins = _pins(spec)
-    reaches, _ = collect_imports(spec.script)
-    missing = []
-    for r in reaches:
-        if r.imp.optional:
-            continue
-        dists = dists_of(r.imp.module)
-        if dists and not any(d in pins for d in dists):
-            missing.append(f"  {' or '.join(dists)}: {r.where()}")
-    assert not missing, (
-        f"rule {spec.name} ({spec.file}): envs/{spec.step}.yaml must pin every distribution "
-        f"its code imports:\n" + "\n".join(sorted(set(missing)))
-        + f"\nFix: add it to STEP_PACKAGES['{spec.step}'] in tools/write_envs.py.")
+@pytest.mark.parametrize("step", STEP_ENVS)
+def test_env_pins_direct_imports(rules, step):
+    failures = []
+    for spec in _step_rules(rules, step):
+        pins = _pins(spec)
+        reaches, _ = collect_imports(spec.script)
+        missing = []
+        for r in reaches:
+            if r.imp.optional:
+                continue
+            dists = dists_of(r.imp.module)
+            if dists and not any(d in pins for d in dists):
+                missing.append(f"  {' or '.join(dists)}: {r.where()}")
+        if missing:
+            failures.append(
+                f"rule {spec.name} ({spec.file}): envs/{spec.step}.yaml must pin every "
+                f"distribution its code imports:\n" + "\n".join(sorted(set(missing))))
+    assert not failures, "\n".join(failures) + (
+        f"\nFix: add it to STEP_PACKAGES['{step}'] in tools/write_envs.py.")
 
 
-def test_optional_imports_are_known():
+def test_optional_imports_are_known(rules):
     """Optional (try/except ImportError) imports are reviewed features, not forgotten pins."""
     optional = {}
-    for spec in RULES:
+    for spec in rules:
         reaches, _ = collect_imports(spec.script)
         for r in reaches:
             imp = r.imp

@@ -22,8 +22,9 @@ project folder under pytest's tmp.
   cohort-level result deleted, and the per-library results of the bad library and of
   three good ones deleted: those three must be rebuilt by ``--keep-going`` while the
   bad library fails.)
-- Static check: no ``shell:``/``run:`` in rule files, no ``eval``/``exec`` in
-  ``workflow/``, YAML only read with safe loaders.
+- Static check: no rule runs ``shell:``/``run:`` (the rules as Snakemake parses them), no
+  ``eval``/``exec`` in ``workflow/``, YAML only read with safe loaders; the config is
+  loaded safely (a ``!!python`` tag is refused, never run) and validated by a dry run.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from _snakemake_dump import demo_project
 from cartcohort import io, sheets
 from cartcohort.errors import InputError
 from conftest import REPO, SNAKEMAKE, run_snakemake
@@ -407,6 +409,7 @@ def test_corrupt_library_keep_going_then_exclude(tmp_path, cohort, clean_runs):
 
 
 def _rule_files() -> list[Path]:
+    """The Snakefile and every rule file, for the text scan of forbidden calls."""
     return [REPO / "Snakefile", *sorted((REPO / "workflow" / "rules").glob("*.smk"))]
 
 
@@ -417,16 +420,19 @@ def _strip_comments(text: str) -> str:
     )
 
 
-def test_no_shell_run_eval_exec_and_safe_yaml():
+def test_no_shell_run_eval_exec_and_safe_yaml(workflow_dump):
     """Rules only declare `script:`; nothing in workflow/ evaluates strings; config and
     other YAML are read with safe loaders only."""
     problems = []
+    # every rule as Snakemake parsed it: a script, never a shell command or Python `run:`
+    for name, rule in workflow_dump["rules"].items():
+        if rule["shellcmd"] is not None:
+            problems.append(f"rule {name}: 'shell:' directive")
+        if rule["is_run"]:
+            problems.append(f"rule {name}: 'run:' directive")
     rule_files = _rule_files()
     assert len(rule_files) >= 8
-    directive = re.compile(r"^\s*(shell|run)\s*:", re.M)
-    for path in rule_files:
-        for m in directive.finditer(_strip_comments(path.read_text())):
-            problems.append(f"{path.relative_to(REPO)}: '{m.group(1)}:' directive")
+    # a text scan for calls anywhere in the code (not a rule parser): rule files too
     code_files = [*rule_files, *sorted((REPO / "workflow").rglob("*.py"))]
     call = re.compile(r"(?<![\w.])(eval|exec)\s*\(")
     unsafe_yaml = re.compile(r"yaml\.(load|load_all|unsafe_load|full_load)\s*\(([^)]*)")
@@ -441,6 +447,26 @@ def test_no_shell_run_eval_exec_and_safe_yaml():
         if re.search(r"\bpickle\.loads?\(|\bmarshal\.loads?\(", text):
             problems.append(f"{path.relative_to(REPO)}: pickle/marshal load")
     assert not problems, "\n".join(problems)
-    # the config is read by Snakemake's configfile: (yaml safe loading) and validated
-    common = (REPO / "workflow" / "rules" / "common.smk").read_text()
-    assert re.search(r"validate\(config,", common)
+
+
+def test_config_is_safe_loaded_and_validated(tmp_path, demo_dir):
+    """The config is read by Snakemake's configfile: with a safe YAML loader (a python tag
+    is refused, never run) and validated against the schema before anything runs."""
+    paths = (f"samples: {demo_dir / 'samples.tsv'}\n"
+               f"clinical: {demo_dir / 'clinical.tsv'}\n")
+    marker = tmp_path / "executed"
+    for name, extra in (
+        ("python_tag", f"seed: !!python/object/apply:os.system ['touch {marker}']\n"),
+        ("invalid", "integrate:\n  n_pcs: thirty\n"),
+    ):
+        project = demo_project(tmp_path / name)
+        cfg = tmp_path / f"{name}.yaml"
+        cfg.write_text(paths + extra)
+        proc = run_snakemake(project, "-n", configfile=cfg, cores=1, check=False)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode != 0, f"{name}: the dry run accepted the config\n{out[-3000:]}"
+        assert not (project / "results").exists()
+        if name == "python_tag":
+            assert not marker.exists(), "a !!python tag in the config was executed"
+        else:
+            assert "key 'integrate.n_pcs'" in out, out[-3000:]

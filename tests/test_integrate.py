@@ -755,3 +755,34 @@ def test_demo_harmony_mixes_batches_and_keeps_truth_states():
     assert harmony["batch_asw"] > none["batch_asw"] + 0.03
     assert harmony["clisi"] > none["clisi"] - 0.03
     assert harmony["label_asw"] > none["label_asw"] - 0.03
+
+
+def test_umap_title_names_the_graph_actually_built_and_checks_it():
+    """The integration UMAP names the method and the graph that rule integrate built;
+    a file from another method, or a graph other than the one the method must build,
+    is refused rather than drawn under the wrong caption."""
+    import anndata as ad
+
+    from cartcohort.errors import CartCohortError
+    from cartcohort.pl.integrate import graph_description
+
+    def integration(method, mode, n=50):
+        adata = ad.AnnData(obs=pd.DataFrame(index=[f"c{i}" for i in range(n)]))
+        adata.uns["integration"] = {"method": method, "batch_key": "batch"}
+        adata.uns["neighbors"] = {"params": {"method": mode, "n_neighbors": 15}}
+        return adata
+
+    exact = integration("harmony", "exact_knn")
+    assert graph_description(exact, method="harmony", corrects_graph=False,
+                             exact_knn_max_cells=100) == "exact kNN graph (k=15)"
+    approx = integration("harmony", "pynndescent", n=150)
+    assert "approximate kNN graph (pynndescent" in graph_description(
+        approx, method="harmony", corrects_graph=False, exact_knn_max_cells=100)
+    bbknn = integration("bbknn", "bbknn")
+    assert graph_description(bbknn, method="bbknn", corrects_graph=True,
+                             exact_knn_max_cells=100) == "bbknn's batch-balanced graph"
+    with pytest.raises(CartCohortError, match="integrate.use is 'bbknn'"):
+        graph_description(exact, method="bbknn", corrects_graph=True, exact_knn_max_cells=100)
+    with pytest.raises(CartCohortError, match="expected 'exact_knn'"):
+        graph_description(integration("harmony", "pynndescent"), method="harmony",
+                          corrects_graph=False, exact_knn_max_cells=100)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,10 +17,6 @@ import pytest
 from _snakemake_dump import minimal_dump
 
 STEPS = ["load", "qc", "integrate", "clonotypes", "annotate", "associate", "report"]
-# a second param a rule may have: values its report caption renders (Jinja) that are not
-# in the config (e.g. a library constant); the entry script does not read it
-CAPTION = "caption"
-
 # rule -> "module:function" its entry script calls with **snakemake.params.<function>;
 # None: the rule has no config-derived arguments (and no params).
 RULE_CALLS: dict[str, str | None] = {
@@ -90,12 +85,8 @@ def test_one_param_named_after_the_call(rules, rule):
         assert names == [], f"rule {rule}: params {names} but no library call is listed"
         return
     fn = _function(target)
-    assert [n for n in names if n != CAPTION] == [fn.__name__], (
+    assert names == [fn.__name__], (
         f"rule {rule}: params {names}; expected one param `{fn.__name__}` ({target})")
-    if CAPTION in names:
-        script = Path(rules[rule]["basedir"], rules[rule]["script"]).read_text()
-        assert f"params.{CAPTION}" not in script, (
-            f"rule {rule}: `{CAPTION}` is for the report caption only, not the script")
 
 
 @pytest.mark.parametrize("rule", sorted(r for r, t in RULE_CALLS.items() if t))

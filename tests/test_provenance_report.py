@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import ast
 import hashlib
+import importlib.util
 import json
+import os
 import re
+import sys
 from html.parser import HTMLParser
 
 import pytest
@@ -201,31 +203,46 @@ def test_built_record_renders_with_sizes(tmp_path):
 
 # ------------------------------------------------------------------ wiring
 
-def _rule(text: str, name: str) -> str:
-    m = re.search(rf"^rule {name}:\n((?:[ \t]+.*\n|\n)+?)(?=^\S|\Z)", text, flags=re.M)
-    assert m, f"rule {name} not found"
-    return m.group(1)
+def _path(rule: dict, relative: str) -> str:
+    """A path of a rule's directive, relative to its rule file, made absolute."""
+    return os.path.normpath(os.path.join(rule["basedir"], relative))
 
 
-def test_provenance_page_rule_is_wired():
-    smk = (REPO / "workflow" / "rules" / "report.smk").read_text()
-    body = _rule(smk, "provenance_page")
-    assert re.search(r'record="results/provenance\.json"', body)
-    assert re.search(r'report\(\s*"results/provenance\.html",\s*caption="\.\./report/provenance'
-                     r'\.rst",\s*category="Provenance",\s*labels=\{"page": "provenance"\}', body)
-    assert '"../../envs/report.yaml"' in body and '"../scripts/provenance_page.py"' in body
-    for directive in ("log:", "benchmark:"):
-        assert directive in body
+def _check_report_module():
+    """tools/check_report.py as a module (as tests/test_check_report.py loads it)."""
+    if "check_report" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("check_report",
+                                                      REPO / "tools" / "check_report.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["check_report"] = module  # its dataclasses look their module up
+        spec.loader.exec_module(module)
+    return sys.modules["check_report"]
+
+
+def test_provenance_page_rule_is_wired(workflow_dump):
+    """Rule provenance_page as Snakemake parsed it: record in, the report page out (in the
+    Provenance category that tools/check_report.py requires), a local rule, and a target
+    of `all`."""
+    rules = workflow_dump["rules"]
+    assert "provenance_page" in rules, "rule provenance_page not found"
+    rule = rules["provenance_page"]
+    assert [(i["name"], i["pattern"]) for i in rule["input"]] == [
+        ("record", "results/provenance.json")]
+    assert "results/provenance.json" in [o["pattern"] for o in rules["provenance"]["output"]]
+    [page] = rule["output"]
+    assert page["pattern"] == "results/provenance.html"
+    assert page["report"], "results/provenance.html is not a report() output"
+    assert os.path.normpath(page["report"]["caption"]) == str(
+        REPO / "workflow" / "report" / "provenance.rst")
+    assert page["report"]["category"] == "Provenance"
+    assert page["report"]["labels"] == {"page": "provenance"}
+    assert _path(rule, rule["conda_env"]) == str(REPO / "envs" / "report.yaml")
+    assert _path(rule, rule["script"]) == str(REPO / "workflow" / "scripts" / "provenance_page.py")
+    assert rule["log"] and rule["benchmark"]
     assert (REPO / "workflow" / "report" / "provenance.rst").is_file()
     script = (REPO / "workflow" / "scripts" / "provenance_page.py").read_text()
     assert "render_provenance_html" in script and "snakemake.input.record" in script
-    snakefile = (REPO / "Snakefile").read_text()
-    local = re.search(r"^localrules:\n((?:[ \t]+\w+,?\n)+)", snakefile, flags=re.M).group(1)
-    assert "provenance_page" in re.findall(r"\w+", local)
-    common = (REPO / "workflow" / "rules" / "common.smk").read_text()
-    outputs = re.search(r"def all_outputs\(\):.*?\n    \]\n", common, flags=re.S).group(0)
-    assert '"results/provenance.html"' in outputs
-    check = (REPO / "tools" / "check_report.py").read_text()
-    required = re.search(r"^REQUIRED = (\[.*?\])", check, flags=re.S | re.M).group(1)
-    assert "Provenance" in ast.literal_eval(required)
+    assert "provenance_page" in workflow_dump["localrules"]
+    assert "results/provenance.html" in [i["pattern"] for i in rules["all"]["input"]]
+    assert page["report"]["category"] in _check_report_module().REQUIRED
 

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import ast
 import gzip
 import hashlib
-import importlib
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -28,7 +24,6 @@ from cartcohort.report import (
     write_json,
 )
 from cartcohort.tables import read_table, write_table
-from conftest import REPO
 
 
 def test_write_table_is_byte_stable_and_sorted(tmp_path):
@@ -126,18 +121,3 @@ def test_provenance_record_pairs_steps_with_version_files(tmp_path):
                             workflow_dir=tmp_path)
     assert rec["software"] == {"load": {"scanpy": "2"}, "qc": {"scanpy": "1"}}
     assert list(rec["software"]) == ["load", "qc"] and rec["seed"] == 1
-
-
-def test_pl_facade_is_lazy_and_exports_every_figure_function():
-    code = ("import sys, cartcohort.pl as pl; assert 'matplotlib' not in sys.modules; "
-            "pl.save_figure; assert 'matplotlib' not in sys.modules")
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO / "workflow" / "scripts")
-    from cartcohort import pl
-
-    for path in sorted((REPO / "workflow" / "scripts" / "cartcohort" / "pl").glob("[a-z]*.py")):
-        module = importlib.import_module(f"cartcohort.pl.{path.stem}")
-        public = [n.name for n in ast.parse(path.read_text()).body
-                  if isinstance(n, ast.FunctionDef) and not n.name.startswith("_")]
-        for name in public:
-            assert name in pl.__all__, f"cartcohort.pl does not export {path.stem}.{name}"
-            assert getattr(pl, name) is getattr(module, name)

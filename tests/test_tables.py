@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gzip
 import logging
-import re
 import runpy
 from pathlib import Path
 from types import SimpleNamespace
@@ -143,31 +142,6 @@ def test_table_write_checks_leading_columns(tmp_path):
     assert spec.read(tmp_path / "load_samples.tsv").loc[0, "sample"] == "001"
     with pytest.raises(CartCohortError, match="columns start with"):
         spec.write(df[list(spec.columns[::-1])], tmp_path / "x.tsv")
-
-
-def _rule_outputs() -> dict[str, set[str]]:
-    """rule name -> the results/ TSV paths in its `output:` section."""
-    outputs: dict[str, set[str]] = {}
-    for smk in sorted((REPO / "workflow" / "rules").glob("*.smk")):
-        text = smk.read_text()
-        for m in re.finditer(r"^rule (\w+):\n((?:[ \t]+.*\n|\n)*)", text, flags=re.M):
-            body = m.group(2)
-            out = re.search(r"^    output:\n((?:        .*\n)*)", body, flags=re.M)
-            if out:
-                paths = re.findall(r'"(results/[^"]+\.tsv(?:\.gz)?)"', out.group(1))
-                outputs[m.group(1)] = set(paths)
-    return outputs
-
-
-def test_registry_matches_the_rules():
-    """Every registered table is an output of its rule, and every TSV the rules
-    write is registered."""
-    outputs = _rule_outputs()
-    assert outputs, "no rule outputs parsed"
-    for spec in tables.TABLES.values():
-        assert spec.path in outputs.get(spec.rule, set()), (spec.name, spec.rule)
-    written = set().union(*outputs.values())
-    assert written == {t.path for t in tables.TABLES.values()}
 
 
 def test_load_summary_keeps_zero_padded_sample_ids(tmp_path):

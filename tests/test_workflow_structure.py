@@ -93,3 +93,43 @@ def test_env_pins_equal_lock(step):
         key = re.sub(r"[-_.]+", "-", name.lower())
         assert key in lock, f"{env}: {name} is not in requirements.lock"
         assert lock[key] == version, f"{env}: {name}=={version} but the lock has {lock[key]}"
+
+
+# --------------------------------------------------------------- contract tables vs rules
+# (here rather than in test_tables.py, which runs in the load env without Snakemake)
+
+
+def _rule_outputs(rules: dict) -> dict[str, set[str]]:
+    """rule name -> the results/ TSV paths among its outputs, as Snakemake parsed them
+    (patterns without wildcard constraints; outputs expanded at parse time, e.g. over the
+    samples, as the expanded paths)."""
+    return {
+        name: {out["pattern"] for out in rule["output"]
+               if out["pattern"] and re.fullmatch(r"results/.+\.tsv(\.gz)?", out["pattern"])}
+        for name, rule in rules.items()
+    }
+
+
+def _matches(pattern: str, path: str) -> bool:
+    """`path` is the registry `pattern` itself or the pattern with its wildcards filled in."""
+    regex = re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(pattern))
+    return re.fullmatch(regex, path) is not None
+
+
+def test_registry_matches_the_rules(workflow_dump):
+    """Every registered table is an output of its rule, and every TSV the rules
+    write is registered (under the rule that writes it)."""
+    from cartcohort import tables
+
+    outputs = _rule_outputs(workflow_dump["rules"])
+    assert any(outputs.values()), "no rule outputs a results/ TSV"
+    for spec in tables.TABLES.values():
+        written = outputs.get(spec.rule, set())
+        assert any(_matches(spec.path, path) for path in written), (
+            f"table {spec.name}: {spec.path} is not an output of rule {spec.rule} "
+            f"({sorted(written)})")
+    unregistered = sorted(
+        f"rule {rule}: {path}" for rule, written in outputs.items() for path in written
+        if not any(spec.rule == rule and _matches(spec.path, path)
+                   for spec in tables.TABLES.values()))
+    assert not unregistered, "TSVs written but not in tables.TABLES:\n" + "\n".join(unregistered)

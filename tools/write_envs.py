@@ -15,7 +15,8 @@ REPO = Path(__file__).resolve().parents[1]
 COMMON = ["numpy", "pandas", "scipy", "pyyaml"]
 STEP_PACKAGES = {
     "load": COMMON + ["h5py", "anndata", "mudata", "awkward", "jsonschema"],
-    "qc": COMMON + ["awkward", "h5py", "anndata", "mudata", "scanpy", "scirpy", "scikit-learn", "matplotlib"],
+    "qc": COMMON + ["awkward", "h5py", "jsonschema", "anndata", "mudata", "scanpy", "scirpy",
+           "scikit-learn", "matplotlib"],
     "integrate": COMMON + ["h5py", "jsonschema", "scirpy", "awkward", "airr", "anndata", "mudata", "scanpy", "harmonypy", "bbknn", "scanorama", "annoy", "leidenalg", "igraph",
                            "umap-learn", "pynndescent", "scikit-misc", "scikit-learn",
                            "matplotlib"],

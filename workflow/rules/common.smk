@@ -370,18 +370,16 @@ def score_methods_kwargs():
 
 
 def integration_umap_kwargs():
-    """Keyword arguments of `pl.integrate.integration_umap` (rule plot_integration)."""
-    return canonical({"seed": seed()})
-
-
-def integration_caption():
-    """What the UMAP caption says about the graph of the method used downstream
-    (integrate.use): whether the method corrects the graph itself (bbknn) or the graph is
-    a kNN graph of its corrected embedding, exact up to `exact_knn_max_cells` cells."""
+    """Keyword arguments of `pl.integrate.integration_umap`, rule plot_integration - the
+    method used downstream (integrate.use) and what its graph must be: the method's own
+    graph (bbknn) or a kNN graph of its corrected embedding, exact up to
+    `exact_knn_max_cells` cells. The caption renders them; the figure checks them against
+    the graph actually built and names it in its title."""
     from cartcohort.tl.integrate import EXACT_KNN_MAX_CELLS, METHODS
 
     return canonical(
         {
+            "seed": seed(),
             "method": INTEGRATION_USED,
             "corrects_graph": METHODS[INTEGRATION_USED].corrects_graph,
             "exact_knn_max_cells": EXACT_KNN_MAX_CELLS,

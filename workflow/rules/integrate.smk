@@ -119,6 +119,5 @@ rule plot_integration:
         runtime=runtime("plot_integration"),
     params:
         integration_umap=integration_umap_kwargs(),
-        caption=integration_caption(),
     script:
         "../scripts/plot_integration.py"

@@ -175,37 +175,96 @@ def metrics_heatmap(table: pd.DataFrame, *, title: str = "") -> Figure:
     return fig
 
 
+def graph_description(
+    integration: AnnData, *, method: str, corrects_graph: bool, exact_knn_max_cells: int
+) -> str:
+    """How the neighbour graph of ``integrate/{method}.h5ad`` was built, checked against
+    what the configured method must have built.
+
+    Parameters
+    ----------
+    integration
+        ``integrate/{method}.h5ad`` (``uns['integration']`` and ``uns['neighbors']``).
+    method
+        The method used downstream (``integrate.use``); the file must be its output.
+    corrects_graph
+        Whether the method builds its own (batch-balanced) graph
+        (:attr:`cartcohort.tl.integrate.Method.corrects_graph`).
+    exact_knn_max_cells
+        Cohorts up to this many cells get an exact kNN graph, larger ones an approximate
+        (pynndescent) one (:data:`cartcohort.tl.integrate.EXACT_KNN_MAX_CELLS`).
+
+    Returns
+    -------
+    str
+        E.g. ``"exact kNN graph (k=15)"``, ``"approximate kNN graph (pynndescent, k=15)"``
+        or ``"bbknn's batch-balanced graph"``.
+    """
+    recorded = integration.uns["integration"]["method"]
+    if recorded != method:
+        raise CartCohortError(
+            f"the integration file holds method {recorded!r}, but integrate.use is {method!r}; "
+            "re-run the workflow so that rule integrate writes the configured method"
+        )
+    built = dict(integration.uns.get("neighbors", {}).get("params", {}))
+    mode, k = built.get("method"), built.get("n_neighbors")
+    if corrects_graph:
+        expected = method
+    else:
+        expected = "exact_knn" if integration.n_obs <= exact_knn_max_cells else "pynndescent"
+    if mode != expected:
+        raise CartCohortError(
+            f"the {method} graph was built as {mode!r}, expected {expected!r} for "
+            f"{integration.n_obs} cells; re-run rule integrate"
+        )
+    if corrects_graph:
+        return f"{method}'s batch-balanced graph"
+    if mode == "exact_knn":
+        return f"exact kNN graph (k={k})"
+    return f"approximate kNN graph (pynndescent, k={k})"
+
+
 def integration_umap(
     integration: AnnData,
     layout: AnnData,
     *,
     path: str | os.PathLike,
+    method: str,
+    corrects_graph: bool,
+    exact_knn_max_cells: int,
+    seed: int,
     keys: Sequence[str] = UMAP_KEYS,
-    seed: int = 0,
 ) -> None:
-    """Write the UMAP figure of the method used downstream (rule ``plot_integration``).
+    """Write the UMAP figure of the method used downstream (rule ``plot_integration``);
+    its title names the method and the neighbour graph actually built.
 
     Parameters
     ----------
     integration
-        ``integrate/{method}.h5ad`` (``obs`` and ``uns['integration']`` are used).
+        ``integrate/{method}.h5ad`` (``obs``, ``uns['integration']``, ``uns['neighbors']``).
     layout
         ``integrate/umap.h5ad``: ``obsm['X_umap']`` of the same cells.
     path
         Output PNG.
-    keys, seed
-        See :func:`umap_grid`.
+    method, corrects_graph, exact_knn_max_cells
+        See :func:`graph_description`.
+    seed
+        Seed of the random drawing order of the cells (see :func:`umap_grid`).
+    keys
+        ``obs`` columns, one panel each (see :func:`umap_grid`).
 
     Returns
     -------
     None
         The figure is written to ``path``.
     """
+    graph = graph_description(integration, method=method, corrects_graph=corrects_graph,
+                              exact_knn_max_cells=exact_knn_max_cells)
     info = integration.uns["integration"]
     fig = umap_grid(
         layout.obsm["X_umap"], integration.obs, keys=list(keys),
         title=f"UMAP after integration with {info['method']} "
-              f"({integration.n_obs} cells, batch key '{info['batch_key']}')",
+              f"({integration.n_obs} cells, batch key '{info['batch_key']}'; {graph})",
         seed=int(seed),
     )
     fig.savefig(path, dpi=150)
