@@ -548,7 +548,7 @@ def render_provenance_html_kwargs():
 
 
 def collect_warnings_kwargs():
-    """Keyword arguments of `report.collect_warnings`, rule warnings: the warning rows
+    """Keyword arguments of `report.collect_warnings`, rule warnings - the warning rows
     found when the sheets were read (INPUT_WARNINGS of sheets.prepare_inputs)."""
     return canonical({"parse_warnings": INPUT_WARNINGS})
 
