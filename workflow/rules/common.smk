@@ -79,6 +79,38 @@ if INTEGRATION_USED not in INTEGRATION_METHODS:
     )
 
 
+def _unused_method_settings():
+    """Methods whose section integrate.<name> differs from its schema default although
+    the method is not run: their settings would be ignored."""
+    from cartcohort.config import load_schema, schema_defaults
+    from cartcohort.tl.integrate import METHODS
+
+    schema = load_schema(
+        os.path.join(WORKFLOW_DIR, "config", "schemas", "config.schema.yaml")
+    )
+    defaults = schema_defaults(schema)["integrate"]
+    return sorted(
+        name
+        for name, method in METHODS.items()
+        if method.configurable
+        and name not in INTEGRATION_METHODS
+        and config["integrate"][name] != defaults[name]
+    )
+
+
+_UNUSED_METHOD_SETTINGS = _unused_method_settings()
+if _UNUSED_METHOD_SETTINGS:
+    raise WorkflowError(
+        "config: "
+        + "; ".join(
+            f"integrate.{name} is set but {name} is not in integrate.methods "
+            f"{INTEGRATION_METHODS}, so its settings would be ignored"
+            for name in _UNUSED_METHOD_SETTINGS
+        )
+        + ". Fix: add the method to integrate.methods, or remove its section."
+    )
+
+
 wildcard_constraints:
     sample="|".join(re.escape(s) for s in SAMPLES.index) if len(SAMPLES) else "NONE",
     method="|".join(INTEGRATION_METHODS),
