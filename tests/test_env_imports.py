@@ -367,25 +367,26 @@ def test_closure_includes_dependencies():
     assert "pytest" not in closure  # extras ("test") are not followed
 
 
+def _unprovided(spec, have: set[str]) -> list[str]:
+    """Non-optional imports reached from the rule's script whose distribution is not in
+    `have`, one line each (distribution: where it is imported)."""
+    reaches, _ = collect_imports(spec.script)
+    missing = set()
+    for r in reaches:
+        dists = [] if r.imp.optional else dists_of(r.imp.module)
+        if dists and not any(d in have for d in dists):
+            missing.add(f"  {' or '.join(dists)}: {r.where()}")
+    return sorted(missing)
+
+
 @pytest.mark.parametrize("step", STEP_ENVS)
 def test_env_provides_imports(rules, step):
-    failures = []
-    for spec in _step_rules(rules, step):
-        pins = _pins(spec)
-        closure = env_closure(pins)
-        reaches, _ = collect_imports(spec.script)
-        missing = []
-        for r in reaches:
-            if r.imp.optional:
-                continue
-            dists = dists_of(r.imp.module)
-            if dists and not any(d in closure for d in dists):
-                missing.append(f"  {' or '.join(dists)}: {r.where()}")
-        if missing:
-            failures.append(
-                f"rule {spec.name} ({spec.file}) runs {spec.script.name} in "
-                f"envs/{spec.step}.yaml, which neither pins nor depends on:\n"
-                + "\n".join(sorted(set(missing))))
+    failures = [
+        f"rule {spec.name} ({spec.file}) runs {spec.script.name} in envs/{spec.step}.yaml, "
+        "which neither pins nor depends on:\n" + "\n".join(missing)
+        for spec in _step_rules(rules, step)
+        if (missing := _unprovided(spec, env_closure(_pins(spec))))
+    ]
     assert not failures, "\n".join(failures) + (
         f"\nFix: add the distribution to STEP_PACKAGES['{step}'] in tools/write_envs.py "
         "and regenerate the envs.")
@@ -393,21 +394,12 @@ def test_env_provides_imports(rules, step):
 
 @pytest.mark.parametrize("step", STEP_ENVS)
 def test_env_pins_direct_imports(rules, step):
-    failures = []
-    for spec in _step_rules(rules, step):
-        pins = _pins(spec)
-        reaches, _ = collect_imports(spec.script)
-        missing = []
-        for r in reaches:
-            if r.imp.optional:
-                continue
-            dists = dists_of(r.imp.module)
-            if dists and not any(d in pins for d in dists):
-                missing.append(f"  {' or '.join(dists)}: {r.where()}")
-        if missing:
-            failures.append(
-                f"rule {spec.name} ({spec.file}): envs/{spec.step}.yaml must pin every "
-                f"distribution its code imports:\n" + "\n".join(sorted(set(missing))))
+    failures = [
+        f"rule {spec.name} ({spec.file}): envs/{spec.step}.yaml must pin every "
+        "distribution its code imports:\n" + "\n".join(missing)
+        for spec in _step_rules(rules, step)
+        if (missing := _unprovided(spec, _pins(spec)))
+    ]
     assert not failures, "\n".join(failures) + (
         f"\nFix: add it to STEP_PACKAGES['{step}'] in tools/write_envs.py.")
 
