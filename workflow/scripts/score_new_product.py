@@ -27,7 +27,7 @@ from pathlib import Path
 
 from cartcohort import scorecards
 from cartcohort.errors import CartCohortError, InputError, Problem
-from cartcohort.sheets import ID_RULE, SAMPLE_ID_RE
+from cartcohort.vocab import ID_RULE, SAMPLE_ID_RE
 from cartcohort.tables import read_table, write_table
 
 

@@ -1,4 +1,21 @@
-"""The shared vocabulary of cell calls (DESIGN.md), used by simulator, features and stats."""
+"""The shared vocabulary (DESIGN.md): the rule for ids, and the cell calls used by the
+simulator, features and stats. Imports nothing heavy: entry scripts of every step use it."""
+
+import re
+
+#: Longest allowed id: sample ids become parts of file names (at most 255 bytes).
+MAX_ID_LENGTH = 128
+#: Allowed sample, patient and timepoint ids: sample ids become file names, Snakemake
+#: wildcards and shell arguments; patient ids become parts of clone ids and of the
+#: ``;``/``,``-joined id lists of the tables.
+SAMPLE_ID_PATTERN = rf"^[A-Za-z0-9][A-Za-z0-9_.-]{{0,{MAX_ID_LENGTH - 1}}}$"
+SAMPLE_ID_RE = re.compile(SAMPLE_ID_PATTERN)
+#: The rule for valid ids, in words (the fix of every unsafe-id message).
+ID_RULE = (
+    "use only letters, digits, '_', '.' and '-', starting with a letter or digit, "
+    f"at most {MAX_ID_LENGTH} characters (ids become file names and shell arguments)"
+)
+
 
 #: The T-cell state programs every cohort is scored for, in report order.
 STATES: tuple[str, ...] = (

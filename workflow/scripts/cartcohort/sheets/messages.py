@@ -6,27 +6,15 @@ line numbers, "a whole number"), not in JSON-schema terms.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import Problem
+from ..vocab import ID_RULE, MAX_ID_LENGTH, SAMPLE_ID_PATTERN, SAMPLE_ID_RE  # noqa: F401
 from .sniff import Issue
 
-#: Longest allowed id: sample ids become parts of file names (at most 255 bytes).
-MAX_ID_LENGTH = 128
-#: Allowed sample, patient and timepoint ids: sample ids become file names, Snakemake
-#: wildcards and shell arguments; patient ids become parts of clone ids and of the
-#: ``;``/``,``-joined id lists of the tables.
-SAMPLE_ID_PATTERN = rf"^[A-Za-z0-9][A-Za-z0-9_.-]{{0,{MAX_ID_LENGTH - 1}}}$"
-SAMPLE_ID_RE = re.compile(SAMPLE_ID_PATTERN)
-#: The rule for valid ids, in words (the fix of every unsafe-id message).
-ID_RULE = (
-    "use only letters, digits, '_', '.' and '-', starting with a letter or digit, "
-    f"at most {MAX_ID_LENGTH} characters (ids become file names and shell arguments)"
-)
 #: Ids the workflow's tables cannot hold: ``write_table`` writes missing values as
 #: ``NA`` and ``read_table`` reads ``NA`` back as missing, so an id spelled ``NA``
 #: would become a missing value in every table.
