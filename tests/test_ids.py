@@ -193,20 +193,13 @@ def _copy_of_s1(c: dict, *, vdj: bool) -> None:
     """Row S5: a copy of S1's files under another folder (another path, same bytes)."""
     dst = c["data"] / "S5copy"
     shutil.copytree(c["data"] / "S1", dst)
-    _add_row(
-        c,
-        [
-            "S5",
-            "P2",
-            "D14",
-            "14",
-            "blood",
-            "b2",
-            "none",
-            "../data/S5copy/filtered_feature_bc_matrix.h5",
-            "../data/S5copy/filtered_contig_annotations.csv" if vdj else "",
-        ],
-    )
+    _add_s5(c, "../data/S5copy/filtered_feature_bc_matrix.h5",
+            "../data/S5copy/filtered_contig_annotations.csv" if vdj else "")
+
+
+def _add_s5(c: dict, gex: str, vdj: str) -> None:
+    """Sheet row S5 (patient P2, day 14, blood) with the given file paths."""
+    _add_row(c, ["S5", "P2", "D14", "14", "blood", "b2", "none", gex, vdj])
 
 
 def test_two_samples_with_the_same_gex_file_are_refused(tmp_path):
@@ -223,20 +216,7 @@ def test_two_samples_with_the_same_gex_file_are_refused(tmp_path):
 def test_a_symlinked_mtx_folder_of_another_sample_is_refused(tmp_path):
     c = make_cohort(tmp_path)
     (c["data"] / "S2link").symlink_to(c["data"] / "S2", target_is_directory=True)
-    _add_row(
-        c,
-        [
-            "S5",
-            "P2",
-            "D14",
-            "14",
-            "blood",
-            "b2",
-            "none",
-            "../data/S2link/filtered_feature_bc_matrix",
-            "",
-        ],
-    )
+    _add_s5(c, "../data/S2link/filtered_feature_bc_matrix", "")
     probs = problems_of(_config(c), tmp_path)
     assert _hits(probs, "samples.tsv", "line 6, column 'gex'", "same GEX data as sample 'S2'")
 

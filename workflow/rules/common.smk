@@ -18,10 +18,9 @@ from cartcohort.errors import InputError  # noqa: E402
 
 # The schema is the one place where defaults live: once validated, `config` holds every
 # key of config/schemas/config.schema.yaml, so the rules index it and never default.
+CONFIG_SCHEMA = os.path.join(WORKFLOW_DIR, "config", "schemas", "config.schema.yaml")
 try:
-    validate_config(
-        config, os.path.join(WORKFLOW_DIR, "config", "schemas", "config.schema.yaml")
-    )
+    validate_config(config, CONFIG_SCHEMA)
 except InputError as err:
     raise WorkflowError(str(err)) from None
 
@@ -85,10 +84,7 @@ def _unused_method_settings():
     from cartcohort.config import load_schema, schema_defaults
     from cartcohort.tl.integrate import METHODS
 
-    schema = load_schema(
-        os.path.join(WORKFLOW_DIR, "config", "schemas", "config.schema.yaml")
-    )
-    defaults = schema_defaults(schema)["integrate"]
+    defaults = schema_defaults(load_schema(CONFIG_SCHEMA))["integrate"]
     return sorted(
         name
         for name, method in METHODS.items()
