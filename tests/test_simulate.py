@@ -10,8 +10,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.stats import mannwhitneyu
-from statsmodels.stats.multitest import multipletests
 
 from cartcohort.errors import CartCohortError
 from cartcohort.datasets import (
@@ -181,8 +179,9 @@ def test_truth_proportions(small_cohort):
     ip = t[(t["timepoint"] == "IP") & good]
     frac = ip.groupby("patient")["car_positive"].mean()
     assert frac.between(0.1, 0.9).all()
-    assert (ip.loc[ip["car_positive"], "car_umis"] > 0).mean() > 0.9
-    assert (ip.loc[~ip["car_positive"], "car_umis"] > 0).mean() < 0.15
+    # 5' default: the CAR is detected in about 65 % of CAR+ cells; ambient reads in a few CAR-
+    assert 0.5 <= (ip.loc[ip["car_positive"], "car_umis"] > 0).mean() <= 0.8
+    assert (ip.loc[~ip["car_positive"], "car_umis"] > 0).mean() < 0.05
     assert len(small_cohort.truth_patients) == 4 and n == len(small_cohort.truth_cells)
 
 
@@ -232,66 +231,38 @@ def test_persistent_clones_are_tracked(small_cohort):
     assert (~later["clone"].isin(product_clones | {""})).mean() > 0.1  # new clones
 
 
-def test_car_dropout():
-    base = simulate_cohort(seed=1, n_patients=2, min_cells=300, max_cells=300, frac_longitudinal=0)
-    drop = simulate_cohort(
-        seed=1, n_patients=2, min_cells=300, max_cells=300, frac_longitudinal=0, car_dropout=0.5
-    )
-    for c, lo, hi in ((base, 0.0, 0.08), (drop, 0.42, 0.6)):
+def test_car_detection_option_changes_only_the_car_counts():
+    kw = dict(seed=1, n_patients=2, min_cells=300, max_cells=300, frac_longitudinal=0,
+              n_background_genes=500)
+    base = simulate_cohort(**kw)
+    low = simulate_cohort(**kw, car_detection=0.3)
+    for c, lo, hi in ((base, 0.55, 0.75), (low, 0.22, 0.38)):
         t = c.truth_cells
-        pos = t[t["car_positive"] & ~t["is_doublet"]]
-        assert lo <= (pos["car_umis"] == 0).mean() <= hi
-    assert base.truth_cells["car_positive"].equals(drop.truth_cells["car_positive"])
+        pos = t[t["car_positive"] & ~t["is_doublet"] & ~t["is_low_quality"]]
+        assert lo <= (pos["car_umis"] > 0).mean() <= hi
+    assert base.truth_cells["car_positive"].equals(low.truth_cells["car_positive"])
 
 
-def _patient_summary(cohort) -> pd.DataFrame:
-    t = cohort.truth_cells
-    t = t[(t["timepoint"] == "IP") & ~t["is_doublet"] & ~t["is_low_quality"]]
-    rows = []
-    for patient, d in t.groupby("patient"):
-        clones = d.loc[d["clone"] != "", "clone"].sample(n=120, random_state=0)
-        f = clones.value_counts(normalize=True).to_numpy()
-        rows.append(
-            {
-                "patient": patient,
-                "memory_like": d["state"].isin(["naive_tscm", "tcm"]).mean(),
-                "exhausted": (d["state"] == "exhausted").mean(),
-                "simpson": float((f**2).sum()),
-                "cd4_fraction": (d["cd4_cd8"] == "CD4").mean(),
-            }
-        )
-    s = pd.DataFrame(rows).merge(cohort.truth_patients[["patient", "responder"]], on="patient")
-    return s
-
-
-@pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])
-def test_planted_responder_effects_hold(seed):
-    cohort = simulate_cohort(seed=seed, frac_longitudinal=0.0, min_cells=180, max_cells=260)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_planted_values_follow_the_effect_table(seed):
+    """Observed product proportions track the planted ones; power is in test_design_power."""
+    cohort = simulate_cohort(seed=seed, frac_longitudinal=0.0, n_background_genes=300)
     tp = cohort.truth_patients
     assert tp["responder"].sum() == 10 and (~tp["responder"]).sum() == 10
     assert (tp.loc[tp["responder"], "response"] == "CR").all()
     assert tp.loc[~tp["responder"], "response"].isin(["PD", "SD"]).all()
-    s = _patient_summary(cohort)
-    r = s["responder"].to_numpy()
-    p = {
-        "memory_like": mannwhitneyu(s.loc[r, "memory_like"], s.loc[~r, "memory_like"],
-                                    alternative="greater").pvalue,
-        "exhausted": mannwhitneyu(s.loc[r, "exhausted"], s.loc[~r, "exhausted"],
-                                  alternative="less").pvalue,
-        "simpson": mannwhitneyu(s.loc[r, "simpson"], s.loc[~r, "simpson"],
-                                alternative="less").pvalue,
-    }
-    q = multipletests(list(p.values()), method="fdr_bh")[1]
-    assert (q < 0.05).all(), p
-    # the null control: planted CD4 fractions come from one distribution
+    for planted, observed in (("memory_like_fraction", "ip_memory_like_observed"),
+                              ("exhausted_fraction", "ip_exhausted_observed"),
+                              ("cd4_fraction", "ip_cd4_observed")):
+        r = np.corrcoef(tp[planted], tp[observed])[0, 1]
+        assert r > 0.8, (planted, r)
     assert (tp["null_feature"] == "cd4_cd8_ratio").all()
-    assert abs(tp.loc[r, "cd4_fraction"].mean() - tp.loc[~r, "cd4_fraction"].mean()) < 0.15
 
 
 def test_batches_balanced_and_formats_scale(small_cohort):
     tp = small_cohort.truth_patients
     assert set(tp["batch"]) <= {"b1", "b2", "b3"}
-    c = simulate_cohort(seed=0, n_patients=6, min_cells=20, max_cells=30, n_filler_genes=100)
+    c = simulate_cohort(seed=0, n_patients=6, min_cells=20, max_cells=30, n_background_genes=100)
     assert c.libraries[0].counts.shape[1] < small_cohort.libraries[0].counts.shape[1]
     assert c.truth_patients.groupby("responder")["batch"].nunique().min() == 3
 
@@ -301,8 +272,10 @@ def test_invalid_settings_raise():
         simulate_cohort(seed=0, min_cells=500, max_cells=100)
     with pytest.raises(CartCohortError, match="Unknown simulator setting"):
         simulate_cohort(seed=0, n_patient=3)
-    with pytest.raises(CartCohortError, match="car_dropout"):
-        simulate_cohort(seed=0, car_dropout=1.5)
+    with pytest.raises(CartCohortError, match="car_detection"):
+        simulate_cohort(seed=0, car_detection=1.5)
+    with pytest.raises(CartCohortError, match="chemistry"):
+        simulate_cohort(seed=0, chemistry="10x")
 
 
 def test_cli(tmp_path):
@@ -314,7 +287,7 @@ def test_cli(tmp_path):
         sys.path.remove(str(scripts))
     rc = simulate_demo.main(
         ["--out", str(tmp_path / "d"), "--seed", "2", "--n-patients", "2", "--min-cells", "40",
-         "--max-cells", "60", "--car-dropout", "0.5", "--config-dir", str(tmp_path / "cfg")]
+         "--max-cells", "60", "--car-detection", "0.5", "--n-background-genes", "400", "--config-dir", str(tmp_path / "cfg")]
     )
     assert rc == 0
     assert len(_read(tmp_path / "d" / "samples.tsv")) >= 2

@@ -35,12 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="also write samples.tsv/clinical.tsv here with paths relative to it",
     )
+    optional = {"n_background_genes": int, "car_detection": float}  # default None
     for f in dataclasses.fields(SimParams):
         if f.name == "seed":
             continue
         parser.add_argument(
             "--" + f.name.replace("_", "-"),
-            type=type(f.default),
+            type=optional.get(f.name, type(f.default)),
             default=f.default,
             help=f"(default {f.default})",
         )

@@ -52,7 +52,7 @@ class CohortGenerator:
     def __init__(self, params: SimParams):
         params.validate()
         self.params = params
-        self.panel = gene_panel(params.n_filler_genes)
+        self.panel = gene_panel(params.n_background_genes)
         self.patients = plan_patients(params)
         self.library_plans = plan_libraries(params, self.patients)
         self.clinical = clinical_table(params, self.patients)
@@ -66,8 +66,21 @@ class CohortGenerator:
             f = np.zeros(g_n)
             f[affected] = rng.normal(0.0, params.batch_sd, size=n_aff)
             self.batch_logfactor[f"b{b + 1}"] = f
+        self.patient_logfactor = {
+            p.patient: self._patient_factor(p.index, eligible) for p in self.patients
+        }
         self.clones: list[Clone] = []
         self.persistent_counts: dict[str, int] = {}
+
+    def _patient_factor(self, index: int, eligible: np.ndarray) -> np.ndarray:
+        """Per-gene log factor of one patient (genetic and clinical background)."""
+        rng = np.random.default_rng([self.params.seed, 6, index])
+        n_aff = int(round(self.params.patient_gene_fraction * len(eligible)))
+        f = np.zeros(self.panel.n_genes)
+        f[rng.choice(eligible, size=n_aff, replace=False)] = rng.normal(
+            0.0, self.params.patient_sd, size=n_aff
+        )
+        return f
 
     def samples(self) -> pd.DataFrame:
         """The sample sheet (paths relative to the cohort folder)."""
@@ -98,7 +111,8 @@ class CohortGenerator:
             psim = PatientSim(pplan, self.params, used)
             self.persistent_counts[pplan.patient] = len(psim.persistent)
             for lp in by_patient[pplan.patient]:
-                lib = simulate_library(lp, psim, self.panel, self.batch_logfactor, self.params)
+                factor = self.batch_logfactor[lp.batch] + self.patient_logfactor[lp.patient]
+                lib = simulate_library(lp, psim, self.panel, factor, self.params)
                 log.info(
                     "simulated %s: %d cells, %d contigs", lp.sample, lib.counts.shape[0],
                     len(lib.vdj),
@@ -130,6 +144,8 @@ class CohortGenerator:
                 "cd4_cd8_ratio": p.cd4_fraction / (1.0 - p.cd4_fraction),
                 "null_feature": "cd4_cd8_ratio",
                 "car_fraction": p.car_fraction,
+                "treg_fraction": p.props_ip["treg"],
+                "proliferating_fraction": p.props_ip["proliferating"],
                 "n_persistent_clones": self.persistent_counts.get(p.patient, 0),
                 "ip_clean_cells": len(ip),
                 "ip_memory_like_observed": ip["state"].isin(MEMORY_LIKE).sum() / n_ip,
@@ -174,10 +190,9 @@ def simulate_cohort(
     *,
     seed: int,
     n_patients: int = 20,
-    min_cells: int = 300,
-    max_cells: int = 1500,
+    min_cells: int = 150,
+    max_cells: int = 450,
     frac_longitudinal: float = 0.5,
-    car_dropout: float = 0.0,
     **kwargs: object,
 ) -> Cohort:
     """Simulate a demo cohort in memory.
@@ -186,10 +201,11 @@ def simulate_cohort(
     ----------
     seed
         Master seed (same seed and settings give the same cohort).
-    n_patients, min_cells, max_cells, frac_longitudinal, car_dropout
+    n_patients, min_cells, max_cells, frac_longitudinal
         See :class:`SimParams`.
     **kwargs
-        Any other :class:`SimParams` field (``n_filler_genes``, ``doublet_rate``,
+        Any other :class:`SimParams` field (``n_background_genes``, ``chemistry``,
+        ``car_detection``, ``doublet_rate``,
         ``median_umis``, ``batch_sd``, ``gex_format``, ...).
 
     Returns
@@ -202,7 +218,6 @@ def simulate_cohort(
         min_cells=min_cells,
         max_cells=max_cells,
         frac_longitudinal=frac_longitudinal,
-        car_dropout=car_dropout,
     )
     gen = CohortGenerator(make_params(seed, kwargs))
     libs = list(gen.libraries())

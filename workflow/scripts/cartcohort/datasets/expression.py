@@ -1,17 +1,29 @@
-"""Simulated UMI counts: negative-binomial expression of the panel genes and the CAR feature."""
+"""Simulated UMI counts in the real gene space: cell programs, ambient RNA and the CAR.
+
+Per cell: a library size (log-normal, within-library SD fitted to real data), a mito share,
+an ambient share ``rho`` and weights over every gene. Genes whose mean is at least
+``0.1`` UMI per cell, and every core gene, are drawn negative binomial with the fitted
+dispersion trend. The other ~25,000 background genes are drawn Poisson, by sampling the
+cell's background UMIs over them (at such means the NB and the Poisson differ by under
+10 % in variance), which keeps the cost proportional to the UMIs rather than to the genes.
+"""
 
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 
-from .panel import GenePanel
+from .background import car_mean_for_detection, car_nb_theta, fitted_model
+from .panel import _DENSE_MEAN, GenePanel
 from .params import SimParams
 
-# UMI weight given to a cell's own TRAV, TRAJ, TRBV, TRBJ and TRBC features (tcr_idx columns)
+# UMI weight (in TRAC units) of a cell's own TRAV, TRAJ, TRBV, TRBJ and TRBC features
 _TCR_FEATURE_WEIGHTS: tuple[tuple[int, float], ...] = (
-    (0, 5.0), (1, 1.5), (2, 5.0), (3, 1.5), (4, 6.0),
+    (0, 5.0 / 6.0), (1, 1.5 / 6.0), (2, 5.0 / 6.0), (3, 1.5 / 6.0), (4, 1.0),
 )
-_CHUNK = 2048
+_TRAC_BOOST = 10.0  # a T cell's TRAC relative to the panel's (population) baseline
+_CHUNK = 1024
+CAR_DETECTION: dict[str, float] = {"5prime": 0.65, "3prime": 0.35}
 
 
 def negative_binomial(
@@ -22,82 +34,180 @@ def negative_binomial(
     return rng.poisson(lam)
 
 
+def car_detection(params: SimParams) -> float:
+    """Share of CAR+ cells (at the median library size) with >= 1 CAR UMI."""
+    if params.car_detection is not None:
+        return params.car_detection
+    return CAR_DETECTION[params.chemistry]
+
+
 def simulate_counts(
     panel: GenePanel,
     params: SimParams,
     *,
     state: np.ndarray,
+    mix_state: np.ndarray,
+    mix_weight: np.ndarray,
     is_cd4: np.ndarray,
     car: np.ndarray,
     is_low_quality: np.ndarray,
     tcr_idx: np.ndarray,
-    batch_logfactor: np.ndarray,
+    gene_logfactor: np.ndarray,
     rng: np.random.Generator,
-) -> np.ndarray:
+) -> sp.csr_matrix:
     """UMI counts of every simulated cell (doublet partners included, not yet merged).
 
     Parameters
     ----------
     panel
-        The gene panel.
+        The gene space.
     params
-        Simulator settings (``median_umis``, CAR means and dropout).
-    state, is_cd4, car, is_low_quality
-        Per-cell state index, lineage, CAR status and low-quality flag.
+        Simulator settings (``median_umis``, ``chemistry``, ``ambient_fraction``).
+    state, mix_state, mix_weight
+        Per-cell state index, the neighbouring state it shares its program with, and the
+        weight of that neighbour (``0``: a pure state; ``0.5``: truly ambiguous).
+    is_cd4, car, is_low_quality
+        Per-cell lineage, CAR status and low-quality flag.
     tcr_idx
-        ``(n_cells, 5)`` panel columns of each cell's TRAV, TRAJ, TRBV, TRBJ, TRBC (-1: none).
-    batch_logfactor
-        Per-gene log factor of the library's batch.
+        ``(n_cells, 5)`` columns of each cell's TRAV, TRAJ, TRBV, TRBJ, TRBC (-1: none).
+    gene_logfactor
+        Per-gene log factor of the library's batch and patient.
     rng
         The library's generator (draws in a fixed order).
 
     Returns
     -------
-    numpy.ndarray
+    scipy.sparse.csr_matrix
         ``(n_cells, n_genes + 1)`` int32 counts; the last column is the CAR feature.
     """
     n_tot = len(state)
-    lib_size = params.median_umis * np.exp(rng.normal(0.0, 0.35, size=n_tot))
-    mito_frac = np.clip(0.05 * np.exp(rng.normal(0.0, 0.25, size=n_tot)), 0.02, 0.1)
-    lib_size[is_low_quality] *= rng.uniform(0.08, 0.25, size=int(is_low_quality.sum()))
-    mito_frac[is_low_quality] = rng.uniform(0.25, 0.6, size=int(is_low_quality.sum()))
+    sdlog = fitted_model()["library"]["sdlog_within_sample"]
+    lib_size = params.median_umis * np.exp(rng.normal(0.0, sdlog, size=n_tot))
+    mito_frac = np.clip(0.05 * np.exp(rng.normal(0.0, 0.3, size=n_tot)), 0.01, 0.12)
+    n_lq = int(is_low_quality.sum())
+    lib_size[is_low_quality] *= rng.uniform(0.08, 0.25, size=n_lq)
+    mito_frac[is_low_quality] = rng.uniform(0.25, 0.6, size=n_lq)
+    rho = rng.beta(2.0, 2.0 / params.ambient_fraction - 2.0, size=n_tot)
     strength = np.clip(np.exp(rng.normal(0.0, 0.25, size=n_tot)), 0.5, 1.6)
     g_n = panel.n_genes
-    counts = np.empty((n_tot, g_n + 1), dtype=np.int32)
-    log_base = np.log(panel.base) + batch_logfactor
+    dense = panel.core | (panel.base * params.median_umis >= _DENSE_MEAN)
+    d_idx = np.flatnonzero(dense)
+    s_idx = np.flatnonzero(~dense)
+    log_base = np.log(panel.base[d_idx]) + gene_logfactor[d_idx]
+    sparse_share = float(panel.base[s_idx].sum())
+    cells = _CellDraws(state, mix_state, mix_weight, is_cd4, tcr_idx, mito_frac, strength)
+    # ambient profile: the library's RNA pooled (cells weighted by their size)
+    amb = np.zeros(len(d_idx) + 1)
     for a in range(0, n_tot, _CHUNK):
         b = min(a + _CHUNK, n_tot)
-        logw = log_base[None, :] + strength[a:b, None] * panel.logfold[state[a:b]]
-        logw += np.where(is_cd4[a:b, None], panel.lineage_cd4[None, :], panel.lineage_cd8[None, :])
-        w = _fix_tcr_and_mito(panel, np.exp(logw), tcr_idx[a:b], mito_frac[a:b])
-        mu = w * lib_size[a:b, None]
-        counts[a:b, :g_n] = negative_binomial(mu, panel.theta[None, :], rng)
-    counts[:, g_n] = _car_counts(params, car, lib_size, rng)
-    return counts
+        w, s_share = _weights(panel, d_idx, log_base, sparse_share, cells, a, b)
+        amb[:-1] += (w * lib_size[a:b, None]).sum(axis=0)
+        amb[-1] += (s_share * lib_size[a:b]).sum()
+    amb /= amb.sum()
+    blocks = []
+    for a in range(0, n_tot, _CHUNK):
+        b = min(a + _CHUNK, n_tot)
+        w, s_share = _weights(panel, d_idx, log_base, sparse_share, cells, a, b)
+        r = rho[a:b, None]
+        w = (1.0 - r) * w + r * amb[None, :-1]
+        s_share = (1.0 - rho[a:b]) * s_share + rho[a:b] * amb[-1]
+        dense_counts = negative_binomial(w * lib_size[a:b, None], panel.theta[d_idx][None, :], rng)
+        blocks.append(
+            _assemble(dense_counts, d_idx, s_idx, panel.base[s_idx],
+                      rng.poisson(s_share * lib_size[a:b]), g_n, rng)
+        )
+    counts = sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix((0, g_n), dtype=np.int32)
+    car_counts = _car_counts(params, car, lib_size, rho, rng)
+    out = sp.hstack([counts, sp.csr_matrix(car_counts.reshape(-1, 1))], format="csr")
+    out = out.astype(np.int32)
+    out.eliminate_zeros()
+    out.sort_indices()
+    return out
 
 
-def _fix_tcr_and_mito(
-    panel: GenePanel, w: np.ndarray, tcr_idx: np.ndarray, mito_frac: np.ndarray
-) -> np.ndarray:
-    """Gene weights of a chunk of cells with their TCR genes set and mito share imposed."""
-    rows = np.arange(len(w))
-    for col, val in _TCR_FEATURE_WEIGHTS:
-        idx = tcr_idx[:, col]
+class _CellDraws:
+    """The per-cell draws that set a cell's gene weights."""
+
+    def __init__(self, state, mix_state, mix_weight, is_cd4, tcr_idx, mito_frac, strength):
+        self.state, self.mix_state, self.mix_weight = state, mix_state, mix_weight
+        self.is_cd4, self.tcr_idx = is_cd4, tcr_idx
+        self.mito_frac, self.strength = mito_frac, strength
+
+
+def _weights(
+    panel: GenePanel,
+    d_idx: np.ndarray,
+    log_base: np.ndarray,
+    sparse_share: float,
+    cells: _CellDraws,
+    a: int,
+    b: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Shares of cells ``a:b`` over the dense genes, and their Poisson-background share."""
+    m = cells.mix_weight[a:b, None]
+    program = (1.0 - m) * panel.logfold[cells.state[a:b]][:, d_idx] + m * panel.logfold[
+        cells.mix_state[a:b]
+    ][:, d_idx]
+    logw = log_base[None, :] + cells.strength[a:b, None] * program
+    lineage = np.where(cells.is_cd4[a:b, None], panel.lineage_cd4[d_idx], panel.lineage_cd8[d_idx])
+    w = np.exp(logw + lineage)
+    col = np.full(panel.n_genes, -1)
+    col[d_idx] = np.arange(len(d_idx))
+    rows = np.arange(b - a)
+    trac = col[panel.index["TRAC"]]
+    unit = float(np.exp(log_base[trac])) * _TRAC_BOOST
+    w[:, trac] = unit
+    for k, val in _TCR_FEATURE_WEIGHTS:
+        idx = cells.tcr_idx[a:b, k]
         ok = idx >= 0
-        w[rows[ok], idx[ok]] = val
-    w[:, panel.index["TRAC"]] = 6.0
-    mito = panel.mito
-    w[:, ~mito] *= ((1.0 - mito_frac) / w[:, ~mito].sum(axis=1))[:, None]
+        w[rows[ok], col[idx[ok]]] = val * unit
+    mito = panel.mito[d_idx]
+    mito_frac = cells.mito_frac[a:b]
+    scale = (1.0 - mito_frac) / (w[:, ~mito].sum(axis=1) + sparse_share)
+    w[:, ~mito] *= scale[:, None]
     w[:, mito] *= (mito_frac / w[:, mito].sum(axis=1))[:, None]
-    return w
+    return w, sparse_share * scale
+
+
+def _assemble(
+    dense_counts: np.ndarray,
+    d_idx: np.ndarray,
+    s_idx: np.ndarray,
+    s_base: np.ndarray,
+    n_sparse: np.ndarray,
+    g_n: int,
+    rng: np.random.Generator,
+) -> sp.csr_matrix:
+    """One chunk's CSR counts: dense NB genes plus Poisson background UMIs placed by share."""
+    r, c = np.nonzero(dense_counts)
+    vals = dense_counts[r, c]
+    cum = np.cumsum(s_base / s_base.sum()) if len(s_idx) else np.zeros(0)
+    total = int(n_sparse.sum())
+    if total and len(s_idx):
+        genes = np.minimum(np.searchsorted(cum, rng.random(total), side="right"), len(s_idx) - 1)
+        rows = np.repeat(np.arange(len(n_sparse)), n_sparse)
+        r = np.concatenate([r, rows])
+        c = np.concatenate([d_idx[c], s_idx[genes]])
+        vals = np.concatenate([vals, np.ones(total, dtype=vals.dtype)])
+    else:
+        c = d_idx[c]
+    mat = sp.coo_matrix((vals, (r, c)), shape=(len(n_sparse), g_n)).tocsr()
+    mat.sum_duplicates()
+    return mat
 
 
 def _car_counts(
-    params: SimParams, car: np.ndarray, lib_size: np.ndarray, rng: np.random.Generator
+    params: SimParams,
+    car: np.ndarray,
+    lib_size: np.ndarray,
+    rho: np.ndarray,
+    rng: np.random.Generator,
 ) -> np.ndarray:
-    """CAR UMIs: NB in CAR+ cells (with dropout), ambient Poisson in CAR- cells."""
-    sf = np.clip(lib_size / params.median_umis, 0.05, 4.0)
-    car_mu = np.where(car, params.car_mean_umis * sf, params.car_ambient_umis * sf)
-    car_counts = np.where(car, negative_binomial(car_mu, 3.0, rng), rng.poisson(car_mu))
-    car_counts[car & (rng.random(len(car)) < params.car_dropout)] = 0
-    return car_counts
+    """CAR UMIs: NB in CAR+ cells (detection set by chemistry), ambient CAR in every cell."""
+    sf = lib_size / params.median_umis
+    mean = car_mean_for_detection(car_detection(params))
+    car_mu = np.where(car, mean * sf, 0.0)
+    own = negative_binomial(car_mu, car_nb_theta(), rng)
+    car_share = car_mu.sum() / lib_size.sum()
+    ambient = rng.poisson(rho * lib_size * car_share)
+    return (np.where(car, own, 0) + ambient).astype(np.int64)

@@ -23,12 +23,23 @@ from .plan import LibraryPlan
 from .tcr import Chain, airr_rows, chain_records, tenx_rows
 
 TRUTH_CELL_COLUMNS: tuple[str, ...] = (
-    "cell", "sample", "patient", "timepoint", "barcode", "state", "cd4_cd8", "car_positive",
+    "cell", "sample", "patient", "timepoint", "barcode", "state", "state_weight",
+    "state_secondary", "cd4_cd8", "car_positive",
     "clone", "is_doublet", "is_low_quality", "has_tcr", "car_umis", "n_contigs",
     "planted_persistent",
 )
 _I_TREG = STATES.index("treg")
 _I_PROLIF = STATES.index("proliferating")
+# Each state's neighbours on the differentiation continuum (its program blends into theirs).
+NEIGHBOURS: dict[str, tuple[str, ...]] = {
+    "naive_tscm": ("tcm",),
+    "tcm": ("naive_tscm", "tem"),
+    "tem": ("tcm", "teff", "exhausted"),
+    "teff": ("tem", "exhausted"),
+    "exhausted": ("tem", "teff"),
+    "treg": ("tcm",),
+    "proliferating": ("teff", "exhausted", "tem"),
+}
 
 
 @dataclass
@@ -113,7 +124,7 @@ def simulate_library(
     lib: LibraryPlan,
     psim: PatientSim,
     panel: GenePanel,
-    batch_logfactor: dict[str, np.ndarray],
+    gene_logfactor: np.ndarray,
     params: SimParams,
 ) -> Library:
     """Simulate one library of a patient.
@@ -126,8 +137,8 @@ def simulate_library(
         The patient's clone pools (clones drawn here are added to it).
     panel
         The gene panel.
-    batch_logfactor
-        Batch name -> per-gene log factor.
+    gene_logfactor
+        Per-gene log factor of the library's batch and patient.
     params
         Simulator settings.
 
@@ -141,27 +152,32 @@ def simulate_library(
     n_tot = n + int(round(params.doublet_rate * n))
     props = timepoint_props(psim.plan, lib.timepoint)
     state, clone_state = _draw_states(props, params, n_tot, rng)
+    mix_state, mix_weight = draw_mixing(state, params.state_mixing, rng)
     clone = _draw_clones(lib, psim, params, state, clone_state, rng)
     protected = _plant_persistence(lib, psim, state, clone, rng)
     is_cd4 = np.array([psim.clones[c].is_cd4 for c in clone])
     car = np.array([psim.clones[c].car for c in clone])
     cells = _draw_qc(params, n, state, clone, protected, rng)
-    counts = simulate_counts(
-        panel, params, state=state, is_cd4=is_cd4, car=car,
-        is_low_quality=cells.is_low_quality, tcr_idx=_tcr_feature_index(psim, panel, clone),
-        batch_logfactor=batch_logfactor[lib.batch], rng=rng,
+    raw = simulate_counts(
+        panel, params, state=state, mix_state=mix_state, mix_weight=mix_weight,
+        is_cd4=is_cd4, car=car, is_low_quality=cells.is_low_quality,
+        tcr_idx=_tcr_feature_index(psim, panel, clone), gene_logfactor=gene_logfactor, rng=rng,
     )
-    counts[cells.primary] += counts[cells.partner]
+    merge = sp.identity(n_tot, dtype=np.int32, format="csr") + sp.csr_matrix(
+        (np.ones(len(cells.primary), dtype=np.int32), (cells.primary, cells.partner)),
+        shape=(n_tot, n_tot),
+    )
+    mat = sp.csr_matrix((merge @ raw)[:n])
+    mat.sort_indices()
+    car_umis = mat[:, panel.n_genes].toarray().ravel()
     cell_bc, cell_chains = _cell_chains(psim, cells, params, rng)
     vdj = _contig_table(lib, cell_chains, rng)
     car_pos = car[:n].copy()
     car_pos[cells.primary] |= car[cells.partner]
     truth = _truth_table(
         lib, psim, cells, cell_bc=cell_bc, cell_chains=cell_chains, is_cd4=is_cd4[:n],
-        car_pos=car_pos, car_umis=counts[:n, panel.n_genes],
+        car_pos=car_pos, car_umis=car_umis, mix=(mix_state[:n], mix_weight[:n]),
     )
-    mat = sp.csr_matrix(counts[:n])
-    mat.sort_indices()
     return Library(
         plan=lib,
         barcodes=np.array(cell_bc, dtype=object),
@@ -183,6 +199,24 @@ def _draw_states(
     stray = rng.random(n_tot) < params.stray_rate
     clone_state = np.where((state == _I_PROLIF) | (stray & (state != _I_TREG)), alt, state)
     return state, clone_state
+
+
+def draw_mixing(
+    state: np.ndarray, mean_weight: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each cell's neighbouring state and its weight in ``[0, 0.5]`` (mean ``mean_weight``)."""
+    n = len(state)
+    u = rng.random(n)
+    mix_state = np.empty(n, dtype=np.int64)
+    for s, name in enumerate(STATES):
+        nb = np.array([STATES.index(x) for x in NEIGHBOURS[name]])
+        sel = state == s
+        mix_state[sel] = nb[np.minimum((u[sel] * len(nb)).astype(int), len(nb) - 1)]
+    if mean_weight <= 0:
+        return mix_state, np.zeros(n)
+    a = 1.2
+    b = a * (0.5 / mean_weight - 1.0)
+    return mix_state, 0.5 * rng.beta(a, b, size=n)
 
 
 def _draw_clones(
@@ -379,6 +413,7 @@ def _truth_table(
     is_cd4: np.ndarray,
     car_pos: np.ndarray,
     car_umis: np.ndarray,
+    mix: tuple[np.ndarray, np.ndarray],
 ) -> pd.DataFrame:
     """Per-cell truth of the library's ``n`` cells (``TRUTH_CELL_COLUMNS``)."""
     sel = np.arange(cells.n)
@@ -391,6 +426,8 @@ def _truth_table(
             "timepoint": lib.timepoint,
             "barcode": cell_bc,
             "state": [STATES[s] for s in cells.state[sel]],
+            "state_weight": np.round(1.0 - mix[1], 4),
+            "state_secondary": [STATES[s] for s in mix[0]],
             "cd4_cd8": np.where(is_cd4, "CD4", "CD8"),
             "car_positive": car_pos,
             "clone": [

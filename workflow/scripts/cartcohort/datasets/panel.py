@@ -1,4 +1,4 @@
-"""The simulated GEX panel: features and the fixed expression parameters of every gene."""
+"""The simulated gene space: real features and the fixed expression parameters of every gene."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ import pandas as pd
 
 from ..errors import CartCohortError
 from ._utils import fixed_rng, gene_id, gex_symbol
+from .background import dispersion, fitted_model, real_gene_space
 from .genes import (
     CAR_FEATURE,
+    DUPLICATED_SYMBOLS,
     HOUSEKEEPING,
     LINEAGE_GENES,
     MITO_GENES,
-    OTHER_GENES,
     PANEL_TRAJ,
     PANEL_TRAV,
     PANEL_TRBJ,
@@ -24,10 +25,8 @@ from .genes import (
     STATE_DOWN,
     STATE_UP,
     STATES,
-    T_CELL_GENES,
     TCR_CONSTANT,
     core_symbols,
-    filler_pool,
 )
 
 
@@ -41,15 +40,16 @@ class GenePanel:
         One row per feature in file order: ``id``, ``name``, ``feature_type``, ``genome``;
         the CAR transgene is the last row.
     base
-        Baseline expected UMIs (relative weight) per gene (CAR excluded).
+        Baseline share of a cell's UMIs per gene (CAR excluded).
     logfold
         ``(n_states, n_genes)`` log fold changes of the state programs.
     theta
         NB size parameter per gene.
     lineage_cd4, lineage_cd8
         Log factors applied to CD4 / CD8 cells.
-    mito, batchable
-        Boolean masks over genes.
+    mito, batchable, core
+        Boolean masks over genes (``core``: the genes whose expression the simulated
+        biology drives; the rest is the real background).
     """
 
     features: pd.DataFrame
@@ -61,6 +61,7 @@ class GenePanel:
     mito: np.ndarray
     batchable: np.ndarray
     index: dict[str, int]
+    core: np.ndarray
 
     @property
     def n_genes(self) -> int:
@@ -72,38 +73,49 @@ class GenePanel:
         return self.index.get(gex_symbol(vdj_gene), -1)
 
 
-_PANEL_CACHE: dict[int, GenePanel] = {}
+_PANEL_CACHE: dict[int | None, GenePanel] = {}
+_DENSE_MEAN = 0.1  # genes below this mean UMIs per cell are simulated as Poisson (see expression)
 
 
-def gene_panel(n_filler_genes: int = 330) -> GenePanel:
-    """Build the gene panel (fixed: independent of the cohort seed).
+def gene_panel(n_background_genes: int | None = None) -> GenePanel:
+    """Build the gene space (fixed: independent of the cohort seed).
 
     Parameters
     ----------
-    n_filler_genes
-        Number of filler genes appended after the core genes.
+    n_background_genes
+        ``None`` (default): every real background gene of the fitted gene space (about
+        30,600, so about 30,800 features with the core genes, the duplicated symbols and
+        the CAR). A number keeps only that many of the most abundant background genes
+        (fast unit tests of the mechanics; never for figures).
 
     Returns
     -------
     GenePanel
-        Features (core genes, fillers, then ``CAR``) and per-gene parameters; cached per
-        ``n_filler_genes``.
+        Features (core genes, background genes, duplicated symbols, then ``CAR``) and
+        per-gene parameters; cached per ``n_background_genes``.
     """
-    if n_filler_genes in _PANEL_CACHE:
-        return _PANEL_CACHE[n_filler_genes]
+    if n_background_genes in _PANEL_CACHE:
+        return _PANEL_CACHE[n_background_genes]
     core = core_symbols()
-    pool = filler_pool()
-    if n_filler_genes > len(pool):
-        raise CartCohortError(
-            f"n_filler_genes={n_filler_genes} exceeds the {len(pool)} filler genes available. "
-            "Fix: ask for fewer filler genes."
-        )
-    filler = pool[:n_filler_genes]
-    symbols = core + filler
-    idx = {g: i for i, g in enumerate(symbols)}
-    rng = fixed_rng("cartcohort-gene-panel-v1")
-    base, theta = _baseline(idx, filler, rng)
-    logfold = _state_logfold(idx, base, theta, rng)
+    real = real_gene_space()
+    real_w = dict(zip(real["name"], np.exp(real["log_weight"].to_numpy()), strict=True))
+    taken = set(core)
+    bg = real[~real["name"].isin(taken)].sort_values("log_weight", ascending=False, kind="stable")
+    if n_background_genes is not None:
+        if n_background_genes < 0:
+            raise CartCohortError(
+                f"n_background_genes must be >= 0 or None, got {n_background_genes}. "
+                "Fix: leave it unset for the full gene space."
+            )
+        bg = bg.head(n_background_genes)
+    background = bg.sort_index()["name"].tolist()  # the fitted file's order
+    dups = [g for g in DUPLICATED_SYMBOLS if g in set(background)]
+    symbols = core + background + dups
+    idx = {g: i for i, g in enumerate(core + background)}
+    rng = fixed_rng("cartcohort-gene-space-v2")
+    logfold = _state_logfold(idx, len(symbols), rng)
+    base = _baseline(symbols, core, real_w, logfold, idx)
+    _specific_markers(base, logfold, idx, real, rng)
     g_n = len(symbols)
     lineage_cd4 = np.zeros(g_n)
     lineage_cd8 = np.zeros(g_n)
@@ -111,84 +123,117 @@ def gene_panel(n_filler_genes: int = 330) -> GenePanel:
     lineage_cd8[idx["CD4"]] = np.log(0.01)
     mito = np.zeros(g_n, dtype=bool)
     mito[[idx[g] for g in MITO_GENES]] = True
-    batchable = np.zeros(g_n, dtype=bool)
-    batchable[[idx[g] for g in list(HOUSEKEEPING) + list(RIBO_GENES) + filler]] = True
+    is_core = np.zeros(g_n, dtype=bool)
+    is_core[: len(core)] = True
+    batchable = ~is_core
+    batchable[[idx[g] for g in list(HOUSEKEEPING) + list(RIBO_GENES)]] = True
     panel = GenePanel(
-        features=_features(symbols),
+        features=_features(symbols, n_dup=len(dups)),
         base=base,
         logfold=logfold,
-        theta=theta,
+        theta=dispersion(base * fitted_model()["library"]["median_umis"] * 2.0),
         lineage_cd4=lineage_cd4,
         lineage_cd8=lineage_cd8,
         mito=mito,
         batchable=batchable,
         index=idx,
+        core=is_core,
     )
-    _PANEL_CACHE[n_filler_genes] = panel
+    _PANEL_CACHE[n_background_genes] = panel
     return panel
 
 
 def _baseline(
-    idx: dict[str, int], filler: list[str], rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """Baseline weight and NB size of every gene (draws in a fixed order from ``rng``)."""
-    g_n = len(idx)
-    base = np.full(g_n, np.nan)
-    theta = np.exp(rng.normal(np.log(4.0), 0.5, size=g_n))
-    markers = {g for genes in STATE_UP.values() for g in genes} | {
-        g for genes in STATE_DOWN.values() for g in genes
-    }
-    for g in sorted(markers):
-        if g in SPECIFIC_MARKERS:
-            base[idx[g]] = rng.uniform(0.02, 0.08)
-        else:
-            base[idx[g]] = float(np.exp(rng.uniform(np.log(0.1), np.log(1.2))))
-    for g, v in LINEAGE_GENES.items():
-        base[idx[g]] = v
-    for g, v in T_CELL_GENES.items():
-        base[idx[g]] = v
-    for g, v in HOUSEKEEPING.items():
-        base[idx[g]] = v
-        theta[idx[g]] = 12.0
-    for g in OTHER_GENES:
-        base[idx[g]] = rng.uniform(0.2, 3.0)
-    for g, v in TCR_CONSTANT.items():
-        base[idx[g]] = v
-    for g in PANEL_TRAV + PANEL_TRAJ + PANEL_TRBV + PANEL_TRBJ:
-        base[idx[gex_symbol(g)]] = 0.02
-    for g in RIBO_GENES:
-        base[idx[g]] = rng.uniform(8.0, 25.0)
-        theta[idx[g]] = 15.0
-    mito_w = rng.uniform(0.3, 1.0, size=len(MITO_GENES))
-    for g, v in zip(MITO_GENES, mito_w, strict=True):
-        base[idx[g]] = v
-        theta[idx[g]] = 10.0
-    for rank, g in enumerate(filler):
-        base[idx[g]] = 25.0 * (rank + 1) ** -0.75 * np.exp(rng.normal(0, 0.3))
-    if np.isnan(base).any():  # pragma: no cover - guards the tables above
-        raise CartCohortError("internal: gene panel has genes without baseline")
-    return base, theta
-
-
-def _state_logfold(
-    idx: dict[str, int], base: np.ndarray, theta: np.ndarray, rng: np.random.Generator
+    symbols: list[str],
+    core: list[str],
+    real_w: dict[str, float],
+    logfold: np.ndarray,
+    idx: dict[str, int],
 ) -> np.ndarray:
-    """``(n_states, n_genes)`` log fold changes of the state programs (raises ``theta``)."""
-    logfold = np.zeros((len(STATES), len(idx)))
+    """Every gene's share of a cell's UMIs before state, lineage and mito are applied.
+
+    Real genes take their fitted share. A state marker's baseline is divided by its mean
+    fold over the states, so that the cohort mean matches the fitted share; a lineage gene's
+    is doubled (it is silent in the other lineage). Core genes that the fitted gene space
+    lacks (TCR segments, mitochondrial genes, a few HLA genes) keep the simulator's fixed
+    relative weights, converted to shares through the housekeeping genes both have.
+    """
+    unit = float(np.median([real_w[g] / v for g, v in HOUSEKEEPING.items() if g in real_w]))
+    fixed = _fixed_weights()
+    base = np.empty(len(symbols))
+    mean_fold = np.exp(logfold).mean(axis=0)
+    for i, g in enumerate(symbols):
+        if i < len(core) and g not in real_w:
+            base[i] = fixed[g] * unit
+        elif i < len(idx):
+            base[i] = real_w[g]
+        else:  # the second gene id of a duplicated symbol: a quarter of the first
+            base[i] = real_w[g] / 4.0
+    base[: len(idx)] /= mean_fold[: len(idx)]
+    for g in LINEAGE_GENES:
+        base[idx[g]] *= 2.0
+    return base
+
+
+def _specific_markers(
+    base: np.ndarray,
+    logfold: np.ndarray,
+    idx: dict[str, int],
+    real: pd.DataFrame,
+    rng: np.random.Generator,
+) -> None:
+    """Set the state-specific markers (FOXP3, MKI67, PDCD1, ...) from their real level.
+
+    A specific marker is (nearly) silent outside its state, so its cohort mean says little
+    about its level in the state. Its level in the state is the real mean UMIs of the cells
+    that detect it (``mean_if_detected``, at the real library depth; at least 1 UMI), and
+    outside the state it is 10-30x lower. Updates ``base`` and ``logfold`` in place.
+    """
+    depth = fitted_model()["library"]["median_umis"]
+    level = dict(zip(real["name"], real["mean_if_detected"], strict=True))
     for s, state in enumerate(STATES):
         for g in STATE_UP[state]:
-            fold = max(rng.uniform(3.0, 8.0), 2.0 / base[idx[g]])
-            logfold[s, idx[g]] += np.log(fold)
-            theta[idx[g]] = max(theta[idx[g]], 3.0)
+            if g not in SPECIFIC_MARKERS:
+                continue
+            i = idx[g]
+            fold = rng.uniform(10.0, 30.0)
+            base[i] = max(level.get(g, 0.0), 1.0) / depth / fold
+            logfold[:, i] = 0.0
+            logfold[s, i] = np.log(fold)
+
+
+def _fixed_weights() -> dict[str, float]:
+    """Relative weights of the core genes that the fitted gene space lacks."""
+    out: dict[str, float] = dict(TCR_CONSTANT)
+    out.update({gex_symbol(g): 0.02 for g in PANEL_TRAV + PANEL_TRAJ + PANEL_TRBV + PANEL_TRBJ})
+    out.update({"HLA-B": 15.0, "HLA-DRA": 0.5})
+    out.update(zip(MITO_GENES, np.linspace(1.0, 0.3, len(MITO_GENES)), strict=True))
+    for g in core_symbols():
+        out.setdefault(g, 0.5)
+    return out
+
+
+def _state_logfold(idx: dict[str, int], g_n: int, rng: np.random.Generator) -> np.ndarray:
+    """``(n_states, n_genes)`` log fold changes of the state programs (overlapping, modest).
+
+    A marker shared by several programs (CCR7 in naive/Tscm and Tcm, CTLA4 in Treg and
+    exhausted) gets a fold in each: 1.8-4x up, 0.3-0.6x down. Specific markers are set
+    afterwards from their real level (:func:`_specific_markers`).
+    """
+    logfold = np.zeros((len(STATES), g_n))
+    for s, state in enumerate(STATES):
+        for g in STATE_UP[state]:
+            logfold[s, idx[g]] += np.log(rng.uniform(1.8, 4.0))
         for g in STATE_DOWN[state]:
-            logfold[s, idx[g]] += np.log(rng.uniform(0.12, 0.3))
+            logfold[s, idx[g]] += np.log(rng.uniform(0.3, 0.6))
     return logfold
 
 
-def _features(symbols: list[str]) -> pd.DataFrame:
-    """The feature table: one row per gene, then the CAR transgene."""
+def _features(symbols: list[str], *, n_dup: int) -> pd.DataFrame:
+    """The feature table: one row per gene (Cell Ranger layout), then the CAR transgene."""
     g_n = len(symbols)
-    ids = [gene_id(g) for g in symbols]
+    first = symbols[: g_n - n_dup]
+    ids = [gene_id(g) for g in first] + [gene_id(g + "#2") for g in symbols[g_n - n_dup :]]
     if len(set(ids)) != len(ids):  # pragma: no cover - md5 collision
         raise CartCohortError("internal: fake gene ids collide")
     return pd.DataFrame(

@@ -6,9 +6,9 @@ from dataclasses import dataclass, fields
 from typing import Literal
 
 from ..errors import CartCohortError
-from .genes import filler_pool
 
 GexFormat = Literal["mixed", "h5", "mtx"]
+Chemistry = Literal["5prime", "3prime"]
 
 TIMEPOINTS_LATER: tuple[tuple[str, int], ...] = (("D14", 14), ("M3", 90))
 
@@ -29,14 +29,25 @@ class SimParams:
         Fraction of patients (per response group) with ``D14`` and ``M3`` blood samples.
     n_batches
         Number of processing batches ``b1..bN`` (balanced across response groups).
-    n_filler_genes
-        Number of filler genes (real symbols of T-cell-expressed genes) in the panel.
+    n_background_genes
+        ``None`` (default): the full real gene space (about 30,800 features). A number keeps
+        only that many of the most abundant background genes: for fast tests of the
+        mechanics, never for figures.
     median_umis
-        Median UMIs per good cell.
-    car_dropout
-        Fraction of CAR+ cells whose CAR count is set to 0 (detection dropout).
-    car_mean_umis, car_ambient_umis
-        Mean CAR UMIs in CAR+ cells, and ambient mean in CAR- cells (scaled by library size).
+        Median UMIs per good cell (real 10x v3/5' v2 T cells: about 4,000-5,000, which
+        gives about 1,600 detected genes).
+    chemistry
+        ``5prime`` or ``3prime``: sets the CAR detection rate (0.65 or 0.35 of CAR+ cells
+        with >= 1 CAR UMI at the median library size).
+    car_detection
+        Overrides the chemistry's CAR detection rate (``None``: use the chemistry's).
+    ambient_fraction
+        Mean share of a cell's UMIs from the library's ambient RNA (beta-distributed).
+    patient_gene_fraction, patient_sd
+        Fraction of background genes with a per-patient expression shift, and its log SD.
+    state_mixing
+        Mean weight of the neighbouring state in a cell's program (states form a continuum;
+        a weight near 0.5 is a truly ambiguous cell).
     doublet_rate, low_quality_rate, no_tcr_rate
         Fractions of cells that are doublets, low quality, without any TCR contig.
     tcr_only_barcode_rate
@@ -59,15 +70,18 @@ class SimParams:
 
     seed: int
     n_patients: int = 20
-    min_cells: int = 300
-    max_cells: int = 1500
+    min_cells: int = 150
+    max_cells: int = 450
     frac_longitudinal: float = 0.5
     n_batches: int = 3
-    n_filler_genes: int = 330
-    median_umis: float = 3500.0
-    car_dropout: float = 0.0
-    car_mean_umis: float = 6.0
-    car_ambient_umis: float = 0.05
+    n_background_genes: int | None = None
+    median_umis: float = 4500.0
+    chemistry: Chemistry = "5prime"
+    car_detection: float | None = None
+    ambient_fraction: float = 0.03
+    patient_gene_fraction: float = 0.05
+    patient_sd: float = 0.25
+    state_mixing: float = 0.15
     doublet_rate: float = 0.05
     low_quality_rate: float = 0.05
     no_tcr_rate: float = 0.03
@@ -91,7 +105,7 @@ class SimParams:
                 f"need 20 <= min_cells <= max_cells, got {self.min_cells}, {self.max_cells}"
             )
         for name in (
-            "frac_longitudinal", "car_dropout", "doublet_rate", "low_quality_rate",
+            "frac_longitudinal", "doublet_rate", "patient_gene_fraction", "low_quality_rate",
             "no_tcr_rate", "tcr_only_barcode_rate", "batch_gene_fraction", "stray_rate",
             "new_clone_rate", "persistent_share",
         ):
@@ -110,9 +124,16 @@ class SimParams:
             problems.append(f"gex_format must be mixed, h5 or mtx, got {self.gex_format!r}")
         if self.median_umis < 200:
             problems.append(f"median_umis must be >= 200, got {self.median_umis}")
-        n_pool = len(filler_pool())
-        if not 0 <= self.n_filler_genes <= n_pool:
-            problems.append(f"n_filler_genes must be in [0, {n_pool}], got {self.n_filler_genes}")
+        if self.n_background_genes is not None and self.n_background_genes < 0:
+            problems.append(f"n_background_genes must be >= 0, got {self.n_background_genes}")
+        if self.chemistry not in ("5prime", "3prime"):
+            problems.append(f"chemistry must be 5prime or 3prime, got {self.chemistry!r}")
+        if self.car_detection is not None and not 0.0 < self.car_detection < 1.0:
+            problems.append(f"car_detection must be in (0, 1), got {self.car_detection}")
+        if not 0.0 < self.ambient_fraction < 0.5:
+            problems.append(f"ambient_fraction must be in (0, 0.5), got {self.ambient_fraction}")
+        if not 0.0 <= self.state_mixing < 0.5:
+            problems.append(f"state_mixing must be in [0, 0.5), got {self.state_mixing}")
         if problems:
             raise CartCohortError(
                 "Invalid simulator settings: " + "; ".join(problems) + ". Fix the arguments."

@@ -12,6 +12,49 @@ from .genes import STATES
 from .params import TIMEPOINTS_LATER, SimParams
 
 @dataclass(frozen=True)
+class Effect:
+    """One planted patient-level quantity: its mean per response group and between-patient SD.
+
+    ``kind`` is ``planted`` (the groups differ) or ``null`` (drawn from one distribution).
+    """
+
+    quantity: str
+    kind: str
+    responder_mean: float
+    nonresponder_mean: float
+    between_patient_sd: float
+    description: str
+
+    @property
+    def standardized(self) -> float:
+        """Difference of the group means in between-patient SDs (Cohen's d)."""
+        return (self.responder_mean - self.nonresponder_mean) / self.between_patient_sd
+
+
+# Sizes chosen so that a two-sided Mann-Whitney test at alpha 0.05 with 10 versus 10
+# patients has about 80 % power on the planted values (d about 1.5; see stats.power).
+EFFECTS: tuple[Effect, ...] = (
+    Effect("memory_like_fraction", "planted", 0.40, 0.25, 0.10,
+           "naive/Tscm + Tcm share of product cells"),
+    Effect("exhausted_fraction", "planted", 0.12, 0.23, 0.075, "exhausted share of product cells"),
+    Effect("clonal_expansion_alpha", "planted", 0.80, 1.08, 0.19,
+           "Zipf exponent of product clone sizes (higher: more expanded, less diverse)"),
+    Effect("cd4_fraction", "null", 0.55, 0.55, 0.12, "CD4 share (hence the CD4:CD8 ratio)"),
+    Effect("car_fraction", "null", 0.50, 0.50, 0.115, "CAR+ share of product clones"),
+    Effect("treg_fraction", "null", 0.05, 0.05, 0.02, "Treg share of product cells"),
+    Effect("proliferating_fraction", "null", 0.06, 0.06, 0.025,
+           "proliferating share of product cells"),
+)
+EFFECT: dict[str, Effect] = {e.quantity: e for e in EFFECTS}
+
+
+def _draw(effect: str, responder: bool, rng: np.random.Generator, lo: float, hi: float) -> float:
+    e = EFFECT[effect]
+    mean = e.responder_mean if responder else e.nonresponder_mean
+    return clip(rng.normal(mean, e.between_patient_sd), lo, hi)
+
+
+@dataclass(frozen=True)
 class PatientPlan:
     """Planted per-patient parameters."""
 
@@ -80,10 +123,10 @@ def plan_patients(params: SimParams) -> list[PatientPlan]:
     plans = []
     for i in range(n):
         r = bool(responder[i])
-        mem = clip(rng.normal(0.45 if r else 0.25, 0.06), 0.08, 0.7)
-        exh = clip(rng.normal(0.10 if r else 0.30, 0.04 if r else 0.06), 0.02, 0.5)
-        treg = clip(rng.normal(0.05, 0.015), 0.01, 0.1)
-        prolif = clip(rng.normal(0.06, 0.02), 0.01, 0.12)
+        mem = _draw("memory_like_fraction", r, rng, 0.05, 0.75)
+        exh = _draw("exhausted_fraction", r, rng, 0.02, 0.5)
+        treg = _draw("treg_fraction", r, rng, 0.01, 0.12)
+        prolif = _draw("proliferating_fraction", r, rng, 0.01, 0.15)
         rest = max(1.0 - mem - exh - treg - prolif, 0.1)
         tem_share = rng.beta(5, 5)
         naive_share = rng.beta(6, 6)
@@ -99,9 +142,9 @@ def plan_patients(params: SimParams) -> list[PatientPlan]:
             ]
         )
         props /= props.sum()
-        alpha = clip(rng.normal(0.7 if r else 1.15, 0.08), 0.3, 1.6)
-        cd4 = clip(rng.normal(0.55, 0.1), 0.25, 0.8)  # null control: same in both groups
-        car = float(rng.uniform(0.3, 0.7))
+        alpha = _draw("clonal_expansion_alpha", r, rng, 0.3, 1.6)
+        cd4 = _draw("cd4_fraction", r, rng, 0.2, 0.85)
+        car = _draw("car_fraction", r, rng, 0.25, 0.75)
         n_pers = min(int(rng.integers(5, 13)), max(1, params.min_cells // 8))
         response = "CR" if r else ("PD" if rng.random() < 0.6 else "SD")
         plans.append(

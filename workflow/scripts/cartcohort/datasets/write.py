@@ -20,6 +20,7 @@ from ..tables import write_table
 from .cohort import Cohort, CohortGenerator
 from .library import Library
 from .params import make_params
+from .power import truth_effects
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +187,9 @@ def _write_tables(
     write_table(truth_cells, outdir / "truth_cells.tsv")
     write_table(truth_patients, outdir / "truth_patients.tsv")
     write_table(truth_clones, outdir / "truth_clones.tsv.gz")
+    n_resp = int(truth_patients["responder"].sum())
+    effects = truth_effects(n_responders=n_resp, n_nonresponders=len(truth_patients) - n_resp)
+    write_table(effects, outdir / "truth_effects.tsv")
     if config_dir is not None:
         cdir = Path(config_dir)
         cdir.mkdir(parents=True, exist_ok=True)

@@ -86,6 +86,43 @@ def pseudobulk_counts(
     return sums_df, meta
 
 
+def filter_by_expr(
+    counts: pd.DataFrame, *, responder: pd.Series, min_count: int, min_total_count: int = 15
+) -> np.ndarray:
+    """Genes worth testing, by edgeR's ``filterByExpr`` rule (Chen, Lun & Smyth 2016).
+
+    A gene is kept when its CPM reaches ``min_count / median library size`` (in millions)
+    in at least as many pseudobulks as the smaller group has, and its total count is at
+    least ``min_total_count``: it is then expressed at a countable level in a whole group.
+
+    Parameters
+    ----------
+    counts
+        Pseudobulks x genes.
+    responder
+        Group of each pseudobulk.
+    min_count
+        edgeR's ``min.count``.
+    min_total_count
+        edgeR's ``min.total.count``.
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean mask over the genes.
+    """
+    x = counts.to_numpy(dtype=float)
+    lib = x.sum(axis=1)
+    cutoff = min_count / (np.median(lib) / 1e6)
+    cpm = x / lib[:, None] * 1e6
+    n_min = int(min(responder.sum(), (~responder).sum()))
+    large_n, min_prop = 10, 0.7
+    if n_min > large_n:
+        n_min = int(large_n + (n_min - large_n) * min_prop)
+    keep = (cpm >= cutoff).sum(axis=0) >= max(n_min, 1)
+    return keep & (x.sum(axis=0) >= min_total_count)
+
+
 def _deseq_state(
     c: pd.DataFrame, responder: pd.Series, *, state: str, min_gene_count: int
 ) -> pd.DataFrame:
@@ -93,7 +130,7 @@ def _deseq_state(
     from pydeseq2.dds import DeseqDataSet
     from pydeseq2.ds import DeseqStats
 
-    c = c.loc[:, c.sum(axis=0) >= min_gene_count]
+    c = c.loc[:, filter_by_expr(c, responder=responder, min_count=min_gene_count)]
     md = pd.DataFrame(
         {"group": np.where(responder, "responder", "non_responder")}, index=c.index
     )
@@ -126,7 +163,8 @@ def _deseq_state(
             "padj": res["padj"].to_numpy(),
             "n_responders": n1,
             "n_nonresponders": n0,
-            "note": f"pydeseq2 ~group; {c.shape[1]} genes with >= {min_gene_count} counts",
+            "note": f"pydeseq2 ~group; {c.shape[1]} genes kept by filterByExpr "
+            f"(min.count {min_gene_count})",
         },
         columns=list(DE_COLUMNS),
     )
@@ -166,7 +204,8 @@ def pseudobulk_de_matrix(
     replicate). Per state, patients with fewer than ``min_cells`` cells are
     dropped; the state is skipped (noted) when fewer than
     ``min_patients_per_group`` patients per group remain. Genes with fewer than
-    ``min_gene_count`` summed counts over the state's pseudobulks are not
+    ``min_gene_count`` counts (edgeR ``filterByExpr``'s ``min.count``, scaled to each
+    pseudobulk's CPM) in a whole group's worth of the state's pseudobulks are not
     tested. Design ``~ group``; log2 fold change = responders / non-responders;
     ``padj`` is DESeq2's BH within the state.
 
