@@ -60,7 +60,7 @@ rule pseudobulk_de:
         "benchmarks/pseudobulk_de.tsv"
     conda:
         "../../envs/associate.yaml"
-    threads: 1
+    threads: 2
     resources:
         mem_mb=mem_mb("pseudobulk_de"),
         runtime=runtime("pseudobulk_de"),

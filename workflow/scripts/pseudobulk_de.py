@@ -11,6 +11,7 @@ with script_logging(snakemake):
         mudata.read_h5ad(snakemake.input.h5mu, mod="gex"),
         clinical=tables.read_table(snakemake.input.clinical),
         clinical_source=snakemake.input.clinical,
+        n_cpus=snakemake.threads,
         **snakemake.params.pseudobulk_de,
     )
     tables.write_table(de, snakemake.output.de)

@@ -124,7 +124,7 @@ def filter_by_expr(
 
 
 def _deseq_state(
-    c: pd.DataFrame, responder: pd.Series, *, state: str, min_gene_count: int
+    c: pd.DataFrame, responder: pd.Series, *, state: str, min_gene_count: int, n_cpus: int = 1
 ) -> pd.DataFrame:
     """DESeq2 of one state's pseudobulks (rows: patients), responders vs non-responders."""
     from pydeseq2.dds import DeseqDataSet
@@ -142,11 +142,13 @@ def _deseq_state(
             design="~group",
             size_factors_fit_type="poscounts",
             refit_cooks=True,
-            n_cpus=1,
+            n_cpus=n_cpus,
             quiet=True,
         )
         dds.deseq2()
-        ds = DeseqStats(dds, contrast=["group", "responder", "non_responder"], quiet=True, n_cpus=1)
+        ds = DeseqStats(
+            dds, contrast=["group", "responder", "non_responder"], quiet=True, n_cpus=n_cpus
+        )
         ds.summary()
     res = ds.results_df
     n1, n0 = int(responder.sum()), int((~responder).sum())
@@ -196,6 +198,7 @@ def pseudobulk_de_matrix(
     min_patients_per_group: int = 3,
     min_gene_count: int = 10,
     clinical_source: str = "clinical table",
+    n_cpus: int = 1,
 ) -> pd.DataFrame:
     """Pseudobulk DESeq2 (pydeseq2) per state, responders vs non-responders.
 
@@ -250,7 +253,7 @@ def pseudobulk_de_matrix(
         c.index = m["patient"].to_numpy()
         rows.append(
             _deseq_state(
-                c, m["responder"], state=state, min_gene_count=min_gene_count
+                c, m["responder"], state=state, min_gene_count=min_gene_count, n_cpus=n_cpus
             )
         )
     out = pd.concat(rows, ignore_index=True)
@@ -269,6 +272,7 @@ def pseudobulk_de(
     min_patients_per_group: int,
     min_gene_count: int,
     clinical_source: str = "clinical table",
+    n_cpus: int = 1,
 ) -> pd.DataFrame:
     """Pseudobulk DE of the cohort's GEX modality (rule ``pseudobulk_de``).
 
@@ -289,6 +293,8 @@ def pseudobulk_de(
         (``min_cells`` of :func:`pseudobulk_de_matrix`).
     clinical_source
         File name for messages.
+    n_cpus
+        Processes of pydeseq2 (the rule's threads); results do not depend on it.
 
     Returns
     -------
@@ -315,6 +321,7 @@ def pseudobulk_de(
         min_patients_per_group=min_patients_per_group,
         min_gene_count=min_gene_count,
         clinical_source=clinical_source,
+        n_cpus=n_cpus,
     )
     logger.info("pseudobulk DE: %d rows", len(de))
     return de
