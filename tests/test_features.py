@@ -188,7 +188,7 @@ def test_features_track_planted_truth_of_the_simulator():
     from cartcohort.datasets import simulate_cohort
 
     c = simulate_cohort(seed=3, n_patients=8, min_cells=200, max_cells=250,
-                        frac_longitudinal=0.0, n_filler_genes=10)
+                        frac_longitudinal=0.0, n_background_genes=10)
     tc = c.truth_cells
     tc = tc[~tc["is_doublet"] & ~tc["is_low_quality"]]
     cells = tc.merge(c.samples[["sample", "timepoint_day", "compartment"]], on="sample")

@@ -118,11 +118,11 @@ def test_files_read_back_with_scanpy_and_scirpy(small_dir):
         t = truth[truth["sample"] == row["sample"]]
         assert list(adata.obs_names) == list(t["barcode"])
         assert list(t["cell"]) == [f"{row['sample']}_{b}" for b in t["barcode"]]
-        assert adata.var["gene_ids"].is_unique and adata.var_names.is_unique
+        assert adata.var["gene_ids"].is_unique  # symbols repeat, as in GRCh38 references
         assert adata.var.loc["CAR", "gene_ids"] == "CAR"
         genes = adata.var["gene_ids"].drop("CAR")
         assert genes.str.fullmatch(r"ENSG\d{11}").all()
-        assert 450 <= adata.n_vars <= 600
+        assert adata.n_vars >= 30_000
         assert sum(g in adata.var_names for g in MITO_GENES) == 13
         car = adata[:, "CAR"].X.toarray().ravel()
         np.testing.assert_array_equal(car, t["car_umis"].to_numpy())

@@ -96,14 +96,7 @@ def simulate_counts(
     log_base = np.log(panel.base[d_idx]) + gene_logfactor[d_idx]
     sparse_share = float(panel.base[s_idx].sum())
     cells = _CellDraws(state, mix_state, mix_weight, is_cd4, tcr_idx, mito_frac, strength)
-    # ambient profile: the library's RNA pooled (cells weighted by their size)
-    amb = np.zeros(len(d_idx) + 1)
-    for a in range(0, n_tot, _CHUNK):
-        b = min(a + _CHUNK, n_tot)
-        w, s_share = _weights(panel, d_idx, log_base, sparse_share, cells, a, b)
-        amb[:-1] += (w * lib_size[a:b, None]).sum(axis=0)
-        amb[-1] += (s_share * lib_size[a:b]).sum()
-    amb /= amb.sum()
+    amb = _ambient(panel, d_idx, log_base, sparse_share, cells, lib_size)
     blocks = []
     for a in range(0, n_tot, _CHUNK):
         b = min(a + _CHUNK, n_tot)
@@ -132,6 +125,17 @@ class _CellDraws:
         self.state, self.mix_state, self.mix_weight = state, mix_state, mix_weight
         self.is_cd4, self.tcr_idx = is_cd4, tcr_idx
         self.mito_frac, self.strength = mito_frac, strength
+
+
+def _ambient(panel, d_idx, log_base, sparse_share, cells, lib_size) -> np.ndarray:
+    """The library's ambient profile: its cells' RNA pooled, weighted by their size."""
+    amb = np.zeros(len(d_idx) + 1)
+    for a in range(0, len(lib_size), _CHUNK):
+        b = min(a + _CHUNK, len(lib_size))
+        w, s_share = _weights(panel, d_idx, log_base, sparse_share, cells, a, b)
+        amb[:-1] += (w * lib_size[a:b, None]).sum(axis=0)
+        amb[-1] += (s_share * lib_size[a:b]).sum()
+    return amb / amb.sum()
 
 
 def _weights(

@@ -70,7 +70,7 @@ class Library:
     truth: pd.DataFrame
 
     def to_anndata(self):  # noqa: ANN201 - anndata import is deferred
-        """The counts as an AnnData (obs = truth, var = features, X float32)."""
+        """The counts as an AnnData (obs = truth, var = features with unique names, X float32)."""
         import anndata as ad
 
         obs = self.truth.set_index("cell")
@@ -82,7 +82,9 @@ class Library:
             },
             index=pd.Index(self.features["name"].to_numpy(), name=None),
         )
-        return ad.AnnData(X=self.counts.astype(np.float32), obs=obs, var=var)
+        adata = ad.AnnData(X=self.counts.astype(np.float32), obs=obs, var=var)
+        adata.var_names_make_unique()  # duplicated symbols, as scanpy's 10x readers do
+        return adata
 
 
 @dataclass
