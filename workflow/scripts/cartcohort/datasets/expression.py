@@ -97,6 +97,7 @@ def simulate_counts(
     sparse_share = float(panel.base[s_idx].sum())
     cells = _CellDraws(state, mix_state, mix_weight, is_cd4, tcr_idx, mito_frac, strength)
     amb = _ambient(panel, d_idx, log_base, sparse_share, cells, lib_size)
+    s_cum = np.cumsum(panel.base[s_idx] / sparse_share) if len(s_idx) else np.zeros(0)
     blocks = []
     for a in range(0, n_tot, _CHUNK):
         b = min(a + _CHUNK, n_tot)
@@ -106,7 +107,7 @@ def simulate_counts(
         s_share = (1.0 - rho[a:b]) * s_share + rho[a:b] * amb[-1]
         dense_counts = negative_binomial(w * lib_size[a:b, None], panel.theta[d_idx][None, :], rng)
         blocks.append(
-            _assemble(dense_counts, d_idx, s_idx, panel.base[s_idx],
+            _assemble(dense_counts, d_idx, s_idx, s_cum,
                       rng.poisson(s_share * lib_size[a:b]), g_n, rng)
         )
     counts = sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix((0, g_n), dtype=np.int32)
@@ -177,7 +178,7 @@ def _assemble(
     dense_counts: np.ndarray,
     d_idx: np.ndarray,
     s_idx: np.ndarray,
-    s_base: np.ndarray,
+    cum: np.ndarray,
     n_sparse: np.ndarray,
     g_n: int,
     rng: np.random.Generator,
@@ -185,7 +186,6 @@ def _assemble(
     """One chunk's CSR counts: dense NB genes plus Poisson background UMIs placed by share."""
     r, c = np.nonzero(dense_counts)
     vals = dense_counts[r, c]
-    cum = np.cumsum(s_base / s_base.sum()) if len(s_idx) else np.zeros(0)
     total = int(n_sparse.sum())
     if total and len(s_idx):
         genes = np.minimum(np.searchsorted(cum, rng.random(total), side="right"), len(s_idx) - 1)
