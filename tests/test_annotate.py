@@ -31,7 +31,7 @@ SIGNATURES = REPO / "resources" / "signatures" / "t_cell_states.yaml"
 DESIGN_STATES = {"naive_tscm", "tcm", "tem", "teff", "exhausted", "treg", "proliferating",
                  "gd", "mait"}
 #: demo libraries used: h5 and mtx formats, product + blood follow-up, a CAR+ sorted M3 library
-DEMO_SAMPLES = ["P01_IP", "P02_IP", "P05_IP", "P05_D14", "P05_M3", "P07_IP", "P07_D14"]
+DEMO_SAMPLES = ["P01_IP", "P02_IP", "P05_IP", "P05_D14", "P05_M3", "P19_IP", "P19_D14"]
 
 
 # ---------------------------------------------------------------- helpers

@@ -61,6 +61,10 @@ SIM_ARGS = [
     "300",
     "--frac-longitudinal",
     "0.34",
+    # What is tested here (identical tables, resume, keep-going) does not depend on the
+    # size of the gene space; 2,000 background genes keep these runs short.
+    "--n-background-genes",
+    "2000",
 ]
 CONFIGFILE = REPO / "config" / "config.yaml"
 ENV = dict(os.environ, PYTHONHASHSEED="0")

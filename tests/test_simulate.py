@@ -23,7 +23,7 @@ from cartcohort.datasets import (
     write_demo_cohort,
 )
 
-SMALL = dict(n_patients=4, min_cells=150, max_cells=250, airr_every=4)
+SMALL = dict(n_patients=4, min_cells=150, max_cells=250, airr_every=4, frac_longitudinal=0.5)
 SHEET_COLUMNS = [
     "sample", "patient", "timepoint", "timepoint_day", "compartment", "batch", "sort", "gex", "vdj",
 ]

@@ -58,6 +58,7 @@ rule pseudobulk_de:
         "logs/pseudobulk_de.log",
     benchmark:
         "benchmarks/pseudobulk_de.tsv"
+    priority: 5
     conda:
         "../../envs/associate.yaml"
     threads: 2

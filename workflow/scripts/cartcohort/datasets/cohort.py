@@ -192,7 +192,7 @@ def simulate_cohort(
     n_patients: int = 20,
     min_cells: int = 150,
     max_cells: int = 450,
-    frac_longitudinal: float = 0.5,
+    frac_longitudinal: float = 0.1,
     **kwargs: object,
 ) -> Cohort:
     """Simulate a demo cohort in memory.

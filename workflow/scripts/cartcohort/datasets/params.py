@@ -72,7 +72,7 @@ class SimParams:
     n_patients: int = 20
     min_cells: int = 150
     max_cells: int = 450
-    frac_longitudinal: float = 0.5
+    frac_longitudinal: float = 0.1
     n_batches: int = 3
     n_background_genes: int | None = None
     median_umis: float = 4500.0
