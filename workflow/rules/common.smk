@@ -435,8 +435,8 @@ def integration_metrics_inputs(wildcards):
 # 1.5x per attempt. Columns: MB fixed, MB per input MB, min fixed, min per input GB.
 RESOURCE_MODEL = {
     "load_sample": (1000, 6.0, 5, 6),
-    "qc_sample": (1000, 6.0, 5, 10),
-    "merge_samples": (1000, 2.5, 10, 3),
+    "qc_sample": (1000, 21.0, 5, 10),
+    "merge_samples": (1000, 5.5, 10, 3),
     "integrate": (1000, 2.0, 10, 8),
     "integration_metrics": (2500, 1.5, 10, 12),
     "plot_integration": (1000, 1.0, 5, 2),
