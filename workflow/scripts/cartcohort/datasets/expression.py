@@ -96,12 +96,13 @@ def simulate_counts(
     log_base = np.log(panel.base[d_idx]) + gene_logfactor[d_idx]
     sparse_share = float(panel.base[s_idx].sum())
     cells = _CellDraws(state, mix_state, mix_weight, is_cd4, tcr_idx, mito_frac, strength)
-    amb = _ambient(panel, d_idx, log_base, sparse_share, cells, lib_size)
+    view = _DenseView(panel, d_idx)
+    amb = _ambient(view, log_base, sparse_share, cells, lib_size)
     s_cum = np.cumsum(panel.base[s_idx] / sparse_share) if len(s_idx) else np.zeros(0)
     blocks = []
     for a in range(0, n_tot, _CHUNK):
         b = min(a + _CHUNK, n_tot)
-        w, s_share = _weights(panel, d_idx, log_base, sparse_share, cells, a, b)
+        w, s_share = _weights(view, log_base, sparse_share, cells, a, b)
         r = rho[a:b, None]
         w = (1.0 - r) * w + r * amb[None, :-1]
         s_share = (1.0 - rho[a:b]) * s_share + rho[a:b] * amb[-1]
@@ -128,20 +129,32 @@ class _CellDraws:
         self.mito_frac, self.strength = mito_frac, strength
 
 
-def _ambient(panel, d_idx, log_base, sparse_share, cells, lib_size) -> np.ndarray:
+class _DenseView:
+    """The panel's per-gene arrays restricted to the dense genes (selected once per library)."""
+
+    def __init__(self, panel: GenePanel, d_idx: np.ndarray):
+        self.logfold = panel.logfold[:, d_idx]
+        self.lineage_cd4 = panel.lineage_cd4[d_idx]
+        self.lineage_cd8 = panel.lineage_cd8[d_idx]
+        self.mito = panel.mito[d_idx]
+        self.col = np.full(panel.n_genes, -1)
+        self.col[d_idx] = np.arange(len(d_idx))
+        self.trac = self.col[panel.index["TRAC"]]
+
+
+def _ambient(view, log_base, sparse_share, cells, lib_size) -> np.ndarray:
     """The library's ambient profile: its cells' RNA pooled, weighted by their size."""
-    amb = np.zeros(len(d_idx) + 1)
+    amb = np.zeros(len(log_base) + 1)
     for a in range(0, len(lib_size), _CHUNK):
         b = min(a + _CHUNK, len(lib_size))
-        w, s_share = _weights(panel, d_idx, log_base, sparse_share, cells, a, b)
+        w, s_share = _weights(view, log_base, sparse_share, cells, a, b)
         amb[:-1] += (w * lib_size[a:b, None]).sum(axis=0)
         amb[-1] += (s_share * lib_size[a:b]).sum()
     return amb / amb.sum()
 
 
 def _weights(
-    panel: GenePanel,
-    d_idx: np.ndarray,
+    view: _DenseView,
     log_base: np.ndarray,
     sparse_share: float,
     cells: _CellDraws,
@@ -150,23 +163,22 @@ def _weights(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Shares of cells ``a:b`` over the dense genes, and their Poisson-background share."""
     m = cells.mix_weight[a:b, None]
-    program = (1.0 - m) * panel.logfold[cells.state[a:b]][:, d_idx] + m * panel.logfold[
+    program = (1.0 - m) * view.logfold[cells.state[a:b]] + m * view.logfold[
         cells.mix_state[a:b]
-    ][:, d_idx]
+    ]
     logw = log_base[None, :] + cells.strength[a:b, None] * program
-    lineage = np.where(cells.is_cd4[a:b, None], panel.lineage_cd4[d_idx], panel.lineage_cd8[d_idx])
+    lineage = np.where(cells.is_cd4[a:b, None], view.lineage_cd4, view.lineage_cd8)
     w = np.exp(logw + lineage)
-    col = np.full(panel.n_genes, -1)
-    col[d_idx] = np.arange(len(d_idx))
+    col = view.col
     rows = np.arange(b - a)
-    trac = col[panel.index["TRAC"]]
+    trac = view.trac
     unit = float(np.exp(log_base[trac])) * _TRAC_BOOST
     w[:, trac] = unit
     for k, val in _TCR_FEATURE_WEIGHTS:
         idx = cells.tcr_idx[a:b, k]
         ok = idx >= 0
         w[rows[ok], col[idx[ok]]] = val * unit
-    mito = panel.mito[d_idx]
+    mito = view.mito
     mito_frac = cells.mito_frac[a:b]
     scale = (1.0 - mito_frac) / (w[:, ~mito].sum(axis=1) + sparse_share)
     w[:, ~mito] *= scale[:, None]
