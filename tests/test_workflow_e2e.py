@@ -4,7 +4,8 @@ One run (session fixture `demo_run`, in a temporary project folder outside the
 repository, with the config and sheets given by absolute paths) feeds every test here.
 
 The demo is real-shaped (30.8k genes, ~1,500 detected per cell, marker dropout, states on
-a continuum, ambient RNA, CAR detected in ~65 % of CAR+ cells). Each bound below sits just
+a continuum, ambient RNA, CAR detected in ~65 % of CAR+ cells, ~15 % DN and ~6 % γδ cells,
+two CAR-sorted libraries). Each bound below sits just
 under what the methods measured on it (seed 0; the value is in the comment) so that a
 regression fails; raising a bound needs a better method, not a kinder simulator.
 """
@@ -62,7 +63,10 @@ def test_cells_table_columns(cells):
                 "car_positive", "clone_id", "clone_size"}
     assert required <= set(cells.columns)
     assert cells["cell"].is_unique
-    assert set(cells["cd4_cd8"].dropna()) <= {"CD4", "CD8", "DN", "DP"}
+    assert set(cells["cd4_cd8"].dropna()) <= {"CD4", "CD8", "DN", "DP", "gd"}
+    # the naive rule sits beside every model call (issue 25)
+    assert {"cd4_cd8_naive", "car_positive_naive", "cd4_cd8_source"} <= set(cells.columns)
+    assert set(cells["cd4_cd8_naive"].dropna()) <= {"CD4", "CD8", "DN", "DP"}
 
 
 def test_qc_removes_planted_bad_cells(cells, truth):
@@ -72,41 +76,79 @@ def test_qc_removes_planted_bad_cells(cells, truth):
     good = ~lowq & ~dbl
     assert (~kept[lowq]).mean() >= 0.95, "low-quality recall"  # measured 1.00
     assert (~kept[dbl]).mean() >= 0.80, "doublet recall"  # measured 0.856
-    # measured 0.917: Scrublet's automatic threshold on 150-450-cell libraries calls ~8 % of
+    # measured 0.877: Scrublet's automatic threshold on 60-450-cell libraries calls ~10 % of
     # good cells doublets (issue 25)
-    assert kept[good].mean() >= 0.88, "good cells kept"
+    assert kept[good].mean() >= 0.86, "good cells kept"
 
 
-def test_lineage_and_car_agree_with_truth(merged):
-    good = merged[~merged["is_doublet"].astype(bool) & ~merged["is_low_quality"].astype(bool)]
-    lineage_acc = (good["cd4_cd8"] == good["cd4_cd8_true"]).mean()
-    assert lineage_acc >= 0.93, lineage_acc  # measured 0.975
-    car_called = good["car_positive"].astype(str).str.lower() == "true"
+def _good(merged: pd.DataFrame) -> pd.DataFrame:
+    return merged[~merged["is_doublet"].astype(bool) & ~merged["is_low_quality"].astype(bool)]
+
+
+def test_lineage_beats_the_naive_rule(merged):
+    """Issue 25. Over the αβ cells (truth CD4/CD8/DN) the model agrees with the truth on
+    0.846 of the cells, the naive rule on 0.647. The rest is DN told from CD4: CD4 is
+    detected in 28 % of CD4 cells and the simulated DN cells differ from CD4 cells only by
+    the markers, so a double-zero cell is CD4 or DN at odds of about 1.4 from its own
+    counts; the acceptance line of 0.90 is not reached (docs note on issue 25)."""
+    good = _good(merged)
+    ab = good["cd4_cd8_true"] != "gd"
+    acc = (good.loc[ab, "cd4_cd8"] == good.loc[ab, "cd4_cd8_true"]).mean()
+    naive = (good.loc[ab, "cd4_cd8_naive"] == good.loc[ab, "cd4_cd8_true"]).mean()
+    assert acc >= 0.83, acc  # measured 0.846
+    assert acc >= naive + 0.15, (acc, naive)  # naive measured 0.647
+    cd8 = good["cd4_cd8_true"] == "CD8"
+    assert (good.loc[cd8, "cd4_cd8"] == "CD8").mean() >= 0.95  # measured 0.979
+
+
+def test_gamma_delta_cells_found(merged):
+    good = _good(merged)
+    gd_true = good["cd4_cd8_true"] == "gd"
+    gd_call = good["cd4_cd8"] == "gd"
+    assert gd_true.sum() > 100
+    assert gd_call[gd_true].mean() >= 0.95  # measured 0.99 (issue 25 asks >= 0.80)
+    assert gd_true[gd_call].mean() >= 0.95  # precision, measured 0.977
+
+
+def test_car_calls_use_the_sort_and_beat_the_naive_rule(merged):
+    """Issue 25: CAR+ recall >= 0.90 in CAR-sorted libraries at <= 5 % false positives among
+    the CAR- cells of unsorted libraries, and a better F1 than the naive rule (>= 1 UMI)."""
+    good = _good(merged)
+    sorted_lib = good["sort"].astype(str).str.contains("CAR+", regex=False)
     car_true = good["car_positive_true"].astype(str).str.lower() == "true"
-    # measured 0.82 with the CAR detected in ~65 % of CAR+ cells and ambient CAR reads
-    assert f1_score(car_true, car_called) >= 0.74
+    called = good["car_positive"].astype(str).str.lower() == "true"
+    naive = good["car_positive_naive"].astype(str).str.lower() == "true"
+    recall = called[sorted_lib & car_true].mean()
+    assert recall >= 0.90, recall  # measured 0.952
+    assert recall >= naive[sorted_lib & car_true].mean() + 0.2  # naive measured 0.669
+    assert called[~sorted_lib & ~car_true].mean() <= 0.05  # measured 0.015 (naive 0.019)
+    f1, f1_naive = f1_score(car_true, called), f1_score(car_true, naive)
+    assert f1 >= 0.80 and f1 >= f1_naive + 0.03, (f1, f1_naive)  # measured 0.830 vs 0.775
 
 
 def test_state_calls_macro_f1(merged):
-    good = merged[~merged["is_doublet"].astype(bool) & ~merged["is_low_quality"].astype(bool)]
+    good = _good(merged)
     labels = sorted(good["state_true"].unique())
     f1 = f1_score(good["state_true"], good["state"], average="macro", labels=labels)
-    assert f1 >= 0.75, f1  # measured 0.793
+    # measured 0.776 (0.781 without the γδ cells, 60 of which the gd program calls `gd`)
+    assert f1 >= 0.75, f1
     clear = good[good["state_weight"] >= 0.8]  # cells not blended with a neighbour state
     f1_clear = f1_score(clear["state_true"], clear["state"], average="macro", labels=labels)
-    assert f1_clear >= 0.80 and f1_clear > f1, (f1_clear, f1)  # measured 0.832
+    assert f1_clear >= 0.80 and f1_clear > f1, (f1_clear, f1)  # measured 0.827
 
 
 def test_cd4_cd8_ratio_per_sample_close_to_truth(merged):
     def ratio(s):
         return (s == "CD4").sum() / max((s == "CD8").sum(), 1)
 
-    good = merged[~merged["is_doublet"].astype(bool) & ~merged["is_low_quality"].astype(bool)]
+    good = _good(merged)
     called = good.groupby("sample")["cd4_cd8"].apply(ratio)
     true = good.groupby("sample")["cd4_cd8_true"].apply(ratio)
     rel = (called - true).abs() / true
-    assert rel.median() <= 0.10, rel.median()  # measured 0.044
-    assert (rel <= 0.25).all(), rel[rel > 0.25]  # measured max 0.11
+    # DN cells called CD4 (see test_lineage_beats_the_naive_rule) inflate the CD4 count:
+    # measured median 0.149, max 0.57 (0.044 / 0.11 on the demo without DN cells)
+    assert rel.median() <= 0.20, rel.median()
+    assert (rel <= 0.65).all(), rel[rel > 0.65]
 
 
 def test_identity_clonotypes_reproduce_planted_clones(merged, demo_run):
@@ -129,9 +171,9 @@ def test_association_finds_planted_effects_not_the_null(demo_run):
     mw = assoc[assoc["test"] == "mann_whitney"].set_index("feature")
     mem, exh, null = mw.loc["memory_like_fraction"], mw.loc["exhausted_fraction"], mw.loc["log2_cd4_cd8_ratio"]
     # each planted effect is found at ~85 % power with true labels (tests/test_design_power.py),
-    # so one cohort may miss one after FDR control. Seed 0: exhausted q 0.007; memory-like
-    # p 0.019 but q 0.07 (called states blur the continuum, rho 0.90 with the truth below);
-    # the null q 0.36.
+    # so one cohort may miss one after FDR control. Seed 0: exhausted q 0.002; memory-like
+    # p 0.005, q 0.028 (called states blur the continuum, rho 0.94 with the truth below);
+    # the null q 0.37.
     assert mem["pvalue"] < 0.05 and mem["effect"] > 0
     assert exh["qvalue"] < 0.05 and exh["effect"] < 0
     assert null["qvalue"] >= 0.05
@@ -141,7 +183,7 @@ def test_association_finds_planted_effects_not_the_null(demo_run):
     diversity = [f for f in mw.index if "shannon" in f and "rarefied" in f]
     assert diversity, "a rarefied diversity feature is tested"
     # the planted clonality effect points the right way (responders more diverse); on
-    # one cohort it is not significant (measured q 0.16): rarefying to the smallest
+    # one cohort it is not significant (measured q 0.061): rarefying to the smallest
     # product library leaves few cells per patient
     assert all(mw.loc[f, "effect"] > 0 for f in diversity)
 
@@ -154,7 +196,7 @@ def test_patient_features_track_the_planted_truth(demo_run, demo_dir):
     for called, true in (("memory_like_fraction", "ip_memory_like_observed"),
                          ("exhausted_fraction", "ip_exhausted_observed")):
         rho = ip[called].corr(ip[true], method="spearman")
-        assert rho >= 0.9, (called, rho)  # measured 0.904 and 0.985
+        assert rho >= 0.9, (called, rho)  # measured 0.937 and 0.994
 
 
 def test_changing_annotation_param_reruns_only_annotation_and_downstream(demo_run, demo_dir, tmp_path):

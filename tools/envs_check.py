@@ -2,17 +2,19 @@
 
 For every envs/<step>.yaml, build a separate venv from PyPI with only that env's pip
 packages (constrained by requirements.lock, so transitive versions match the tested
-set) plus pytest, then run that step's unit tests inside it.
+set) plus pytest, then run that step's unit tests inside it. The venvs are built with
+uv (pinned in requirements.lock), which shares one package cache between them: seven
+environments install in seconds each instead of a minute or more with pip.
 """
 
 from __future__ import annotations
 
 import subprocess
 import sys
-import venv
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+UV = Path(sys.executable).with_name("uv")
 sys.path.insert(0, str(REPO / "workflow" / "scripts"))
 from cartcohort.report import env_packages  # noqa: E402
 
@@ -47,14 +49,15 @@ def main(steps: list[str]) -> int:
         pins = env_packages(REPO / "envs" / f"{step}.yaml")
         env_dir = root / step
         if not (env_dir / "bin" / "python").exists():
-            venv.create(env_dir, with_pip=True)
+            subprocess.run([str(UV), "venv", "--quiet", "--python", sys.executable,
+                            str(env_dir)], check=True)
         py = str(env_dir / "bin" / "python")
         lock = {l.split("==")[0].lower(): l for l in
                 (REPO / "requirements.lock").read_text().splitlines() if "==" in l}
         extras = [lock[p.lower()] for p in TEST_EXTRAS.get(step, [])]
         reqs = [f"{k}=={v}" for k, v in sorted(pins.items())] + [pytest_pin] + extras
         print(f"== {step}: installing {len(pins)} packages", flush=True)
-        subprocess.run([py, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+        subprocess.run([str(UV), "pip", "install", "--quiet", "--python", py,
                         "-c", str(REPO / "requirements.lock"), *reqs], check=True)
         tests = [t for t in STEP_TESTS[step] if (REPO / t).exists()]
         print(f"== {step}: running {' '.join(tests)} in its own env", flush=True)

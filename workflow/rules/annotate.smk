@@ -17,6 +17,7 @@ rule annotate:
         agreement="results/tables/annotation_agreement.tsv",
         signature_genes="results/tables/annotation_signature_genes.tsv",
         car_models="results/tables/annotation_car_models.tsv",
+        libraries="results/tables/annotation_libraries.tsv",
     log:
         "logs/annotate.log",
     benchmark:
@@ -61,6 +62,7 @@ rule cohort:
 rule plot_annotation:
     input:
         h5mu="results/cohort.h5mu",
+        libraries="results/tables/annotation_libraries.tsv",
     output:
         umap_state=report(
             "results/figures/annotation_umap_state.png",
@@ -85,6 +87,11 @@ rule plot_annotation:
         dotplot=report(
             "results/figures/annotation_dotplot.png",
             caption="../report/annotation_dotplot.rst",
+            category="Annotation",
+        ),
+        library_calls=report(
+            "results/figures/annotation_library_calls.png",
+            caption="../report/annotation_library_calls.rst",
             category="Annotation",
         ),
     log:

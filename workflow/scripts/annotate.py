@@ -19,6 +19,7 @@ with script_logging(snakemake):
                        sort_by=["sample", "call", "cell_call", "final_call"])
     tables.write_table(result.signature_genes, snakemake.output.signature_genes)
     tables.write_table(result.car_models, snakemake.output.car_models, sort_by=["sample"])
+    tables.write_table(result.libraries, snakemake.output.libraries, sort_by=["sample"])
     # the calls without the expression matrix; rule `cohort` joins them with the
     # matrices, the UMAP and the AIRR data into results/cohort.h5mu
     result.calls.write_h5ad(snakemake.output.calls)

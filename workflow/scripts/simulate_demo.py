@@ -5,7 +5,8 @@ Example::
     python workflow/scripts/simulate_demo.py --out resources/demo --seed 0 --config-dir config
 
 Every :class:`cartcohort.datasets.SimParams` field is an option
-(``--n-patients``, ``--min-cells``, ``--max-cells``, ``--car-dropout``, ...).
+(``--n-patients``, ``--min-cells``, ``--max-cells``, ``--car-detection``, ``--frac-dn``,
+``--gd-contigs true``, ...).
 """
 
 from __future__ import annotations
@@ -25,6 +26,16 @@ from cartcohort.datasets import SimParams, write_demo_cohort  # noqa: E402
 log = logging.getLogger("cartcohort.simulate_demo")
 
 
+def _boolean(text: str) -> bool:
+    """``true``/``false`` (also ``1``/``0``, ``yes``/``no``) as a bool, for switches."""
+    value = text.strip().lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Command-line options: ``--out``, ``--seed``, ``--config-dir`` and every SimParams knob."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -39,9 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     for f in dataclasses.fields(SimParams):
         if f.name == "seed":
             continue
+        kind = optional.get(f.name, type(f.default))
         parser.add_argument(
             "--" + f.name.replace("_", "-"),
-            type=optional.get(f.name, type(f.default)),
+            type=_boolean if kind is bool else kind,
             default=f.default,
             help=f"(default {f.default})",
         )

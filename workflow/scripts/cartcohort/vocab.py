@@ -32,4 +32,5 @@ OPTIONAL_STATES: tuple[str, ...] = ("gd", "mait")
 UNASSIGNED = "unassigned"
 #: Memory-like = naive/stem-cell memory + central memory.
 MEMORY_LIKE: tuple[str, ...] = ("naive_tscm", "tcm")
-LINEAGES: tuple[str, ...] = ("CD4", "CD8", "DN", "DP")
+#: Lineage classes of ``cd4_cd8``; ``gd`` (gamma-delta) cells leave the CD4/CD8/DN denominators.
+LINEAGES: tuple[str, ...] = ("CD4", "CD8", "DN", "DP", "gd")

@@ -11,13 +11,16 @@ Real shape (fitted to real 10x data; ``data/fit.json`` records each value and it
   T cells (scirpy's ``wu2020_200``), a few symbols under two ids as in GRCh38, the CAR.
 * Gene shares drawn from a Poisson-lognormal fit, NB dispersion from the fitted trend,
   real within-library spread of library sizes: ~1,500 detected genes per cell.
-* Marker dropout, ambient RNA (CAR reads in CAR- cells), CAR detection set by chemistry.
+* Marker dropout, ambient RNA (CAR reads in CAR- cells), CAR detection set by chemistry
+  with the CAR UMI distribution fitted to real sorted CAR+ cells.
 
 Planted biology (what downstream steps should recover)
 ------------------------------------------------------
 * Seven T-cell states (``STATES``) on a continuum: each cell blends its state's program
-  with a neighbour's (truth keeps ``state_weight`` and ``state_secondary``); CD4/CD8
-  lineage and CAR status are properties of the clone.
+  with a neighbour's (truth keeps ``state_weight`` and ``state_secondary``); lineage
+  (CD4, CD8, double-negative ``DN``, gamma-delta ``gd``) and CAR status are properties
+  of the clone. DN alpha-beta cells (~15 % of product cells) and gamma-delta cells (~6 %;
+  TRG/TRD contigs only with ``gd_contigs=True``) lean to effector-memory/effector states.
 * Responders' products have more memory-like cells, fewer exhausted cells and a less
   expanded repertoire, each about 1.5 between-patient SDs (``plan.EFFECTS``; designed
   power about 85 % at 10 versus 10, see :mod:`.power`); four null quantities (CD4 share,

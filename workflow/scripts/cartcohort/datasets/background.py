@@ -45,9 +45,24 @@ def dispersion(mean: np.ndarray) -> np.ndarray:
 
 
 def car_nb_theta() -> float:
-    """NB size of per-cell CAR UMIs in CAR+ cells (fitted on sorted CAR+ cells)."""
+    """NB size of per-cell CAR UMIs in CAR+ cells (fitted on sorted CAR+ cells).
+
+    Fitted with the mean to the real 0 / 1 / 2 / >= 3 CAR UMI fractions of sorted day-7
+    CAR+ cells (``fit.json``, ``car``: data, model and fitted fractions).
+    """
     car = fitted_model()["car"]
-    return float(car["nb_theta"]) if car else 1.8
+    return float(car["nb_theta"]) if car else 2.85
+
+
+def car_fitted_detection() -> float:
+    """CAR detection of the real sorted day-7 CAR+ cells the CAR model was fitted to.
+
+    The share of CAR+ cells with >= 1 CAR UMI at the median library size (0.84): the
+    ``car_detection`` that reproduces those cells. The chemistry defaults (0.65 and 0.35)
+    are for products, whose cells are less activated than day-7 cells in vivo.
+    """
+    car = fitted_model()["car"]
+    return float(car["detection_at_median"]) if car else 0.84
 
 
 def car_mean_for_detection(detection: float, theta: float | None = None) -> float:

@@ -15,7 +15,7 @@ from .panel import gene_panel
 from .params import SimParams, make_params
 from .patients import PatientSim
 from .plan import LibraryPlan, clinical_table, plan_libraries, plan_patients
-from .tcr import Clone
+from .tcr import Chain, Clone
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +131,7 @@ class CohortGenerator:
                 & ~truth_cells["is_low_quality"]
             ]
             n_ip = max(len(ip), 1)
+            n_sp = max(int(ip["cd4_cd8"].isin(["CD4", "CD8"]).sum()), 1)
             row = {
                 "patient": p.patient,
                 "response": p.response,
@@ -151,39 +152,54 @@ class CohortGenerator:
                 "ip_memory_like_observed": ip["state"].isin(MEMORY_LIKE).sum() / n_ip,
                 "ip_exhausted_observed": (ip["state"] == "exhausted").sum() / n_ip,
                 "ip_car_observed": ip["car_positive"].sum() / n_ip,
-                "ip_cd4_observed": (ip["cd4_cd8"] == "CD4").sum() / n_ip,
+                "ip_cd4_observed": (ip["cd4_cd8"] == "CD4").sum() / n_sp,
             }
             for s in STATES:
                 row[f"prop_{s}"] = p.props_ip[s]
+            row.update(
+                dn_fraction=p.dn_fraction,
+                gd_fraction=p.gd_fraction,
+                ip_dn_observed=(ip["cd4_cd8"] == "DN").sum() / n_ip,
+                ip_gd_observed=(ip["cd4_cd8"] == "gd").sum() / n_ip,
+            )
             rows.append(row)
         return pd.DataFrame(rows)
 
     def truth_clones(self) -> pd.DataFrame:
-        """Every clone drawn (call after :meth:`libraries` ran)."""
+        """Every clone drawn (call after :meth:`libraries` ran).
+
+        Alpha-beta clones fill the ``tra_*``/``trb_*`` columns, gamma-delta clones the
+        ``trg_*``/``trd_*`` columns (the others are empty).
+        """
         rows = []
         for c in self.clones:
+            ab = () if c.is_gd else c.alphas
+            gd = c.is_gd
             rows.append(
                 {
                     "clone": c.gid,
                     "patient": c.patient,
                     "dominant_state": c.state,
-                    "cd4_cd8": "CD4" if c.is_cd4 else "CD8",
+                    "cd4_cd8": c.lineage,
                     "car_positive": c.car,
                     "source": "product" if c.source == "ip" else "blood",
                     "persistent": c.persistent,
-                    "n_alpha": len(c.alphas),
-                    "tra_v": c.alphas[0].v,
-                    "tra_j": c.alphas[0].j,
-                    "tra_cdr3": c.alphas[0].cdr3,
-                    "tra_cdr3_nt": c.alphas[0].cdr3_nt,
-                    "tra2_cdr3_nt": c.alphas[1].cdr3_nt if len(c.alphas) > 1 else "",
-                    "trb_v": c.beta.v,
-                    "trb_j": c.beta.j,
-                    "trb_cdr3": c.beta.cdr3,
-                    "trb_cdr3_nt": c.beta.cdr3_nt,
+                    "n_alpha": len(ab),
+                    **_chain_fields("tra", ab[0] if ab else None),
+                    "tra2_cdr3_nt": ab[1].cdr3_nt if len(ab) > 1 else "",
+                    **_chain_fields("trb", None if gd else c.beta),
+                    "cd8aa": c.cd8aa,
+                    **_chain_fields("trg", c.alphas[0] if gd else None, with_c=True),
+                    **_chain_fields("trd", c.beta if gd else None),
                 }
             )
         return pd.DataFrame(rows)
+
+
+def _chain_fields(prefix: str, chain: Chain | None, *, with_c: bool = False) -> dict[str, str]:
+    """``<prefix>_v``, ``_j`` (``_c``), ``_cdr3``, ``_cdr3_nt`` of a clone's chain ("" if none)."""
+    parts = ("v", "j", "c", "cdr3", "cdr3_nt") if with_c else ("v", "j", "cdr3", "cdr3_nt")
+    return {f"{prefix}_{k}": getattr(chain, k) if chain is not None else "" for k in parts}
 
 
 def simulate_cohort(

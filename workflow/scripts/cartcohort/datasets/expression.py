@@ -17,10 +17,17 @@ from .background import car_mean_for_detection, car_nb_theta, fitted_model
 from .panel import _DENSE_MEAN, GenePanel
 from .params import SimParams
 
-# UMI weight (in TRAC units) of a cell's own TRAV, TRAJ, TRBV, TRBJ and TRBC features
+# UMI weight (in TRAC units) of a cell's own TCR features (columns of ``tcr_idx``): the VJ
+# chain's V and J, the VDJ chain's V, J and C, the VJ chain's C, and (gamma-delta cells) the
+# other TRGC. Alpha-beta cells: TRAV, TRAJ, TRBV, TRBJ, TRBC, TRAC; gamma-delta cells: TRGV,
+# TRGJ, TRDV, TRDJ, TRDC, their TRGC and a fifth as much of the other TRGC. The constant
+# regions a cell does not use (TRAC and TRBC in gamma-delta cells) stay at the panel's
+# baseline, a tenth of a T cell's TRAC (germline transcripts).
 _TCR_FEATURE_WEIGHTS: tuple[tuple[int, float], ...] = (
-    (0, 5.0 / 6.0), (1, 1.5 / 6.0), (2, 5.0 / 6.0), (3, 1.5 / 6.0), (4, 1.0),
+    (0, 5.0 / 6.0), (1, 1.5 / 6.0), (2, 5.0 / 6.0), (3, 1.5 / 6.0), (4, 1.0), (5, 1.0),
+    (6, 0.2),
 )
+TCR_FEATURE_COLUMNS = len(_TCR_FEATURE_WEIGHTS)
 _TRAC_BOOST = 10.0  # a T cell's TRAC relative to the panel's (population) baseline
 _CHUNK = 1024
 CAR_DETECTION: dict[str, float] = {"5prime": 0.65, "3prime": 0.35}
@@ -48,7 +55,7 @@ def simulate_counts(
     state: np.ndarray,
     mix_state: np.ndarray,
     mix_weight: np.ndarray,
-    is_cd4: np.ndarray,
+    lineage: np.ndarray,
     car: np.ndarray,
     is_low_quality: np.ndarray,
     tcr_idx: np.ndarray,
@@ -66,10 +73,12 @@ def simulate_counts(
     state, mix_state, mix_weight
         Per-cell state index, the neighbouring state it shares its program with, and the
         weight of that neighbour (``0``: a pure state; ``0.5``: truly ambiguous).
-    is_cd4, car, is_low_quality
-        Per-cell lineage, CAR status and low-quality flag.
+    lineage, car, is_low_quality
+        Per-cell lineage profile (row of ``GenePanel.lineage``), CAR status and
+        low-quality flag.
     tcr_idx
-        ``(n_cells, 5)`` columns of each cell's TRAV, TRAJ, TRBV, TRBJ, TRBC (-1: none).
+        ``(n_cells, TCR_FEATURE_COLUMNS)`` panel columns of each cell's own TCR features
+        (see ``_TCR_FEATURE_WEIGHTS``; -1: none).
     gene_logfactor
         Per-gene log factor of the library's batch and patient.
     rng
@@ -95,7 +104,7 @@ def simulate_counts(
     s_idx = np.flatnonzero(~dense)
     log_base = np.log(panel.base[d_idx]) + gene_logfactor[d_idx]
     sparse_share = float(panel.base[s_idx].sum())
-    cells = _CellDraws(state, mix_state, mix_weight, is_cd4, tcr_idx, mito_frac, strength)
+    cells = _CellDraws(state, mix_state, mix_weight, lineage, tcr_idx, mito_frac, strength)
     view = _DenseView(panel, d_idx)
     amb = _ambient(view, log_base, sparse_share, cells, lib_size)
     s_cum = np.cumsum(panel.base[s_idx] / sparse_share) if len(s_idx) else np.zeros(0)
@@ -123,9 +132,9 @@ def simulate_counts(
 class _CellDraws:
     """The per-cell draws that set a cell's gene weights."""
 
-    def __init__(self, state, mix_state, mix_weight, is_cd4, tcr_idx, mito_frac, strength):
+    def __init__(self, state, mix_state, mix_weight, lineage, tcr_idx, mito_frac, strength):
         self.state, self.mix_state, self.mix_weight = state, mix_state, mix_weight
-        self.is_cd4, self.tcr_idx = is_cd4, tcr_idx
+        self.lineage, self.tcr_idx = lineage, tcr_idx
         self.mito_frac, self.strength = mito_frac, strength
 
 
@@ -134,8 +143,7 @@ class _DenseView:
 
     def __init__(self, panel: GenePanel, d_idx: np.ndarray):
         self.logfold = panel.logfold[:, d_idx]
-        self.lineage_cd4 = panel.lineage_cd4[d_idx]
-        self.lineage_cd8 = panel.lineage_cd8[d_idx]
+        self.lineage = panel.lineage[:, d_idx]
         self.mito = panel.mito[d_idx]
         self.col = np.full(panel.n_genes, -1)
         self.col[d_idx] = np.arange(len(d_idx))
@@ -167,13 +175,10 @@ def _weights(
         cells.mix_state[a:b]
     ]
     logw = log_base[None, :] + cells.strength[a:b, None] * program
-    lineage = np.where(cells.is_cd4[a:b, None], view.lineage_cd4, view.lineage_cd8)
-    w = np.exp(logw + lineage)
+    w = np.exp(logw + view.lineage[cells.lineage[a:b]])
     col = view.col
     rows = np.arange(b - a)
-    trac = view.trac
-    unit = float(np.exp(log_base[trac])) * _TRAC_BOOST
-    w[:, trac] = unit
+    unit = float(np.exp(log_base[view.trac])) * _TRAC_BOOST
     for k, val in _TCR_FEATURE_WEIGHTS:
         idx = cells.tcr_idx[a:b, k]
         ok = idx >= 0

@@ -100,9 +100,30 @@ PANEL_TRAV: tuple[str, ...] = TRAV[:12]
 PANEL_TRBV: tuple[str, ...] = TRBV[:12]
 PANEL_TRAJ: tuple[str, ...] = TRAJ[:6]
 PANEL_TRBJ: tuple[str, ...] = ("TRBJ1-1", "TRBJ2-7", "TRBJ1-2", "TRBJ2-1", "TRBJ2-3", "TRBJ1-5")
+# Gamma-delta segments (IMGT functional genes, 10x spelling), roughly by usage in blood.
+TRGV: tuple[str, ...] = ("TRGV9", "TRGV8", "TRGV2", "TRGV4", "TRGV3", "TRGV5")
+TRDV: tuple[str, ...] = ("TRDV2", "TRDV1", "TRDV3")
+# Real J-region motifs of the human TRGJ and TRDJ genes (end of the junction, ending in F);
+# TRGJP, TRGJP1 and TRGJ1 splice to TRGC1, TRGJP2 and TRGJ2 to TRGC2.
+TRGJ_MOTIF: dict[str, str] = {
+    "TRGJP": "QELGKKIKVF", "TRGJ1": "YYKKLF", "TRGJ2": "YYKKLF", "TRGJP1": "TTGWFKIF",
+    "TRGJP2": "SSDWIKTF",
+}
+TRGC_OF_J: dict[str, str] = {
+    "TRGJP": "TRGC1", "TRGJP1": "TRGC1", "TRGJ1": "TRGC1", "TRGJP2": "TRGC2", "TRGJ2": "TRGC2",
+}
+TRDJ_MOTIF: dict[str, str] = {
+    "TRDJ1": "TDKLIF", "TRDJ3": "SWDTRQMFF", "TRDJ2": "LTAQLFF", "TRDJ4": "RPLIF",
+}
+TRDD: tuple[str, ...] = ("TRDD3", "TRDD2", "TRDD1")
+# Expression profiles of the lineages (rows of ``GenePanel.lineage``): gamma-delta cells
+# are CD4-; a third of gamma-delta clones carry CD8 alpha-alpha (CD8A without CD8B).
+LINEAGE_PROFILES: tuple[str, ...] = ("CD4", "CD8", "DN", "gd", "gd_cd8aa")
 TCR_CONSTANT: dict[str, float] = {
     "TRAC": 0.6, "TRBC1": 0.6, "TRBC2": 0.6, "TRDC": 0.08, "TRGC1": 0.05, "TRGC2": 0.08,
 }
+# Every gamma-delta V and J segment is a GEX feature (as in GRCh38 Cell Ranger references).
+GD_SEGMENTS: tuple[str, ...] = TRGV + tuple(TRGJ_MOTIF) + TRDV + tuple(TRDJ_MOTIF)
 CAR_FEATURE = "CAR"
 OTHER_GENES: tuple[str, ...] = (
     # other immune genes worth having (MAIT, gd, NK-like, activation)
@@ -131,6 +152,7 @@ def core_symbols() -> list[str]:
     out.extend(OTHER_GENES)
     out.extend(TCR_CONSTANT)
     out.extend(gex_symbol(g) for g in PANEL_TRAV + PANEL_TRAJ + PANEL_TRBV + PANEL_TRBJ)
+    out.extend(GD_SEGMENTS)
     out.extend(RIBO_GENES)
     out.extend(MITO_GENES)
     return list(dict.fromkeys(out))

@@ -14,7 +14,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..errors import CartCohortError
-from .expression import simulate_counts
+from .expression import TCR_FEATURE_COLUMNS, simulate_counts
 from .genes import STATES
 from .panel import GenePanel
 from .params import SimParams
@@ -26,7 +26,7 @@ TRUTH_CELL_COLUMNS: tuple[str, ...] = (
     "cell", "sample", "patient", "timepoint", "barcode", "state", "state_weight",
     "state_secondary", "cd4_cd8", "car_positive",
     "clone", "is_doublet", "is_low_quality", "has_tcr", "car_umis", "n_contigs",
-    "planted_persistent",
+    "planted_persistent", "is_gd",
 )
 _I_TREG = STATES.index("treg")
 _I_PROLIF = STATES.index("proliferating")
@@ -100,7 +100,7 @@ class _Cells:
     partner: np.ndarray  # the row merged into each of them
     is_low_quality: np.ndarray
     no_tcr: np.ndarray
-    pattern: np.ndarray  # 0 = TRB + TRA, 1 = TRB only, 2 = TRA only
+    pattern: np.ndarray  # 0 = VDJ + VJ (TRB + TRA), 1 = VDJ only, 2 = VJ only
     show_dual: np.ndarray
 
 
@@ -157,12 +157,12 @@ def simulate_library(
     mix_state, mix_weight = draw_mixing(state, params.state_mixing, rng)
     clone = _draw_clones(lib, psim, params, state, clone_state, rng)
     protected = _plant_persistence(lib, psim, state, clone, rng)
-    is_cd4 = np.array([psim.clones[c].is_cd4 for c in clone])
+    profile = np.array([psim.clones[c].profile for c in clone], dtype=np.int64)
     car = np.array([psim.clones[c].car for c in clone])
     cells = _draw_qc(params, n, state, clone, protected, rng)
     raw = simulate_counts(
         panel, params, state=state, mix_state=mix_state, mix_weight=mix_weight,
-        is_cd4=is_cd4, car=car, is_low_quality=cells.is_low_quality,
+        lineage=profile, car=car, is_low_quality=cells.is_low_quality,
         tcr_idx=_tcr_feature_index(psim, panel, clone), gene_logfactor=gene_logfactor, rng=rng,
     )
     merge = sp.identity(n_tot, dtype=np.int32, format="csr") + sp.csr_matrix(
@@ -177,8 +177,8 @@ def simulate_library(
     car_pos = car[:n].copy()
     car_pos[cells.primary] |= car[cells.partner]
     truth = _truth_table(
-        lib, psim, cells, cell_bc=cell_bc, cell_chains=cell_chains, is_cd4=is_cd4[:n],
-        car_pos=car_pos, car_umis=car_umis, mix=(mix_state[:n], mix_weight[:n]),
+        lib, psim, cells, cell_bc=cell_bc, cell_chains=cell_chains, car_pos=car_pos,
+        car_umis=car_umis, mix=(mix_state[:n], mix_weight[:n]),
     )
     return Library(
         plan=lib,
@@ -333,26 +333,40 @@ def _draw_qc(
 
 
 def _tcr_feature_index(psim: PatientSim, panel: GenePanel, clone: np.ndarray) -> np.ndarray:
-    """Panel columns of each cell's TRAV, TRAJ, TRBV, TRBJ and TRBC (-1: not in the panel)."""
-    tcr_idx = np.full((len(clone), 5), -1, dtype=np.int64)
-    cache: dict[int, tuple[int, int, int, int, int]] = {}
+    """Panel columns of each cell's own TCR features (-1: not in the panel).
+
+    The VJ chain's V and J, the VDJ chain's V, J and C, the VJ chain's C and, for
+    gamma-delta cells, the TRGC their TRG chain does not use (``expression``'s
+    ``_TCR_FEATURE_WEIGHTS`` order).
+    """
+    tcr_idx = np.full((len(clone), TCR_FEATURE_COLUMNS), -1, dtype=np.int64)
+    cache: dict[int, tuple[int, ...]] = {}
     for i, c in enumerate(clone):
         if c not in cache:
             cl = psim.clones[c]
+            vj = cl.alphas[0]
+            other_c = {"TRGC1": "TRGC2", "TRGC2": "TRGC1"}.get(vj.c)
             cache[c] = (
-                panel.feature_index(cl.alphas[0].v),
-                panel.feature_index(cl.alphas[0].j),
+                panel.feature_index(vj.v),
+                panel.feature_index(vj.j),
                 panel.feature_index(cl.beta.v),
                 panel.feature_index(cl.beta.j),
                 panel.index[cl.beta.c],
+                panel.index[vj.c],
+                panel.index[other_c] if other_c else -1,
             )
         tcr_idx[i] = cache[c]
     return tcr_idx
 
 
-def _chains_of(psim: PatientSim, cells: _Cells, i: int) -> list[Chain]:
-    """The TCR chains detected in row ``i`` (none, TRB only, TRA only or both)."""
-    if cells.no_tcr[i]:
+def _reported(psim: PatientSim, cells: _Cells, i: int, gd_contigs: bool) -> bool:
+    """Whether row ``i``'s own chains reach the contig table (gamma-delta: only in TRG/TRD mode)."""
+    return not cells.no_tcr[i] and (gd_contigs or not psim.clones[cells.clone[i]].is_gd)
+
+
+def _chains_of(psim: PatientSim, cells: _Cells, i: int, gd_contigs: bool) -> list[Chain]:
+    """The TCR chains detected in row ``i`` (none, VDJ only, VJ only or both)."""
+    if not _reported(psim, cells, i, gd_contigs):
         return []
     cl = psim.clones[cells.clone[i]]
     out: list[Chain] = []
@@ -374,16 +388,16 @@ def _cell_chains(
     extra_bc = bcs[n:]
     cell_chains: dict[str, list[Chain]] = {}
     partner_of = dict(zip(cells.primary.tolist(), cells.partner.tolist(), strict=True))
+    gd = params.gd_contigs
     for i in range(n):
-        chs = _chains_of(psim, cells, i)
+        chs = _chains_of(psim, cells, i, gd)
         if i in partner_of:
-            chs = chs + [c for c in _chains_of(psim, cells, partner_of[i]) if c not in chs]
+            chs = chs + [c for c in _chains_of(psim, cells, partner_of[i], gd) if c not in chs]
         if chs:
             cell_chains[cell_bc[i]] = chs
-    with_tcr = np.array([i for i in range(n) if not cells.no_tcr[i]])
-    for bc in extra_bc:
-        j = int(with_tcr[rng.integers(0, len(with_tcr))]) if len(with_tcr) else 0
-        cl = psim.clones[cells.clone[j]]
+    with_tcr = np.array([i for i in range(n) if _reported(psim, cells, i, gd)])
+    for bc in extra_bc if len(with_tcr) else ():  # TCR-only barcodes copy a reported cell
+        cl = psim.clones[cells.clone[int(with_tcr[rng.integers(0, len(with_tcr))])]]
         cell_chains[bc] = [cl.beta, cl.alphas[0]]
     return cell_bc, cell_chains
 
@@ -412,14 +426,18 @@ def _truth_table(
     *,
     cell_bc: list[str],
     cell_chains: dict[str, list[Chain]],
-    is_cd4: np.ndarray,
     car_pos: np.ndarray,
     car_umis: np.ndarray,
     mix: tuple[np.ndarray, np.ndarray],
 ) -> pd.DataFrame:
-    """Per-cell truth of the library's ``n`` cells (``TRUTH_CELL_COLUMNS``)."""
+    """Per-cell truth of the library's ``n`` cells (``TRUTH_CELL_COLUMNS``).
+
+    ``clone`` is empty for cells without their own TCR; a gamma-delta cell keeps its clone
+    even when the contig table lists no gamma-delta contigs (``gd_contigs`` off).
+    """
     sel = np.arange(cells.n)
     own_tcr = ~cells.no_tcr[: cells.n]
+    lineage = [psim.clones[c].lineage for c in cells.clone[sel]]
     return pd.DataFrame(
         {
             "cell": [f"{lib.sample}_{bc}" for bc in cell_bc],
@@ -430,7 +448,7 @@ def _truth_table(
             "state": [STATES[s] for s in cells.state[sel]],
             "state_weight": np.round(1.0 - mix[1], 4),
             "state_secondary": [STATES[s] for s in mix[0]],
-            "cd4_cd8": np.where(is_cd4, "CD4", "CD8"),
+            "cd4_cd8": lineage,
             "car_positive": car_pos,
             "clone": [
                 psim.clones[c].gid if t else ""
@@ -442,6 +460,7 @@ def _truth_table(
             "car_umis": car_umis.astype(np.int64),
             "n_contigs": [len(cell_chains.get(bc, ())) for bc in cell_bc],
             "planted_persistent": cells.protected[sel],
+            "is_gd": np.array([x == "gd" for x in lineage], dtype=bool),
         },
         columns=list(TRUTH_CELL_COLUMNS),
     )

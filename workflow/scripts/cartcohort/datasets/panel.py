@@ -13,8 +13,10 @@ from .background import dispersion, fitted_model, real_gene_space
 from .genes import (
     CAR_FEATURE,
     DUPLICATED_SYMBOLS,
+    GD_SEGMENTS,
     HOUSEKEEPING,
     LINEAGE_GENES,
+    LINEAGE_PROFILES,
     MITO_GENES,
     PANEL_TRAJ,
     PANEL_TRAV,
@@ -45,8 +47,9 @@ class GenePanel:
         ``(n_states, n_genes)`` log fold changes of the state programs.
     theta
         NB size parameter per gene.
-    lineage_cd4, lineage_cd8
-        Log factors applied to CD4 / CD8 cells.
+    lineage
+        ``(len(LINEAGE_PROFILES), n_genes)`` log factors of each lineage profile (CD4, CD8,
+        double-negative, gamma-delta, gamma-delta CD8 alpha-alpha).
     mito, batchable, core
         Boolean masks over genes (``core``: the genes whose expression the simulated
         biology drives; the rest is the real background).
@@ -56,8 +59,7 @@ class GenePanel:
     base: np.ndarray
     logfold: np.ndarray
     theta: np.ndarray
-    lineage_cd4: np.ndarray
-    lineage_cd8: np.ndarray
+    lineage: np.ndarray
     mito: np.ndarray
     batchable: np.ndarray
     index: dict[str, int]
@@ -117,10 +119,6 @@ def gene_panel(n_background_genes: int | None = None) -> GenePanel:
     base = _baseline(symbols, core, real_w, logfold, idx)
     _specific_markers(base, logfold, idx, real, rng)
     g_n = len(symbols)
-    lineage_cd4 = np.zeros(g_n)
-    lineage_cd8 = np.zeros(g_n)
-    lineage_cd4[[idx["CD8A"], idx["CD8B"]]] = np.log(0.01)
-    lineage_cd8[idx["CD4"]] = np.log(0.01)
     mito = np.zeros(g_n, dtype=bool)
     mito[[idx[g] for g in MITO_GENES]] = True
     is_core = np.zeros(g_n, dtype=bool)
@@ -132,8 +130,7 @@ def gene_panel(n_background_genes: int | None = None) -> GenePanel:
         base=base,
         logfold=logfold,
         theta=dispersion(base * fitted_model()["library"]["median_umis"] * 2.0),
-        lineage_cd4=lineage_cd4,
-        lineage_cd8=lineage_cd8,
+        lineage=_lineage_factors(idx, g_n),
         mito=mito,
         batchable=batchable,
         index=idx,
@@ -202,10 +199,30 @@ def _specific_markers(
             logfold[s, i] = np.log(fold)
 
 
+def _lineage_factors(idx: dict[str, int], g_n: int) -> np.ndarray:
+    """Log factors of the lineage profiles (``LINEAGE_PROFILES`` rows) over the genes.
+
+    A silent lineage gene keeps 1 % of its level, below what ambient RNA brings: CD4 cells
+    lack CD8A/CD8B, CD8 cells CD4, double-negative and gamma-delta cells all three.
+    CD8 alpha-alpha gamma-delta cells express CD8A (at half the CD8 T-cell level), not CD8B.
+    """
+    silent = np.log(0.01)
+    silenced = {
+        "CD4": ("CD8A", "CD8B"), "CD8": ("CD4",), "DN": ("CD4", "CD8A", "CD8B"),
+        "gd": ("CD4", "CD8A", "CD8B"), "gd_cd8aa": ("CD4", "CD8B"),
+    }
+    out = np.zeros((len(LINEAGE_PROFILES), g_n))
+    for r, name in enumerate(LINEAGE_PROFILES):
+        out[r, [idx[g] for g in silenced[name]]] = silent
+    out[LINEAGE_PROFILES.index("gd_cd8aa"), idx["CD8A"]] = np.log(0.5)
+    return out
+
+
 def _fixed_weights() -> dict[str, float]:
     """Relative weights of the core genes that the fitted gene space lacks."""
     out: dict[str, float] = dict(TCR_CONSTANT)
     out.update({gex_symbol(g): 0.02 for g in PANEL_TRAV + PANEL_TRAJ + PANEL_TRBV + PANEL_TRBJ})
+    out.update({g: 0.02 for g in GD_SEGMENTS})
     out.update({"HLA-B": 15.0, "HLA-DRA": 0.5})
     out.update(zip(MITO_GENES, np.linspace(1.0, 0.3, len(MITO_GENES)), strict=True))
     for g in core_symbols():

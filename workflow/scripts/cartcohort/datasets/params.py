@@ -38,9 +38,24 @@ class SimParams:
         gives about 1,600 detected genes).
     chemistry
         ``5prime`` or ``3prime``: sets the CAR detection rate (0.65 or 0.35 of CAR+ cells
-        with >= 1 CAR UMI at the median library size).
+        with >= 1 CAR UMI at the median library size). The NB size of the per-cell CAR
+        UMIs is fitted to real sorted CAR+ cells (``data/fit.json``, ``car``).
     car_detection
         Overrides the chemistry's CAR detection rate (``None``: use the chemistry's).
+        ``background.car_fitted_detection()`` (0.84) reproduces the real sorted day-7
+        CAR+ cells the NB was fitted to.
+    frac_dn
+        Mean share of double-negative (CD4- CD8-) alpha-beta T cells in a product; each
+        patient draws its own share (beta, concentration 40: 10-30 % for most patients).
+        DN clones lean to effector-memory and effector states; blood-only clones are DN
+        half as often.
+    frac_gd
+        Mean share of gamma-delta T cells in a product (per-patient beta, concentration 25:
+        1-20 %); they lean to effector and effector-memory states.
+    gd_contigs
+        Whether gamma-delta cells have TRG and TRD contigs in the contig tables. Off by
+        default, as Cell Ranger's default (alpha-beta) V(D)J mode does not report them:
+        gamma-delta cells then have no contig at all.
     ambient_fraction
         Mean share of a cell's UMIs from the library's ambient RNA (beta-distributed).
     patient_gene_fraction, patient_sd
@@ -94,6 +109,9 @@ class SimParams:
     persistent_share: float = 0.25
     airr_every: int = 20
     gex_format: GexFormat = "mixed"
+    frac_dn: float = 0.15
+    frac_gd: float = 0.06
+    gd_contigs: bool = False
 
     def validate(self) -> None:
         """Raise :class:`CartCohortError` on impossible settings."""
@@ -134,10 +152,24 @@ class SimParams:
             problems.append(f"ambient_fraction must be in (0, 0.5), got {self.ambient_fraction}")
         if not 0.0 <= self.state_mixing < 0.5:
             problems.append(f"state_mixing must be in [0, 0.5), got {self.state_mixing}")
+        problems.extend(self._lineage_problems())
         if problems:
             raise CartCohortError(
                 "Invalid simulator settings: " + "; ".join(problems) + ". Fix the arguments."
             )
+
+    def _lineage_problems(self) -> list[str]:
+        """What is wrong with ``frac_dn``, ``frac_gd`` and ``gd_contigs``."""
+        problems = []
+        for name in ("frac_dn", "frac_gd"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 0.5:
+                problems.append(f"{name} must be in [0, 0.5], got {v}")
+        if self.frac_dn + self.frac_gd > 0.6:
+            problems.append("frac_dn + frac_gd must be <= 0.6")
+        if not isinstance(self.gd_contigs, bool):
+            problems.append(f"gd_contigs must be True or False, got {self.gd_contigs!r}")
+        return problems
 
 
 def make_params(seed: int, kwargs: dict[str, object]) -> SimParams:

@@ -10,15 +10,25 @@ from ._utils import clip
 from .genes import STATES
 from .params import SimParams
 from .plan import PatientPlan
-from .tcr import Clone, make_chain
+from .tcr import Clone, make_chain, make_gd_chains
 
 POOL_STATES: tuple[str, ...] = tuple(s for s in STATES if s != "proliferating")
+LINEAGES: tuple[str, ...] = ("CD4", "CD8", "DN", "gd")
+_DN = LINEAGES.index("DN")
+_GD = LINEAGES.index("gd")
+# Relative enrichment of DN and gamma-delta clones in each state's pool: both lean to
+# effector-memory and effector cells (DN CAR-T cells are mostly effector-memory; blood
+# gamma-delta cells, mostly V-gamma-9 V-delta-2, are effector-memory or cytotoxic effectors).
+_DN_ENRICHMENT = {"naive_tscm": 0.4, "tcm": 0.7, "tem": 1.8, "teff": 1.4, "exhausted": 1.0}
+_GD_ENRICHMENT = {"naive_tscm": 0.2, "tcm": 0.4, "tem": 1.5, "teff": 2.0, "exhausted": 0.7}
+_BLOOD_DN_SCALE = 0.5  # blood-only (not product) clones are DN half as often
+_MAX_UNCONVENTIONAL = 0.8  # at most this share of a pool's clones is DN or gamma-delta
 
 
 @dataclass
 class _Pool:
     cum: np.ndarray
-    is_cd4: np.ndarray
+    lineage: np.ndarray  # index into LINEAGES
     car: np.ndarray
     dual: np.ndarray
     clone: np.ndarray  # index into PatientSim.clones, -1 = not drawn yet
@@ -36,12 +46,10 @@ class PatientSim:
         self.used = used_cdr3
         self.clones: list[Clone] = []
         self.pools: dict[tuple[str, str], _Pool] = {}
-        cd4_other = clip(
-            (plan.cd4_fraction - plan.props_ip["treg"]) / (1 - plan.props_ip["treg"]), 0.05, 0.95
-        )
+        shares = lineage_shares(plan)
         for source in ("ip", "pb"):
             for state in POOL_STATES:
-                self.pools[(source, state)] = self._new_pool(source, state, cd4_other)
+                self.pools[(source, state)] = self._new_pool(source, state, shares)
         # persistent clones: the CAR+ product clones with the largest expected share
         cands = []
         for state in POOL_STATES:
@@ -49,7 +57,8 @@ class PatientSim:
                 continue
             pool = self.pools[("ip", state)]
             w = np.diff(np.concatenate([[0.0], pool.cum])) * plan.props_ip[state]
-            for k in np.flatnonzero(pool.car[:50]):
+            # persistence is tracked by the alpha-beta TCR: gamma-delta clones are left out
+            for k in np.flatnonzero(pool.car[:50] & (pool.lineage[:50] != _GD)):
                 cands.append((-w[k], state, int(k)))
         cands.sort()
         self.persistent: list[int] = []
@@ -58,13 +67,24 @@ class PatientSim:
             self.clones[ci].persistent = True
             self.persistent.append(ci)
 
-    def _new_pool(self, source: str, state: str, cd4_other: float) -> _Pool:
+    def _new_pool(
+        self, source: str, state: str, shares: dict[str, tuple[float, float, float]]
+    ) -> _Pool:
         k = self.params.clone_pool_size
         rng = self.rng
         w = (np.arange(k) + 1.0) ** -self.plan.alpha
         cum = np.cumsum(w / w.sum())
         cum[-1] = 1.0
-        is_cd4 = np.ones(k, bool) if state == "treg" else rng.random(k) < cd4_other
+        if state == "treg":
+            lineage = np.zeros(k, dtype=np.int8)  # every Treg is CD4
+        else:
+            p_dn, p_gd, p_cd4 = shares[state]
+            if source == "pb":
+                p_dn *= _BLOOD_DN_SCALE
+            u = rng.random(k)
+            rest = (u - p_gd - p_dn) / max(1.0 - p_gd - p_dn, 1e-9)
+            lineage = np.where(u < p_gd, _GD, np.where(u < p_gd + p_dn, _DN, (rest >= p_cd4)))
+            lineage = lineage.astype(np.int8)
         car = (rng.random(k) < self.plan.car_fraction) if source == "ip" else np.zeros(k, bool)
         dual = rng.random(k) < 0.07
         car_idx = np.flatnonzero(car)
@@ -74,29 +94,65 @@ class PatientSim:
             car_cum[-1] = 1.0
         else:
             car_cum = np.zeros(0)
-        return _Pool(cum, is_cd4, car, dual, np.full(k, -1), car_idx, car_cum)
+        return _Pool(cum, lineage, car, dual, np.full(k, -1), car_idx, car_cum)
 
     def clone_of(self, key: tuple[str, str], k: int) -> int:
         """Index in :attr:`clones` of rank ``k`` of pool ``key``, drawing its chains once."""
         pool = self.pools[key]
         if pool.clone[k] < 0:
-            n_alpha = 2 if pool.dual[k] else 1
-            alphas = tuple(make_chain("TRA", self.rng, self.used) for _ in range(n_alpha))
-            beta = make_chain("TRB", self.rng, self.used)
+            lineage = LINEAGES[int(pool.lineage[k])]
+            cd8aa = False
+            if lineage == "gd":
+                gamma, beta = make_gd_chains(self.rng, self.used)
+                alphas: tuple = (gamma,)
+                cd8aa = bool(self.rng.random() < 1.0 / 3.0)
+            else:
+                n_alpha = 2 if pool.dual[k] else 1
+                alphas = tuple(make_chain("TRA", self.rng, self.used) for _ in range(n_alpha))
+                beta = make_chain("TRB", self.rng, self.used)
             self.clones.append(
                 Clone(
                     gid=f"{self.plan.patient}_{len(self.clones) + 1}",
                     patient=self.plan.patient,
                     state=key[1],
-                    is_cd4=bool(pool.is_cd4[k]),
+                    lineage=lineage,
                     car=bool(pool.car[k]),
                     source=key[0],
                     alphas=alphas,
                     beta=beta,
+                    cd8aa=cd8aa,
                 )
             )
             pool.clone[k] = len(self.clones) - 1
         return int(pool.clone[k])
+
+
+def lineage_shares(plan: PatientPlan) -> dict[str, tuple[float, float, float]]:
+    """Per non-Treg pool state: the DN share, the gamma-delta share and the CD4 share of the rest.
+
+    A clone's lineage is drawn with these probabilities in the pool of its dominant state.
+    DN and gamma-delta clones are enriched in effector-memory and effector pools
+    (``_DN_ENRICHMENT``, ``_GD_ENRICHMENT``), scaled so that their product cells make up
+    the patient's ``dn_fraction`` and ``gd_fraction``. ``cd4_fraction`` is the CD4 share of
+    the single-positive (CD4 + CD8) cells, Tregs included, so it sets the CD4:CD8 ratio.
+    """
+    states = [s for s in POOL_STATES if s != "treg"]
+    treg = plan.props_ip["treg"]
+    q = np.array([plan.props_ip[s] for s in states])
+    q = q / q.sum() * (1.0 - treg)  # cells per clone-pool state (proliferating ones spread)
+    out = {}
+    shares: dict[str, np.ndarray] = {}
+    for name, frac, enrich in (("dn", plan.dn_fraction, _DN_ENRICHMENT),
+                               ("gd", plan.gd_fraction, _GD_ENRICHMENT)):
+        e = np.array([enrich[s] for s in states])
+        shares[name] = frac * e / float(q @ e)
+    total = shares["dn"] + shares["gd"]
+    scale = np.minimum(1.0, _MAX_UNCONVENTIONAL / np.maximum(total, 1e-12))
+    rest = 1.0 - treg - plan.dn_fraction - plan.gd_fraction
+    p_cd4 = clip((plan.cd4_fraction * (treg + rest) - treg) / max(rest, 1e-9), 0.05, 0.95)
+    for i, s in enumerate(states):
+        out[s] = (float(shares["dn"][i] * scale[i]), float(shares["gd"][i] * scale[i]), p_cd4)
+    return out
 
 
 def timepoint_props(plan: PatientPlan, timepoint: str) -> np.ndarray:

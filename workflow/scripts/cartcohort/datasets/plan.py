@@ -69,6 +69,8 @@ class PatientPlan:
     cd4_fraction: float
     car_fraction: float
     n_persistent: int
+    dn_fraction: float = 0.0
+    gd_fraction: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,7 @@ def plan_patients(params: SimParams) -> list[PatientPlan]:
         start = int(rng.integers(0, params.n_batches))
         for k, m in enumerate(members):
             batch[m] = f"b{(start + k) % params.n_batches + 1}"
+    dn, gd = _lineage_fractions(params)
     plans = []
     for i in range(n):
         r = bool(responder[i])
@@ -160,9 +163,29 @@ def plan_patients(params: SimParams) -> list[PatientPlan]:
                 cd4_fraction=cd4,
                 car_fraction=car,
                 n_persistent=n_pers,
+                dn_fraction=float(dn[i]),
+                gd_fraction=float(gd[i]),
             )
         )
     return plans
+
+
+def _lineage_fractions(params: SimParams) -> tuple[np.ndarray, np.ndarray]:
+    """Per-patient DN and gamma-delta shares of product cells (own stream ``[seed, 7]``).
+
+    Beta draws around ``frac_dn`` (concentration 40, limited to 3-35 %) and ``frac_gd``
+    (concentration 25, limited to 0.5-20 %; limits widened to include the mean); a mean
+    of 0 gives 0 for every patient.
+    """
+    rng = np.random.default_rng([params.seed, 7])
+    out = []
+    for mean, conc, lo, hi in ((params.frac_dn, 40.0, 0.03, 0.35),
+                               (params.frac_gd, 25.0, 0.005, 0.2)):
+        draw = rng.beta(max(mean, 1e-9) * conc, max(1.0 - mean, 1e-9) * conc,
+                        size=params.n_patients)
+        limited = np.clip(draw, min(lo, mean), max(hi, mean))
+        out.append(limited if mean > 0 else np.zeros(params.n_patients))
+    return out[0], out[1]
 
 
 def plan_libraries(params: SimParams, patients: list[PatientPlan]) -> list[LibraryPlan]:

@@ -9,7 +9,20 @@ import pandas as pd
 
 from ..errors import CartCohortError
 from ._utils import BASES, SENSE_AA, back_translate, fixed_rng, random_aa, translate
-from .genes import TRAJ, TRAV, TRBJ, TRBJ_MOTIF, TRBV
+from .genes import (
+    LINEAGE_PROFILES,
+    TRAJ,
+    TRAV,
+    TRBJ,
+    TRBJ_MOTIF,
+    TRBV,
+    TRDD,
+    TRDJ_MOTIF,
+    TRDV,
+    TRGC_OF_J,
+    TRGJ_MOTIF,
+    TRGV,
+)
 
 # rough CDR3 middle amino-acid usage
 _CDR3_AA = "GSATRLDEPQNYVKFHW"
@@ -38,6 +51,10 @@ def _v_germline(v: str) -> dict[str, _Segment | str]:
         prefixes = ("CASS", "CASS", "CASS", "CASR", "CAWS", "CSAR", "CASG", "CSVE")
         if v.startswith("TRA"):
             prefixes = ("CAV", "CAVR", "CALS", "CAAS", "CAMR", "CVV", "CAE", "CAYR", "CILR")
+        elif v.startswith("TRG"):
+            prefixes = ("CALWE", "CATWD", "CAAWD", "CALWEV")
+        elif v.startswith("TRD"):
+            prefixes = ("CACD", "CALGE", "CAFR", "CACDT")
         _V_CACHE[v] = {
             "utr": "".join(BASES[i] for i in rng.integers(0, 4, size=60)),
             "fwr1": _seg(random_aa(25, rng, nonc), rng),
@@ -56,8 +73,9 @@ _J_CACHE: dict[str, dict[str, _Segment | str]] = {}
 def _j_germline(j: str) -> dict[str, _Segment | str]:
     if j not in _J_CACHE:
         rng = fixed_rng("J:" + j)
-        if j in TRBJ_MOTIF:
-            motif = TRBJ_MOTIF[j]
+        known = {**TRBJ_MOTIF, **TRGJ_MOTIF, **TRDJ_MOTIF}
+        if j in known:
+            motif = known[j]
         else:
             ends = ("KLTF", "KLIF", "QLIF", "TLIF", "KVIF", "NLVF", "RLTF", "QFYF")
             motif = random_aa(int(rng.integers(2, 4)), rng, "GSNTDYAKQ") + ends[
@@ -102,17 +120,35 @@ class Chain:
 
 @dataclass
 class Clone:
-    """A planted clone; lineage, CAR status and chains are shared by all its cells."""
+    """A planted clone; lineage, CAR status and chains are shared by all its cells.
+
+    ``lineage`` is ``CD4``, ``CD8``, ``DN`` (double-negative alpha-beta) or ``gd``
+    (gamma-delta). ``alphas`` and ``beta`` are the clone's VJ and VDJ chains: TRA and TRB
+    for alpha-beta clones, TRG and TRD for gamma-delta clones. ``cd8aa``: a gamma-delta
+    clone that expresses CD8A without CD8B.
+    """
 
     gid: str
     patient: str
     state: str
-    is_cd4: bool
+    lineage: str
     car: bool
     source: str
     alphas: tuple[Chain, ...]
     beta: Chain
     persistent: bool = False
+    cd8aa: bool = False
+
+    @property
+    def is_gd(self) -> bool:
+        """Whether the clone is gamma-delta."""
+        return self.lineage == "gd"
+
+    @property
+    def profile(self) -> int:
+        """Row of the clone's expression profile in ``LINEAGE_PROFILES``."""
+        name = "gd_cd8aa" if self.is_gd and self.cd8aa else self.lineage
+        return LINEAGE_PROFILES.index(name)
 
 
 def _usage_weights(n: int) -> np.ndarray:
@@ -133,10 +169,55 @@ _TRAJ_W = _usage_weights(len(TRAJ))
 _TRBJ_W = _usage_weights(len(TRBJ))
 
 
-def make_chain(locus: str, rng: np.random.Generator, used: set[str]) -> Chain:
-    """A new chain of ``locus`` whose CDR3 nucleotides are not in ``used`` (added to it)."""
+# Gamma-delta segment usage: (genes, cumulative probabilities)
+_TRDV_USE = (TRDV, (0.6, 0.92, 1.0))
+_TRDJ_USE = (("TRDJ1", "TRDJ3", "TRDJ2", "TRDJ4"), (0.8, 0.9, 0.95, 1.0))
+_TRDD_USE = (TRDD, (0.6, 0.9, 1.0))
+_TRGJ_V9_USE = (("TRGJP", "TRGJ1", "TRGJ2"), (0.8, 0.9, 1.0))
+_TRGV_OTHER_USE = (TRGV, (0.15, 0.45, 0.65, 0.8, 0.9, 1.0))  # TRGV9 15 %, then by rank
+_TRGJ_OTHER_USE = (("TRGJ1", "TRGJ2", "TRGJP1", "TRGJP2"), (0.35, 0.7, 0.85, 1.0))
+
+
+def _pick(use: tuple[tuple[str, ...], tuple[float, ...]], rng: np.random.Generator) -> str:
+    genes, cum = use
+    return genes[min(int(np.searchsorted(cum, rng.random(), side="right")), len(genes) - 1)]
+
+
+def _gd_segments(locus: str, rng: np.random.Generator, paired_v: str) -> tuple[str, str, str, str]:
+    """V, D, J and C of a gamma (``paired_v``: its delta chain's V) or delta chain.
+
+    Blood gamma-delta cells are mostly V-gamma-9 V-delta-2 (TRGV9-TRGJP-TRGC1 with TRDV2),
+    else V-delta-1 (or 3) with another TRGV, mostly TRGC2.
+    """
+    if locus == "TRD":
+        v, j, d = _pick(_TRDV_USE, rng), _pick(_TRDJ_USE, rng), _pick(_TRDD_USE, rng)
+        return v, ("" if rng.random() < 0.2 else d), j, "TRDC"
+    if paired_v == "TRDV2" and rng.random() < 0.92:
+        v, j = "TRGV9", _pick(_TRGJ_V9_USE, rng)
+    else:
+        v, j = _pick(_TRGV_OTHER_USE, rng), _pick(_TRGJ_OTHER_USE, rng)
+    return v, "", j, TRGC_OF_J[j]
+
+
+def make_gd_chains(rng: np.random.Generator, used: set[str]) -> tuple[Chain, Chain]:
+    """A gamma-delta clone's TRG and TRD chains, CDR3 nucleotides new to ``used`` (added)."""
+    delta = make_chain("TRD", rng, used)
+    return make_chain("TRG", rng, used, paired_v=delta.v), delta
+
+
+def make_chain(
+    locus: str, rng: np.random.Generator, used: set[str], *, paired_v: str = ""
+) -> Chain:
+    """A new chain of ``locus`` whose CDR3 nucleotides are not in ``used`` (added to it).
+
+    ``locus`` is ``TRA``, ``TRB``, ``TRG`` or ``TRD``; ``paired_v`` (TRG only) is the V of
+    the clone's delta chain, which sets the gamma V usage.
+    """
     for _ in range(1000):
-        if locus == "TRA":
+        if locus in ("TRG", "TRD"):
+            v, d, j, c = _gd_segments(locus, rng, paired_v)
+            middle = int(rng.integers(1, 6)) if locus == "TRG" else int(rng.integers(4, 11))
+        elif locus == "TRA":
             v = TRAV[_draw(_TRAV_W, rng)]
             j = TRAJ[_draw(_TRAJ_W, rng)]
             d, c = "", "TRAC"
@@ -222,7 +303,7 @@ def chain_records(
     recs = []
     for i, ch in enumerate(chains, start=1):
         parts = _contig_parts(ch, rng)
-        umis = 1 + int(rng.poisson(5.0 if ch.locus == "TRB" else 3.0))
+        umis = 1 + int(rng.poisson(5.0 if ch.locus in ("TRB", "TRD") else 3.0))
         reads = int(umis * rng.lognormal(np.log(350.0), 0.4)) + umis
         recs.append(
             {"barcode": barcode, "contig_id": f"{barcode}_contig_{i}", "chain": ch,

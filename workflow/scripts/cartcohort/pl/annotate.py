@@ -33,7 +33,7 @@ STATE_COLORS: dict[str, str] = {
     "unassigned": "#d9d9d9",
 }
 LINEAGE_COLORS: dict[str, str] = {"CD4": "#1f78b4", "CD8": "#e31a1c", "DN": "#b2df8a",
-                                  "DP": "#6a3d9a"}
+                                  "DP": "#6a3d9a", "gd": "#a6761d"}
 CAR_COLORS: dict[str, str] = {
     "CAR+ (own UMIs)": "#e31a1c",
     "CAR+ (from clone)": "#fb9a99",
@@ -220,6 +220,52 @@ def signature_dotplot(
         ax.scatter([], [], s=f * 120, c="#999999", label=f"{int(f * 100)}% expressing")
     ax.legend(loc="upper left", bbox_to_anchor=(1.12, 1.0), frameon=False, fontsize=7)
     ax.set_title("Signature genes by called state")
+    fig.tight_layout()
+    return fig
+
+
+def library_calls(libraries: pd.DataFrame) -> Figure:
+    """Per library: lineage fractions and CAR+ fraction of the model beside the naive rule's.
+
+    Parameters
+    ----------
+    libraries
+        ``tables/annotation_libraries.tsv``.
+    """
+    libs = libraries.sort_values("sample").reset_index(drop=True)
+    n = len(libs)
+    y = np.arange(n)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, max(3.0, 0.28 * n + 1.5)), sharey=True,
+                                   gridspec_kw={"width_ratios": [2, 1]})
+    gd = pd.to_numeric(libs["gd_fraction"], errors="coerce").fillna(0).to_numpy()
+    for offset, prefix, scale in ((-0.2, "", 1 - gd), (0.2, "naive_", np.ones(n))):
+        left = np.zeros(n)
+        for lin in ("CD4", "CD8", "DN", "DP"):
+            v = pd.to_numeric(libs[f"{prefix}{lin.lower()}_fraction"], errors="coerce")
+            v = v.fillna(0).to_numpy() * scale
+            ax1.barh(y + offset, v, left=left, height=0.38, color=LINEAGE_COLORS[lin],
+                     label=lin if not prefix else None, hatch="//" if prefix else None,
+                     edgecolor="white", linewidth=0)
+            left += v
+        if not prefix:
+            ax1.barh(y + offset, gd, left=left, height=0.38, color=LINEAGE_COLORS["gd"],
+                     label="gd", linewidth=0)
+    ax1.set_yticks(y)
+    ax1.set_yticklabels([f"{s} ({v})" for s, v in zip(libs["sample"], libs["sort"])],
+                        fontsize=7)
+    ax1.set_xlim(0, 1)
+    ax1.set_xlabel("fraction of cells (upper bar: model; lower, hatched: naive rule)")
+    ax1.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=5, frameon=False,
+               fontsize=8)
+    model = pd.to_numeric(libs["car_positive_fraction"], errors="coerce").to_numpy()
+    naive = pd.to_numeric(libs["naive_car_positive_fraction"], errors="coerce").to_numpy()
+    ax2.barh(y - 0.2, np.nan_to_num(model), height=0.38, color="#e31a1c", label="model")
+    ax2.barh(y + 0.2, np.nan_to_num(naive), height=0.38, color="#bdbdbd", label="naive rule")
+    ax2.set_xlim(0, 1)
+    ax2.set_xlabel("CAR+ fraction")
+    ax2.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False,
+               fontsize=8)
+    ax1.invert_yaxis()
     fig.tight_layout()
     return fig
 

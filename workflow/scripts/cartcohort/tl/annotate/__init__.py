@@ -8,17 +8,26 @@ MuData of rule ``cohort``. The methods are described in the modules: :mod:`.sign
 """
 
 from .car import (
-    CAR_MIN_FOLD,
-    CAR_MIN_LOGLIK_GAIN,
     CarMethod,
     CarModel,
     call_car_cells,
     car_feature_mask,
     clone_aware_car,
+    fdr_calls,
     fit_car_model,
+    is_sorted_library,
 )
 from .cohort import CELL_COLUMNS, assemble_cohort, attach_calls, cells_table
-from .lineage import LINEAGE_DESIGN, LINEAGES, LineageResult, call_lineage
+from .gd import GdResult, call_gd, tcr_evidence
+from .lineage import (
+    LINEAGE_CALLS,
+    LINEAGE_DESIGN,
+    LINEAGES,
+    LineageResult,
+    call_lineage,
+    library_priors,
+    naive_lineage,
+)
 from .mixture import LatentClassFit, fit_latent_classes
 from .pipeline import AnnotationResult, agreement_table, annotate
 from .pooling import (
@@ -26,6 +35,7 @@ from .pooling import (
     CONFIDENT,
     neighbour_agreement,
     neighbour_graph,
+    local_class_prior,
     pool_by_clone,
     pool_neighbour_evidence,
     smoothing_operator,
@@ -41,6 +51,7 @@ from .signatures import (
     parse_signatures,
     restrict_signatures,
 )
+from .summary import LIBRARY_COLUMNS, library_table
 from .states import (
     call_states,
     cluster_consensus_states,
@@ -51,8 +62,17 @@ from .states import (
 
 __all__ = [
     "AnnotationResult",
-    "CAR_MIN_FOLD",
-    "CAR_MIN_LOGLIK_GAIN",
+    "GdResult",
+    "LIBRARY_COLUMNS",
+    "LINEAGE_CALLS",
+    "call_gd",
+    "fdr_calls",
+    "is_sorted_library",
+    "library_priors",
+    "library_table",
+    "local_class_prior",
+    "naive_lineage",
+    "tcr_evidence",
     "CELL_COLUMNS",
     "CLONE_CLIP",
     "CONFIDENT",

@@ -18,9 +18,9 @@ logger = logging.getLogger(__name__)
 #: Columns of ``cells.tsv.gz`` (DESIGN.md), before the ``score_<state>`` columns.
 CELL_COLUMNS: tuple[str, ...] = (
     "cell", "sample", "patient", "timepoint", "timepoint_day", "compartment", "batch", "sort",
-    "cd4_cd8", "cd4_cd8_cell", "state", "state_confidence", "lineage_state", "car_positive",
-    "car_positive_cell", "car_umis", "pd1_pos", "tim3_pos", "lag3_pos", "triple_pos", "clone_id",
-    "clone_size", "leiden",
+    "cd4_cd8", "cd4_cd8_cell", "cd4_cd8_naive", "state", "state_confidence", "lineage_state",
+    "car_positive", "car_positive_cell", "car_positive_naive", "car_umis", "pd1_pos",
+    "tim3_pos", "lag3_pos", "triple_pos", "clone_id", "clone_size", "leiden",
 )
 
 
@@ -33,8 +33,9 @@ def cells_table(gex: ad.AnnData) -> pd.DataFrame:
     -------
     pandas.DataFrame
         :data:`CELL_COLUMNS`, then the ``score_<state>`` columns, then those of
-        ``car_posterior``, ``state_cell``, ``celltypist_label`` and
-        ``celltypist_conf`` that ``obs`` holds; one row per cell in ``obs`` order.
+        ``car_posterior``, ``cd4_cd8_source``, ``gd_posterior``, ``state_cell``,
+        ``celltypist_label`` and ``celltypist_conf`` that ``obs`` holds; one row per cell
+        in ``obs`` order.
     """
     obs = gex.obs
     df = pd.DataFrame({"cell": obs.index.astype(str)})
@@ -48,7 +49,8 @@ def cells_table(gex: ad.AnnData) -> pd.DataFrame:
             df[col] = pd.NA
     for col in [c for c in obs.columns if c.startswith("score_")]:
         df[col] = obs[col].to_numpy()
-    for extra in ("car_posterior", "state_cell", "celltypist_label", "celltypist_conf"):
+    for extra in ("car_posterior", "cd4_cd8_source", "gd_posterior", "state_cell",
+                  "celltypist_label", "celltypist_conf"):
         if extra in obs:
             v = obs[extra]
             if isinstance(v.dtype, pd.CategoricalDtype):

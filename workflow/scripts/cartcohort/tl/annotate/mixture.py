@@ -80,9 +80,11 @@ def _initial_responsibilities(counts: np.ndarray, design: np.ndarray) -> np.ndar
     return normalise_log(logr)
 
 
-def _update_prior(resp: np.ndarray, min_prior: float) -> np.ndarray:
-    """M-step of the class priors, floored at ``min_prior``."""
-    prior = resp.mean(axis=0)
+def _update_prior(resp: np.ndarray, min_prior: float,
+                  pseudocounts: np.ndarray | None = None) -> np.ndarray:
+    """M-step (MAP with Dirichlet ``pseudocounts``) of the class priors, floored."""
+    prior = resp.sum(axis=0) + (0.0 if pseudocounts is None else pseudocounts)
+    prior = prior / prior.sum()
     prior = np.maximum(prior, min_prior)
     prior /= prior.sum()
     return prior
@@ -90,14 +92,19 @@ def _update_prior(resp: np.ndarray, min_prior: float) -> np.ndarray:
 
 def _update_rates(resp: np.ndarray, counts: np.ndarray, lib: np.ndarray, design: np.ndarray,
                   *, it: int, low: np.ndarray, high: np.ndarray, size: np.ndarray,
-                  min_size: float, max_size: float, max_low_ratio: float) -> None:
+                  min_size: float, max_size: float, max_low_ratio: float,
+                  fixed_low: np.ndarray | None = None) -> None:
     """M-step of the per-gene rates (and, on some iterations, sizes), in place."""
     for g in range(counts.shape[1]):
         w_hi = resp[:, design[:, g]].sum(axis=1)
         w_lo = 1.0 - w_hi
-        low[g] = max(np.sum(w_lo * counts[:, g]) / max(np.sum(w_lo * lib), 1e-12), 1e-12)
         high[g] = max(np.sum(w_hi * counts[:, g]) / max(np.sum(w_hi * lib), 1e-12), 1e-12)
-        low[g] = min(low[g], max_low_ratio * high[g])
+        if fixed_low is not None:
+            low[g] = fixed_low[g]
+            high[g] = max(high[g], low[g] / max_low_ratio)
+        else:
+            low[g] = max(np.sum(w_lo * counts[:, g]) / max(np.sum(w_lo * lib), 1e-12), 1e-12)
+            low[g] = min(low[g], max_low_ratio * high[g])
         if it % 5 == 1 or it <= 3:
             size[g] = _fit_size(counts[:, g], lib * high[g], w_hi, min_size=min_size,
                                 max_size=max_size)
@@ -115,6 +122,9 @@ def fit_latent_classes(
     max_low_ratio: float = 0.2,
     max_iter: int = 300,
     tol: float = 1e-7,
+    fixed_low_rate: np.ndarray | None = None,
+    prior_pseudocounts: np.ndarray | None = None,
+    init: np.ndarray | None = None,
 ) -> LatentClassFit:
     """EM fit of a latent-class model of marker counts with library-size offsets.
 
@@ -142,6 +152,14 @@ def fit_latent_classes(
         of high cells can end with the low state fitted to part of the high ones).
     max_iter, tol
         EM stopping rule (relative change of the log-likelihood).
+    fixed_low_rate
+        Per-gene low (ambient) rates known from elsewhere, kept fixed (e.g. a CAR-sorted
+        library's ambient rate, learned from the cohort's unsorted libraries).
+    prior_pseudocounts
+        Dirichlet pseudo-counts of the class priors (MAP instead of ML).
+    init
+        ``(n_cells, n_classes)`` initial responsibilities (default: from marker
+        detection alone).
 
     Returns
     -------
@@ -158,7 +176,19 @@ def fit_latent_classes(
         raise ValueError("design must have one column per gene")
     if np.any(lib <= 0):
         raise CartCohortError("library sizes must be positive")
-    resp = _initial_responsibilities(counts, design)
+    resp = (_initial_responsibilities(counts, design) if init is None
+            else np.asarray(init, dtype=float))
+    m_step = {"min_prior": min_prior, "pseudocounts": prior_pseudocounts, "min_size": min_size,
+              "max_size": max_size, "max_low_ratio": max_low_ratio, "fixed_low": fixed_low_rate}
+    return _em(counts, lib, design, tuple(classes), resp, n_classes=n_classes,
+               max_iter=max_iter, tol=tol, m_step=m_step)
+
+
+def _em(counts: np.ndarray, lib: np.ndarray, design: np.ndarray, classes: tuple[str, ...],
+        resp: np.ndarray, *, n_classes: int, max_iter: int, tol: float,
+        m_step: dict) -> LatentClassFit:
+    """The EM iterations of :func:`fit_latent_classes` from responsibilities ``resp``."""
+    n_genes = counts.shape[1]
     low = np.empty(n_genes)
     high = np.empty(n_genes)
     size = np.full(n_genes, 10.0)
@@ -167,10 +197,11 @@ def fit_latent_classes(
     loglik = -np.inf
     it = 0
     for it in range(1, max_iter + 1):
-        prior = _update_prior(resp, min_prior)
+        prior = _update_prior(resp, m_step["min_prior"], m_step["pseudocounts"])
         _update_rates(resp, counts, lib, design, it=it, low=low, high=high, size=size,
-                      min_size=min_size, max_size=max_size, max_low_ratio=max_low_ratio)
-        fit = LatentClassFit(tuple(classes), design, low.copy(), high.copy(), size.copy(),
+                      min_size=m_step["min_size"], max_size=m_step["max_size"],
+                      max_low_ratio=m_step["max_low_ratio"], fixed_low=m_step["fixed_low"])
+        fit = LatentClassFit(classes, design, low.copy(), high.copy(), size.copy(),
                              prior.copy(), loglik, it)
         # E-step
         logp = fit.log_likelihood(counts, library_size=lib) + np.log(prior)[None, :]
@@ -180,4 +211,4 @@ def fit_latent_classes(
         if np.isfinite(prev) and abs(loglik - prev) <= tol * abs(prev):
             break
         prev = loglik
-    return LatentClassFit(tuple(classes), design, low, high, size, prior, loglik, it)
+    return LatentClassFit(classes, design, low, high, size, prior, loglik, it)

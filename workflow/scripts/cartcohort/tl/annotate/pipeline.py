@@ -21,7 +21,9 @@ from scipy import sparse
 from ...errors import CartCohortError
 from .car import CarMethod, annotate_car, car_counts
 from .cohort import cells_table
+from .gd import GdResult
 from .lineage import LINEAGES, LineageResult, annotate_lineage, check_lineage_genes
+from .summary import library_table
 from .pooling import cell_clones, neighbour_graph
 from .signatures import Signatures, restrict_signatures
 from .states import annotate_celltypist, annotate_markers, annotate_states
@@ -45,6 +47,9 @@ class AnnotationResult:
         One row per program: genes listed and present, ``used``.
     car_models
         One row per sample: its CAR model (empty without a CAR feature).
+    libraries
+        One row per library: lineage and CAR+ fractions beside the naive rule's, and
+        where the lineage calls came from (:func:`~.summary.library_table`).
     summary
         Fitted quantities for the provenance (lineage rho and priors, clone CAR
         parameters, checkpoint-marker fits) and the settings.
@@ -58,6 +63,7 @@ class AnnotationResult:
     agreement: pd.DataFrame
     signature_genes: pd.DataFrame
     car_models: pd.DataFrame
+    libraries: pd.DataFrame | None = None
     summary: dict[str, Any] = field(default_factory=dict)
     cells: pd.DataFrame | None = None
     input_obsm: tuple[str, ...] = ()
@@ -133,15 +139,17 @@ def agreement_table(obs: pd.DataFrame, *, car: bool) -> pd.DataFrame:
 
 
 def _record(gex: ad.AnnData, *, signatures: Signatures, used: Signatures, lin: LineageResult,
-            clone_aware: bool, car_params: dict[str, float], marker_fits: dict[str, Any],
-            params: dict[str, Any]) -> dict[str, Any]:
+            gd: GdResult | None, clone_aware: bool, car_params: dict[str, float],
+            marker_fits: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
     """The summary of the fitted models; its settings and genes go to ``uns['annotation']``."""
     summary = {
         "signatures_version": used.version,
         "signatures_file": signatures.source,
         "states": used.state_ids,
-        "lineage_rho": lin.rho,
         "lineage_prior": dict(zip(LINEAGES, map(float, lin.fit.prior))),
+        "lineage_sources": {k: float((lin.source == k).mean())
+                            for k in ("own", "neighbours", "clone", "gd")},
+        "gd_model": {} if gd is None else gd.count_model,
         "clone_aware": clone_aware,
         "car_clone_params": {k: float(v) for k, v in car_params.items()},
         "markers": marker_fits,
@@ -149,12 +157,32 @@ def _record(gex: ad.AnnData, *, signatures: Signatures, used: Signatures, lin: L
     }
     gex.uns["annotation"] = {
         **{k: v for k, v in summary.items() if k not in ("markers", "lineage_prior",
-                                                          "car_clone_params", "params")},
+                                                          "car_clone_params", "params",
+                                                          "lineage_sources", "gd_model")},
         "params": summary["params"],
         "signature_genes": {s.id: list(s.up) for s in used.states},
         "signature_down_genes": {s.id: list(s.down) for s in used.states},
     }
     return summary
+
+
+_SETTINGS: tuple[str, ...] = (
+    "min_state_score", "min_confidence_margin", "cluster_consensus", "car_method",
+    "car_min_umis", "car_fdr", "car_population_alpha", "car_sorted_patterns",
+    "car_sorted_prior", "smoothing", "down_weight", "sd_floor", "clone_aware")
+
+
+def _settings(values: dict[str, Any]) -> dict[str, Any]:
+    """The settings of :func:`annotate` recorded in ``uns['annotation']['params']``."""
+    out = {k: values[k] for k in _SETTINGS}
+    out["car_sorted_patterns"] = list(out["car_sorted_patterns"])
+    for k in ("min_state_score", "min_confidence_margin", "car_fdr", "car_population_alpha",
+              "car_sorted_prior", "smoothing", "down_weight", "sd_floor"):
+        out[k] = float(out[k])
+    for k in ("cluster_consensus", "clone_aware"):
+        out[k] = bool(out[k])
+    out["car_min_umis"] = int(out["car_min_umis"])
+    return out
 
 
 def _cells(gex: ad.AnnData) -> pd.DataFrame:
@@ -168,7 +196,10 @@ def annotate(
     gex: ad.AnnData, *, airr: ad.AnnData | None, signatures: Signatures,
     car_features: Sequence[str], min_state_score: float = 0.0,
     min_confidence_margin: float = 0.05, cluster_consensus: bool = False,
-    car_method: CarMethod = "mixture", car_min_umis: int = 1, clone_aware: bool = True,
+    car_method: CarMethod = "mixture", car_min_umis: int = 1, car_fdr: float = 0.1,
+    car_population_alpha: float = 1e-3,
+    car_sorted_patterns: Sequence[str] = ("CAR+", "CAT+"), car_sorted_prior: float = 0.9,
+    clone_aware: bool = True,
     smoothing: float = 0.75, down_weight: float = 0.5, sd_floor: float = 0.5,
     celltypist_model: str | None = "",
 ) -> AnnotationResult:
@@ -188,8 +219,11 @@ def annotate(
     min_state_score, min_confidence_margin, cluster_consensus
         State-call thresholds (:func:`~.states.call_states`,
         :func:`~.states.cluster_consensus_states`).
-    car_method, car_min_umis
-        Per-cell CAR rule (:func:`~.car.call_car_cells`).
+    car_method, car_min_umis, car_fdr, car_population_alpha
+        Per-cell CAR rule, its expected false-discovery rate and the level of each unsorted
+        library's test for CAR+ cells (:func:`~.car.call_car_cells`).
+    car_sorted_patterns, car_sorted_prior
+        CAR-sorted libraries and their prior CAR+ fraction (:func:`~.car.annotate_car`).
     clone_aware
         Pool clone members for the final lineage and CAR calls.
     smoothing, down_weight, sd_floor
@@ -214,11 +248,14 @@ def annotate(
     clone_aware_used = bool(clone_aware) and clone.notna().any()
     sig, sig_genes = restrict_signatures(signatures, genes=gex.var_names)
     check_lineage_genes(signatures, var_names=gex.var_names)
-    lin = annotate_lineage(gex, counts, signatures=signatures, library_size=library, graph=graph,
-                           clone_id=clone, clone_aware=clone_aware_used)
+    lin, gd = annotate_lineage(gex, counts, signatures=signatures, library_size=library,
+                               graph=graph, clone_id=clone, clone_aware=clone_aware_used,
+                               airr=airr)
     car_models, car_params = annotate_car(
         gex, car_umis, car_mask=car_mask, car_features=car_features, library_size=library,
-        clone_id=clone, clone_aware=clone_aware_used, method=car_method, min_umis=car_min_umis)
+        clone_id=clone, clone_aware=clone_aware_used, method=car_method, min_umis=car_min_umis,
+        sorted_patterns=car_sorted_patterns, sorted_prior=car_sorted_prior, fdr=car_fdr,
+        population_alpha=car_population_alpha)
     marker_fits = annotate_markers(gex, counts, signatures=signatures, library_size=library,
                                    graph=graph)
     annotate_states(gex, signatures=sig, graph=graph, smoothing=smoothing,
@@ -229,14 +266,9 @@ def annotate(
     gex.obs["clone_size"] = clone_size.to_numpy()
     annotate_celltypist(gex, model_path=celltypist_model)
     agreement = agreement_table(gex.obs, car=bool(car_mask.any()))
-    params = {"min_state_score": float(min_state_score),
-              "min_confidence_margin": float(min_confidence_margin),
-              "cluster_consensus": bool(cluster_consensus), "car_method": car_method,
-              "car_min_umis": int(car_min_umis), "smoothing": float(smoothing),
-              "down_weight": float(down_weight), "sd_floor": float(sd_floor),
-              "clone_aware": bool(clone_aware)}
-    summary = _record(gex, signatures=signatures, used=sig, lin=lin, clone_aware=clone_aware_used,
-                      car_params=car_params, marker_fits=marker_fits, params=params)
+    summary = _record(gex, signatures=signatures, used=sig, lin=lin, gd=gd,
+                      clone_aware=clone_aware_used, car_params=car_params,
+                      marker_fits=marker_fits, params=_settings(locals()))
     return AnnotationResult(gex=gex, agreement=agreement, signature_genes=sig_genes,
-                            car_models=car_models, summary=summary, cells=_cells(gex),
-                            input_obsm=input_obsm)
+                            car_models=car_models, libraries=library_table(gex.obs, car_models),
+                            summary=summary, cells=_cells(gex), input_obsm=input_obsm)

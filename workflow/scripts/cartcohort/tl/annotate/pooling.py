@@ -31,6 +31,10 @@ logger = logging.getLogger(__name__)
 CLONE_CLIP = 10.0
 #: Cells whose own posterior reaches this are "confident" when estimating rho.
 CONFIDENT = 0.9
+#: Pseudo-cells of the library prior in each kNN neighbourhood (:func:`local_class_prior`).
+LOCAL_PRIOR_STRENGTH = 5.0
+#: EM iterations of :func:`local_class_prior`.
+LOCAL_PRIOR_ITER = 50
 
 
 def neighbour_graph(adata: ad.AnnData, *, key: str = "connectivities") -> sparse.csr_matrix:
@@ -145,6 +149,79 @@ def pool_neighbour_evidence(
     return normalise_log(evidence + logprior), evidence, float(rho)
 
 
+def local_class_prior(
+    log_lik: np.ndarray,
+    *,
+    base_prior: np.ndarray,
+    graph: sparse.spmatrix,
+    strength: float = LOCAL_PRIOR_STRENGTH,
+    n_iter: int = LOCAL_PRIOR_ITER,
+    chunk: int = 100_000,
+    binary: bool = True,
+) -> np.ndarray:
+    """Per-cell class prior: the class mixture fitted to the cell's kNN neighbours.
+
+    For cell ``i`` the class proportions ``pi_i`` of its neighbourhood are estimated by EM
+    from the neighbours' own likelihoods (each neighbour ``j`` with weight ``w_ij``), with
+    ``base_prior`` as a Dirichlet prior worth ``strength`` cells::
+
+        r_ij = pi_i * L_j / sum(pi_i * L_j)
+        pi_i <- (strength * base_i + sum_j w_ij r_ij) / (strength + sum_j w_ij)
+
+    Unlike adding the neighbours' log-likelihoods to the cell's own, a neighbourhood
+    whose cells consistently lack a class's markers raises the class that explains that
+    lack (e.g. DN): zeros count as what they are under each class, never as evidence of
+    the neighbours' majority class.
+
+    Parameters
+    ----------
+    log_lik
+        ``(n_cells, n_classes)`` own log-likelihoods.
+    base_prior
+        ``(n_cells, n_classes)`` (e.g. the cell's library prior) or ``(n_classes,)``.
+    graph
+        kNN weights without self loops.
+    strength
+        Pseudo-cells of ``base_prior`` in each neighbourhood.
+    n_iter
+        EM iterations (stops earlier when no prior moves by 1e-4).
+    chunk
+        Cells per block (bounds the memory of the edge arrays).
+    binary
+        Count each neighbour as one cell (``w_ij = 1``) rather than by its connectivity
+        (UMAP connectivities sum to a few units per cell whatever the number of
+        neighbours, which would let ``strength`` outweigh them).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n_cells, n_classes)`` priors, rows summing to 1.
+    """
+    n, k = log_lik.shape
+    base = np.broadcast_to(np.asarray(base_prior, dtype=float), (n, k))
+    lik = np.exp(log_lik - log_lik.max(axis=1, keepdims=True))
+    g = sparse.csr_matrix(graph, dtype=np.float64)
+    pi = np.array(base, dtype=float)
+    for _ in range(n_iter):
+        new = np.empty_like(pi)
+        for a in range(0, n, chunk):
+            b = min(a + chunk, n)
+            block = g[a:b].tocoo()
+            rows, cols = block.row, block.col
+            w = np.ones(len(rows)) if binary else block.data
+            r = pi[a + rows] * lik[cols]
+            r *= (w / np.maximum(r.sum(axis=1), 1e-300))[:, None]
+            acc = np.column_stack([np.bincount(rows, weights=r[:, c], minlength=b - a)
+                                   for c in range(k)])
+            deg = np.bincount(rows, weights=w, minlength=b - a)
+            new[a:b] = (strength * base[a:b] + acc) / (strength + deg)[:, None]
+        delta = float(np.abs(new - pi).max()) if n else 0.0
+        pi = new
+        if delta < 1e-4:
+            break
+    return pi / pi.sum(axis=1, keepdims=True)
+
+
 def pool_by_clone(
     log_evidence: np.ndarray,
     *,
@@ -157,6 +234,18 @@ def pool_by_clone(
 
     Each member contributes its log-evidence relative to its best class,
     clipped at ``-clip``; the clone posterior is the prior times the product.
+
+    Parameters
+    ----------
+    log_evidence
+        ``(n_cells, n_classes)`` per-cell log-likelihoods.
+    clone_id
+        Clone of each cell (missing: not pooled).
+    prior
+        ``(n_classes,)`` class prior of every clone, or ``(n_cells, n_classes)`` per-cell
+        priors (a clone's prior is then the mean of its members').
+    clip, min_members
+        Clipping of each member's relative evidence; smallest clone pooled.
 
     Returns
     -------
@@ -177,7 +266,14 @@ def pool_by_clone(
     sums = np.zeros((n_clones, k))
     np.add.at(sums, codes[has], rel[has])
     size = np.bincount(codes[has], minlength=n_clones)
-    clone_post = normalise_log(sums + np.log(prior)[None, :])
+    prior = np.asarray(prior, dtype=float)
+    if prior.ndim == 2:
+        mean_prior = np.zeros((n_clones, k))
+        np.add.at(mean_prior, codes[has], prior[has])
+        log_prior = np.log(np.maximum(mean_prior / np.maximum(size, 1)[:, None], 1e-12))
+    else:
+        log_prior = np.log(prior)[None, :]
+    clone_post = normalise_log(sums + log_prior)
     pooled = has & (size[np.where(has, codes, 0)] >= min_members)
     post[pooled] = clone_post[codes[pooled]]
     return post, pooled

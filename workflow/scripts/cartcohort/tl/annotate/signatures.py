@@ -125,12 +125,14 @@ def _parse_lineage(spec: Mapping, *, source: str,
                    problems: list[Problem]) -> dict[str, tuple[str, ...]]:
     lineage_spec = spec.get("lineage")
     lineage: dict[str, tuple[str, ...]] = {}
-    if not isinstance(lineage_spec, Mapping) or set(lineage_spec) != {"CD4", "CD8"}:
+    if (not isinstance(lineage_spec, Mapping) or not {"CD4", "CD8"} <= set(lineage_spec)
+            or not set(lineage_spec) <= {"CD4", "CD8", "gd"}):
         problems.append(Problem(source, "key 'lineage'",
-                                "must map exactly CD4 and CD8 to lists of marker genes",
-                                "e.g. lineage: {CD4: [CD4], CD8: [CD8A, CD8B]}"))
+                                "must map CD4 and CD8 (and optionally gd) to lists of marker "
+                                "genes", "e.g. lineage: {CD4: [CD4], CD8: [CD8A, CD8B], "
+                                "gd: [TRDC, TRGC1, TRGC2]}"))
         return lineage
-    for lin in ("CD4", "CD8"):
+    for lin in [k for k in ("CD4", "CD8", "gd") if k in lineage_spec]:
         genes = _gene_list(lineage_spec[lin], source=source, where=f"lineage.{lin}",
                            problems=problems)
         if not genes:
