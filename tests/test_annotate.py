@@ -431,6 +431,9 @@ def test_sorted_library_uses_the_sort_and_the_cohort_ambient_share():
         m = sample == name
         fdr = (~pos[m] & called[m]).sum() / max(called[m].sum(), 1)
         assert fdr <= table.loc[name, "expected_fdr"] + 0.03, (name, fdr)
+    warn = an.car_warnings(table.reset_index())
+    assert list(warn["sample"]) == ["Z"] and list(warn["check"]) == ["car_sorted_without_umis"]
+    assert warn.loc[0, "count"] == 200 and "car_features" in warn.loc[0, "action"]
     assert an.is_sorted_library("CD3+CAR+", patterns=["car+"])
     assert not an.is_sorted_library("CD3+", patterns=["CAR+", "CAT+"])
     assert not an.is_sorted_library(np.nan, patterns=["CAR+"])
@@ -466,12 +469,16 @@ def test_demo_state_lineage_car_accuracy(demo):
     assert len(obs) > 1500
     ts = truth["state"].astype(str)
     f1 = f1_score(ts, obs["state"].astype(str), average="macro", labels=sorted(ts.unique()))
-    assert f1 >= 0.70, f1  # real-shaped demo: states on a continuum
+    assert f1 >= 0.70, f1  # real-shaped demo: states on a continuum (measured 0.763)
+    # truth CD4/CD8/DN/gd (issue 25 demo): measured 0.885, the naive rule 0.641
     acc = (obs["cd4_cd8"].astype(str).to_numpy() == truth["cd4_cd8"].to_numpy()).mean()
-    assert acc >= 0.92, acc
+    naive = (obs["cd4_cd8_naive"].astype(str).to_numpy() == truth["cd4_cd8"].to_numpy()).mean()
+    assert acc >= 0.86 and acc >= naive + 0.15, (acc, naive)
     car_true = truth["car_positive"].astype(str).eq("True").to_numpy()
     car_f1 = f1_score(car_true, obs["car_positive"].astype(bool).to_numpy())
-    assert car_f1 >= 0.72, car_f1  # CAR detected in ~65 % of CAR+ cells
+    car_naive = f1_score(car_true, obs["car_positive_naive"].astype(bool).to_numpy())
+    # CAR detected in ~65 % of CAR+ cells; measured 0.890, the naive rule 0.779
+    assert car_f1 >= 0.85 and car_f1 >= car_naive + 0.05, (car_f1, car_naive)
     # clone-aware final calls are at least as good as the per-cell ones
     assert car_f1 >= f1_score(car_true, obs["car_positive_cell"].astype(bool).to_numpy())
 
@@ -734,3 +741,32 @@ def test_lineage_on_wu2020_agrees_with_author_clusters():
                     has_tcr=np.ones(gex.n_obs, bool), ab_pair=np.ones(gex.n_obs, bool),
                     gd_contig=np.zeros(gex.n_obs, bool))
     assert not gd.is_gd.any()
+
+
+def test_library_table_puts_model_beside_naive():
+    obs = pd.DataFrame({
+        "sample": ["A"] * 4 + ["B"] * 3,
+        "sort": ["CD3+"] * 4 + ["CAR+"] * 3,
+        "cd4_cd8": ["CD4", "DN", "gd", "CD8", "CD8", "CD8", "CD4"],
+        "cd4_cd8_naive": ["DN", "DN", "DN", "CD8", "CD8", "DN", "CD4"],
+        "cd4_cd8_source": ["neighbours", "own", "gd", "own", "clone", "own", "own"],
+        "car_positive": pd.array([True, False, False, False, True, True, pd.NA],
+                                 dtype="boolean"),
+        "car_positive_naive": pd.array([True, False, True, False, True, False, False],
+                                       dtype="boolean"),
+    })
+    models = pd.DataFrame({"sample": ["A", "B"], "car_status": ["ok", "ok"],
+                           "expected_fdr": [0.01, 0.05], "expected_fpr": [0.002, 0.4]})
+    t = an.library_table(obs, models).set_index("sample")
+    assert list(t.reset_index().columns) == list(an.LIBRARY_COLUMNS)
+    # A: αβ cells CD4, DN, CD8 (gd out of the denominator); gd among all 4 cells
+    assert t.loc["A", ["cd4_fraction", "dn_fraction", "cd8_fraction"]].tolist() == \
+        pytest.approx([1 / 3, 1 / 3, 1 / 3])
+    assert t.loc["A", "gd_fraction"] == 0.25
+    assert t.loc["A", "naive_dn_fraction"] == 0.75
+    assert t.loc["A", "lineage_from_neighbours"] == pytest.approx(1 / 3)
+    assert t.loc["B", "lineage_from_clone"] == pytest.approx(1 / 3)
+    # CAR+ among cells with a known status; naive among all cells
+    assert t.loc["B", "car_positive_fraction"] == 1.0
+    assert t.loc["B", "naive_car_positive_fraction"] == pytest.approx(1 / 3)
+    assert t.loc["A", "car_expected_fpr"] == 0.002 and t.loc["B", "sort"] == "CAR+"

@@ -75,10 +75,11 @@ def test_qc_removes_planted_bad_cells(cells, truth):
     dbl = truth["is_doublet"].astype(bool)
     good = ~lowq & ~dbl
     assert (~kept[lowq]).mean() >= 0.95, "low-quality recall"  # measured 1.00
-    assert (~kept[dbl]).mean() >= 0.80, "doublet recall"  # measured 0.856
-    # measured 0.877: Scrublet's automatic threshold on 60-450-cell libraries calls ~10 % of
-    # good cells doublets (issue 25)
-    assert kept[good].mean() >= 0.86, "good cells kept"
+    # measured 0.797: four small libraries get no expression doublet calls, because their
+    # Scrublet auto threshold would call 15-80 % of the cells (refused, in warnings.tsv);
+    # their doublets are only caught by the TCR evidence
+    assert (~kept[dbl]).mean() >= 0.78, "doublet recall"
+    assert kept[good].mean() >= 0.90, "good cells kept"  # measured 0.927
 
 
 def _good(merged: pd.DataFrame) -> pd.DataFrame:
@@ -87,7 +88,7 @@ def _good(merged: pd.DataFrame) -> pd.DataFrame:
 
 def test_lineage_beats_the_naive_rule(merged):
     """Issue 25. Over the αβ cells (truth CD4/CD8/DN) the model agrees with the truth on
-    0.846 of the cells, the naive rule on 0.647. The rest is DN told from CD4: CD4 is
+    0.841 of the cells, the naive rule on 0.644. The rest is DN told from CD4: CD4 is
     detected in 28 % of CD4 cells and the simulated DN cells differ from CD4 cells only by
     the markers, so a double-zero cell is CD4 or DN at odds of about 1.4 from its own
     counts; the acceptance line of 0.90 is not reached (docs note on issue 25)."""
@@ -95,10 +96,10 @@ def test_lineage_beats_the_naive_rule(merged):
     ab = good["cd4_cd8_true"] != "gd"
     acc = (good.loc[ab, "cd4_cd8"] == good.loc[ab, "cd4_cd8_true"]).mean()
     naive = (good.loc[ab, "cd4_cd8_naive"] == good.loc[ab, "cd4_cd8_true"]).mean()
-    assert acc >= 0.83, acc  # measured 0.846
-    assert acc >= naive + 0.15, (acc, naive)  # naive measured 0.647
+    assert acc >= 0.82, acc  # measured 0.841
+    assert acc >= naive + 0.15, (acc, naive)  # naive measured 0.644
     cd8 = good["cd4_cd8_true"] == "CD8"
-    assert (good.loc[cd8, "cd4_cd8"] == "CD8").mean() >= 0.95  # measured 0.979
+    assert (good.loc[cd8, "cd4_cd8"] == "CD8").mean() >= 0.95  # measured 0.976
 
 
 def test_gamma_delta_cells_found(merged):
@@ -119,22 +120,22 @@ def test_car_calls_use_the_sort_and_beat_the_naive_rule(merged):
     called = good["car_positive"].astype(str).str.lower() == "true"
     naive = good["car_positive_naive"].astype(str).str.lower() == "true"
     recall = called[sorted_lib & car_true].mean()
-    assert recall >= 0.90, recall  # measured 0.952
-    assert recall >= naive[sorted_lib & car_true].mean() + 0.2  # naive measured 0.669
-    assert called[~sorted_lib & ~car_true].mean() <= 0.05  # measured 0.015 (naive 0.019)
+    assert recall >= 0.90, recall  # measured 0.968
+    assert recall >= naive[sorted_lib & car_true].mean() + 0.2  # naive measured 0.676
+    assert called[~sorted_lib & ~car_true].mean() <= 0.05  # measured 0.016 (naive 0.019)
     f1, f1_naive = f1_score(car_true, called), f1_score(car_true, naive)
-    assert f1 >= 0.80 and f1 >= f1_naive + 0.03, (f1, f1_naive)  # measured 0.830 vs 0.775
+    assert f1 >= 0.80 and f1 >= f1_naive + 0.03, (f1, f1_naive)  # measured 0.841 vs 0.779
 
 
 def test_state_calls_macro_f1(merged):
     good = _good(merged)
     labels = sorted(good["state_true"].unique())
     f1 = f1_score(good["state_true"], good["state"], average="macro", labels=labels)
-    # measured 0.776 (0.781 without the γδ cells, 60 of which the gd program calls `gd`)
+    # measured 0.788 (γδ cells count too: the gd program calls some of them `gd`)
     assert f1 >= 0.75, f1
     clear = good[good["state_weight"] >= 0.8]  # cells not blended with a neighbour state
     f1_clear = f1_score(clear["state_true"], clear["state"], average="macro", labels=labels)
-    assert f1_clear >= 0.80 and f1_clear > f1, (f1_clear, f1)  # measured 0.827
+    assert f1_clear >= 0.80 and f1_clear > f1, (f1_clear, f1)  # measured 0.831
 
 
 def test_cd4_cd8_ratio_per_sample_close_to_truth(merged):
@@ -146,9 +147,9 @@ def test_cd4_cd8_ratio_per_sample_close_to_truth(merged):
     true = good.groupby("sample")["cd4_cd8_true"].apply(ratio)
     rel = (called - true).abs() / true
     # DN cells called CD4 (see test_lineage_beats_the_naive_rule) inflate the CD4 count:
-    # measured median 0.149, max 0.57 (0.044 / 0.11 on the demo without DN cells)
-    assert rel.median() <= 0.20, rel.median()
-    assert (rel <= 0.65).all(), rel[rel > 0.65]
+    # measured median 0.101, max 0.63 (0.044 / 0.11 on the demo without DN cells)
+    assert rel.median() <= 0.15, rel.median()
+    assert (rel <= 0.70).all(), rel[rel > 0.70]
 
 
 def test_identity_clonotypes_reproduce_planted_clones(merged, demo_run):
@@ -172,8 +173,8 @@ def test_association_finds_planted_effects_not_the_null(demo_run):
     mem, exh, null = mw.loc["memory_like_fraction"], mw.loc["exhausted_fraction"], mw.loc["log2_cd4_cd8_ratio"]
     # each planted effect is found at ~85 % power with true labels (tests/test_design_power.py),
     # so one cohort may miss one after FDR control. Seed 0: exhausted q 0.002; memory-like
-    # p 0.005, q 0.028 (called states blur the continuum, rho 0.94 with the truth below);
-    # the null q 0.37.
+    # p 0.005, q 0.030 (called states blur the continuum, rho 0.97 with the truth below);
+    # the null q 0.34.
     assert mem["pvalue"] < 0.05 and mem["effect"] > 0
     assert exh["qvalue"] < 0.05 and exh["effect"] < 0
     assert null["qvalue"] >= 0.05
@@ -196,7 +197,7 @@ def test_patient_features_track_the_planted_truth(demo_run, demo_dir):
     for called, true in (("memory_like_fraction", "ip_memory_like_observed"),
                          ("exhausted_fraction", "ip_exhausted_observed")):
         rho = ip[called].corr(ip[true], method="spearman")
-        assert rho >= 0.9, (called, rho)  # measured 0.937 and 0.994
+        assert rho >= 0.9, (called, rho)  # measured 0.970 and 0.991
 
 
 def test_changing_annotation_param_reruns_only_annotation_and_downstream(demo_run, demo_dir, tmp_path):

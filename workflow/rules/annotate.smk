@@ -18,6 +18,7 @@ rule annotate:
         signature_genes="results/tables/annotation_signature_genes.tsv",
         car_models="results/tables/annotation_car_models.tsv",
         libraries="results/tables/annotation_libraries.tsv",
+        warnings="results/annotate/warnings.tsv",
     log:
         "logs/annotate.log",
     benchmark:

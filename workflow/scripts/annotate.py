@@ -18,8 +18,11 @@ with script_logging(snakemake):
     tables.write_table(result.agreement, snakemake.output.agreement,
                        sort_by=["sample", "call", "cell_call", "final_call"])
     tables.write_table(result.signature_genes, snakemake.output.signature_genes)
-    tables.write_table(result.car_models, snakemake.output.car_models, sort_by=["sample"])
-    tables.write_table(result.libraries, snakemake.output.libraries, sort_by=["sample"])
+    tables.TABLES["annotation_car_models"].write(result.car_models, snakemake.output.car_models,
+                                                sort_by=["sample"])
+    tables.TABLES["annotation_libraries"].write(result.libraries, snakemake.output.libraries,
+                                                sort_by=["sample"])
+    tables.TABLES["warnings"].write(result.warnings, snakemake.output.warnings)
     # the calls without the expression matrix; rule `cohort` joins them with the
     # matrices, the UMAP and the AIRR data into results/cohort.h5mu
     result.calls.write_h5ad(snakemake.output.calls)

@@ -199,8 +199,28 @@ _REGISTRY = (
         "annotation_car_models",
         "results/tables/annotation_car_models.tsv",
         "annotate",
-        _names("sample car_detected ambient_rate positive_rate size positive_fraction")
-        + _names("loglik_gain reason"),
+        _names("sample sorted car_status ambient_rate ambient_source positive_rate size")
+        + _names("positive_fraction n_cells n_called expected_false_positives expected_fdr")
+        + _names("expected_fpr reason"),
+        text=_names("car_status ambient_source reason"),
+    ),
+    Table(
+        "annotation_libraries",
+        "results/tables/annotation_libraries.tsv",
+        "annotate",
+        _names("sample sort n_cells cd4_fraction cd8_fraction dn_fraction dp_fraction")
+        + _names("gd_fraction naive_cd4_fraction naive_cd8_fraction naive_dn_fraction")
+        + _names("naive_dp_fraction lineage_from_own lineage_from_neighbours")
+        + _names("lineage_from_clone car_positive_fraction naive_car_positive_fraction")
+        + _names("car_status car_expected_fdr car_expected_fpr"),
+        text=_names("car_status"),
+    ),
+    Table(
+        "annotate_warnings",
+        "results/annotate/warnings.tsv",
+        "annotate",
+        WARNING_COLUMNS,
+        text=WARNING_TEXT,
     ),
     Table(
         "repertoire_samples",

@@ -39,6 +39,7 @@ _FUNCTIONS = {
     "state_fraction_bars": "annotate",
     "signature_dotplot": "annotate",
     "annotation_figures": "annotate",
+    "library_calls": "annotate",
     "response_group": "clonotypes",
     "top_clones": "clonotypes",
     "plot_clonal_expansion": "clonotypes",

@@ -43,6 +43,7 @@ from scipy.special import expit, logit
 from scipy.stats import chi2
 
 from ...errors import CartCohortError
+from ...sheets import WARNING_COLUMNS, warning_row
 from ._utils import clone_codes, dense_columns, nb_logpmf, pois_logpmf
 from .mixture import fit_latent_classes
 from .pooling import CLONE_CLIP
@@ -521,6 +522,27 @@ def car_counts(gex: ad.AnnData, counts: Any, *,
                 if car_mask.any() else np.zeros(gex.n_obs))
     library = np.maximum(total - car_umis, 1.0)
     return car_mask, car_umis, library
+
+
+def car_warnings(car_models: pd.DataFrame) -> pd.DataFrame:
+    """Rows of ``warnings.tsv`` for the CAR models: a CAR-sorted library without any CAR
+    UMI (``car_status == "unknown"``; ``count``: its cells).
+
+    Parameters
+    ----------
+    car_models
+        ``tables/annotation_car_models.tsv`` (:data:`CAR_MODEL_COLUMNS`).
+    """
+    rows = [warning_row(
+        sample=str(r["sample"]), step="annotate", check="car_sorted_without_umis",
+        count=int(r["n_cells"]),
+        detail="the sample sheet's sort marks the library CAR-enriched, but none of its cells "
+               "has a CAR UMI: its cells' CAR status is unknown (NA), not CAR-",
+        action="check that config car_features names the CAR feature of this library's "
+               "reference and that the CAR was captured; if the library is not CAR-enriched, "
+               "correct its sort in the sample sheet")
+        for _, r in car_models.iterrows() if r.get("car_status") == "unknown"]
+    return pd.DataFrame(rows, columns=list(WARNING_COLUMNS))
 
 
 def _missing_car_columns(gex: ad.AnnData, car_features: Sequence[str]) -> None:

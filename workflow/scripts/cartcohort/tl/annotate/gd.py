@@ -29,9 +29,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.special import expit
+from scipy.special import expit, logit
 
-from ._utils import gene_counts
+from ._utils import clone_codes, gene_counts
+from .pooling import CLONE_CLIP
 
 logger = logging.getLogger(__name__)
 
@@ -149,6 +150,7 @@ def call_gd(
     has_tcr: np.ndarray,
     ab_pair: np.ndarray,
     gd_contig: np.ndarray,
+    clone_id: pd.Series | np.ndarray | None = None,
     n_iter: int = 200,
 ) -> GdResult:
     """γδ posterior and call of every cell (module docstring).
@@ -163,6 +165,9 @@ def call_gd(
         Library (sample) of each cell.
     has_tcr, ab_pair, gd_contig
         :func:`tcr_evidence`.
+    clone_id
+        Clone of each cell: members of a clone (>= 2 cells) share one call, from the sum
+        of their (clipped) log-likelihood ratios and the mean of their libraries' priors.
     n_iter
         EM iterations of the library fractions.
 
@@ -205,6 +210,8 @@ def call_gd(
         if done:
             break
     post = expit(llr + np.log(frac[code] / (1 - frac[code])))
+    if clone_id is not None:
+        post = _pool_clones(post, llr, frac[code], clone_id)
     is_gd = post >= 0.5
     model = {"share_ab": fit["p_ab"], "share_gd": fit["p_gd"], "cohort_prior": cohort,
              "n_called": int(is_gd.sum())}
@@ -213,6 +220,26 @@ def call_gd(
                 model["share_ab"], model["share_gd"], model["n_called"], 100 * is_gd.mean(),
                 int(gdc_lib.sum()))
     return GdResult(post, is_gd, pd.Series(frac, index=pd.Index(libs, name="sample")), model)
+
+
+def _pool_clones(post: np.ndarray, llr: np.ndarray, prior: np.ndarray,
+                 clone_id: pd.Series | np.ndarray) -> np.ndarray:
+    """Posterior shared by the members of each clone of >= 2 cells."""
+    codes = clone_codes(clone_id)
+    has = codes >= 0
+    if not has.any():
+        return post
+    n_clones = codes.max() + 1
+    size = np.bincount(codes[has], minlength=n_clones)
+    score = np.bincount(codes[has], weights=np.clip(llr[has], -CLONE_CLIP, CLONE_CLIP),
+                        minlength=n_clones)
+    mean_prior = np.bincount(codes[has], weights=prior[has], minlength=n_clones) / np.maximum(
+        size, 1)
+    clone_post = expit(score + logit(np.clip(mean_prior, 1e-4, 1 - 1e-4)))
+    out = post.copy()
+    pooled = has & (size[np.where(has, codes, 0)] >= 2)
+    out[pooled] = clone_post[codes[pooled]]
+    return out
 
 
 def gd_counts_of(counts, var_names: pd.Index, genes: Sequence[str]) -> np.ndarray | None:

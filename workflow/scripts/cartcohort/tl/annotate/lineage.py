@@ -212,7 +212,7 @@ def check_lineage_genes(signatures: Signatures, *, var_names: pd.Index) -> None:
 
 
 def _annotate_gd(gex: ad.AnnData, counts: Any, *, signatures: Signatures,
-                 airr: ad.AnnData | None) -> GdResult | None:
+                 airr: ad.AnnData | None, clone_id: pd.Series | None) -> GdResult | None:
     """γδ calls (``gd_posterior``), or None without γδ genes in the signatures or data."""
     genes = signatures.lineage.get("gd", ())
     gd_counts = gd_counts_of(counts, gex.var_names, genes) if genes else None
@@ -223,7 +223,7 @@ def _annotate_gd(gex: ad.AnnData, counts: Any, *, signatures: Signatures,
     res = call_gd(gd_counts, ab_constant_counts=gene_counts(counts, gex.var_names,
                                                            AB_CONSTANT_GENES),
                   library=gex.obs["sample"].astype(str).to_numpy(), has_tcr=has_tcr,
-                  ab_pair=ab_pair, gd_contig=gd_contig)
+                  ab_pair=ab_pair, gd_contig=gd_contig, clone_id=clone_id)
     gex.obs["gd_posterior"] = res.posterior
     return res
 
@@ -252,7 +252,8 @@ def annotate_lineage(
     """
     cd4 = gene_counts(counts, gex.var_names, signatures.lineage["CD4"])
     cd8 = gene_counts(counts, gex.var_names, signatures.lineage["CD8"])
-    gd = _annotate_gd(gex, counts, signatures=signatures, airr=airr)
+    gd = _annotate_gd(gex, counts, signatures=signatures, airr=airr,
+                      clone_id=clone_id if clone_aware else None)
     lin = call_lineage(
         cd4, cd8_counts=cd8, library_size=library_size,
         library=gex.obs["sample"].astype(str).to_numpy(), graph=graph, clone_id=clone_id,

@@ -19,7 +19,7 @@ import pandas as pd
 from scipy import sparse
 
 from ...errors import CartCohortError
-from .car import CarMethod, annotate_car, car_counts
+from .car import CarMethod, annotate_car, car_counts, car_warnings
 from .cohort import cells_table
 from .gd import GdResult
 from .lineage import LINEAGES, LineageResult, annotate_lineage, check_lineage_genes
@@ -50,6 +50,8 @@ class AnnotationResult:
     libraries
         One row per library: lineage and CAR+ fractions beside the naive rule's, and
         where the lineage calls came from (:func:`~.summary.library_table`).
+    warnings
+        Rows of ``warnings.tsv`` (:func:`~.car.car_warnings`).
     summary
         Fitted quantities for the provenance (lineage rho and priors, clone CAR
         parameters, checkpoint-marker fits) and the settings.
@@ -64,6 +66,7 @@ class AnnotationResult:
     signature_genes: pd.DataFrame
     car_models: pd.DataFrame
     libraries: pd.DataFrame | None = None
+    warnings: pd.DataFrame | None = None
     summary: dict[str, Any] = field(default_factory=dict)
     cells: pd.DataFrame | None = None
     input_obsm: tuple[str, ...] = ()
@@ -271,4 +274,5 @@ def annotate(
                       marker_fits=marker_fits, params=_settings(locals()))
     return AnnotationResult(gex=gex, agreement=agreement, signature_genes=sig_genes,
                             car_models=car_models, libraries=library_table(gex.obs, car_models),
+                            warnings=car_warnings(car_models),
                             summary=summary, cells=_cells(gex), input_obsm=input_obsm)
