@@ -221,6 +221,22 @@ def _scrublet(
     return score, sub.uns["scrublet"]["doublet_scores_sim"]
 
 
+def _auto_threshold(score: np.ndarray, simulated: np.ndarray, *,
+                    expected_rate: float) -> tuple[float, str]:
+    """Scrublet's automatic threshold, or NaN and why it is refused."""
+    try:
+        thr = threshold_minimum(simulated)
+    except CartCohortError as err:
+        return np.nan, str(err)
+    share = float(np.mean(np.nan_to_num(score, nan=-np.inf) > thr))
+    if share > AUTO_MAX_RATE_FACTOR * expected_rate:
+        return np.nan, (f"its threshold {thr:.3g} would call {100 * share:.0f} % of the cells "
+                        f"doublets, more than {AUTO_MAX_RATE_FACTOR:g} x "
+                        f"qc.doublets.expected_rate={expected_rate:g}: the simulated-doublet "
+                        "score histogram has no separate doublet mode")
+    return thr, ""
+
+
 def score_doublets(
     gex: ad.AnnData,
     *,
@@ -283,23 +299,11 @@ def score_doublets(
                                  sim_doublet_ratio=sim_doublet_ratio)
     scores["qc_doublet_score"] = score
     if threshold == "auto":
-        try:
-            thr = threshold_minimum(simulated)
-        except CartCohortError as err:
-            info["doublet_note"] = (f"Scrublet auto threshold failed ({err}); no expression "
+        thr, failure = _auto_threshold(score, simulated, expected_rate=expected_rate)
+        if failure:
+            info["doublet_note"] = (f"Scrublet auto threshold failed ({failure}); no expression "
                                     "doublets called. Fix: set qc.doublets.threshold to a number "
                                     "(per sample or per compartment) after looking at the scores")
-            logger.warning("sample %s: %s", sample, info["doublet_note"])
-            return scores, info
-        share = float(np.mean(np.nan_to_num(score, nan=-np.inf) > thr))
-        if share > AUTO_MAX_RATE_FACTOR * expected_rate:
-            info["doublet_note"] = (
-                f"Scrublet auto threshold failed (its threshold {thr:.3g} would call "
-                f"{100 * share:.0f} % of the cells doublets, more than {AUTO_MAX_RATE_FACTOR:g} x "
-                f"qc.doublets.expected_rate={expected_rate:g}: the simulated-doublet score "
-                "histogram has no separate doublet mode); no expression doublets called. Fix: "
-                "set qc.doublets.threshold to a number (per sample or per compartment) after "
-                "looking at the scores")
             logger.warning("sample %s: %s", sample, info["doublet_note"])
             return scores, info
     else:

@@ -252,8 +252,7 @@ def annotate(
     sig, sig_genes = restrict_signatures(signatures, genes=gex.var_names)
     check_lineage_genes(signatures, var_names=gex.var_names)
     lin, gd = annotate_lineage(gex, counts, signatures=signatures, library_size=library,
-                               graph=graph, clone_id=clone, clone_aware=clone_aware_used,
-                               airr=airr)
+                               graph=graph, clone_id=clone, clone_aware=clone_aware_used, airr=airr)
     car_models, car_params = annotate_car(
         gex, car_umis, car_mask=car_mask, car_features=car_features, library_size=library,
         clone_id=clone, clone_aware=clone_aware_used, method=car_method, min_umis=car_min_umis,
@@ -265,8 +264,8 @@ def annotate(
                     down_weight=down_weight, sd_floor=sd_floor, min_state_score=min_state_score,
                     min_confidence_margin=min_confidence_margin,
                     cluster_consensus=cluster_consensus)
-    gex.obs["clone_id"] = pd.Categorical(clone.to_numpy(dtype=object))
-    gex.obs["clone_size"] = clone_size.to_numpy()
+    gex.obs["clone_id"], gex.obs["clone_size"] = (
+        pd.Categorical(clone.to_numpy(dtype=object)), clone_size.to_numpy())
     annotate_celltypist(gex, model_path=celltypist_model)
     agreement = agreement_table(gex.obs, car=bool(car_mask.any()))
     summary = _record(gex, signatures=signatures, used=sig, lin=lin, gd=gd,
@@ -274,5 +273,5 @@ def annotate(
                       marker_fits=marker_fits, params=_settings(locals()))
     return AnnotationResult(gex=gex, agreement=agreement, signature_genes=sig_genes,
                             car_models=car_models, libraries=library_table(gex.obs, car_models),
-                            warnings=car_warnings(car_models),
-                            summary=summary, cells=_cells(gex), input_obsm=input_obsm)
+                            warnings=car_warnings(car_models), summary=summary,
+                            cells=_cells(gex), input_obsm=input_obsm)
