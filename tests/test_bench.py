@@ -294,9 +294,15 @@ def test_cohort_stamp(tmp_path):
     spec = bench.SCALES["2k"]
     assert bench.cohort_is_current(tmp_path, spec, seed=0) is None
     (tmp_path / "samples.tsv").write_text("sample\n")
-    stamp = {"params": {"seed": 0, **spec.sim_kwargs()}, "n_libraries": 4, "n_cells": 2000}
+    stamp = {"params": {"seed": 0, **spec.sim_kwargs(), "simulator": bench.simulator_digest()},
+             "n_libraries": 4, "n_cells": 2000}
     (tmp_path / "bench_params.json").write_text(json.dumps(stamp))
     assert bench.cohort_is_current(tmp_path, spec, seed=0)["n_cells"] == 2000
+    # a cohort of another simulator version is simulated again
+    stale = dict(stamp, params={**stamp["params"], "simulator": "0" * 64})
+    (tmp_path / "bench_params.json").write_text(json.dumps(stale))
+    assert bench.cohort_is_current(tmp_path, spec, seed=0) is None
+    (tmp_path / "bench_params.json").write_text(json.dumps(stamp))
     assert bench.cohort_is_current(tmp_path, spec, seed=1) is None
     assert bench.cohort_is_current(tmp_path, bench.SCALES["20k"], seed=0) is None
 

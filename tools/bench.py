@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -184,8 +185,18 @@ def scale_size(name: str) -> float:
 # --------------------------------------------------------------------------------------
 
 
+def simulator_digest() -> str:
+    """SHA-256 of the simulator's code and fitted data (``cartcohort/datasets``): a cohort
+    simulated by another version of the simulator is simulated again."""
+    root = REPO / "workflow" / "scripts" / "cartcohort" / "datasets"
+    h = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
 def _stamp_content(spec: ScaleSpec, *, seed: int) -> dict[str, object]:
-    return {"seed": int(seed), **spec.sim_kwargs()}
+    return {"seed": int(seed), **spec.sim_kwargs(), "simulator": simulator_digest()}
 
 
 def cohort_is_current(cohort_dir: Path, spec: ScaleSpec, *, seed: int) -> dict | None:

@@ -43,7 +43,7 @@ from scipy.special import expit, logit
 from scipy.stats import chi2
 
 from ...errors import CartCohortError
-from ...sheets import WARNING_COLUMNS, warning_row
+from ...tables import WARNING_COLUMNS
 from ._utils import clone_codes, dense_columns, nb_logpmf, pois_logpmf
 from .mixture import fit_latent_classes
 from .pooling import CLONE_CLIP
@@ -533,7 +533,7 @@ def car_warnings(car_models: pd.DataFrame) -> pd.DataFrame:
     car_models
         ``tables/annotation_car_models.tsv`` (:data:`CAR_MODEL_COLUMNS`).
     """
-    rows = [warning_row(
+    rows = [dict(
         sample=str(r["sample"]), step="annotate", check="car_sorted_without_umis",
         count=int(r["n_cells"]),
         detail="the sample sheet's sort marks the library CAR-enriched, but none of its cells "
