@@ -8,8 +8,7 @@ cells or patients it concerns, what was found and what to do. The rows come from
 - the sheets, read at parse time (:func:`cartcohort.sheets.prepare_inputs`: e.g. a
   patient whose response is ``NA``), passed to rule ``warnings`` as a param;
 - the per-step warnings files of the jobs (``results/load/{sample}.warnings.tsv``,
-  ``results/integrate/merge_warnings.tsv``, ``results/annotate/warnings.tsv``: same
-  columns);
+  ``results/integrate/merge_warnings.tsv``: same columns);
 - ``results/tables/qc_samples.tsv``, read here (:func:`qc_warnings`): libraries left out
   for too few cells, libraries whose doublets could not be called, references without
   mitochondrial genes.
