@@ -29,10 +29,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.special import expit, logit
+from scipy.special import expit
 
-from ._utils import clone_codes, gene_counts
-from .pooling import CLONE_CLIP
+from ._utils import gene_counts
+from .pooling import pool_by_clone
 
 logger = logging.getLogger(__name__)
 
@@ -211,7 +211,11 @@ def call_gd(
             break
     post = expit(llr + np.log(frac[code] / (1 - frac[code])))
     if clone_id is not None:
-        post = _pool_clones(post, llr, frac[code], clone_id)
+        prior = frac[code]
+        cpost, pooled = pool_by_clone(np.column_stack([np.zeros(len(llr)), llr]),
+                                      clone_id=clone_id,
+                                      prior=np.column_stack([1.0 - prior, prior]))
+        post = np.where(pooled, cpost[:, 1], post)
     is_gd = post >= 0.5
     model = {"share_ab": fit["p_ab"], "share_gd": fit["p_gd"], "cohort_prior": cohort,
              "n_called": int(is_gd.sum())}
@@ -220,26 +224,6 @@ def call_gd(
                 model["share_ab"], model["share_gd"], model["n_called"], 100 * is_gd.mean(),
                 int(gdc_lib.sum()))
     return GdResult(post, is_gd, pd.Series(frac, index=pd.Index(libs, name="sample")), model)
-
-
-def _pool_clones(post: np.ndarray, llr: np.ndarray, prior: np.ndarray,
-                 clone_id: pd.Series | np.ndarray) -> np.ndarray:
-    """Posterior shared by the members of each clone of >= 2 cells."""
-    codes = clone_codes(clone_id)
-    has = codes >= 0
-    if not has.any():
-        return post
-    n_clones = codes.max() + 1
-    size = np.bincount(codes[has], minlength=n_clones)
-    score = np.bincount(codes[has], weights=np.clip(llr[has], -CLONE_CLIP, CLONE_CLIP),
-                        minlength=n_clones)
-    mean_prior = np.bincount(codes[has], weights=prior[has], minlength=n_clones) / np.maximum(
-        size, 1)
-    clone_post = expit(score + logit(np.clip(mean_prior, 1e-4, 1 - 1e-4)))
-    out = post.copy()
-    pooled = has & (size[np.where(has, codes, 0)] >= 2)
-    out[pooled] = clone_post[codes[pooled]]
-    return out
 
 
 def gd_counts_of(counts, var_names: pd.Index, genes: Sequence[str]) -> np.ndarray | None:
