@@ -211,10 +211,8 @@ def call_gd(
             break
     post = expit(llr + np.log(frac[code] / (1 - frac[code])))
     if clone_id is not None:
-        prior = frac[code]
-        cpost, pooled = pool_by_clone(np.column_stack([np.zeros(len(llr)), llr]),
-                                      clone_id=clone_id,
-                                      prior=np.column_stack([1.0 - prior, prior]))
+        cpost, pooled = pool_by_clone(np.column_stack([np.zeros(len(llr)), llr]), clone_id=clone_id,
+                                      prior=np.column_stack([1.0 - frac[code], frac[code]]))
         post = np.where(pooled, cpost[:, 1], post)
     is_gd = post >= 0.5
     model = {"share_ab": fit["p_ab"], "share_gd": fit["p_gd"], "cohort_prior": cohort,
