@@ -154,10 +154,19 @@ def main() -> None:
         sc.pp.normalize_total(adata, target_sum=1e4)
         sc.pp.log1p(adata)
     with step("hvg"):
-        sc.pp.highly_variable_genes(
-            adata, flavor="seurat_v3", n_top_genes=min(N_TOP_GENES, adata.n_vars - 1),
-            layer="counts", batch_key="batch",
-        )
+        # seurat_v3's LOESS fails as "near singular" on some real-shaped batches with
+        # scanpy's span 0.3 (measured at 200k); an analyst retries with a wider span
+        for span in (0.3, 0.5, 1.0):
+            try:
+                sc.pp.highly_variable_genes(
+                    adata, flavor="seurat_v3", layer="counts", batch_key="batch",
+                    n_top_genes=min(N_TOP_GENES, adata.n_vars - 1), span=span,
+                )
+                break
+            except ValueError as err:
+                log.warning("seurat_v3 HVG with span %s failed: %s", span, err)
+        else:
+            raise RuntimeError("seurat_v3 HVG failed with every span")
     with step("pca"):
         sc.tl.pca(adata, n_comps=N_PCS, mask_var="highly_variable", random_state=seed)
     with step("harmony"):
