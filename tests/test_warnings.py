@@ -151,6 +151,14 @@ def test_overview_page_starts_with_the_warnings():
     none = report.overview_page(qc.iloc[:1], assoc, clinical, warnings.iloc[:0],
                                 excluded_by_config=[], extra_notes={})
     assert "Warnings: none" in none
+    # annotation's own warnings (results/annotate/warnings.tsv) join them
+    car = pd.DataFrame([{"sample": "B", "step": "annotate", "check": "car_sorted_without_umis",
+                         "count": 0, "detail": "no CAR UMI in a CAR-sorted library",
+                         "action": "check car_features"}])
+    both = report.overview_page(qc, assoc, clinical, warnings, car, excluded_by_config=[],
+                                extra_notes={})
+    top = both.split("<body>", 1)[1].split("Cohort overview")[0]
+    assert "Warnings: 2" in top and "car_sorted_without_umis" in top
 
 
 # --------------------------------------------------------------------------- exclude hint

@@ -75,11 +75,11 @@ def test_qc_removes_planted_bad_cells(cells, truth):
     dbl = truth["is_doublet"].astype(bool)
     good = ~lowq & ~dbl
     assert (~kept[lowq]).mean() >= 0.95, "low-quality recall"  # measured 1.00
-    # measured 0.797: four small libraries get no expression doublet calls, because their
+    # measured 0.783: four small libraries get no expression doublet calls, because their
     # Scrublet auto threshold would call 15-80 % of the cells (refused, in warnings.tsv);
     # their doublets are only caught by the TCR evidence
     assert (~kept[dbl]).mean() >= 0.78, "doublet recall"
-    assert kept[good].mean() >= 0.90, "good cells kept"  # measured 0.927
+    assert kept[good].mean() >= 0.92, "good cells kept"  # measured 0.948
 
 
 def _good(merged: pd.DataFrame) -> pd.DataFrame:
@@ -88,18 +88,21 @@ def _good(merged: pd.DataFrame) -> pd.DataFrame:
 
 def test_lineage_beats_the_naive_rule(merged):
     """Issue 25. Over the αβ cells (truth CD4/CD8/DN) the model agrees with the truth on
-    0.841 of the cells, the naive rule on 0.644. The rest is DN told from CD4: CD4 is
-    detected in 28 % of CD4 cells and the simulated DN cells differ from CD4 cells only by
-    the markers, so a double-zero cell is CD4 or DN at odds of about 1.4 from its own
-    counts; the acceptance line of 0.90 is not reached (docs note on issue 25)."""
+    0.881 of the cells (0.872 without the CD4/CD8 program columns), the naive rule on
+    0.639. The rest is DN told from CD4: CD4 is detected in 31 % of CD4 cells, and a
+    quarter of the DN clones carry the CD4-like program, so a double-zero CD4-like cell is
+    CD4 or DN from its depth and its library's proportions alone; 19 % of CD4 cells are
+    called DN. The acceptance line of 0.90 is not reached (note on issue 25)."""
     good = _good(merged)
     ab = good["cd4_cd8_true"] != "gd"
     acc = (good.loc[ab, "cd4_cd8"] == good.loc[ab, "cd4_cd8_true"]).mean()
     naive = (good.loc[ab, "cd4_cd8_naive"] == good.loc[ab, "cd4_cd8_true"]).mean()
-    assert acc >= 0.82, acc  # measured 0.841
-    assert acc >= naive + 0.15, (acc, naive)  # naive measured 0.644
+    assert acc >= 0.86, acc  # measured 0.881
+    assert acc >= naive + 0.2, (acc, naive)  # naive measured 0.639
     cd8 = good["cd4_cd8_true"] == "CD8"
-    assert (good.loc[cd8, "cd4_cd8"] == "CD8").mean() >= 0.95  # measured 0.976
+    assert (good.loc[cd8, "cd4_cd8"] == "CD8").mean() >= 0.97  # measured 0.986
+    dn = good["cd4_cd8_true"] == "DN"
+    assert (good.loc[dn, "cd4_cd8"] == "DN").mean() >= 0.80  # measured 0.846
 
 
 def test_gamma_delta_cells_found(merged):
@@ -107,8 +110,8 @@ def test_gamma_delta_cells_found(merged):
     gd_true = good["cd4_cd8_true"] == "gd"
     gd_call = good["cd4_cd8"] == "gd"
     assert gd_true.sum() > 100
-    assert gd_call[gd_true].mean() >= 0.95  # measured 0.99 (issue 25 asks >= 0.80)
-    assert gd_true[gd_call].mean() >= 0.95  # precision, measured 0.977
+    assert gd_call[gd_true].mean() >= 0.95  # measured 0.987 (issue 25 asks >= 0.80)
+    assert gd_true[gd_call].mean() >= 0.95  # precision, measured 0.974
 
 
 def test_car_calls_use_the_sort_and_beat_the_naive_rule(merged):
@@ -120,22 +123,22 @@ def test_car_calls_use_the_sort_and_beat_the_naive_rule(merged):
     called = good["car_positive"].astype(str).str.lower() == "true"
     naive = good["car_positive_naive"].astype(str).str.lower() == "true"
     recall = called[sorted_lib & car_true].mean()
-    assert recall >= 0.90, recall  # measured 0.968
-    assert recall >= naive[sorted_lib & car_true].mean() + 0.2  # naive measured 0.676
-    assert called[~sorted_lib & ~car_true].mean() <= 0.05  # measured 0.016 (naive 0.019)
+    assert recall >= 0.90, recall  # measured 0.952
+    assert recall >= naive[sorted_lib & car_true].mean() + 0.2  # naive measured 0.651
+    assert called[~sorted_lib & ~car_true].mean() <= 0.05  # measured 0.019 (naive 0.022)
     f1, f1_naive = f1_score(car_true, called), f1_score(car_true, naive)
-    assert f1 >= 0.80 and f1 >= f1_naive + 0.03, (f1, f1_naive)  # measured 0.841 vs 0.779
+    assert f1 >= 0.80 and f1 >= f1_naive + 0.02, (f1, f1_naive)  # measured 0.808 vs 0.776
 
 
 def test_state_calls_macro_f1(merged):
     good = _good(merged)
     labels = sorted(good["state_true"].unique())
     f1 = f1_score(good["state_true"], good["state"], average="macro", labels=labels)
-    # measured 0.788 (γδ cells count too: the gd program calls some of them `gd`)
-    assert f1 >= 0.75, f1
+    # measured 0.810 (γδ cells count too: the gd program calls some of them `gd`)
+    assert f1 >= 0.78, f1
     clear = good[good["state_weight"] >= 0.8]  # cells not blended with a neighbour state
     f1_clear = f1_score(clear["state_true"], clear["state"], average="macro", labels=labels)
-    assert f1_clear >= 0.80 and f1_clear > f1, (f1_clear, f1)  # measured 0.831
+    assert f1_clear >= 0.83 and f1_clear > f1, (f1_clear, f1)  # measured 0.852
 
 
 def test_cd4_cd8_ratio_per_sample_close_to_truth(merged):
@@ -146,10 +149,10 @@ def test_cd4_cd8_ratio_per_sample_close_to_truth(merged):
     called = good.groupby("sample")["cd4_cd8"].apply(ratio)
     true = good.groupby("sample")["cd4_cd8_true"].apply(ratio)
     rel = (called - true).abs() / true
-    # DN cells called CD4 (see test_lineage_beats_the_naive_rule) inflate the CD4 count:
-    # measured median 0.101, max 0.63 (0.044 / 0.11 on the demo without DN cells)
-    assert rel.median() <= 0.15, rel.median()
-    assert (rel <= 0.70).all(), rel[rel > 0.70]
+    # CD4 cells called DN (see test_lineage_beats_the_naive_rule) deflate the CD4 count:
+    # measured median 0.171, max 0.373 (0.044 / 0.11 on the demo without DN cells)
+    assert rel.median() <= 0.2, rel.median()
+    assert (rel <= 0.5).all(), rel[rel > 0.5]
 
 
 def test_identity_clonotypes_reproduce_planted_clones(merged, demo_run):
@@ -173,8 +176,8 @@ def test_association_finds_planted_effects_not_the_null(demo_run):
     mem, exh, null = mw.loc["memory_like_fraction"], mw.loc["exhausted_fraction"], mw.loc["log2_cd4_cd8_ratio"]
     # each planted effect is found at ~85 % power with true labels (tests/test_design_power.py),
     # so one cohort may miss one after FDR control. Seed 0: exhausted q 0.002; memory-like
-    # p 0.005, q 0.030 (called states blur the continuum, rho 0.97 with the truth below);
-    # the null q 0.34.
+    # p 0.023, q 0.073 (called states blur the continuum, rho 0.96 with the truth below);
+    # the null q 0.28.
     assert mem["pvalue"] < 0.05 and mem["effect"] > 0
     assert exh["qvalue"] < 0.05 and exh["effect"] < 0
     assert null["qvalue"] >= 0.05
@@ -184,7 +187,7 @@ def test_association_finds_planted_effects_not_the_null(demo_run):
     diversity = [f for f in mw.index if "shannon" in f and "rarefied" in f]
     assert diversity, "a rarefied diversity feature is tested"
     # the planted clonality effect points the right way (responders more diverse); on
-    # one cohort it is not significant (measured q 0.061): rarefying to the smallest
+    # one cohort it is not significant (measured q 0.094): rarefying to the smallest
     # product library leaves few cells per patient
     assert all(mw.loc[f, "effect"] > 0 for f in diversity)
 
@@ -197,7 +200,7 @@ def test_patient_features_track_the_planted_truth(demo_run, demo_dir):
     for called, true in (("memory_like_fraction", "ip_memory_like_observed"),
                          ("exhausted_fraction", "ip_exhausted_observed")):
         rho = ip[called].corr(ip[true], method="spearman")
-        assert rho >= 0.9, (called, rho)  # measured 0.970 and 0.991
+        assert rho >= 0.9, (called, rho)  # measured 0.964 and 0.991
 
 
 def test_changing_annotation_param_reruns_only_annotation_and_downstream(demo_run, demo_dir, tmp_path):

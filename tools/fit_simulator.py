@@ -14,9 +14,14 @@ Writes two files that the simulator reads (``cartcohort/datasets/data/``):
   mouse spleen counts of ``../shared/data/djvdj_splen``) and the per-cell CAR UMI
   distribution of sorted CAR+ day-7 cells (``../shared/data/haradhvala_d7``): the NB mean
   at the median library size and its size, fitted to the real 0 / 1 / 2 / >= 3 UMI
-  fractions.
+  fractions; and the lineage program: the genes that differ between the authors' CD4
+  (``4.x``) and CD8 (``8.x``) clusters of wu2020 (Mann-Whitney, BH q < 0.05, fold >= 1.5,
+  detected in >= 10 % of one group), with their log fold changes. Marker, TCR and
+  state-program genes are left out (the simulator draws those itself), and so are the
+  HLA genes (their presence, e.g. HLA-DRB3/4, follows the donors' haplotypes).
 
-Run it again only when the model changes (``--car-only``: refit the CAR block alone)::
+Run it again only when the model changes (``--car-only`` / ``--lineage-only``: refit that
+block alone)::
 
     .venv/bin/python tools/fit_simulator.py
 """
@@ -27,6 +32,7 @@ import argparse
 import gzip
 import importlib.resources
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +43,7 @@ from scipy import optimize, special, stats
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "workflow" / "scripts" / "cartcohort" / "datasets" / "data"
 SHARED = REPO.parent / "shared" / "data"
+sys.path.insert(0, str(REPO / "workflow" / "scripts"))
 _GH_X, _GH_W = np.polynomial.hermite_e.hermegauss(80)
 _GRID = np.linspace(-26.0, -1.0, 1001)
 
@@ -258,6 +265,70 @@ def fit_car(sdlog: float) -> dict[str, object] | None:
     }
 
 
+LINEAGE_Q = 0.05
+LINEAGE_MIN_FOLD = 1.5
+LINEAGE_MIN_DETECTION = 0.10
+
+
+def fit_lineage_program() -> dict[str, object]:
+    """Genes of the CD4 vs CD8 transcriptional program of real T cells and their folds.
+
+    Cells of wu2020's author clusters ``4.x`` (CD4) and ``8.x`` (CD8); expression per
+    10,000 UMIs; Mann-Whitney U per gene (two-sided), Benjamini-Hochberg over the genes
+    detected in >= 10 % of either group. ``log_fold`` is the natural log of the ratio of
+    the groups' mean expression (CD4 over CD8; +0.01 per 10k UMIs in both).
+    """
+    import anndata as ad
+    import h5py
+
+    from cartcohort.datasets.genes import LINEAGE_GENES, STATE_DOWN, STATE_UP
+
+    path = importlib.resources.files("scirpy") / "tests" / "data" / "wu2020_200.h5mu"
+    with h5py.File(str(path)) as f:
+        gex = ad.io.read_elem(f["mod/gex"])
+    x = sp.csr_matrix(gex.X)
+    names = np.asarray(gex.var_names).astype(str)
+    cluster = gex.obs["cluster_orig"].astype(str)
+    is4, is8 = cluster.str.startswith("4.").to_numpy(), cluster.str.startswith("8.").to_numpy()
+    norm = sp.diags(1e4 / np.asarray(x.sum(axis=1)).ravel()) @ x
+    det4 = np.asarray((x[is4] > 0).mean(axis=0)).ravel()
+    det8 = np.asarray((x[is8] > 0).mean(axis=0)).ravel()
+    drop = set(LINEAGE_GENES) | {g for v in STATE_UP.values() for g in v} | {
+        g for v in STATE_DOWN.values() for g in v}
+    technical = pd.Series(names).str.startswith(
+        ("MT-", "RPL", "RPS", "TRA", "TRB", "TRG", "TRD", "HLA-")).to_numpy()
+    keep = (np.maximum(det4, det8) >= LINEAGE_MIN_DETECTION) & ~technical & ~np.isin(
+        names, sorted(drop))
+    cols = np.flatnonzero(keep)
+    a = norm[is4][:, cols].toarray()
+    b = norm[is8][:, cols].toarray()
+    p = stats.mannwhitneyu(a, b, axis=0, alternative="two-sided").pvalue
+    q = stats.false_discovery_control(p, method="bh")
+    lfc = np.log((a.mean(axis=0) + 0.01) / (b.mean(axis=0) + 0.01))
+    sel = (q < LINEAGE_Q) & (np.abs(lfc) >= np.log(LINEAGE_MIN_FOLD))
+    order = np.argsort(-np.abs(lfc[sel]))
+    genes = {str(names[cols][sel][i]): round(float(lfc[sel][i]), 4) for i in order}
+    return {
+        "n_cd4_cells": int(is4.sum()), "n_cd8_cells": int(is8.sum()),
+        "q_max": LINEAGE_Q, "min_fold": LINEAGE_MIN_FOLD,
+        "min_detection": LINEAGE_MIN_DETECTION, "n_tested": int(len(cols)),
+        "n_cd4_up": int(sum(v > 0 for v in genes.values())),
+        "n_cd8_up": int(sum(v < 0 for v in genes.values())),
+        "log_fold_cd4_over_cd8": genes,
+        "source": "wu2020_200 author clusters 4.x (CD4) and 8.x (CD8); marker, TCR, HLA, "
+                  "mitochondrial, ribosomal and simulated state-program genes left out",
+    }
+
+
+def refit_lineage(out: Path) -> dict[str, object]:
+    """Refit only the lineage-program block of an existing ``fit.json``."""
+    path = out / "fit.json"
+    fit = json.loads(path.read_text())
+    fit["lineage_program"] = fit_lineage_program()
+    path.write_text(json.dumps(fit, indent=2) + "\n")
+    return fit
+
+
 def refit_car(out: Path) -> dict[str, object]:
     """Refit only the CAR block of an existing ``fit.json`` (the rest is kept as it is)."""
     path = out / "fit.json"
@@ -274,7 +345,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=20261206)
     parser.add_argument("--car-only", action="store_true",
                         help="refit only the CAR block of the existing fit.json")
+    parser.add_argument("--lineage-only", action="store_true",
+                        help="refit only the lineage-program block of the existing fit.json")
     args = parser.parse_args(argv)
+    if args.lineage_only:
+        fit = refit_lineage(args.out)["lineage_program"]
+        print(json.dumps({k: v for k, v in fit.items() if k != "log_fold_cd4_over_cd8"}))
+        print(fit["log_fold_cd4_over_cd8"])
+        return 0
     if args.car_only:
         print(json.dumps(refit_car(args.out)["car"], indent=2))
         return 0
@@ -311,6 +389,7 @@ def main(argv: list[str] | None = None) -> int:
         "dispersion": fit_dispersion(x),
         "dispersion_djvdj": fit_dispersion(dj) if dj is not None else None,
         "car": fit_car(lib["sdlog_within_sample"]),
+        "lineage_program": fit_lineage_program(),
     }
     (args.out / "fit.json").write_text(json.dumps(fit, indent=2) + "\n")
     print(json.dumps(fit, indent=2))

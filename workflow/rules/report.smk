@@ -86,6 +86,7 @@ rule overview:
         association="results/tables/association.tsv",
         clinical=config["clinical"],
         warnings="results/tables/warnings.tsv",
+        annotate_warnings="results/annotate/warnings.tsv",
     output:
         report(
             "results/overview.html",

@@ -10,6 +10,7 @@ with script_logging(snakemake):
         tables.read_table(snakemake.input.association),
         tables.read_table(snakemake.input.clinical),
         tables.read_table(snakemake.input.warnings),
+        tables.read_table(snakemake.input.annotate_warnings),
         **snakemake.params.overview_page,
     )
     report.write_html(page, snakemake.output[0])

@@ -99,7 +99,8 @@ def simulate_counts(
     rho = rng.beta(2.0, 2.0 / params.ambient_fraction - 2.0, size=n_tot)
     strength = np.clip(np.exp(rng.normal(0.0, 0.25, size=n_tot)), 0.5, 1.6)
     g_n = panel.n_genes
-    dense = panel.core | (panel.base * params.median_umis >= _DENSE_MEAN)
+    dense = (panel.core | (panel.lineage != 0).any(axis=0)
+             | (panel.base * params.median_umis >= _DENSE_MEAN))
     d_idx = np.flatnonzero(dense)
     s_idx = np.flatnonzero(~dense)
     log_base = np.log(panel.base[d_idx]) + gene_logfactor[d_idx]

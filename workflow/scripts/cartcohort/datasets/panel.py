@@ -205,14 +205,24 @@ def _lineage_factors(idx: dict[str, int], g_n: int) -> np.ndarray:
     A silent lineage gene keeps 1 % of its level, below what ambient RNA brings: CD4 cells
     lack CD8A/CD8B, CD8 cells CD4, double-negative and gamma-delta cells all three.
     CD8 alpha-alpha gamma-delta cells express CD8A (at half the CD8 T-cell level), not CD8B.
+
+    The lineage program (``fit.json``, ``lineage_program``: the genes that differ between
+    real CD4 and CD8 T cells and their log folds) puts half of each log fold on the CD4-like
+    profiles (CD4, DN_cd4like) and minus half on the CD8-like ones (CD8, DN, gd, gd_cd8aa).
     """
     silent = np.log(0.01)
     silenced = {
         "CD4": ("CD8A", "CD8B"), "CD8": ("CD4",), "DN": ("CD4", "CD8A", "CD8B"),
-        "gd": ("CD4", "CD8A", "CD8B"), "gd_cd8aa": ("CD4", "CD8B"),
+        "DN_cd4like": ("CD4", "CD8A", "CD8B"), "gd": ("CD4", "CD8A", "CD8B"),
+        "gd_cd8aa": ("CD4", "CD8B"),
     }
     out = np.zeros((len(LINEAGE_PROFILES), g_n))
+    program = fitted_model().get("lineage_program") or {}
+    folds = {g: v for g, v in program.get("log_fold_cd4_over_cd8", {}).items() if g in idx}
+    cols = [idx[g] for g in folds]
+    half = 0.5 * np.array(list(folds.values()), dtype=float)
     for r, name in enumerate(LINEAGE_PROFILES):
+        out[r, cols] = half if name in ("CD4", "DN_cd4like") else -half
         out[r, [idx[g] for g in silenced[name]]] = silent
     out[LINEAGE_PROFILES.index("gd_cd8aa"), idx["CD8A"]] = np.log(0.5)
     return out

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._utils import clip
-from .genes import STATES
+from .genes import DN_CD4_LIKE, STATES
 from .params import SimParams
 from .plan import PatientPlan
 from .tcr import Clone, make_chain, make_gd_chains
@@ -101,7 +101,9 @@ class PatientSim:
         pool = self.pools[key]
         if pool.clone[k] < 0:
             lineage = LINEAGES[int(pool.lineage[k])]
-            cd8aa = False
+            cd8aa = cd4_like = False
+            if lineage == "DN":
+                cd4_like = bool(self.rng.random() < DN_CD4_LIKE)
             if lineage == "gd":
                 gamma, beta = make_gd_chains(self.rng, self.used)
                 alphas: tuple = (gamma,)
@@ -121,6 +123,7 @@ class PatientSim:
                     alphas=alphas,
                     beta=beta,
                     cd8aa=cd8aa,
+                    cd4_like=cd4_like,
                 )
             )
             pool.clone[k] = len(self.clones) - 1

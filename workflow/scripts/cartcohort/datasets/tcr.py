@@ -125,7 +125,8 @@ class Clone:
     ``lineage`` is ``CD4``, ``CD8``, ``DN`` (double-negative alpha-beta) or ``gd``
     (gamma-delta). ``alphas`` and ``beta`` are the clone's VJ and VDJ chains: TRA and TRB
     for alpha-beta clones, TRG and TRD for gamma-delta clones. ``cd8aa``: a gamma-delta
-    clone that expresses CD8A without CD8B.
+    clone that expresses CD8A without CD8B. ``cd4_like``: a double-negative clone with
+    the CD4-like transcriptional program (the others have the CD8-like one).
     """
 
     gid: str
@@ -138,6 +139,7 @@ class Clone:
     beta: Chain
     persistent: bool = False
     cd8aa: bool = False
+    cd4_like: bool = False
 
     @property
     def is_gd(self) -> bool:
@@ -148,6 +150,8 @@ class Clone:
     def profile(self) -> int:
         """Row of the clone's expression profile in ``LINEAGE_PROFILES``."""
         name = "gd_cd8aa" if self.is_gd and self.cd8aa else self.lineage
+        if self.lineage == "DN" and self.cd4_like:
+            name = "DN_cd4like"
         return LINEAGE_PROFILES.index(name)
 
 

@@ -15,6 +15,7 @@ def overview_page(
     association: pd.DataFrame,
     clinical: pd.DataFrame,
     warnings: pd.DataFrame,
+    annotate_warnings: pd.DataFrame | None = None,
     *,
     excluded_by_config: Sequence[str],
     extra_notes: Mapping[str, str],
@@ -31,6 +32,9 @@ def overview_page(
         The clinical table.
     warnings
         ``results/tables/warnings.tsv``: shown at the top of the page.
+    annotate_warnings
+        ``results/annotate/warnings.tsv`` (same columns; e.g. a CAR-sorted library without
+        CAR UMIs): shown with ``warnings``.
     excluded_by_config
         Samples left out through the config's ``exclude_samples``.
     extra_notes
@@ -47,6 +51,8 @@ def overview_page(
         excluded_by_config=excluded_by_config,
         extra_notes=extra_notes,
     )
+    if annotate_warnings is not None and len(annotate_warnings):
+        warnings = pd.concat([warnings, annotate_warnings], ignore_index=True)
     return overview_html(
         qc_samples=qc_samples, clinical=clinical, skipped=skipped, warnings=warnings
     )

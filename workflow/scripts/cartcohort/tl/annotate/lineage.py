@@ -51,6 +51,9 @@ LINEAGES: tuple[str, ...] = ("CD4", "CD8", "DN", "DP")
 LINEAGE_CALLS: tuple[str, ...] = (*LINEAGES, "gd")
 #: Which marker set is "high" in each lineage class (columns: CD4 genes, CD8 genes).
 LINEAGE_DESIGN = np.array([[1, 0], [0, 1], [0, 0], [1, 1]], dtype=bool)
+#: Initial weights of the CD4-like and CD8-like transcriptional profiles in each class:
+#: CD4 and CD8 cells are tied to their profile, DN and DP cells learn theirs.
+LINEAGE_PROFILE_WEIGHT = np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5], [0.5, 0.5]])
 #: Pseudo-cells of the cohort prior in each library's prior.
 LIBRARY_PRIOR_STRENGTH = 20.0
 #: Where a lineage call came from (``cd4_cd8_source``).
@@ -117,6 +120,7 @@ def call_lineage(
     clone_id: pd.Series | np.ndarray | None = None,
     clone_aware: bool = True,
     is_gd: np.ndarray | None = None,
+    program_counts: np.ndarray | None = None,
 ) -> LineageResult:
     """CD4 / CD8 / DN / DP calls that tell DN from dropout (module docstring).
 
@@ -136,6 +140,10 @@ def call_lineage(
         Pool members of each clone (>= 2 cells) for the final call.
     is_gd
         Gamma-delta cells: left out of the fit and called ``gd``.
+    program_counts
+        ``(n_cells, n_programs)`` summed UMIs of lineage-associated genes (e.g. the CD4
+        and CD8 programs of the signature file): free columns of the count model, one
+        rate per class learned from the data.
 
     Returns
     -------
@@ -151,9 +159,11 @@ def call_lineage(
         raise CartCohortError("every cell was called gamma-delta: no alpha-beta T cell is "
                               "left to call CD4/CD8 on. Check the gd genes of the signature "
                               "file's 'lineage' section")
+    prog = None if program_counts is None else np.asarray(program_counts, dtype=float)
     fit = fit_latent_classes(counts[ab], library_size=lib[ab], design=LINEAGE_DESIGN,
-                             classes=LINEAGES)
-    ll = fit.log_likelihood(counts, library_size=lib)
+                             classes=LINEAGES, free_counts=None if prog is None else prog[ab],
+                             profile_weight=None if prog is None else LINEAGE_PROFILE_WEIGHT)
+    ll = fit.log_likelihood(counts, library_size=lib, free_counts=prog)
     lib_prior = library_priors(ll[ab], library=np.asarray(library)[ab], prior=fit.prior)
     cell_lib_prior = lib_prior.reindex(np.asarray(library, dtype=object).astype(str))
     cell_lib_prior = cell_lib_prior.fillna(pd.Series(fit.prior, index=lib_prior.columns))
@@ -198,6 +208,10 @@ def check_lineage_genes(signatures: Signatures, *, var_names: pd.Index) -> None:
     missing_lineage = {lin: [g for g in genes if g not in var_names]
                        for lin, genes in signatures.lineage.items()}
     for lin, miss in missing_lineage.items():
+        if len(miss) == len(signatures.lineage[lin]) and lin.endswith("_program"):
+            logger.warning("none of the %s genes %s is in the data: lineage calls use the "
+                           "markers alone", lin, list(signatures.lineage[lin]))
+            continue
         if len(miss) == len(signatures.lineage[lin]) and lin != "gd":
             raise CartCohortError(
                 f"{signatures.source}: none of the {lin} lineage genes "
@@ -209,6 +223,16 @@ def check_lineage_genes(signatures: Signatures, *, var_names: pd.Index) -> None:
                            "gd", list(signatures.lineage[lin]))
         elif miss:
             logger.warning("%s lineage genes absent from the data: %s", lin, miss)
+
+
+def _program_counts(counts: Any, var_names: pd.Index,
+                    signatures: Signatures) -> np.ndarray | None:
+    """Summed UMIs of the CD4 and CD8 program genes (columns), or None when the signature
+    file has no programs or the data lack every gene of one of them."""
+    lists = [signatures.lineage.get(k, ()) for k in ("CD4_program", "CD8_program")]
+    if not all(any(g in var_names for g in genes) for genes in lists):
+        return None
+    return np.column_stack([gene_counts(counts, var_names, list(genes)) for genes in lists])
 
 
 def _annotate_gd(gex: ad.AnnData, counts: Any, *, signatures: Signatures,
@@ -257,7 +281,8 @@ def annotate_lineage(
     lin = call_lineage(
         cd4, cd8_counts=cd8, library_size=library_size,
         library=gex.obs["sample"].astype(str).to_numpy(), graph=graph, clone_id=clone_id,
-        clone_aware=clone_aware, is_gd=None if gd is None else gd.is_gd)
+        clone_aware=clone_aware, is_gd=None if gd is None else gd.is_gd,
+        program_counts=_program_counts(counts, gex.var_names, signatures))
     obs = gex.obs
     obs["cd4_cd8_cell"] = pd.Categorical(lin.cell_call, categories=LINEAGE_CALLS)
     obs["cd4_cd8"] = pd.Categorical(lin.final_call, categories=LINEAGE_CALLS)

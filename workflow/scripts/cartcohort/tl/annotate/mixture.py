@@ -8,6 +8,14 @@ decreases with the count. Parameters are fitted by EM on the data themselves
 generalised to several genes (lineage: classes CD4/CD8/DN/DP over CD4 and CD8A+CD8B).
 A zero count is therefore weak evidence (``L_i (b - a)`` nats at most), never proof of
 the other lineage. No random numbers are drawn.
+
+Optional *profile* columns (``free_counts``: e.g. the summed UMIs of the genes of the
+CD4 and of the CD8 transcriptional programs) follow one negative-binomial rate per
+*profile* (e.g. CD4-like and CD8-like transcriptomes), learned by EM. Each class is a
+mixture of the profiles: a one-hot row of ``profile_weight`` ties a class to one profile
+(a CD4 cell has the CD4-like transcriptome), any other row is learned (DN cells may look
+like either, in proportions the data say). So the programs tell CD4 from CD8 dropout,
+and they never make DN the class of cells whose programs are in between.
 """
 
 from __future__ import annotations
@@ -28,7 +36,9 @@ class LatentClassFit:
     """A fitted latent-class count model (see :func:`fit_latent_classes`).
 
     ``design[k, g]`` is True when gene (set) ``g`` is in its high state in class ``k``.
-    Rates are per UMI of library size.
+    Rates are per UMI of library size. With profile columns, ``free_rate[p, f]`` is the
+    rate of column ``f`` under profile ``p`` (NB size ``free_size[f]``) and
+    ``profile_weight[k, p]`` the share of profile ``p`` in class ``k``; all None without.
     """
 
     classes: tuple[str, ...]
@@ -39,9 +49,13 @@ class LatentClassFit:
     prior: np.ndarray
     loglik: float
     n_iter: int
+    free_rate: np.ndarray | None = None
+    free_size: np.ndarray | None = None
+    profile_weight: np.ndarray | None = None
 
-    def log_likelihood(self, counts: np.ndarray, *, library_size: np.ndarray) -> np.ndarray:
-        """Per-cell log-likelihood of each class, shape ``(n_cells, n_classes)``."""
+    def marker_log_likelihood(self, counts: np.ndarray, *,
+                              library_size: np.ndarray) -> np.ndarray:
+        """Per-cell log-likelihood of each class from the marker columns only."""
         counts = as_2d(counts)
         lo = pois_logpmf(counts, library_size[:, None] * self.low_rate[None, :])
         hi = np.column_stack([
@@ -50,9 +64,37 @@ class LatentClassFit:
         ])
         return lo @ (~self.design).T.astype(float) + hi @ self.design.T.astype(float)
 
-    def posterior(self, counts: np.ndarray, *, library_size: np.ndarray) -> np.ndarray:
+    def profile_log_likelihood(self, free_counts: np.ndarray, *,
+                               library_size: np.ndarray) -> np.ndarray:
+        """Per-cell log-likelihood of each profile, shape ``(n_cells, n_profiles)``."""
+        free = as_2d(free_counts)
+        return np.column_stack([
+            sum(nb_logpmf(free[:, f], library_size * self.free_rate[p, f],
+                          float(self.free_size[f])) for f in range(free.shape[1]))
+            for p in range(self.free_rate.shape[0])
+        ])
+
+    def log_likelihood(self, counts: np.ndarray, *, library_size: np.ndarray,
+                       free_counts: np.ndarray | None = None) -> np.ndarray:
+        """Per-cell log-likelihood of each class, shape ``(n_cells, n_classes)``.
+
+        ``free_counts`` is required when the model has profile columns, ignored
+        otherwise."""
+        out = self.marker_log_likelihood(counts, library_size=library_size)
+        if self.free_rate is None:
+            return out
+        if free_counts is None:
+            raise ValueError("this model has profile columns: pass free_counts")
+        lp = self.profile_log_likelihood(free_counts, library_size=library_size)
+        with np.errstate(divide="ignore"):
+            logw = np.log(self.profile_weight)
+        return out + logsumexp(lp[:, None, :] + logw[None, :, :], axis=2)
+
+    def posterior(self, counts: np.ndarray, *, library_size: np.ndarray,
+                  free_counts: np.ndarray | None = None) -> np.ndarray:
         """Per-cell class posterior (own counts only)."""
-        return normalise_log(self.log_likelihood(counts, library_size=library_size)
+        return normalise_log(self.log_likelihood(counts, library_size=library_size,
+                                                 free_counts=free_counts)
                              + np.log(self.prior)[None, :])
 
 
@@ -110,6 +152,31 @@ def _update_rates(resp: np.ndarray, counts: np.ndarray, lib: np.ndarray, design:
                                 max_size=max_size)
 
 
+#: Smallest NB size of a profile column (a column that varies a lot within each profile
+#: is fitted as very overdispersed, hence weak evidence).
+FREE_MIN_SIZE = 0.05
+#: Dirichlet pseudo-count of each profile in a learned row of ``profile_weight``.
+PROFILE_PSEUDOCOUNT = 1.0
+
+
+def _update_profiles(joint: np.ndarray, free: np.ndarray, lib: np.ndarray, *, it: int,
+                     fit: dict, learned: np.ndarray, max_size: float) -> None:
+    """M-step of the profile rates, sizes and learned class-profile weights, in place.
+
+    ``joint`` is ``(n_cells, n_classes, n_profiles)`` responsibilities."""
+    s = joint.sum(axis=1)  # (n_cells, n_profiles)
+    rate, size, weight = fit["rate"], fit["size"], fit["weight"]
+    for f in range(free.shape[1]):
+        rate[:, f] = np.maximum((s * free[:, [f]]).sum(axis=0)
+                                / np.maximum(s.T @ lib, 1e-12), 1e-12)
+        if it % 5 == 1 or it <= 3:
+            size[f] = _fit_size(np.repeat(free[:, f], s.shape[1]),
+                                (lib[:, None] * rate[None, :, f]).ravel(), s.ravel(),
+                                min_size=FREE_MIN_SIZE, max_size=max_size)
+    acc = joint.sum(axis=0) + PROFILE_PSEUDOCOUNT
+    weight[learned] = (acc / acc.sum(axis=1, keepdims=True))[learned]
+
+
 def fit_latent_classes(
     counts: np.ndarray,
     *,
@@ -125,6 +192,8 @@ def fit_latent_classes(
     fixed_low_rate: np.ndarray | None = None,
     prior_pseudocounts: np.ndarray | None = None,
     init: np.ndarray | None = None,
+    free_counts: np.ndarray | None = None,
+    profile_weight: np.ndarray | None = None,
 ) -> LatentClassFit:
     """EM fit of a latent-class model of marker counts with library-size offsets.
 
@@ -160,6 +229,12 @@ def fit_latent_classes(
     init
         ``(n_cells, n_classes)`` initial responsibilities (default: from marker
         detection alone).
+    free_counts
+        ``(n_cells, n_free)`` profile columns (module docstring); needs
+        ``profile_weight``.
+    profile_weight
+        ``(n_classes, n_profiles)`` initial class-profile weights (rows sum to 1); one-hot
+        rows stay fixed, the others are learned (MAP, :data:`PROFILE_PSEUDOCOUNT`).
 
     Returns
     -------
@@ -180,6 +255,14 @@ def fit_latent_classes(
             else np.asarray(init, dtype=float))
     m_step = {"min_prior": min_prior, "pseudocounts": prior_pseudocounts, "min_size": min_size,
               "max_size": max_size, "max_low_ratio": max_low_ratio, "fixed_low": fixed_low_rate}
+    if free_counts is not None:
+        if profile_weight is None:
+            raise ValueError("free_counts needs profile_weight")
+        weight = np.asarray(profile_weight, dtype=float)
+        if weight.shape[0] != n_classes or not np.allclose(weight.sum(axis=1), 1.0):
+            raise ValueError("profile_weight must have one row per class, summing to 1")
+        m_step["free"] = as_2d(free_counts).astype(float)
+        m_step["weight"] = weight.copy()
     return _em(counts, lib, design, tuple(classes), resp, n_classes=n_classes,
                max_iter=max_iter, tol=tol, m_step=m_step)
 
@@ -193,6 +276,15 @@ def _em(counts: np.ndarray, lib: np.ndarray, design: np.ndarray, classes: tuple[
     high = np.empty(n_genes)
     size = np.full(n_genes, 10.0)
     prior = np.full(n_classes, 1.0 / n_classes)
+    free = m_step.get("free")
+    prof: dict = {}
+    joint = None
+    if free is not None:
+        weight = m_step["weight"]
+        prof = {"rate": np.empty((weight.shape[1], free.shape[1])),
+                "size": np.full(free.shape[1], 10.0), "weight": weight,
+                "learned": (weight > 0).sum(axis=1) > 1}
+        joint = resp[:, :, None] * weight[None, :, :]
     prev = -np.inf
     loglik = -np.inf
     it = 0
@@ -201,14 +293,33 @@ def _em(counts: np.ndarray, lib: np.ndarray, design: np.ndarray, classes: tuple[
         _update_rates(resp, counts, lib, design, it=it, low=low, high=high, size=size,
                       min_size=m_step["min_size"], max_size=m_step["max_size"],
                       max_low_ratio=m_step["max_low_ratio"], fixed_low=m_step["fixed_low"])
+        if free is not None:
+            _update_profiles(joint, free, lib, it=it, fit=prof, learned=prof["learned"],
+                             max_size=m_step["max_size"])
         fit = LatentClassFit(classes, design, low.copy(), high.copy(), size.copy(),
-                             prior.copy(), loglik, it)
+                             prior.copy(), loglik, it, *_profile_fields(prof))
         # E-step
-        logp = fit.log_likelihood(counts, library_size=lib) + np.log(prior)[None, :]
-        norm = logsumexp(logp, axis=1, keepdims=True)
-        resp = np.exp(logp - norm)
+        logp = fit.marker_log_likelihood(counts, library_size=lib) + np.log(prior)[None, :]
+        if free is not None:
+            with np.errstate(divide="ignore"):
+                logj = (logp[:, :, None] + np.log(fit.profile_weight)[None, :, :]
+                        + fit.profile_log_likelihood(free, library_size=lib)[:, None, :])
+            norm = logsumexp(logj, axis=(1, 2))
+            joint = np.exp(logj - norm[:, None, None])
+            resp = joint.sum(axis=2)
+        else:
+            norm = logsumexp(logp, axis=1)
+            resp = np.exp(logp - norm[:, None])
         loglik = float(norm.sum())
         if np.isfinite(prev) and abs(loglik - prev) <= tol * abs(prev):
             break
         prev = loglik
-    return LatentClassFit(classes, design, low, high, size, prior, loglik, it)
+    return LatentClassFit(classes, design, low, high, size, prior, loglik, it,
+                          *_profile_fields(prof))
+
+
+def _profile_fields(prof: dict) -> tuple:
+    """``(free_rate, free_size, profile_weight)`` copies, or Nones without profiles."""
+    if not prof:
+        return None, None, None
+    return prof["rate"].copy(), prof["size"].copy(), prof["weight"].copy()

@@ -121,18 +121,29 @@ def _parse_header(spec: Mapping, *, source: str, problems: list[Problem]) -> Any
     return version
 
 
+#: Keys of the signature file's ``lineage`` section: marker genes of CD4 and CD8 (required),
+#: the gamma-delta TCR genes, and the genes of the CD4-like and CD8-like transcriptional
+#: programs (optional, together).
+LINEAGE_KEYS: tuple[str, ...] = ("CD4", "CD8", "gd", "CD4_program", "CD8_program")
+
+
 def _parse_lineage(spec: Mapping, *, source: str,
                    problems: list[Problem]) -> dict[str, tuple[str, ...]]:
     lineage_spec = spec.get("lineage")
     lineage: dict[str, tuple[str, ...]] = {}
     if (not isinstance(lineage_spec, Mapping) or not {"CD4", "CD8"} <= set(lineage_spec)
-            or not set(lineage_spec) <= {"CD4", "CD8", "gd"}):
+            or not set(lineage_spec) <= set(LINEAGE_KEYS)):
         problems.append(Problem(source, "key 'lineage'",
-                                "must map CD4 and CD8 (and optionally gd) to lists of marker "
-                                "genes", "e.g. lineage: {CD4: [CD4], CD8: [CD8A, CD8B], "
+                                "must map CD4 and CD8 (and optionally gd, CD4_program, "
+                                "CD8_program) to lists of genes",
+                                "e.g. lineage: {CD4: [CD4], CD8: [CD8A, CD8B], "
                                 "gd: [TRDC, TRGC1, TRGC2]}"))
         return lineage
-    for lin in [k for k in ("CD4", "CD8", "gd") if k in lineage_spec]:
+    if ("CD4_program" in lineage_spec) != ("CD8_program" in lineage_spec):
+        problems.append(Problem(source, "key 'lineage'",
+                                "CD4_program and CD8_program go together",
+                                "give both lists, or neither"))
+    for lin in [k for k in LINEAGE_KEYS if k in lineage_spec]:
         genes = _gene_list(lineage_spec[lin], source=source, where=f"lineage.{lin}",
                            problems=problems)
         if not genes:
