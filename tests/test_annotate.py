@@ -798,7 +798,8 @@ def test_lineage_on_wu2020_agrees_with_author_clusters():
     side = named & np.isin(res.cell_call, ["CD4", "CD8"])
     assert (res.cell_call[side] == truth[side]).mean() >= 0.90
     cd8_as_cd4 = (truth == "CD8") & (res.cell_call == "CD4")
-    assert cd8_as_cd4.sum() <= 5 < 10 <= ((truth == "CD8") & (markers_only.cell_call == "CD4")).sum()
+    without = ((truth == "CD8") & (markers_only.cell_call == "CD4")).sum()
+    assert cd8_as_cd4.sum() <= 5 < 10 <= without, (cd8_as_cd4.sum(), without)
     ab_constant = gene_counts(counts, gex.var_names, ["TRAC", "TRBC1", "TRBC2"])
     gd = an.call_gd(gene_counts(counts, gex.var_names, sig.lineage["gd"]),
                     ab_constant_counts=ab_constant,

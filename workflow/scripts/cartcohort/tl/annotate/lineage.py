@@ -186,6 +186,13 @@ def call_lineage(
     source = np.where(own.max(axis=1) >= CONFIDENT, "own",
                       np.where(pooled, "clone", "neighbours")).astype(object)
     cell_call[gd] = final_call[gd] = source[gd] = "gd"
+    _log_fit(fit, source)
+    return LineageResult(cell_call, post, ll, final_call, final_post, pooled, fit, lib_prior,
+                         source)
+
+
+def _log_fit(fit: LatentClassFit, source: np.ndarray) -> None:
+    """Log the lineage model's rates, priors, program profiles and call sources."""
     logger.info(
         "lineage model: rates per 10k UMIs CD4 low %.3g high %.3g, CD8 low %.3g high %.3g; "
         "cohort priors %s; calls from own counts %.1f%%, neighbours %.1f%%, clones %.1f%%",
@@ -193,8 +200,10 @@ def call_lineage(
         fit.high_rate[1] * 1e4, dict(zip(LINEAGES, np.round(fit.prior, 3))),
         100 * np.mean(source == "own"), 100 * np.mean(source == "neighbours"),
         100 * np.mean(source == "clone"))
-    return LineageResult(cell_call, post, ll, final_call, final_post, pooled, fit, lib_prior,
-                         source)
+    if fit.free_rate is not None:
+        logger.info("lineage programs (CD4, CD8) per 10k UMIs: CD4-like %s, CD8-like %s; "
+                    "DN cells CD8-like %.2f", np.round(fit.free_rate[0] * 1e4, 2),
+                    np.round(fit.free_rate[1] * 1e4, 2), fit.profile_weight[2, 1])
 
 
 def check_lineage_genes(signatures: Signatures, *, var_names: pd.Index) -> None:

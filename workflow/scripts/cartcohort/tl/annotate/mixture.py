@@ -177,6 +177,17 @@ def _update_profiles(joint: np.ndarray, free: np.ndarray, lib: np.ndarray, *, it
     weight[learned] = (acc / acc.sum(axis=1, keepdims=True))[learned]
 
 
+def _profile_setup(free_counts: np.ndarray, profile_weight: np.ndarray | None,
+                   n_classes: int) -> dict:
+    """Checked profile columns and initial class-profile weights for :func:`_em`."""
+    if profile_weight is None:
+        raise ValueError("free_counts needs profile_weight")
+    weight = np.asarray(profile_weight, dtype=float)
+    if weight.shape[0] != n_classes or not np.allclose(weight.sum(axis=1), 1.0):
+        raise ValueError("profile_weight must have one row per class, summing to 1")
+    return {"free": as_2d(free_counts).astype(float), "weight": weight.copy()}
+
+
 def fit_latent_classes(
     counts: np.ndarray,
     *,
@@ -229,12 +240,10 @@ def fit_latent_classes(
     init
         ``(n_cells, n_classes)`` initial responsibilities (default: from marker
         detection alone).
-    free_counts
-        ``(n_cells, n_free)`` profile columns (module docstring); needs
-        ``profile_weight``.
-    profile_weight
-        ``(n_classes, n_profiles)`` initial class-profile weights (rows sum to 1); one-hot
-        rows stay fixed, the others are learned (MAP, :data:`PROFILE_PSEUDOCOUNT`).
+    free_counts, profile_weight
+        ``(n_cells, n_free)`` profile columns (module docstring) and the initial
+        ``(n_classes, n_profiles)`` class-profile weights (rows sum to 1; one-hot rows
+        stay fixed, the others are learned, MAP with :data:`PROFILE_PSEUDOCOUNT`).
 
     Returns
     -------
@@ -256,13 +265,7 @@ def fit_latent_classes(
     m_step = {"min_prior": min_prior, "pseudocounts": prior_pseudocounts, "min_size": min_size,
               "max_size": max_size, "max_low_ratio": max_low_ratio, "fixed_low": fixed_low_rate}
     if free_counts is not None:
-        if profile_weight is None:
-            raise ValueError("free_counts needs profile_weight")
-        weight = np.asarray(profile_weight, dtype=float)
-        if weight.shape[0] != n_classes or not np.allclose(weight.sum(axis=1), 1.0):
-            raise ValueError("profile_weight must have one row per class, summing to 1")
-        m_step["free"] = as_2d(free_counts).astype(float)
-        m_step["weight"] = weight.copy()
+        m_step.update(_profile_setup(free_counts, profile_weight, n_classes))
     return _em(counts, lib, design, tuple(classes), resp, n_classes=n_classes,
                max_iter=max_iter, tol=tol, m_step=m_step)
 
