@@ -88,21 +88,20 @@ def _good(merged: pd.DataFrame) -> pd.DataFrame:
 
 def test_lineage_beats_the_naive_rule(merged):
     """Issue 25. Over the αβ cells (truth CD4/CD8/DN) the model agrees with the truth on
-    0.881 of the cells (0.872 without the CD4/CD8 program columns), the naive rule on
-    0.639. The rest is DN told from CD4: CD4 is detected in 31 % of CD4 cells, and a
-    quarter of the DN clones carry the CD4-like program, so a double-zero CD4-like cell is
-    CD4 or DN from its depth and its library's proportions alone; 19 % of CD4 cells are
-    called DN. The acceptance line of 0.90 is not reached (note on issue 25)."""
+    0.952 of the cells (0.872 without the CD4/CD8 program columns), the naive rule on
+    0.639. Most errors are DN cells called CD4: a quarter of the DN clones carry the
+    CD4-like program and CD4 is detected in 31 % of CD4 cells, so a double-zero CD4-like
+    cell is CD4 or DN from its depth and its library's proportions alone."""
     good = _good(merged)
     ab = good["cd4_cd8_true"] != "gd"
     acc = (good.loc[ab, "cd4_cd8"] == good.loc[ab, "cd4_cd8_true"]).mean()
     naive = (good.loc[ab, "cd4_cd8_naive"] == good.loc[ab, "cd4_cd8_true"]).mean()
-    assert acc >= 0.86, acc  # measured 0.881
-    assert acc >= naive + 0.2, (acc, naive)  # naive measured 0.639
+    assert acc >= 0.93, acc  # measured 0.952 (issue 25 asks >= 0.90)
+    assert acc >= naive + 0.25, (acc, naive)  # naive measured 0.639
     cd8 = good["cd4_cd8_true"] == "CD8"
-    assert (good.loc[cd8, "cd4_cd8"] == "CD8").mean() >= 0.97  # measured 0.986
+    assert (good.loc[cd8, "cd4_cd8"] == "CD8").mean() >= 0.97  # measured 0.983
     dn = good["cd4_cd8_true"] == "DN"
-    assert (good.loc[dn, "cd4_cd8"] == "DN").mean() >= 0.80  # measured 0.846
+    assert (good.loc[dn, "cd4_cd8"] == "DN").mean() >= 0.72  # measured 0.759
 
 
 def test_gamma_delta_cells_found(merged):
@@ -149,10 +148,10 @@ def test_cd4_cd8_ratio_per_sample_close_to_truth(merged):
     called = good.groupby("sample")["cd4_cd8"].apply(ratio)
     true = good.groupby("sample")["cd4_cd8_true"].apply(ratio)
     rel = (called - true).abs() / true
-    # CD4 cells called DN (see test_lineage_beats_the_naive_rule) deflate the CD4 count:
-    # measured median 0.171, max 0.373 (0.044 / 0.11 on the demo without DN cells)
-    assert rel.median() <= 0.2, rel.median()
-    assert (rel <= 0.5).all(), rel[rel > 0.5]
+    # DN cells called CD4 (see test_lineage_beats_the_naive_rule) inflate the CD4 count:
+    # measured median 0.078, max 0.292 (0.044 / 0.11 on the demo without DN cells)
+    assert rel.median() <= 0.12, rel.median()
+    assert (rel <= 0.4).all(), rel[rel > 0.4]
 
 
 def test_identity_clonotypes_reproduce_planted_clones(merged, demo_run):
@@ -176,8 +175,8 @@ def test_association_finds_planted_effects_not_the_null(demo_run):
     mem, exh, null = mw.loc["memory_like_fraction"], mw.loc["exhausted_fraction"], mw.loc["log2_cd4_cd8_ratio"]
     # each planted effect is found at ~85 % power with true labels (tests/test_design_power.py),
     # so one cohort may miss one after FDR control. Seed 0: exhausted q 0.002; memory-like
-    # p 0.023, q 0.073 (called states blur the continuum, rho 0.96 with the truth below);
-    # the null q 0.28.
+    # p 0.023, q 0.071 (called states blur the continuum, rho 0.96 with the truth below);
+    # the null q 0.24.
     assert mem["pvalue"] < 0.05 and mem["effect"] > 0
     assert exh["qvalue"] < 0.05 and exh["effect"] < 0
     assert null["qvalue"] >= 0.05
@@ -187,7 +186,7 @@ def test_association_finds_planted_effects_not_the_null(demo_run):
     diversity = [f for f in mw.index if "shannon" in f and "rarefied" in f]
     assert diversity, "a rarefied diversity feature is tested"
     # the planted clonality effect points the right way (responders more diverse); on
-    # one cohort it is not significant (measured q 0.094): rarefying to the smallest
+    # one cohort it is not significant (measured q 0.095): rarefying to the smallest
     # product library leaves few cells per patient
     assert all(mw.loc[f, "effect"] > 0 for f in diversity)
 
