@@ -94,3 +94,26 @@ def demo_run(tmp_path_factory, demo_dir) -> Path:
         config={"samples": str(demo_dir / "samples.tsv"), "clinical": str(demo_dir / "clinical.tsv")},
     )
     return work
+
+
+@pytest.fixture(scope="session")
+def small_cohort(tmp_path_factory) -> Path:
+    """The small simulated cohort of ``tests/_small_cohort.py`` (10 libraries)."""
+    from _small_cohort import simulate
+
+    return simulate(tmp_path_factory.mktemp("faults") / "cohort")
+
+
+@pytest.fixture(scope="session")
+def small_cohort_config(small_cohort) -> dict[str, str]:
+    """``--config`` of the small cohort: its sheets by absolute path."""
+    return {"samples": str(small_cohort / "samples.tsv"),
+            "clinical": str(small_cohort / "clinical.tsv")}
+
+
+@pytest.fixture(scope="session")
+def small_clean_runs(tmp_path_factory, small_cohort_config) -> tuple[Path, Path]:
+    """Two clean runs of the small cohort in two project folders, at the same time."""
+    from _small_cohort import two_clean_runs
+
+    return two_clean_runs(tmp_path_factory.mktemp("clean"), small_cohort_config)

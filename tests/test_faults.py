@@ -1,7 +1,8 @@
 """Fault tolerance: repeated runs, a killed run, a corrupt library, and no code in config.
 
 One small simulated cohort (6 patients, 150-300 cells per library, 2 of them with
-D14/M3 follow-up: 10 libraries) is generated once for the module. Every run uses the
+D14/M3 follow-up: 10 libraries; ``tests/_small_cohort.py``) is generated once for the
+session, and its two clean runs are shared with ``test_ids``. Every run uses the
 CLI as a user would (``snakemake -s <repo>/Snakefile -d <project> --cores 2``) on a
 project folder under pytest's tmp.
 
@@ -35,8 +36,6 @@ import os
 import re
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -46,71 +45,12 @@ import pytest
 from _snakemake_dump import demo_project
 from cartcohort import io, sheets
 from cartcohort.errors import InputError
-from conftest import REPO, SNAKEMAKE, run_snakemake
+from _small_cohort import CONFIGFILE, sheet_config, start
+from conftest import REPO, run_snakemake
 
 pytestmark = pytest.mark.e2e
 
-SIM_ARGS = [
-    "--seed",
-    "0",
-    "--n-patients",
-    "6",
-    "--min-cells",
-    "150",
-    "--max-cells",
-    "300",
-    "--frac-longitudinal",
-    "0.34",
-    # What is tested here (identical tables, resume, keep-going) does not depend on the
-    # size of the gene space; 2,000 background genes keep these runs short.
-    "--n-background-genes",
-    "2000",
-]
-CONFIGFILE = REPO / "config" / "config.yaml"
-ENV = dict(os.environ, PYTHONHASHSEED="0")
-
-
 # --------------------------------------------------------------------------- helpers
-
-
-def snakemake_cmd(workdir: Path, config: dict[str, str], *args: str) -> list[str]:
-    """The command line run_snakemake (conftest) uses, for runs we start ourselves."""
-    return [
-        str(SNAKEMAKE),
-        "-s",
-        str(REPO / "Snakefile"),
-        "-d",
-        str(workdir),
-        "--cores",
-        "2",
-        "--configfile",
-        str(CONFIGFILE),
-        "--config",
-        *[f"{k}={v}" for k, v in config.items()],
-        *args,
-    ]
-
-
-def start(workdir: Path, config: dict[str, str], *args: str) -> subprocess.Popen:
-    """Start snakemake in its own process group (session), output to workdir/run.log."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    with open(workdir / "run.log", "w") as log:  # the child keeps its own copy of the fd
-        return subprocess.Popen(
-            snakemake_cmd(workdir, config, *args),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=workdir,
-            env=ENV,
-            start_new_session=True,
-        )
-
-
-def finish(proc: subprocess.Popen, workdir: Path, timeout: float = 1200) -> None:
-    """Wait for a run started with `start`; fail with its log tail when it failed."""
-    rc = proc.wait(timeout=timeout)
-    if rc != 0:
-        text = (workdir / "run.log").read_text(errors="replace")
-        raise AssertionError(f"snakemake failed ({rc}) in {workdir}:\n{text[-8000:]}")
 
 
 def tables(workdir: Path) -> dict[str, bytes]:
@@ -170,53 +110,23 @@ def mtimes(workdir: Path, samples: list[str]) -> dict[str, int]:
     }
 
 
-def sheet_config(samples: Path, clinical: Path) -> dict[str, str]:
-    return {"samples": str(samples), "clinical": str(clinical)}
-
-
 # --------------------------------------------------------------------------- fixtures
 
 
 @pytest.fixture(scope="module")
-def cohort(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("faults") / "cohort"
-    subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "workflow" / "scripts" / "simulate_demo.py"),
-            "--out",
-            str(out),
-            *SIM_ARGS,
-        ],
-        check=True,
-        capture_output=True,
-        env=ENV,
-    )
-    return out
+def cohort(small_cohort) -> Path:
+    return small_cohort
 
 
 @pytest.fixture(scope="module")
-def cohort_config(cohort) -> dict[str, str]:
-    return sheet_config(cohort / "samples.tsv", cohort / "clinical.tsv")
+def cohort_config(small_cohort_config) -> dict[str, str]:
+    return small_cohort_config
 
 
 @pytest.fixture(scope="module")
-def clean_runs(tmp_path_factory, cohort_config) -> tuple[Path, Path]:
+def clean_runs(small_clean_runs) -> tuple[Path, Path]:
     """Two clean runs of the whole workflow in two project folders, at the same time."""
-    root = tmp_path_factory.mktemp("clean")
-    dirs = (root / "run_a", root / "run_b")
-    t0 = time.perf_counter()
-    procs = [start(d, cohort_config) for d in dirs]
-    try:
-        for p, d in zip(procs, dirs):
-            finish(p, d)
-    finally:  # a failed run: do not leave the other one running
-        for p in procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
-    print(f"two concurrent clean runs: {time.perf_counter() - t0:.0f} s")
-    return dirs
+    return small_clean_runs
 
 
 # --------------------------------------------------------------------------- (a) repeat
