@@ -415,6 +415,34 @@ def test_pseudobulk_de_finds_planted_genes_with_patients_as_replicates():
                         clinical=pd.DataFrame(clin), min_cells=10)
 
 
+def test_pseudobulk_de_leaves_out_vdj_car_mito_ribo_and_config_genes():
+    """Issue 26: the genes kept out of the HVGs are kept out of the DE, even when they
+    carry the planted response effect (a clone's TRAV gene, the CAR)."""
+    import anndata as ad
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(1)
+    genes = ["G0", "G1", "G2", "TRAV14DV4", "TRBC2", "IGKC", "MT-CO1", "RPL13", "CAR", "XIST"]
+    mats, obs, clin = [], [], []
+    for i in range(8):
+        resp = i < 4
+        clin.append({"patient": f"P{i}", "response": "CR" if resp else "PD"})
+        mu = np.full(len(genes), 5.0)
+        if resp:
+            mu[[0, 3, 8]] *= 5
+        mats.append(rng.poisson(mu, size=(30, len(genes))))
+        obs += [{"patient": f"P{i}", "state": "tcm", "timepoint": "IP"}] * 30
+    gex = ad.AnnData(sp.csr_matrix(np.vstack(mats).astype(np.float32)), obs=pd.DataFrame(obs))
+    gex.obs_names = [f"c{i}" for i in range(gex.n_obs)]
+    gex.var_names = genes
+    gex.var["is_car"] = gex.var_names == "CAR"
+    de = S.pseudobulk_de(gex, clinical=pd.DataFrame(clin), primary_timepoint="IP",
+                         responders=["CR"], exclude_responses=["NE"], min_cells_pseudobulk=10,
+                         min_patients_per_group=3, min_gene_count=10, exclude_genes=["XIST"])
+    assert set(de["gene"]) == {"G0", "G1", "G2"}
+    assert de.set_index("gene").loc["G0", "padj"] < 0.05
+
+
 # --------------------------------------------------------------------------- scorecards
 
 

@@ -222,11 +222,13 @@ def associate_kwargs():
 
 def pseudobulk_de_kwargs():
     """Keyword arguments of `stats.pseudobulk_de`, rule pseudobulk_de - the response
-    groups and the pseudobulk keys of config['associate'] (no bootstrap or seed)."""
+    groups, the pseudobulk keys of config['associate'] (no bootstrap or seed) and the
+    genes kept out of the HVGs (integrate.exclude_genes)."""
     cfg = config["associate"]
     keys = ["min_cells_pseudobulk", "min_patients_per_group", "min_gene_count"]
     kwargs = {k: cfg[k] for k in keys}
     kwargs.update(_response_groups_kwargs())
+    kwargs["exclude_genes"] = list(config["integrate"]["exclude_genes"])
     return canonical(kwargs)
 
 

@@ -277,10 +277,16 @@ def pseudobulk_de(
     min_cells_pseudobulk: int,
     min_patients_per_group: int,
     min_gene_count: int,
+    exclude_genes: Sequence[str] = (),
     clinical_source: str = "clinical table",
     n_cpus: int = 1,
 ) -> pd.DataFrame:
     """Pseudobulk DE of the cohort's GEX modality (rule ``pseudobulk_de``).
+
+    The genes kept out of the HVGs are kept out of the DE too
+    (:func:`cartcohort.pp.merge.gene_exclusions`): TR/IG V(D)J and constant genes (a
+    clonotype, not a response, sets their level), mitochondrial and ribosomal genes, the
+    CAR feature and ``exclude_genes``; their number per reason is logged.
 
     Parameters
     ----------
@@ -297,6 +303,9 @@ def pseudobulk_de(
     min_cells_pseudobulk
         Fewer cells of a state than this: the patient's pseudobulk is dropped
         (``min_cells`` of :func:`pseudobulk_de_matrix`).
+    exclude_genes
+        Further gene symbols left out (config ``integrate.exclude_genes``: the same list as
+        the HVG selection).
     clinical_source
         File name for messages.
     n_cpus
@@ -315,10 +324,17 @@ def pseudobulk_de(
         gex.n_vars,
         "layers['counts']" if in_layers else "X",
     )
+    from ..pp.merge import gene_exclusions
+
+    reason = gene_exclusions(gex.var, extra=exclude_genes)
+    keep = (reason == "").to_numpy()
+    logger.info("%d genes left out of the DE (%s); %d tested at most", int((~keep).sum()),
+                ", ".join(f"{k} {v}" for k, v in reason[~keep].value_counts().items()),
+                int(keep.sum()))
     de = pseudobulk_de_matrix(
-        counts,
+        counts[:, np.flatnonzero(keep)],
         obs=gex.obs,
-        genes=list(gex.var_names),
+        genes=list(gex.var_names[keep]),
         clinical=clinical,
         primary_timepoint=primary_timepoint,
         responders=responders,
