@@ -28,6 +28,7 @@ _SUBMODULES = (
     "config",
     "datasets",
     "errors",
+    "genesets",
     "io",
     "logs",
     "pl",

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import CartCohortError
+from ..genesets import gene_exclusions
 from ._utils import skipped_frame
 from .labels import response_labels
 
@@ -284,7 +285,7 @@ def pseudobulk_de(
     """Pseudobulk DE of the cohort's GEX modality (rule ``pseudobulk_de``).
 
     The genes kept out of the HVGs are kept out of the DE too
-    (:func:`cartcohort.pp.merge.gene_exclusions`): TR/IG V(D)J and constant genes (a
+    (:func:`cartcohort.genesets.gene_exclusions`): TR/IG V(D)J and constant genes (a
     clonotype, not a response, sets their level), mitochondrial and ribosomal genes, the
     CAR feature and ``exclude_genes``; their number per reason is logged.
 
@@ -324,8 +325,6 @@ def pseudobulk_de(
         gex.n_vars,
         "layers['counts']" if in_layers else "X",
     )
-    from ..pp.merge import gene_exclusions
-
     reason = gene_exclusions(gex.var, extra=exclude_genes)
     keep = (reason == "").to_numpy()
     logger.info("%d genes left out of the DE (%s); %d tested at most", int((~keep).sum()),
