@@ -1154,8 +1154,11 @@ def test_comment_lines_keep_file_line_numbers(tmp_path):
 # --------------------------------------------------------------------------- speed
 
 
-def test_prepare_inputs_1000_libraries_is_fast(tmp_path):
-    """Parse-time validation of a 1,000-library sheet pointing at tiny files."""
+def test_prepare_inputs_1000_libraries_and_its_cache(tmp_path):
+    """Parse-time validation of a 1,000-library sheet pointing at tiny files; the warm
+    cache gives the same sheet without reading the files again. (How long it takes is a
+    benchmark target, ``make bench``'s 1,000-library dry run, not a test: a timed test
+    fails on a busy machine.)"""
     data = tmp_path / "data"
     ids, names, types = tiny_features(20, adt=["CD4_TotalSeqC"], car="CAR")
     rows = []
@@ -1219,7 +1222,6 @@ def test_prepare_inputs_1000_libraries_is_fast(tmp_path):
     )
     assert len(samples) == n
     pd.testing.assert_frame_equal(samples, cached)
-    assert elapsed < 10.0
     assert elapsed_cached < elapsed
 
 
