@@ -243,6 +243,11 @@ def signatures_path():
     return _resource_path(config["annotate"]["signatures"])
 
 
+def primary_panel_path():
+    """The primary-panel file of the response association (user file or the bundled one)."""
+    return _resource_path(config["associate"]["primary_panel"])
+
+
 def seed():
     """Master seed from the config."""
     return int(config["seed"])

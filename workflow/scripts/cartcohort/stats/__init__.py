@@ -39,6 +39,7 @@ from .labels import (
     testable_features,
 )
 from .logistic import LogisticFit, firth_logistic, logistic_association, logistic_tests
+from .panel import PanelFeature, PrimaryPanel, load_primary_panel, parse_primary_panel
 from .longitudinal import LONGITUDINAL_COLUMNS, longitudinal_models
 from .pseudobulk import DE_COLUMNS, pseudobulk_counts, pseudobulk_de, pseudobulk_de_matrix
 from .response import (
@@ -54,6 +55,10 @@ from .response import (
 from .survival import SURVIVAL_COLUMNS, survival_models
 
 __all__ = [
+    "PanelFeature",
+    "PrimaryPanel",
+    "load_primary_panel",
+    "parse_primary_panel",
     "ASSOCIATION_COLUMNS",
     "COMPOSITION_TRANSFORMS",
     "DE_COLUMNS",

@@ -103,6 +103,53 @@ def is_descriptive(name: str) -> bool:
     )
 
 
+#: Repertoire columns measured after infusion. On a product row they summarise the
+#: patient's post-infusion samples (persistence of product clones); on a post-infusion
+#: row they compare that sample with the product. Either way they are in vivo, not
+#: product, features: outcome correlates, never predictors (immortal-time bias).
+IN_VIVO_REPERTOIRE: tuple[str, ...] = tuple(
+    f"rep_{c}"
+    for c in (
+        "jaccard_product",
+        "morisita_horn_product",
+        "n_product_clones_detected",
+        "frac_cells_from_product_clones",
+        "frac_car_cells_from_product_clones",
+        "n_post_samples",
+        "n_product_clones_detected_later",
+        "frac_product_clones_detected_later",
+        "frac_post_cells_from_product_clones",
+        "frac_post_car_cells_from_product_clones",
+    )
+)
+#: The two scopes of a feature (``scope`` column of the association tables).
+SCOPES: tuple[str, ...] = ("product", "in_vivo")
+
+
+def feature_scope(name: str) -> str:
+    """Whether a feature-table column is a product or an in vivo feature.
+
+    A *product* feature is measured on the infusion-product library alone; it may
+    predict response and enter the response association, the scorecards and the
+    baseline survival models. An *in vivo* feature uses cells taken after infusion
+    (:data:`IN_VIVO_REPERTOIRE`: overlap with and persistence of product clones); it is
+    an outcome correlate and enters survival only in a landmark analysis. Any feature
+    read on a post-infusion library is in vivo as well; that is a property of the row
+    (its timepoint), not of the name, and is decided by the caller.
+
+    Parameters
+    ----------
+    name
+        A feature column of ``sample_features.tsv``.
+
+    Returns
+    -------
+    str
+        ``"in_vivo"`` or ``"product"``.
+    """
+    return "in_vivo" if name in IN_VIVO_REPERTOIRE else "product"
+
+
 REQUIRED_CELL_COLUMNS: tuple[str, ...] = (
     "cell",
     "sample",
