@@ -5,7 +5,9 @@
 - :mod:`cartcohort.pp.metrics` - per-cell metrics, MAD or fixed thresholds, flags;
 - :mod:`cartcohort.pp.doublets` - Scrublet on expression, scirpy chain QC on the TCR;
 - :mod:`cartcohort.pp.merge` - the QC-passing cells merged, normalised, HVGs (no
-  V(D)J/mito/ribo/CAR genes) and PCA, shared by every integration method.
+  V(D)J/mito/ribo/CAR genes) and PCA, shared by every integration method;
+- :mod:`cartcohort.pp.hvg` - scanpy's ``seurat_v3`` HVGs from a cohort read chunk by
+  chunk (:func:`seurat_v3_chunked`), never holding the whole matrix.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from .metrics import (
     mito_genes,
     qc_metrics,
 )
+from .hvg import GeneMoments, clipped_sums, seurat_v3_chunked
 from .merge import (
     EXCLUDE_PATTERNS,
     HVG_SPANS,
@@ -60,6 +63,10 @@ from .qc import (
 )
 
 __all__ = [
+    # hvg
+    "GeneMoments",
+    "clipped_sums",
+    "seurat_v3_chunked",
     # qc
     "REASONS",
     "combine_summaries",
