@@ -7,7 +7,8 @@
 - :mod:`cartcohort.pp.merge` - the QC-passing cells merged, normalised, HVGs (no
   V(D)J/mito/ribo/CAR genes) and PCA, shared by every integration method;
 - :mod:`cartcohort.pp.hvg` - scanpy's ``seurat_v3`` HVGs from a cohort read chunk by
-  chunk (:func:`seurat_v3_chunked`), never holding the whole matrix.
+  chunk (``seurat_v3_chunked``), never holding the whole matrix; imported from its
+  module, not re-exported here, so that the per-library steps' envs need no scikit-misc.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ from .metrics import (
     mito_genes,
     qc_metrics,
 )
-from .hvg import GeneMoments, clipped_sums, seurat_v3_chunked
 from .merge import (
     EXCLUDE_PATTERNS,
     HVG_SPANS,
@@ -63,10 +63,6 @@ from .qc import (
 )
 
 __all__ = [
-    # hvg
-    "GeneMoments",
-    "clipped_sums",
-    "seurat_v3_chunked",
     # qc
     "REASONS",
     "combine_summaries",
