@@ -482,12 +482,27 @@ MAX_MEM_MB = workflow.global_resources.get("mem_mb")
 MAX_MEM_MB = MAX_MEM_MB if isinstance(MAX_MEM_MB, int) else None
 
 
+def input_mb(input):
+    """Size of a job's input files in MB (files not there yet count 0).
+
+    A plain `os.stat` per file: Snakemake's `input.size_mb` goes through its storage
+    layer, one event loop per call, which made the resource functions most of a dry
+    run's time on 1,000 libraries."""
+    total = 0
+    for f in input:
+        try:
+            total += os.stat(f).st_size
+        except OSError:
+            pass
+    return total / 1024**2
+
+
 def mem_mb(rule):
     """Resource function: memory of `rule` from its input size (RESOURCE_MODEL)."""
     fixed, per_mb, _, _ = RESOURCE_MODEL[rule]
 
     def _mem_mb(wildcards, input, attempt):
-        need = int((fixed + per_mb * input.size_mb) * (1.5 ** (attempt - 1)))
+        need = int((fixed + per_mb * input_mb(input)) * (1.5 ** (attempt - 1)))
         # with --resources mem_mb=N (the machine's memory), a job predicted to need more
         # than N gets N and runs alone, rather than the run being refused
         return min(need, MAX_MEM_MB) if MAX_MEM_MB else need
@@ -500,7 +515,7 @@ def runtime(rule):
     _, _, fixed, per_gb = RESOURCE_MODEL[rule]
 
     def _runtime(wildcards, input, attempt):
-        return int(fixed + per_gb * input.size_mb / 1024) * attempt
+        return int(fixed + per_gb * input_mb(input) / 1024) * attempt
 
     return _runtime
 

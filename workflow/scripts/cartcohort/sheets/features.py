@@ -63,6 +63,21 @@ def closest_features(name: str, names: Sequence[str], *, n: int = 3) -> list[str
     return [spelled[k] for k in dict.fromkeys([*close, *containing])][:n]
 
 
+def _listed(name: str, values: Sequence[str]) -> bool:
+    """Whether ``name`` is one of ``values``: one set per distinct list object (the
+    sniffers share one decoded list between the libraries of one reference)."""
+    key = id(values)
+    hit = _SETS.get(key)
+    if hit is None or hit[0] is not values:
+        if len(_SETS) >= 8:
+            _SETS.pop(next(iter(_SETS)))
+        hit = _SETS[key] = (values, frozenset(values))
+    return name in hit[1]
+
+
+_SETS: dict[int, tuple[Sequence[str], frozenset[str]]] = {}
+
+
 def car_feature_issues(
     car_features: Sequence[str],
     names: Sequence[str],
@@ -89,10 +104,9 @@ def car_feature_issues(
     list of Issue
         One per missing entry, naming the closest feature names found.
     """
-    present = set(names) | set(ids)
     issues: list[Issue] = []
     for car in dict.fromkeys(str(c) for c in car_features):
-        if car in present:
+        if _listed(car, names) or _listed(car, ids):
             continue
         close = closest_features(car, names)
         seen = (

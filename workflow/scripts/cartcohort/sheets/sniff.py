@@ -7,6 +7,7 @@ tuples about the checked file; the caller turns them into
 
 from __future__ import annotations
 
+import hashlib
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,27 @@ class GexFacts:
 
 def _decode(values: np.ndarray) -> list[str]:
     return [v.decode() if isinstance(v, bytes) else str(v) for v in values.tolist()]
+
+
+_DECODED: dict[bytes, list[str]] = {}
+_DECODED_MAX = 8
+
+
+def _decode_shared(values: np.ndarray) -> list[str]:
+    """:func:`_decode` of a feature list, decoded once per distinct content.
+
+    The libraries of a cohort are mapped to one or a few references, so a sheet of
+    1,000 libraries holds the same 30k-feature lists 1,000 times; decoding each was
+    most of the parse-time check. The list returned is shared: callers must not
+    change it.
+    """
+    key = hashlib.blake2b(values.tobytes(), digest_size=20).digest() + str(values.dtype).encode()
+    hit = _DECODED.get(key)
+    if hit is None:
+        if len(_DECODED) >= _DECODED_MAX:
+            _DECODED.pop(next(iter(_DECODED)))
+        hit = _DECODED[key] = _decode(values)
+    return hit
 
 
 def _h5_strings(obj: Any) -> list[str]:
@@ -139,8 +161,10 @@ def _h5_matrix_issues(
     n_feat, n_cells = shape[0], shape[1]
     facts.n_cells = n_cells
     _h5_shape_issues(m, n_feat, n_cells, issues)
-    ftypes = set(_decode(m["features/feature_type"][()]))
-    if n_feat and "Gene Expression" not in ftypes:
+    ftype = m["features/feature_type"][()]
+    gene_expression = (ftype == b"Gene Expression") | (ftype == "Gene Expression")
+    if n_feat and not np.any(gene_expression):
+        ftypes = set(_decode(np.unique(ftype)))
         issues.append(
             (
                 "dataset 'matrix/features/feature_type'",
@@ -160,8 +184,8 @@ def _h5_matrix_issues(
     elif want_barcodes and not issues:
         facts.barcodes = _decode(m["barcodes"][()])
     if want_features and not issues:
-        facts.feature_names = _decode(m["features/name"][()])
-        facts.feature_ids = _decode(m["features/id"][()])
+        facts.feature_names = _decode_shared(m["features/name"][()])
+        facts.feature_ids = _decode_shared(m["features/id"][()])
         facts.features_where = "dataset 'matrix/features/name'"
 
 
