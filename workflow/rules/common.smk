@@ -234,8 +234,11 @@ def pseudobulk_de_kwargs():
 
 def cohort_scorecards_kwargs():
     """Keyword arguments of `scorecards.cohort_scorecards`, rule scorecards - the response
-    groups only (the products scored are the rule's card outputs)."""
-    return canonical(_response_groups_kwargs())
+    groups and the nominal coverage of the flags' interval (scorecards.flag_coverage; the
+    products scored are the rule's card outputs, the panel is its input)."""
+    kwargs = _response_groups_kwargs()
+    kwargs["flag_coverage"] = config["scorecards"]["flag_coverage"]
+    return canonical(kwargs)
 
 
 def signatures_path():

@@ -292,9 +292,16 @@ _REGISTRY = (
         "scorecard",
         "results/scorecards/{sample}.tsv",
         "scorecards",
-        _names("sample feature value cohort_percentile cohort_n cohort_median")
-        + _names("responder_min responder_median responder_max nonresponder_median")
-        + _names("n_responders flag direction qvalue"),
+        _names("sample feature primary value cohort_percentile cohort_n cohort_median")
+        + _names("responder_min responder_median responder_max interval_low interval_high")
+        + _names("nonresponder_median n_responders flag direction qvalue"),
+    ),
+    Table(
+        "scorecard_calibration",
+        "results/tables/scorecard_calibration.tsv",
+        "scorecards",
+        _names("row patient response n_features n_flagged flag_rate nominal_coverage")
+        + _names("expected_flag_rate"),
     ),
     Table(
         "warnings",
