@@ -158,10 +158,16 @@ _REGISTRY = (
         _names("sample compartment n_cells_in n_cells_out n_removed_total"),
     ),
     Table(
+        "integration_metrics_pre_annotation",
+        "results/integrate/metrics_pre_annotation.tsv",
+        "integration_metrics",
+        _names("method metric value direction label"),
+    ),
+    Table(
         "integration_metrics",
         "results/tables/integration_metrics.tsv",
-        "integration_metrics",
-        _names("method metric value direction"),
+        "integration_metrics_states",
+        _names("method metric value direction label pass lead"),
     ),
     Table(
         "clonotypes",

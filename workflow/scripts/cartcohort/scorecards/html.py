@@ -99,8 +99,9 @@ def _rule_text(calibration: pd.DataFrame, panel_label: str, qvalue_threshold: fl
     n_resp = int((calibration["row"] == "responder").sum())
     shown = "NA" if not np.isfinite(rate) else f"{100 * rate:.1f}%"
     return (
-        "<p>Each infusion product's product features placed in the cohort: percentile "
-        "among the cohort's patients (leave-one-out for cohort products). A feature of the "
+        "<p>Each infusion product's features (product scope only) placed in the cohort: "
+        "percentile among the cohort's patients (leave-one-out for cohort products). A "
+        "feature of the "
         f"primary panel ({html.escape(panel_label)}) is <b>flagged</b> when the product lies "
         f"outside the responders' {100 * cov:g}% prediction interval for one new "
         "observation (mean &plusmn; t<sub>n-1</sub> &middot; SD &middot; &radic;(1 + 1/n), "

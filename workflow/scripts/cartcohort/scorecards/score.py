@@ -101,6 +101,30 @@ def _placement(value: float, allv: np.ndarray, rv: np.ndarray, *, primary: bool,
     return dict(out, flag=flag)
 
 
+def _summaries(allv: np.ndarray, rv: np.ndarray, nv: np.ndarray) -> dict:
+    """Cohort, responder and non-responder summaries of one feature's reference values."""
+
+    def stat(f, v: np.ndarray) -> float:
+        return float(f(v)) if len(v) else np.nan
+
+    return dict(
+        cohort_n=len(allv),
+        cohort_median=stat(np.median, allv),
+        responder_min=stat(np.min, rv),
+        responder_median=stat(np.median, rv),
+        responder_max=stat(np.max, rv),
+        nonresponder_median=stat(np.median, nv),
+        n_responders=len(rv),
+    )
+
+
+def _mann_whitney(association: pd.DataFrame | None) -> pd.DataFrame:
+    """The Mann–Whitney rows of ``association.tsv`` by feature (empty without one)."""
+    if association is None or not len(association):
+        return pd.DataFrame(columns=["direction", "qvalue"])
+    return association[association["test"] == "mann_whitney"].set_index("feature")
+
+
 def card_features(reference: pd.DataFrame, primary: Sequence[str]) -> list[str]:
     """Features on a card: the primary panel (in its order), then every other product
     feature of the reference (in vivo features, ``count_*`` helpers and descriptive
@@ -129,16 +153,14 @@ def score_product(
     product
         One row of a sample-feature table (``sample`` plus feature values).
     reference
-        Table from :func:`build_reference` (e.g. read from
-        ``reference_features.tsv``).
+        Table from :func:`build_reference` (``reference_features.tsv``).
     primary
         Features of the primary panel (:func:`cartcohort.stats.load_primary_panel`):
         the only ones flagged. A panel feature absent from the reference is listed
         with flag ``no_reference``.
     coverage
         Nominal coverage of the responders' prediction interval
-        (``scorecards.flag_coverage``; :func:`~cartcohort.scorecards.flags.
-        prediction_interval`).
+        (``scorecards.flag_coverage``; :func:`.flags.prediction_interval`).
     association
         ``association.tsv`` (optional): adds the Mann–Whitney direction and
         q-value of each feature.
@@ -158,8 +180,7 @@ def score_product(
         ``interval_low``/``interval_high`` the responders' prediction interval
         (primary features only); ``flag`` is ``below_responder_interval``,
         ``above_responder_interval``, ``within_responder_interval``,
-        ``exploratory_not_flagged`` (outside the panel), ``no_value`` or
-        ``no_reference``.
+        ``exploratory_not_flagged`` (outside the panel), ``no_value``, ``no_reference``.
     """
     coverage = check_coverage(coverage)
     ref = reference.copy()
@@ -168,9 +189,7 @@ def score_product(
         ref = ref[ref["patient"] != str(exclude_patient)]
     is_resp, is_non = _response_groups(ref)
     panel = set(primary)
-    mw = None
-    if association is not None and len(association):
-        mw = association[association["test"] == "mann_whitney"].set_index("feature")
+    mw = _mann_whitney(association)
     rows = []
     sample = str(product.get("sample", "NA"))
     for f in card_features(ref, list(primary)):
@@ -181,22 +200,16 @@ def score_product(
         nv = ref_v[ok & is_non]
         raw = product.get(f, np.nan)
         value = float(raw) if raw is not None and not pd.isna(raw) else np.nan
-        known = mw is not None and f in mw.index
+        known = f in mw.index
         rows.append(
             dict(
                 sample=sample,
                 feature=f,
                 primary=f in panel,
                 value=value,
-                cohort_n=len(allv),
-                cohort_median=float(np.median(allv)) if len(allv) else np.nan,
-                responder_min=float(rv.min()) if len(rv) else np.nan,
-                responder_median=float(np.median(rv)) if len(rv) else np.nan,
-                responder_max=float(rv.max()) if len(rv) else np.nan,
-                nonresponder_median=float(np.median(nv)) if len(nv) else np.nan,
-                n_responders=len(rv),
-                direction=mw.loc[f, "direction"] if known else "NA",  # type: ignore[union-attr]
-                qvalue=float(mw.loc[f, "qvalue"]) if known else np.nan,  # type: ignore[union-attr]
+                **_summaries(allv, rv, nv),
+                direction=mw.loc[f, "direction"] if known else "NA",
+                qvalue=float(mw.loc[f, "qvalue"]) if known else np.nan,
                 **_placement(value, allv, rv, primary=f in panel, coverage=coverage,
                              min_reference=min_reference),
             )
