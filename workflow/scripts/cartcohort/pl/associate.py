@@ -170,7 +170,9 @@ def scorecard_heatmap(
             if f in c.index:
                 pct[i, j] = c.loc[f, "cohort_percentile"]
                 out[i, j] = c.loc[f, "flag"] in OUTSIDE
-    fig = Figure(figsize=(2.5 + 0.32 * len(feats), 2.4 + 0.26 * len(samples)))
+    # wide rather than tall, so that the report shows it whole (<= 1000 px high at 150 dpi
+    # for 20 products)
+    fig = Figure(figsize=(3.5 + 0.4 * len(feats), 1.6 + 0.24 * len(samples)))
     ax = fig.add_subplot()
     im = ax.imshow(
         np.ma.masked_invalid(pct), aspect="auto", cmap="RdBu_r", norm=TwoSlopeNorm(50, 0, 100)
@@ -178,7 +180,8 @@ def scorecard_heatmap(
     ii, jj = np.nonzero(out)
     ax.scatter(jj, ii, marker="x", color="black", s=18, lw=1)
     cols = [f"{f} (q={q[f]:.1g})" if np.isfinite(q[f]) else f for f in feats]
-    ax.set_xticks(np.arange(len(feats)), cols, rotation=90, fontsize=7)
+    ax.set_xticks(np.arange(len(feats)), cols, rotation=40, ha="right",
+                  rotation_mode="anchor", fontsize=7)
     rows = [labels.get(s, s) if labels else s for s in samples]
     ax.set_yticks(np.arange(len(samples)), rows, fontsize=7)
     cb = fig.colorbar(im, ax=ax, fraction=0.03)
