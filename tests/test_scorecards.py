@@ -75,12 +75,23 @@ def test_interval_matches_the_formula_and_bad_coverage_is_refused():
 def test_cards_and_reference_hold_product_features_only():
     ref = _normal_reference(5, 5, 2, seed=3)
     in_vivo = IN_VIVO_REPERTOIRE[0]
-    patients = ref.assign(**{in_vivo: 0.5, "count_f0": 10, "n_cells": 300})
+    patients = ref.assign(**{c: 0.5 for c in IN_VIVO_REPERTOIRE}, count_f0=10, n_cells=300)
     reference = SC.build_reference(patients)
-    assert in_vivo not in reference.columns and "count_f0" not in reference.columns
+    assert list(reference.columns) == ["patient", "response", "responder", "f0", "f1"]
     # even a reference that carries one (an older file) never puts it on a card,
     # nor an in vivo feature named in the panel
     card = SC.score_product(pd.Series({"sample": "X_IP", "f0": 0.1, in_vivo: 0.9}),
                             reference=patients, primary=["f0", in_vivo], coverage=0.9)
     assert set(card["feature"]) == {"f0", "f1"}
     assert card.set_index("feature").loc["f0", "primary"]
+
+
+def test_too_few_responders_leave_the_rate_unmeasured_not_zero():
+    ref = _normal_reference(3, 3, 4, seed=5)  # leave-one-out: 2 other responders < 3
+    feats = ["f0", "f1", "f2", "f3"]
+    calib = SC.flag_calibration(ref, primary=feats, coverage=0.9)
+    assert (calib["n_features"] == 0).all() and np.isnan(SC.mean_flag_rate(calib))
+    card = SC.score_product(ref.iloc[0], reference=ref, primary=feats, coverage=0.9,
+                            exclude_patient="P00")
+    page = SC.scorecards_html({"P00_IP": card}, calibration=calib, panel_label="p v1")
+    assert "flagged on <b>NA</b>" in page and (card["flag"] == "no_reference").all()

@@ -291,6 +291,9 @@ def flag_calibration(
                                        exclude_patient=patient, min_reference=min_reference)
         responses[patient] = str(row.get("response", "NA"))
     table = calibration_rows(cards, responses=responses, coverage=coverage)
+    if not np.isfinite(mean_flag_rate(table)):
+        logger.warning("flag calibration not measured: %d responders, and each needs at least "
+                       "%d others", len(cards), min_reference)
     logger.info("leave-one-out flag rate of the %d responders' products: mean %.3f "
                 "(nominal %.3f)", len(cards), mean_flag_rate(table), 1 - float(coverage))
     return table
