@@ -457,25 +457,45 @@ def _reference() -> pd.DataFrame:
 
 def test_score_product_percentile_and_flags():
     ref = _reference()
+    prim = dict(primary=["memory_like_fraction"], coverage=0.9)
     card = SC.score_product(pd.Series({"sample": "new", "memory_like_fraction": 0.3}),
-                           reference=ref).set_index("feature")
+                           reference=ref, **prim).set_index("feature")
     row = card.loc["memory_like_fraction"]
     # below: 0.2; equal: 0.3 -> (1 + 0.5) / 6
     assert row["cohort_percentile"] == pytest.approx(100 * 1.5 / 6)
-    assert row["flag"] == "below_responder_range"
     assert (row["responder_min"], row["responder_max"]) == (0.4, 0.6)
-    inside = SC.score_product(pd.Series({"sample": "n2", "memory_like_fraction": 0.45}),
-                             reference=ref)
-    assert inside["flag"].item() == "within_responder_range"
-    # leave-one-out: R3 is not compared with itself -> above the other responders
+    # responders 0.4, 0.5, 0.6: 0.5 -/+ t(0.95, 2) 0.1 sqrt(4/3) = 0.5 -/+ 0.3372
+    assert row["interval_low"] == pytest.approx(0.5 - 2.919986 * 0.1 * (4 / 3) ** 0.5)
+    assert row["interval_high"] == pytest.approx(0.5 + 2.919986 * 0.1 * (4 / 3) ** 0.5)
+    assert row["flag"] == "within_responder_interval" and bool(row["primary"])
+    low = SC.score_product(pd.Series({"sample": "n2", "memory_like_fraction": 0.15}),
+                          reference=ref, **prim)
+    assert low["flag"].item() == "below_responder_interval"
+    # outside the panel: shown, never flagged
+    explo = SC.score_product(pd.Series({"sample": "n2", "memory_like_fraction": 0.15}),
+                            reference=ref, primary=[], coverage=0.9)
+    assert explo["flag"].item() == "exploratory_not_flagged" and not explo["primary"].item()
+    assert np.isnan(explo["interval_low"].item())
+    # leave-one-out: R3 is not compared with itself
     loo = SC.score_product(pd.Series({"sample": "R3_IP", "memory_like_fraction": 0.6}),
-                          reference=ref, exclude_patient="R3")
+                          reference=ref, exclude_patient="R3", **prim)
     assert loo["flag"].item() == "no_reference"  # only 2 responders left (< 3)
-    loo = SC.score_product(pd.Series({"sample": "R3_IP", "memory_like_fraction": 0.6}),
-                          reference=ref, exclude_patient="R3", min_reference=2)
-    assert loo["flag"].item() == "above_responder_range" and loo["cohort_n"].item() == 5
-    missing = SC.score_product(pd.Series({"sample": "m"}), reference=ref)
+    loo = SC.score_product(pd.Series({"sample": "R3_IP", "memory_like_fraction": 1.2}),
+                          reference=ref, exclude_patient="R3", min_reference=2, **prim)
+    assert loo["flag"].item() == "above_responder_interval" and loo["cohort_n"].item() == 5
+    missing = SC.score_product(pd.Series({"sample": "m"}), reference=ref, **prim)
     assert missing["flag"].item() == "no_value"
+
+
+def _panel(*features: str, tmp_path=None):
+    """A primary panel of ``features`` (written to tmp_path/panel.yaml when given)."""
+    import yaml
+
+    spec = {"version": 1, "features": [{"feature": f, "question": f"q{i}"}
+                                       for i, f in enumerate(features)]}
+    if tmp_path is not None:
+        (tmp_path / "panel.yaml").write_text(yaml.safe_dump(spec))
+    return S.parse_primary_panel(spec, source="panel.yaml")
 
 
 def test_new_product_cli_matches_library(tmp_path):
@@ -495,21 +515,25 @@ def test_new_product_cli_matches_library(tmp_path):
     spec = importlib.util.spec_from_file_location("score_new_product", script)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
+    _panel("planted", tmp_path=tmp_path)
     rc = mod.main(["--reference", str(tmp_path / "reference_features.tsv"), "--features",
                    str(tmp_path / "new.tsv"), "--association", str(tmp_path / "association.tsv"),
-                   "--out-dir", str(tmp_path / "out")])
+                   "--panel", str(tmp_path / "panel.yaml"), "--out-dir", str(tmp_path / "out")])
     assert rc == 0
     card = read_table(tmp_path / "out" / "NEW1.tsv").set_index("feature")
-    assert card.loc["planted", "flag"] == "below_responder_range"
+    assert card.loc["planted", "flag"] == "below_responder_interval"
+    assert card.loc["null_0", "flag"] == "exploratory_not_flagged"
     assert card.loc["planted", "cohort_percentile"] == 0
     assert card.loc["planted", "direction"] == "higher_in_responders"
     lib = SC.score_product(read_table(tmp_path / "new.tsv").iloc[0],
                           reference=read_table(tmp_path / "reference_features.tsv"),
-                          association=read_table(tmp_path / "association.tsv"))
+                          association=read_table(tmp_path / "association.tsv"),
+                          primary=["planted"], coverage=0.9)
     assert card["cohort_percentile"].tolist() == pytest.approx(lib["cohort_percentile"].tolist())
     assert "NEW1" in (tmp_path / "out" / "scorecards.html").read_text()
     assert mod.main(["--reference", str(tmp_path / "reference_features.tsv"),
                      "--features", str(tmp_path / "new.tsv"), "--samples", "nope",
+                     "--panel", str(tmp_path / "panel.yaml"),
                      "--out-dir", str(tmp_path / "out2")]) == 1
 
 
@@ -519,14 +543,16 @@ def test_cohort_scorecards_and_html():
     ref = SC.build_reference(res.patients)
     samples = list(feats["sample"]) + ["GONE_IP"]
     cards = SC.score_cohort_products(feats, reference=ref, association=res.association,
-                                    samples=samples)
+                                    samples=samples, primary=["planted"], coverage=0.9)
     assert set(cards) == set(samples)
     assert (cards["GONE_IP"]["flag"] == "no_value").all()
     assert (cards["P00_IP"]["cohort_n"] == 9).all()  # own patient left out
     meta = SC.product_meta(feats, patients=res.patients, samples=samples)
     assert meta.loc["P00_IP", "response"] == "CR"
-    page = SC.scorecards_html(cards, meta=meta)
+    calib = SC.flag_calibration(ref, primary=["planted"], coverage=0.9)
+    page = SC.scorecards_html(cards, meta=meta, calibration=calib, panel_label="p.yaml v1")
     assert page.count("<h2 id=") == len(samples) and "P09_IP" in page
+    assert f"<b>{100 * SC.mean_flag_rate(calib):.1f}%</b>" in page and "p.yaml v1" in page
 
 
 
@@ -536,14 +562,18 @@ def test_cohort_scorecards_step_writes_every_output(tmp_path):
     samples = list(feats["sample"])
     cards = [tmp_path / "cards" / f"{s}.tsv" for s in samples]
     out = SC.cohort_scorecards(
-        feats, clinical=clin, association=res.association, cards=cards,
-        reference=tmp_path / "reference.tsv", html=tmp_path / "cards.html",
-        heatmap=tmp_path / "heatmap.png", primary_timepoint="IP", responders=["CR"],
-        exclude_responses=["NE"])
+        feats, clinical=clin, association=res.association, panel=_panel("planted", "null_0"),
+        cards=cards, reference=tmp_path / "reference.tsv",
+        calibration=tmp_path / "calibration.tsv", html=tmp_path / "cards.html",
+        heatmap=tmp_path / "heatmap.png", flag_coverage=0.9, primary_timepoint="IP",
+        responders=["CR"], exclude_responses=["NE"])
     assert list(out.cards) == samples and all(p.exists() for p in cards)
     assert read_table(tmp_path / "reference.tsv")["patient"].tolist() == sorted(
         out.reference["patient"])
-    assert (tmp_path / "cards.html").read_text() == SC.scorecards_html(out.cards, meta=out.meta)
+    assert (tmp_path / "cards.html").read_text() == out.html()
+    calib = read_table(tmp_path / "calibration.tsv")
+    assert calib["row"].tolist() == ["responder"] * 5 + ["mean"]
+    assert calib["n_features"].iloc[:5].tolist() == [2] * 5  # planted and null_0
     assert (tmp_path / "heatmap.png").stat().st_size > 1000
 
 # --------------------------------------------------------------------------- figures
@@ -563,7 +593,8 @@ def test_figures_render_including_skipped_inputs(tmp_path):
                                "note": ["skipped: 1 responder"]})
     ref = SC.build_reference(res.patients)
     cards = SC.score_cohort_products(feats, reference=ref, association=res.association,
-                                    samples=list(feats["sample"]))
+                                    samples=list(feats["sample"]), primary=["planted"],
+                                    coverage=0.9)
     figs = {
         "forest": P.forest_plot(res.association),
         "forest_skipped": P.forest_plot(skipped),

@@ -593,6 +593,44 @@ def test_reference_labels_and_read_integration(tmp_path, integrated):
     assert back.uns["integration"]["method"] == "harmony"
 
 
+def test_second_pass_scores_final_states_and_keeps_the_first(tmp_path, integrated):
+    """Rule integration_metrics_states: the table leads with the final cell states
+    (unassigned cells left out of the label metrics) and keeps the first pass as it was."""
+    from cartcohort.pl.integrate import metrics_passes_heatmap
+    from cartcohort.tables import write_table
+
+    paths = []
+    for method in ("harmony", "none"):
+        paths.append(tmp_path / f"{method}.h5ad")
+        integrated[method].write_h5ad(paths[-1])
+    cells = integrated["none"].obs[["state"]].astype(str).rename_axis("cell").reset_index()
+    cells.loc[cells.index[:25], "state"] = "unassigned"
+    write_table(cells, tmp_path / "cells.tsv.gz")
+    first = ti.score_methods(paths, seed=0)
+    assert set(first.table["label"]) == {"leiden_unintegrated"}
+    res = ti.score_final_states(paths, cells_path=tmp_path / "cells.tsv.gz",
+                                first_pass=first.table, seed=0)
+    t = res.table
+    n = len(first.table)
+    assert list(t.columns[-3:]) == ["label", "pass", "lead"]
+    assert t["pass"].tolist() == ["final_states"] * n + ["pre_annotation"] * n
+    assert t["lead"].tolist() == [True] * n + [False] * n and res.label == "state"
+    pd.testing.assert_frame_equal(t.iloc[n:][list(first.table.columns)].reset_index(drop=True),
+                                  first.table)
+    # the leading pass = the metrics against the states of the assigned cells
+    a = ti.read_integration(paths[0])
+    a.obs["truth"] = cells.set_index("cell")["state"].replace("unassigned", np.nan)
+    expected = ti.integration_metrics(a, batch_key="batch", label_key="truth", seed=0)
+    lead = t[(t["pass"] == "final_states") & (t["method"] == "harmony")]
+    np.testing.assert_allclose(lead["value"].to_numpy(), expected["value"].to_numpy())
+    fig = metrics_passes_heatmap(t)
+    assert [ax.get_title().split(" (")[0] for ax in fig.axes[:2]] == [
+        "final cell states", "pre-annotation label"]
+    with pytest.raises(CartCohortError, match="re-run rule integration_metrics"):
+        ti.score_final_states(paths, cells_path=tmp_path / "cells.tsv.gz",
+                              first_pass=first.table.drop(columns="label"))
+
+
 def test_split_rules_equal_one_call_and_files_round_trip(tmp_path, synthetic, integrated):
     """merge_samples (prepare_cohort) + integrate (integrate_prepared) + annotate's
     reader (read_integrated) give exactly what integrate_cohort gives in one call."""

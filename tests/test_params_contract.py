@@ -29,6 +29,7 @@ RULE_CALLS: dict[str, str | None] = {
     "integrate": "cartcohort.tl.integrate:integrate_method",
     "umap": "cartcohort.tl.integrate:umap_layout",
     "integration_metrics": "cartcohort.tl.integrate:score_methods",
+    "integration_metrics_states": "cartcohort.tl.integrate:score_final_states",
     "plot_integration": "cartcohort.pl.integrate:integration_umap",
     "clonotypes": "cartcohort.tl.clonotypes:cohort_clonotypes",
     "repertoire": "cartcohort.tl.repertoire:repertoire_tables",

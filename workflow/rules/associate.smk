@@ -76,9 +76,11 @@ rule scorecards:
         features="results/tables/sample_features.tsv",
         clinical=config["clinical"],
         association="results/tables/association.tsv",
+        panel=primary_panel_path(),
     output:
         cards=primary_files("results/scorecards/{sample}.tsv"),
         reference="results/tables/reference_features.tsv",
+        calibration="results/tables/scorecard_calibration.tsv",
         html=report(
             "results/scorecards/scorecards.html",
             caption="../report/scorecards.rst",

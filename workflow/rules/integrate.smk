@@ -1,7 +1,8 @@
 # Integration across patients, timepoints and batches: the QC-passing cells merged,
 # normalised, HVGs and PCA once (results/integrate/merged.h5ad), then one embedding and
 # graph per method in integrate.methods (results/integrate/{method}.h5ad), metrics to
-# compare them, and the UMAP of the method used downstream (integrate.use), computed
+# compare them (a first pass before annotation, a second against the final cell states
+# after it), and the UMAP of the method used downstream (integrate.use), computed
 # apart (rule umap) so that annotation does not wait for the layout.
 
 
@@ -75,12 +76,7 @@ rule integration_metrics:
     input:
         unpack(integration_metrics_inputs),
     output:
-        table="results/tables/integration_metrics.tsv",
-        figure=report(
-            "results/figures/integration_metrics.png",
-            caption="../report/integration_metrics.rst",
-            category="Integration",
-        ),
+        table="results/integrate/metrics_pre_annotation.tsv",
     log:
         "logs/integration_metrics.log",
     benchmark:
@@ -95,6 +91,36 @@ rule integration_metrics:
         score_methods=score_methods_kwargs(),
     script:
         "../scripts/integration_metrics.py"
+
+
+# Second pass after annotation (annotate depends on integrate.use, so this is a rule of
+# its own downstream of it): the final cell states as the label, the first pass beside.
+rule integration_metrics_states:
+    input:
+        h5ad=expand("results/integrate/{method}.h5ad", method=INTEGRATION_METHODS),
+        cells="results/tables/cells.tsv.gz",
+        first_pass="results/integrate/metrics_pre_annotation.tsv",
+    output:
+        table="results/tables/integration_metrics.tsv",
+        figure=report(
+            "results/figures/integration_metrics.png",
+            caption="../report/integration_metrics.rst",
+            category="Integration",
+        ),
+    log:
+        "logs/integration_metrics_states.log",
+    benchmark:
+        "benchmarks/integration_metrics_states.tsv"
+    conda:
+        "../../envs/integrate.yaml"
+    threads: 1
+    resources:
+        mem_mb=mem_mb("integration_metrics_states"),
+        runtime=runtime("integration_metrics_states"),
+    params:
+        score_final_states=score_final_states_kwargs(),
+    script:
+        "../scripts/integration_metrics_states.py"
 
 
 rule plot_integration:

@@ -12,10 +12,15 @@ Example::
         --reference results/tables/reference_features.tsv \\
         --features new_sample_features.tsv \\
         --association results/tables/association.tsv \\
+        --panel resources/association/primary_panel.yaml --flag-coverage 0.9 \\
         --out-dir new_scorecards
 
 writes ``new_scorecards/<sample>.tsv`` per product (same columns as
-``results/scorecards/<sample>.tsv``) and ``new_scorecards/scorecards.html``.
+``results/scorecards/<sample>.tsv``) and ``new_scorecards/scorecards.html``. Give the
+cohort run's ``associate.primary_panel`` and ``scorecards.flag_coverage`` (the defaults
+are those of the config schema): the primary-panel features are flagged outside the
+responders' prediction interval, and the page states the rule's leave-one-out
+calibration on the reference's responders.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import logging
 import sys
 from pathlib import Path
 
-from cartcohort import scorecards
+from cartcohort import scorecards, stats
 from cartcohort.errors import CartCohortError, InputError, Problem
 from cartcohort.vocab import ID_RULE, SAMPLE_ID_RE
 from cartcohort.tables import read_table, write_table
@@ -38,6 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--features", required=True, help="sample_features.tsv of the new product(s)")
     ap.add_argument("--association", help="association.tsv of the cohort (adds direction, q)")
     ap.add_argument("--samples", nargs="*", help="score only these samples (default: all rows)")
+    ap.add_argument("--panel", default="resources/association/primary_panel.yaml",
+                    help="primary panel of the cohort run (associate.primary_panel)")
+    ap.add_argument("--flag-coverage", type=float, default=0.9,
+                    help="nominal coverage of the responders' interval "
+                         "(scorecards.flag_coverage)")
     ap.add_argument("--out-dir", default="scorecards_new", help="output folder")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -68,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
                                     ID_RULE))
         if problems:
             raise InputError(problems)
+        panel = stats.load_primary_panel(args.panel)
         ref_patients = set(reference["patient"].astype(str))
         out_dir = Path(args.out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -80,11 +91,15 @@ def main(argv: list[str] | None = None) -> int:
                 log.info("%s: patient %s is in the reference and is left out of it", sample,
                          patient)
             cards[sample] = scorecards.score_product(
-                row, reference=reference, association=association, exclude_patient=exclude
+                row, reference=reference, primary=panel.names, coverage=args.flag_coverage,
+                association=association, exclude_patient=exclude,
             )
             write_table(cards[sample], out_dir / f"{sample}.tsv")
+        calibration = scorecards.flag_calibration(reference, primary=panel.names,
+                                                  coverage=args.flag_coverage)
         (out_dir / "scorecards.html").write_text(
-            scorecards.scorecards_html(cards, title="New product scorecards")
+            scorecards.scorecards_html(cards, calibration=calibration, panel_label=panel.label,
+                                       title="New product scorecards")
         )
         log.info("scored %d product(s) against %d reference patients -> %s", len(cards),
                  len(reference), out_dir)

@@ -158,10 +158,16 @@ _REGISTRY = (
         _names("sample compartment n_cells_in n_cells_out n_removed_total"),
     ),
     Table(
+        "integration_metrics_pre_annotation",
+        "results/integrate/metrics_pre_annotation.tsv",
+        "integration_metrics",
+        _names("method metric value direction label"),
+    ),
+    Table(
         "integration_metrics",
         "results/tables/integration_metrics.tsv",
-        "integration_metrics",
-        _names("method metric value direction"),
+        "integration_metrics_states",
+        _names("method metric value direction label pass lead"),
     ),
     Table(
         "clonotypes",
@@ -292,9 +298,16 @@ _REGISTRY = (
         "scorecard",
         "results/scorecards/{sample}.tsv",
         "scorecards",
-        _names("sample feature value cohort_percentile cohort_n cohort_median")
-        + _names("responder_min responder_median responder_max nonresponder_median")
-        + _names("n_responders flag direction qvalue"),
+        _names("sample feature primary value cohort_percentile cohort_n cohort_median")
+        + _names("responder_min responder_median responder_max interval_low interval_high")
+        + _names("nonresponder_median n_responders flag direction qvalue"),
+    ),
+    Table(
+        "scorecard_calibration",
+        "results/tables/scorecard_calibration.tsv",
+        "scorecards",
+        _names("row patient response n_features n_flagged flag_rate nominal_coverage")
+        + _names("expected_flag_rate"),
     ),
     Table(
         "warnings",

@@ -28,6 +28,7 @@ _FUNCTIONS = {
     "qc_figures": "qc",
     "umap_grid": "integrate",
     "metrics_heatmap": "integrate",
+    "metrics_passes_heatmap": "integrate",
     "graph_description": "integrate",
     "integration_umap": "integrate",
     "metrics_figure": "integrate",

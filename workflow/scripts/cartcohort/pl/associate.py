@@ -141,20 +141,26 @@ def scorecard_heatmap(
     cards: Mapping[str, pd.DataFrame],
     *,
     labels: Mapping[str, str] | None = None,
-    max_features: int = 25,
+    coverage: float | None = None,
 ) -> Figure:
-    """Products x features heatmap of cohort percentiles.
+    """Products x primary-panel features heatmap of cohort percentiles.
 
-    Features are those with the smallest association q-values (all when no
-    association is available); an ``x`` marks values outside the responders'
-    range. ``labels`` maps a sample to its row label (e.g. with the response).
+    Columns are the features of the primary panel (``primary`` column of the
+    cards), in panel order, labelled with their association q-value; an ``x``
+    marks a flagged value (outside the responders' leave-one-out interval).
+    ``labels`` maps a sample to its row label (e.g. with the response);
+    ``coverage`` (the interval's nominal coverage) is named in the title.
     """
+    from ..scorecards import OUTSIDE
+
     if not cards:
         return message_figure("no infusion-product samples to score", title="Scorecards")
     allc = pd.concat(list(cards.values()), ignore_index=True)
-    q = allc.groupby("feature", sort=True)["qvalue"].first()
-    order = q.fillna(np.inf).sort_values(kind="mergesort")
-    feats = list(order.index[:max_features])
+    prim = allc[allc["primary"].astype(bool)]
+    feats = list(dict.fromkeys(prim["feature"]))
+    if not feats:
+        return message_figure("no primary-panel feature on the scorecards", title="Scorecards")
+    q = prim.groupby("feature", sort=False)["qvalue"].first()
     samples = list(cards)
     pct = np.full((len(samples), len(feats)), np.nan)
     out = np.zeros_like(pct, dtype=bool)
@@ -163,21 +169,26 @@ def scorecard_heatmap(
         for j, f in enumerate(feats):
             if f in c.index:
                 pct[i, j] = c.loc[f, "cohort_percentile"]
-                out[i, j] = c.loc[f, "flag"] in ("below_responder_range", "above_responder_range")
-    fig = Figure(figsize=(2 + 0.32 * len(feats), 1.8 + 0.26 * len(samples)))
+                out[i, j] = c.loc[f, "flag"] in OUTSIDE
+    # wide rather than tall, so that the report shows it whole (<= 1000 px high at 150 dpi
+    # for 20 products)
+    fig = Figure(figsize=(3.5 + 0.4 * len(feats), 1.6 + 0.24 * len(samples)))
     ax = fig.add_subplot()
     im = ax.imshow(
         np.ma.masked_invalid(pct), aspect="auto", cmap="RdBu_r", norm=TwoSlopeNorm(50, 0, 100)
     )
     ii, jj = np.nonzero(out)
     ax.scatter(jj, ii, marker="x", color="black", s=18, lw=1)
-    cols = [f"{f} (q={order[f]:.1g})" if np.isfinite(order[f]) else f for f in feats]
-    ax.set_xticks(np.arange(len(feats)), cols, rotation=90, fontsize=7)
+    cols = [f"{f} (q={q[f]:.1g})" if np.isfinite(q[f]) else f for f in feats]
+    ax.set_xticks(np.arange(len(feats)), cols, rotation=40, ha="right",
+                  rotation_mode="anchor", fontsize=7)
     rows = [labels.get(s, s) if labels else s for s in samples]
     ax.set_yticks(np.arange(len(samples)), rows, fontsize=7)
     cb = fig.colorbar(im, ax=ax, fraction=0.03)
     cb.set_label("cohort percentile", fontsize=8)
-    ax.set_title("Product scorecards (x: outside the responders' range)", fontsize=9)
+    interval = f"{100 * coverage:g}% " if coverage is not None else ""
+    ax.set_title(f"Product scorecards, primary panel (x: outside the responders' "
+                 f"{interval}prediction interval)", fontsize=9)
     fig.tight_layout()
     return fig
 

@@ -136,16 +136,8 @@ def _natural_key(value: str) -> tuple:
     return (0, int(value), "") if value.isdigit() else (1, 0, value)
 
 
-def metrics_heatmap(table: pd.DataFrame, *, title: str = "") -> Figure:
-    """Methods (columns) x metrics (rows) heatmap of ``integration_metrics.tsv``.
-
-    Parameters
-    ----------
-    table
-        Columns ``method, metric, value`` (all metrics higher = better, in [0, 1]).
-    title
-        Figure title.
-    """
+def _metrics_panel(ax, table: pd.DataFrame, *, title: str):
+    """Draw the methods x metrics heatmap of ``table`` on ``ax``; returns the image."""
     missing = [c for c in ("method", "metric", "value") if c not in table.columns]
     if missing:
         raise CartCohortError(f"metrics table lacks columns {missing}")
@@ -155,7 +147,6 @@ def metrics_heatmap(table: pd.DataFrame, *, title: str = "") -> Figure:
     )
     wide = wide.loc[rows]
     values = wide.to_numpy(dtype=float)
-    fig, ax = plt.subplots(figsize=(2.2 + 1.3 * wide.shape[1], 1.0 + 0.45 * wide.shape[0]))
     masked = np.ma.masked_invalid(values)
     im = ax.imshow(masked, cmap="viridis", vmin=0, vmax=1, aspect="auto")
     for (i, j), v in np.ndenumerate(values):
@@ -169,9 +160,67 @@ def metrics_heatmap(table: pd.DataFrame, *, title: str = "") -> Figure:
     n_single = sum(m in METRIC_ORDER[:5] for m in wide.index)
     if 0 < n_single < wide.shape[0]:
         ax.axhline(n_single - 0.5, color="white", lw=2)
+    ax.set_title(title, fontsize=10)
+    return im
+
+
+def metrics_heatmap(table: pd.DataFrame, *, title: str = "") -> Figure:
+    """Methods (columns) x metrics (rows) heatmap of one pass of the integration metrics.
+
+    Parameters
+    ----------
+    table
+        Columns ``method, metric, value`` (all metrics higher = better, in [0, 1]).
+    title
+        Figure title.
+    """
+    n_methods = table["method"].nunique() if "method" in table.columns else 1
+    n_metrics = table["metric"].nunique() if "metric" in table.columns else 1
+    fig, ax = plt.subplots(figsize=(2.2 + 1.3 * n_methods, 1.0 + 0.45 * n_metrics))
+    im = _metrics_panel(ax, table, title=title or "Integration metrics by method")
     fig.colorbar(im, ax=ax, fraction=0.05, label="score (higher = better)")
-    ax.set_title(title or "Integration metrics by method")
     fig.tight_layout()
+    return fig
+
+
+#: Panel titles of the passes of ``integration_metrics.tsv``.
+_PASS_TITLES = {"final_states": "final cell states", "pre_annotation": "pre-annotation label"}
+
+
+def metrics_passes_heatmap(table: pd.DataFrame) -> Figure:
+    """Side-by-side heatmaps of ``integration_metrics.tsv``, one per pass: the leading
+    pass (``lead`` true: the final cell states) on the left, the first pass (e.g. the
+    Leiden clusters of the unintegrated PCA) on the right, each titled with its label.
+
+    Parameters
+    ----------
+    table
+        ``method, metric, value, label, pass, lead`` (:func:`cartcohort.tl.integrate.
+        score_final_states`).
+    """
+    missing = [c for c in ("label", "pass", "lead") if c not in table.columns]
+    if missing:
+        raise CartCohortError(f"integration_metrics table lacks columns {missing}")
+    lead = table["lead"].astype(str).str.lower().isin(["true", "1"])
+    passes = list(dict.fromkeys(table.loc[lead, "pass"])) + list(
+        dict.fromkeys(table.loc[~lead, "pass"]))
+    n_methods = table["method"].nunique()
+    n_metrics = table["metric"].nunique()
+    fig, axes = plt.subplots(
+        1, len(passes), figsize=(1.0 + (2.2 + 1.1 * n_methods) * len(passes),
+                                 1.4 + 0.45 * n_metrics), squeeze=False)
+    im = None
+    for k, (ax, name) in enumerate(zip(axes[0], passes)):
+        part = table[table["pass"] == name]
+        label = str(part["label"].iloc[0])
+        role = "leading" if k == 0 else "also reported"
+        im = _metrics_panel(ax, part, title=f"{_PASS_TITLES.get(name, name)} ({role})\n"
+                                            f"label: {label}")
+        if k:
+            ax.set_yticklabels([])
+    fig.colorbar(im, ax=list(axes[0]), fraction=0.03, label="score (higher = better)")
+    fig.suptitle("Integration metrics by method: bio-conservation against the final cell "
+                 "states and against the pre-annotation label", fontsize=10, y=1.03)
     return fig
 
 
@@ -270,15 +319,13 @@ def integration_umap(
     fig.savefig(path, dpi=150)
 
 
-def metrics_figure(table: pd.DataFrame, *, label: str, path: str | os.PathLike) -> None:
-    """Write the metrics heatmap of rule ``integration_metrics``.
+def metrics_figure(table: pd.DataFrame, *, path: str | os.PathLike) -> None:
+    """Write the metrics heatmaps of rule ``integration_metrics_states``.
 
     Parameters
     ----------
     table
-        ``integration_metrics.tsv`` (see :func:`metrics_heatmap`).
-    label
-        The biological label the metrics used (named in the title).
+        ``integration_metrics.tsv`` (see :func:`metrics_passes_heatmap`).
     path
         Output PNG.
 
@@ -287,5 +334,5 @@ def metrics_figure(table: pd.DataFrame, *, label: str, path: str | os.PathLike) 
     None
         The figure is written to ``path``.
     """
-    fig = metrics_heatmap(table, title=f"Integration metrics\n(label: {label})")
-    fig.savefig(path, dpi=150)
+    fig = metrics_passes_heatmap(table)
+    fig.savefig(path, dpi=150, bbox_inches="tight")

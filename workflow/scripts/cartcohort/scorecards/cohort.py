@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..stats import labelled_patients
+from ..stats import PrimaryPanel, labelled_patients
 from ..tables import write_table
 from .html import scorecards_html
-from .score import build_reference, product_meta, score_cohort_products
+from .score import build_reference, flag_calibration, product_meta, score_cohort_products
 
 logger = logging.getLogger(__name__)
 
@@ -30,15 +30,25 @@ class CohortScorecards:
         Sample -> scorecard, one per product, in the order of the samples.
     meta
         Per-product header info (:func:`product_meta`).
+    calibration
+        ``scorecard_calibration.tsv`` (:func:`flag_calibration`).
+    coverage
+        Nominal coverage of the responders' interval.
+    panel
+        The primary panel whose features are flagged.
     """
 
     reference: pd.DataFrame
     cards: dict[str, pd.DataFrame]
     meta: pd.DataFrame
+    calibration: pd.DataFrame
+    coverage: float
+    panel: PrimaryPanel
 
     def html(self) -> str:
         """The scorecards page (:func:`scorecards_html`)."""
-        return scorecards_html(self.cards, meta=self.meta)
+        return scorecards_html(self.cards, meta=self.meta, calibration=self.calibration,
+                               panel_label=self.panel.label)
 
     def labels(self) -> dict[str, str]:
         """Heatmap row labels: ``sample (response)``."""
@@ -51,6 +61,8 @@ def score_cohort(
     clinical: pd.DataFrame,
     association: pd.DataFrame | None,
     samples: Sequence[str],
+    panel: PrimaryPanel,
+    flag_coverage: float,
     primary_timepoint: str,
     responders: Sequence[str],
     exclude_responses: Sequence[str],
@@ -59,10 +71,15 @@ def score_cohort(
 ) -> CohortScorecards:
     """Score every product of ``samples`` against the cohort's other patients.
 
+    ``panel`` and ``flag_coverage``: the flagged features and the interval's nominal
+    coverage (:func:`~cartcohort.scorecards.score_product`); the other arguments as
+    :func:`cohort_scorecards`.
+
     Returns
     -------
     CohortScorecards
-        The reference table, one scorecard per sample and the page header info.
+        The reference table, one scorecard per sample, the page header info and the
+        leave-one-out calibration of the flags over the responders.
     """
     patients, _ = labelled_patients(
         features,
@@ -74,11 +91,12 @@ def score_cohort(
         clinical_source=clinical_source,
     )
     reference = build_reference(patients)
-    cards = score_cohort_products(
-        features, reference=reference, association=association, samples=samples
-    )
+    primary = panel.names
+    cards = score_cohort_products(features, reference=reference, association=association,
+                                  samples=samples, primary=primary, coverage=flag_coverage)
     meta = product_meta(features, patients=patients, samples=samples)
-    return CohortScorecards(reference, cards, meta)
+    calibration = flag_calibration(reference, primary=primary, coverage=flag_coverage)
+    return CohortScorecards(reference, cards, meta, calibration, float(flag_coverage), panel)
 
 
 def cohort_scorecards(
@@ -86,10 +104,13 @@ def cohort_scorecards(
     *,
     clinical: pd.DataFrame,
     association: pd.DataFrame,
+    panel: PrimaryPanel,
     cards: Sequence[str | os.PathLike],
     reference: str | os.PathLike,
+    calibration: str | os.PathLike,
     html: str | os.PathLike,
     heatmap: str | os.PathLike,
+    flag_coverage: float,
     primary_timepoint: str,
     responders: Sequence[str],
     exclude_responses: Sequence[str],
@@ -102,11 +123,18 @@ def cohort_scorecards(
     ----------
     features, clinical, association
         ``sample_features.tsv``, the clinical table and ``association.tsv``.
+    panel
+        The primary panel (``associate.primary_panel``,
+        :func:`cartcohort.stats.load_primary_panel`): its features alone are flagged.
     cards
         Output paths ``<dir>/<sample>.tsv``, one per product: the products scored
         are the file names' samples.
-    reference, html, heatmap
-        Output paths of ``reference_features.tsv``, the HTML page and the heatmap PNG.
+    reference, calibration, html, heatmap
+        Output paths of ``reference_features.tsv``, ``scorecard_calibration.tsv``,
+        the HTML page and the heatmap PNG.
+    flag_coverage
+        Nominal coverage of the responders' leave-one-out prediction interval
+        (``scorecards.flag_coverage``; :mod:`cartcohort.scorecards.flags`).
     primary_timepoint, responders
         Product timepoint and responder codes (config keys of the same names).
     exclude_responses
@@ -127,6 +155,8 @@ def cohort_scorecards(
         clinical=clinical,
         association=association,
         samples=list(paths),
+        panel=panel,
+        flag_coverage=flag_coverage,
         primary_timepoint=primary_timepoint,
         responders=responders,
         exclude_responses=exclude_responses,
@@ -134,10 +164,12 @@ def cohort_scorecards(
         clinical_source=clinical_source,
     )
     write_table(result.reference, reference, sort_by=["patient"])
+    write_table(result.calibration, calibration)
     for sample, card in result.cards.items():
         write_table(card, paths[sample])
     Path(html).write_text(result.html())
-    save_figure(scorecard_heatmap(result.cards, labels=result.labels()), heatmap, dpi=150)
+    save_figure(scorecard_heatmap(result.cards, labels=result.labels(),
+                                  coverage=result.coverage), heatmap, dpi=150)
     logger.info(
         "scored %d products against %d reference patients", len(result.cards), len(result.reference)
     )

@@ -9,6 +9,16 @@ import numpy as np
 import pandas as pd
 
 from ..stats import feature_columns
+from ..tl.features import feature_scope
+from .flags import (
+    EXPLORATORY,
+    calibration_rows,
+    mean_flag_rate,
+    check_coverage,
+    interval_flag,
+    prediction_interval,
+    primary_rows_first,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -16,6 +26,7 @@ logger = logging.getLogger(__name__)
 SCORECARD_COLUMNS: tuple[str, ...] = (
     "sample",
     "feature",
+    "primary",
     "value",
     "cohort_percentile",
     "cohort_n",
@@ -23,6 +34,8 @@ SCORECARD_COLUMNS: tuple[str, ...] = (
     "responder_min",
     "responder_median",
     "responder_max",
+    "interval_low",
+    "interval_high",
     "nonresponder_median",
     "n_responders",
     "flag",
@@ -43,11 +56,14 @@ def build_reference(patients: pd.DataFrame) -> pd.DataFrame:
     Returns
     -------
     pandas.DataFrame
-        ``patient, response, responder`` then every feature column (the
-        ``count_*`` helper columns are dropped). Written as
-        ``results/tables/reference_features.tsv``.
+        ``patient, response, responder`` then every product feature column (the
+        ``count_*`` helper columns and the in vivo features, measured after
+        infusion, are dropped). Written as ``results/tables/reference_features.tsv``.
     """
-    feats = [c for c in feature_columns(patients) if not c.startswith("count_")]
+    feats = [
+        c for c in feature_columns(patients)
+        if not c.startswith("count_") and feature_scope(c) == "product"
+    ]
     ref = patients[["patient", "response", "responder"] + feats].copy()
     ref["responder"] = ref["responder"].astype("boolean")
     return ref.sort_values("patient", kind="mergesort").reset_index(drop=True)
@@ -65,41 +81,86 @@ def _response_groups(ref: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return is_resp, is_non
 
 
-def _placement(value: float, allv: np.ndarray, rv: np.ndarray, min_reference: int) -> dict:
-    """``cohort_percentile`` and ``flag`` of one value among the reference values."""
+def _placement(value: float, allv: np.ndarray, rv: np.ndarray, *, primary: bool,
+               coverage: float, min_reference: int) -> dict:
+    """``cohort_percentile``, the responders' interval and ``flag`` of one value."""
+    out = dict(cohort_percentile=np.nan, interval_low=np.nan, interval_high=np.nan)
+    if primary and len(rv) >= max(min_reference, 2):
+        out["interval_low"], out["interval_high"] = prediction_interval(rv, coverage=coverage)
     if not np.isfinite(value):
-        return dict(cohort_percentile=np.nan, flag="no_value")
-    if len(allv) < min_reference:
-        return dict(cohort_percentile=np.nan, flag="no_reference")
-    pct = 100.0 * ((allv < value).sum() + 0.5 * (allv == value).sum()) / len(allv)
-    if len(rv) < min_reference:
-        flag = "no_reference"
-    elif value < rv.min():
-        flag = "below_responder_range"
-    elif value > rv.max():
-        flag = "above_responder_range"
-    else:
-        flag = "within_responder_range"
-    return dict(cohort_percentile=pct, flag=flag)
+        return dict(out, flag="no_value")
+    if len(allv) >= min_reference:
+        out["cohort_percentile"] = (
+            100.0 * ((allv < value).sum() + 0.5 * (allv == value).sum()) / len(allv)
+        )
+    if not primary:
+        return dict(out, flag=EXPLORATORY)
+    if len(allv) < min_reference or len(rv) < max(min_reference, 2):
+        return dict(out, flag="no_reference")
+    flag = interval_flag(value, low=out["interval_low"], high=out["interval_high"])
+    return dict(out, flag=flag)
+
+
+def _summaries(allv: np.ndarray, rv: np.ndarray, nv: np.ndarray) -> dict:
+    """Cohort, responder and non-responder summaries of one feature's reference values."""
+
+    def stat(f, v: np.ndarray) -> float:
+        return float(f(v)) if len(v) else np.nan
+
+    return dict(
+        cohort_n=len(allv),
+        cohort_median=stat(np.median, allv),
+        responder_min=stat(np.min, rv),
+        responder_median=stat(np.median, rv),
+        responder_max=stat(np.max, rv),
+        nonresponder_median=stat(np.median, nv),
+        n_responders=len(rv),
+    )
+
+
+def _mann_whitney(association: pd.DataFrame | None) -> pd.DataFrame:
+    """The Mann–Whitney rows of ``association.tsv`` by feature (empty without one)."""
+    if association is None or not len(association):
+        return pd.DataFrame(columns=["direction", "qvalue"])
+    return association[association["test"] == "mann_whitney"].set_index("feature")
+
+
+def card_features(reference: pd.DataFrame, primary: Sequence[str]) -> list[str]:
+    """Features on a card: the primary panel (in its order), then every other product
+    feature of the reference (in vivo features, ``count_*`` helpers and descriptive
+    columns never appear, not even when named in the panel)."""
+    feats = [
+        f for f in feature_columns(reference)
+        if not f.startswith("count_") and feature_scope(f) == "product"
+    ]
+    return primary_rows_first(feats, [f for f in primary if feature_scope(f) == "product"])
 
 
 def score_product(
     product: pd.Series,
     *,
     reference: pd.DataFrame,
+    primary: Sequence[str],
+    coverage: float,
     association: pd.DataFrame | None = None,
     exclude_patient: str | None = None,
     min_reference: int = 3,
 ) -> pd.DataFrame:
-    """Place one product's features in the cohort reference.
+    """Place one product's features in the cohort reference and flag its primary ones.
 
     Parameters
     ----------
     product
         One row of a sample-feature table (``sample`` plus feature values).
     reference
-        Table from :func:`build_reference` (e.g. read from
-        ``reference_features.tsv``).
+        Table from :func:`build_reference` (``reference_features.tsv``).
+    primary
+        Features of the primary panel (:func:`cartcohort.stats.load_primary_panel`):
+        the only ones flagged. A panel feature absent from the reference is listed
+        with flag ``no_reference``.
+    coverage
+        Nominal coverage of the responders' prediction interval
+        (``scorecards.flag_coverage``; :func:`.flags.prediction_interval`).
     association
         ``association.tsv`` (optional): adds the Mann–Whitney direction and
         q-value of each feature.
@@ -107,52 +168,50 @@ def score_product(
         Patient left out of the reference (leave-one-out when scoring a
         cohort product, so it is not compared with itself).
     min_reference
-        Features with fewer reference values get flag ``no_reference``.
+        Features with fewer reference values (or responders) get flag
+        ``no_reference``.
 
     Returns
     -------
     pandas.DataFrame
-        :data:`SCORECARD_COLUMNS`, one row per feature. ``cohort_percentile``
-        is the mid-rank percentile ``100 (n_below + n_equal / 2) / n`` among
-        reference patients; ``flag`` is ``below_responder_range``,
-        ``above_responder_range``, ``within_responder_range``, ``no_value``
-        or ``no_reference``.
+        :data:`SCORECARD_COLUMNS`, one row per product feature (primary panel
+        first). ``cohort_percentile`` is the mid-rank percentile
+        ``100 (n_below + n_equal / 2) / n`` among reference patients;
+        ``interval_low``/``interval_high`` the responders' prediction interval
+        (primary features only); ``flag`` is ``below_responder_interval``,
+        ``above_responder_interval``, ``within_responder_interval``,
+        ``exploratory_not_flagged`` (outside the panel), ``no_value``, ``no_reference``.
     """
+    coverage = check_coverage(coverage)
     ref = reference.copy()
     ref["patient"] = ref["patient"].astype(str)
     if exclude_patient is not None:
         ref = ref[ref["patient"] != str(exclude_patient)]
     is_resp, is_non = _response_groups(ref)
-    feats = [f for f in feature_columns(ref) if not f.startswith("count_")]
-    mw = None
-    if association is not None and len(association):
-        mw = association[association["test"] == "mann_whitney"].set_index("feature")
+    panel = set(primary)
+    mw = _mann_whitney(association)
     rows = []
     sample = str(product.get("sample", "NA"))
-    for f in feats:
-        ref_v = ref[f].to_numpy(float)
+    for f in card_features(ref, list(primary)):
+        ref_v = ref[f].to_numpy(float) if f in ref.columns else np.full(len(ref), np.nan)
         ok = np.isfinite(ref_v)
         allv = ref_v[ok]
         rv = ref_v[ok & is_resp]
         nv = ref_v[ok & is_non]
         raw = product.get(f, np.nan)
         value = float(raw) if raw is not None and not pd.isna(raw) else np.nan
-        known = mw is not None and f in mw.index
+        known = f in mw.index
         rows.append(
             dict(
                 sample=sample,
                 feature=f,
+                primary=f in panel,
                 value=value,
-                cohort_n=len(allv),
-                cohort_median=float(np.median(allv)) if len(allv) else np.nan,
-                responder_min=float(rv.min()) if len(rv) else np.nan,
-                responder_median=float(np.median(rv)) if len(rv) else np.nan,
-                responder_max=float(rv.max()) if len(rv) else np.nan,
-                nonresponder_median=float(np.median(nv)) if len(nv) else np.nan,
-                n_responders=len(rv),
-                direction=mw.loc[f, "direction"] if known else "NA",  # type: ignore[union-attr]
-                qvalue=float(mw.loc[f, "qvalue"]) if known else np.nan,  # type: ignore[union-attr]
-                **_placement(value, allv, rv, min_reference),
+                **_summaries(allv, rv, nv),
+                direction=mw.loc[f, "direction"] if known else "NA",
+                qvalue=float(mw.loc[f, "qvalue"]) if known else np.nan,
+                **_placement(value, allv, rv, primary=f in panel, coverage=coverage,
+                             min_reference=min_reference),
             )
         )
     return pd.DataFrame(rows, columns=list(SCORECARD_COLUMNS))
@@ -164,11 +223,14 @@ def score_cohort_products(
     reference: pd.DataFrame,
     association: pd.DataFrame | None,
     samples: Sequence[str],
+    primary: Sequence[str],
+    coverage: float,
 ) -> dict[str, pd.DataFrame]:
     """Scorecards of cohort products, each against the reference without its patient.
 
     A sample listed in ``samples`` but absent from ``features`` (e.g. excluded
-    at QC) gets a card whose every feature is flagged ``no_value``.
+    at QC) gets a card whose every feature is flagged ``no_value``. ``primary``
+    and ``coverage``: see :func:`score_product`.
 
     Returns
     -------
@@ -186,9 +248,55 @@ def score_cohort_products(
             logger.warning("sample %s has no features (excluded upstream?): no values", sample)
             row, patient = pd.Series({"sample": sample}), None
         cards[sample] = score_product(
-            row, reference=reference, association=association, exclude_patient=patient
+            row, reference=reference, primary=primary, coverage=coverage,
+            association=association, exclude_patient=patient,
         )
     return cards
+
+
+def flag_calibration(
+    reference: pd.DataFrame,
+    *,
+    primary: Sequence[str],
+    coverage: float,
+    min_reference: int = 3,
+) -> pd.DataFrame:
+    """Leave-one-out false-flag rate of the responders' own products.
+
+    Each responder's product (its reference row) is scored against the reference
+    without its patient (:func:`score_product`), as on its scorecard; its rate is
+    the fraction of the primary features compared with the interval on which it is
+    flagged. A well-calibrated rule flags a responder at about ``1 - coverage``.
+
+    Parameters
+    ----------
+    reference
+        Table from :func:`build_reference`.
+    primary, coverage, min_reference
+        See :func:`score_product`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``scorecard_calibration.tsv``
+        (:func:`~cartcohort.scorecards.flags.calibration_rows`): one row per
+        responder, then the mean over responders.
+    """
+    is_resp, _ = _response_groups(reference)
+    ref = reference.assign(patient=reference["patient"].astype(str))
+    cards, responses = {}, {}
+    for _, row in ref[is_resp].iterrows():
+        patient = row["patient"]
+        cards[patient] = score_product(row, reference=ref, primary=primary, coverage=coverage,
+                                       exclude_patient=patient, min_reference=min_reference)
+        responses[patient] = str(row.get("response", "NA"))
+    table = calibration_rows(cards, responses=responses, coverage=coverage)
+    if not np.isfinite(mean_flag_rate(table)):
+        logger.warning("flag calibration not measured: %d responders, and each needs at least "
+                       "%d others", len(cards), min_reference)
+    logger.info("leave-one-out flag rate of the %d responders' products: mean %.3f "
+                "(nominal %.3f)", len(cards), mean_flag_rate(table), 1 - float(coverage))
+    return table
 
 
 def product_meta(

@@ -40,6 +40,7 @@ _LAZY = {
     "MethodScores": "compare",
     "reference_labels": "compare",
     "score_methods": "compare",
+    "score_final_states": "compare",
     "subsample_for_metrics": "compare",
     "assemble_integrated": "read",
     "read_integrated": "read",

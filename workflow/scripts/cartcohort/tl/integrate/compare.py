@@ -1,5 +1,17 @@
-"""Every method scored on the same cells against the same biological label
-(rule ``integration_metrics``), so that methods can be compared with ``none``."""
+"""Every method scored on the same cells against the same biological label, so that
+methods can be compared with ``none``, in two passes:
+
+1. rule ``integration_metrics`` (:func:`score_methods`), before annotation: the label is
+   ``integrate.label_key``, by default the Leiden clusters of the *unintegrated* PCA,
+   which favours ``none`` by construction (its own clusters, batch-driven splits
+   included);
+2. rule ``integration_metrics_states`` (:func:`score_final_states`), after annotation:
+   the label is the final cell state of ``cells.tsv.gz``, and the table
+   ``integration_metrics.tsv`` leads with this pass and keeps the first beside it.
+
+Annotation depends on the method chosen (``integrate.use``), so the second pass is a
+rule of its own after annotation; nothing upstream of it reads its table (no cycle).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +26,7 @@ import pandas as pd
 
 from ... import tables
 from ...errors import CartCohortError
+from ...vocab import UNASSIGNED
 from .graph import embed_and_cluster, leiden_key
 from .metrics import integration_metrics
 from .read import read_integration
@@ -105,11 +118,12 @@ class MethodScores:
     Attributes
     ----------
     table
-        ``integration_metrics.tsv``: ``method, metric, value, direction``, the rows
-        of :func:`integration_metrics` for each method in input order.
+        ``method, metric, value, direction, label``: the rows of
+        :func:`integration_metrics` for each method in input order, and the label used
+        (:func:`score_methods`; :func:`score_final_states` adds ``pass`` and ``lead``).
     label
         The biological label the metrics used: ``integrate.label_key`` or
-        ``leiden_unintegrated``.
+        ``leiden_unintegrated``; ``state`` for the final-state pass.
     """
 
     table: pd.DataFrame
@@ -117,7 +131,8 @@ class MethodScores:
 
 
 def _annotated_labels(cells_path: str | os.PathLike | None, label_key: str) -> pd.Series:
-    """Column ``label_key`` of the cells table (``cells.tsv.gz``), indexed by cell."""
+    """Column ``label_key`` of the cells table (``cells.tsv.gz``), indexed by cell; cells
+    left ``unassigned`` (no state called) carry no label."""
     if cells_path is None:
         raise CartCohortError(
             f"integrate.label_key is '{label_key}' but no cells table was given. Fix: "
@@ -130,7 +145,8 @@ def _annotated_labels(cells_path: str | os.PathLike | None, label_key: str) -> p
             f"Fix: use one of {sorted(cells.columns)} or null"
         )
     logger.info("label: '%s' from %s", label_key, cells_path)
-    return cells.set_index("cell")[label_key].astype("string")
+    labels = cells.set_index("cell")[label_key].astype("string")
+    return labels.mask(labels == UNASSIGNED)
 
 
 def score_methods(
@@ -200,4 +216,64 @@ def score_methods(
         logger.info("%s:\n%s", method, table.to_string(index=False))
         parts.append(table.assign(method=method))
     table = pd.concat(parts, ignore_index=True)[["method", "metric", "value", "direction"]]
-    return MethodScores(table=table, label=key)
+    return MethodScores(table=table.assign(label=key), label=key)
+
+
+#: The passes of ``integration_metrics.tsv`` (column ``pass``), the leading one first.
+PASSES: tuple[str, ...] = ("final_states", "pre_annotation")
+#: The column of ``cells.tsv.gz`` scored in the final-state pass (annotate's final call).
+STATE_COLUMN = "state"
+
+
+def score_final_states(
+    paths: Sequence[str | os.PathLike],
+    *,
+    cells_path: str | os.PathLike,
+    first_pass: pd.DataFrame,
+    batch_key: str = "batch",
+    n_neighbors: int = 15,
+    perplexity: float = 30,
+    asw_max_cells: int = 20000,
+    max_cells: int = 50000,
+    seed: int = 0,
+) -> MethodScores:
+    """Step of rule ``integration_metrics_states``: every method scored against the final
+    cell states, beside the first pass (``integration_metrics.tsv``).
+
+    Bio-conservation against the Leiden clusters of the unintegrated data favours
+    ``none``; the final states are called from expression signatures per cell, so they
+    judge whether a method kept the populations the cohort is analysed by. Cells left
+    ``unassigned`` are left out of the label metrics.
+
+    Parameters
+    ----------
+    paths
+        ``integrate/{method}.h5ad`` of every method.
+    cells_path
+        ``cells.tsv.gz`` (rule ``annotate``) with the ``state`` column.
+    first_pass
+        Table of rule ``integration_metrics`` (:func:`score_methods`, with ``label``).
+    batch_key, n_neighbors, perplexity, asw_max_cells, max_cells, seed
+        As :func:`score_methods` (the same subset of cells for both passes).
+
+    Returns
+    -------
+    MethodScores
+        ``integration_metrics.tsv``: ``method, metric, value, direction, label, pass,
+        lead``, the final-state pass first (``lead`` true), then the first pass
+        (``pass = pre_annotation``, its label, e.g. ``leiden_unintegrated``).
+    """
+    missing = [c for c in ("method", "metric", "value", "direction", "label")
+               if c not in first_pass.columns]
+    if missing:
+        raise CartCohortError(f"first-pass metrics table lacks columns {missing}; Fix: re-run "
+                              "rule integration_metrics")
+    states = score_methods(paths, cells_path=cells_path, batch_key=batch_key,
+                           label_key=STATE_COLUMN, n_neighbors=n_neighbors,
+                           perplexity=perplexity, asw_max_cells=asw_max_cells,
+                           max_cells=max_cells, seed=seed)
+    table = pd.concat([states.table.assign(**{"pass": PASSES[0], "lead": True}),
+                       first_pass.assign(**{"pass": PASSES[1], "lead": False})],
+                      ignore_index=True)
+    cols = ["method", "metric", "value", "direction", "label", "pass", "lead"]
+    return MethodScores(table=table[cols], label=STATE_COLUMN)
