@@ -206,7 +206,8 @@ def _response_groups_kwargs():
 
 def associate_kwargs():
     """Keyword arguments of `stats.associate`, rule associate - the response groups, the
-    test settings of config['associate'] and the seed. Not the pseudobulk keys."""
+    test settings of config['associate'], the blood compartment, the survival endpoint
+    (associate.survival) and the seed. Not the pseudobulk keys."""
     cfg = config["associate"]
     keys = [
         "covariates",
@@ -217,6 +218,7 @@ def associate_kwargs():
     ]
     kwargs = {k: cfg[k] for k in keys}
     kwargs.update(_response_groups_kwargs(), seed=seed())
+    kwargs.update(blood_compartment=cfg["blood_compartment"], survival=dict(cfg["survival"]))
     return canonical(kwargs)
 
 
