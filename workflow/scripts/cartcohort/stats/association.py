@@ -278,11 +278,9 @@ def associate(
     min_events_per_variable, composition_transform, seed
         As in :func:`run_association`.
     blood_compartment
-        ``compartment`` of the blood libraries: the longitudinal models and the
-        landmark survival analysis (``associate.blood_compartment``).
+        ``compartment`` of the blood libraries (longitudinal and landmark models).
     survival
-        ``associate.survival``: ``endpoint``, ``time``, ``event``,
-        ``min_events_per_variable``, ``landmark_day`` of
+        ``associate.survival``: the endpoint keywords of
         :func:`~cartcohort.stats.survival_models`.
     source, clinical_source
         File names for messages.
@@ -313,14 +311,8 @@ def associate(
         primary_timepoint=primary_timepoint, blood_compartment=blood_compartment,
         source=source, clinical_source=clinical_source, **survival,
     )
-    notes = pd.concat(
-        [
-            result.notes,
-            notes_from(longitudinal, scope="longitudinal"),
-            notes_from(survival_table, scope="survival"),
-        ],
-        ignore_index=True,
-    )
+    notes = pd.concat([result.notes, notes_from(longitudinal, scope="longitudinal"),
+                       notes_from(survival_table, scope="survival")], ignore_index=True)
     mw = result.association[result.association["test"] == "mann_whitney"]
     logger.info(
         "%d features tested; %d with Mann-Whitney q < 0.05",

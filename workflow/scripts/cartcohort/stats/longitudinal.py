@@ -5,9 +5,21 @@ product is left out, because day 0 is the only timepoint of the product compartm
 any product term is aliased with "day 0" and time and compartment cannot be told apart.
 Each feature gets one linear mixed model (statsmodels ``MixedLM``, REML, a random
 intercept per patient) of ``value ~ timepoint * responder``; the results are contrasts
-with confidence intervals: each later timepoint vs the first blood timepoint within
-responders, within non-responders, the responder difference of that change, and the
-responder difference at the first timepoint.
+with Wald confidence intervals on the feature's scale:
+
+- ``change_responders`` / ``change_nonresponders``: each later timepoint vs the first
+  blood timepoint ("day 14 vs day 7"), within each group;
+- ``change_difference``: responders minus non-responders of that change (the
+  timepoint x response interaction: does the kinetics differ?);
+- ``responder_difference``: responders minus non-responders at each timepoint (the
+  question a clinician asks of a single blood draw).
+
+The model is fitted once; every contrast is a linear combination of its fixed effects,
+so the families stay consistent (difference at day 14 = difference at day 7 + change
+difference). Time is categorical because blood draws are scheduled visits with
+non-linear kinetics (expansion peak, then contraction); a slope per day would average
+them away. A fit whose random-intercept variance is estimated at 0 (singular) or whose
+Hessian is not positive definite is reported as such, with no estimate.
 """
 
 from __future__ import annotations
@@ -49,7 +61,7 @@ CONTRASTS: tuple[str, ...] = (
     "change_responders",
     "change_nonresponders",
     "change_difference",
-    "responder_at_reference",
+    "responder_difference",
 )
 #: A random-intercept variance below this (on the standardised scale) is a singular fit.
 SINGULAR_TOL = 1e-6
@@ -139,6 +151,26 @@ def _scope_note(samples: pd.DataFrame, *, compartment: str, primary_timepoint: s
     return note
 
 
+def _usable_timepoints(
+    tps: pd.DataFrame, *, compartment: str, min_per_group: int
+) -> tuple[pd.DataFrame, str]:
+    """The timepoints with enough patients per group, and why none can be modelled."""
+    keep = (tps["n_responders"] >= min_per_group) & (tps["n_nonresponders"] >= min_per_group)
+    if (~keep).any():
+        dropped = ", ".join(f"{t} ({int(r.n_responders)} R / {int(r.n_nonresponders)} NR)"
+                            for t, r in tps[~keep].iterrows())
+        logger.warning("longitudinal: timepoints with < %d patients per group left out: %s",
+                       min_per_group, dropped)
+    problem = _design_problem(tps, compartment=compartment)
+    if not problem and keep.sum() < 2:
+        problem = (f"skipped: fewer than 2 {compartment} timepoints with >= "
+                   f"{min_per_group} responders and non-responders each "
+                   f"(associate.min_patients_per_group); per timepoint: "
+                   + ", ".join(f"{t} {int(r.n_responders)} R / {int(r.n_nonresponders)} NR"
+                               for t, r in tps.iterrows()))
+    return tps[keep], problem
+
+
 def _fit_mixedlm(ys: np.ndarray, X: np.ndarray, groups: np.ndarray) -> tuple[object, str, list]:
     """REML fit with a random intercept per group, trying optimisers until one converges.
 
@@ -196,8 +228,13 @@ def _contrast_specs(tps: pd.DataFrame) -> list[tuple[str, str, str, np.ndarray]]
         ]
     at_ref = np.zeros(2 + 2 * k)
     at_ref[1 + k] = 1.0
-    specs.append(("responder_at_reference",
+    specs.append(("responder_difference",
                   f"responders minus non-responders at {_day(ref_day)}", ref, at_ref))
+    for j, tp in enumerate(labels[1:]):
+        inter = np.zeros(2 + 2 * k)
+        inter[2 + k + j] = 1.0
+        specs.append(("responder_difference", "responders minus non-responders at "
+                      f"{_day(float(tps.loc[tp, 'day']))}", tp, at_ref + inter))
     return specs
 
 
@@ -312,16 +349,14 @@ def longitudinal_models(
         Response codes counted as responders / left out.
     min_patients_per_group
         A timepoint needs this many patients with a value in each group.
-    alpha
-        1 - confidence level of the intervals.
-    clinical_source
-        File name for messages.
+    alpha, clinical_source
+        1 - confidence level of the intervals; file name for messages.
 
     Returns
     -------
     pandas.DataFrame
         :data:`LONGITUDINAL_COLUMNS`: per feature, one row per contrast of
-        :data:`CONTRASTS` and later timepoint (``responder_at_reference``: one row),
+        :data:`CONTRASTS` and timepoint (changes: each later timepoint),
         effects on the feature's scale with Wald CIs. Not fitted, singular and
         non-converged models keep their rows with NA estimates and the reason in
         ``note``. BH q-values within each contrast type across features and
@@ -333,26 +368,12 @@ def longitudinal_models(
                               primary_timepoint=primary_timepoint)
     for n in notes:
         logger.warning("longitudinal: %s", n)
-    tps = timepoint_order(df)
-    keep = (tps["n_responders"] >= min_patients_per_group) & (
-        tps["n_nonresponders"] >= min_patients_per_group)
-    if (~keep).any():
-        dropped = ", ".join(f"{t} ({int(r.n_responders)} R / {int(r.n_nonresponders)} NR)"
-                            for t, r in tps[~keep].iterrows())
-        logger.warning("longitudinal: timepoints with < %d patients per group left out: %s",
-                       min_patients_per_group, dropped)
-    problem = _design_problem(tps, compartment=compartment)
-    if not problem and keep.sum() < 2:
-        problem = (f"skipped: fewer than 2 {compartment} timepoints with >= "
-                   f"{min_patients_per_group} responders and non-responders each "
-                   f"(associate.min_patients_per_group); per timepoint: "
-                   + ", ".join(f"{t} {int(r.n_responders)} R / {int(r.n_nonresponders)} NR"
-                               for t, r in tps.iterrows()))
+    tps, problem = _usable_timepoints(timepoint_order(df), compartment=compartment,
+                                      min_per_group=min_patients_per_group)
     if problem:
         logger.warning("longitudinal: %s", problem)
         return skipped_frame(LONGITUDINAL_COLUMNS, feature="(all)", test="skipped",
                              contrast="NA", note=problem)
-    tps = tps[keep]
     scope_note = _scope_note(df[df["timepoint"].astype(str).isin(tps.index)],
                              compartment=compartment, primary_timepoint=primary_timepoint)
     if features_to_test is None:
