@@ -158,7 +158,8 @@ def test_cox_refuses_below_events_per_variable():
     assert n_events < 10
     out = S.survival_models(feats, clinical=clin, **ENDPOINT)
     base = out[out["analysis"] == "baseline"]
-    assert base["effect"].isna().all() and base["pvalue"].isna().all()
+    assert len(base) == 1 and base["effect"].isna().all() and base["pvalue"].isna().all()
+    assert base["n_events"].iloc[0] == n_events
     assert base["note"].str.contains(
         f"{n_events} events for 1 variable .* < 10 \\(associate.survival.min_events_per_variable",
         regex=True).all()

@@ -180,6 +180,14 @@ def landmark_features(
     return out.assign(timepoint_day=day.reindex(out["patient"]).to_numpy())
 
 
+def epv_shortfall(n_events: int, min_events_per_variable: float, n_variables: int = 1) -> str:
+    """Why a model with ``n_events`` is refused (the events-per-variable rule)."""
+    epv = n_events / n_variables
+    return (f"{n_events} events for {n_variables} variable{'s' * (n_variables > 1)} = {epv:g} "
+            f"events per variable < {min_events_per_variable:g} "
+            f"({_KEY}.min_events_per_variable)")
+
+
 def _fit_cox(dd: pd.DataFrame, *, alpha: float) -> tuple[object, str]:
     """Unpenalised Cox fit of ``z``; (None, reason) when it does not converge."""
     from lifelines import CoxPHFitter
@@ -234,9 +242,7 @@ def cox_row(
     row = dict(effect=np.nan, ci_low=np.nan, ci_high=np.nan, pvalue=np.nan,
                n_patients=len(d), n_events=n_ev, events_per_variable=epv)
     if epv < min_events_per_variable:
-        return dict(row, note=(f"not fitted: {n_ev} events for 1 variable = {epv:g} events per "
-                               f"variable < {min_events_per_variable:g} "
-                               f"({_KEY}.min_events_per_variable)"))
+        return dict(row, note="not fitted: " + epv_shortfall(n_ev, min_events_per_variable))
     sd = float(d["x"].std(ddof=1))
     if not np.isfinite(sd) or sd == 0:
         return dict(row, note="not fitted: constant feature")
@@ -257,6 +263,12 @@ def _analysis_rows(
     table: pd.DataFrame, times: pd.DataFrame, feats: Sequence[str], *, base: dict,
     min_events_per_variable: float, alpha: float, note_suffix: str,
 ) -> list[dict]:
+    """One row per feature; a single refused row when the analysis has too few events."""
+    ev = times["event"].reindex(table["patient"].astype(str)).dropna()
+    n_ev = int(ev.sum())
+    if n_ev < min_events_per_variable:
+        return _skipped(base, "not fitted: " + epv_shortfall(n_ev, min_events_per_variable),
+                        n_patients=len(ev), n_events=n_ev, events_per_variable=float(n_ev))
     rows = []
     for f in feats:
         r = cox_row(table, times, f, min_events_per_variable=min_events_per_variable,
@@ -267,9 +279,9 @@ def _analysis_rows(
     return rows
 
 
-def _skipped(base: dict, note: str) -> list[dict]:
+def _skipped(base: dict, note: str, **counts: float) -> list[dict]:
     logger.warning("survival (%s): %s", base["analysis"], note)
-    return skipped_frame(SURVIVAL_COLUMNS, **base, feature="(all)", test="skipped",
+    return skipped_frame(SURVIVAL_COLUMNS, **base, **counts, feature="(all)", test="skipped",
                          note=note).to_dict("records")
 
 
