@@ -222,6 +222,15 @@ def associate_kwargs():
     return canonical(kwargs)
 
 
+def time_survival_figures_kwargs():
+    """Keyword arguments of `pl.outcomes.time_survival_figures`, rule plot_time_survival -
+    the response groups, the blood compartment and the survival endpoint."""
+    cfg = config["associate"]
+    kwargs = dict(_response_groups_kwargs(), blood_compartment=cfg["blood_compartment"],
+                  survival=dict(cfg["survival"]))
+    return canonical(kwargs)
+
+
 def pseudobulk_de_kwargs():
     """Keyword arguments of `stats.pseudobulk_de`, rule pseudobulk_de - the response
     groups, the pseudobulk keys of config['associate'] (no bootstrap or seed) and the
@@ -468,6 +477,7 @@ RESOURCE_MODEL = {
     "associate": (1000, 4.0, 10, 20),
     "scorecards": (1000, 4.0, 5, 10),
     "plot_association": (1000, 4.0, 5, 10),
+    "plot_time_survival": (1000, 4.0, 5, 10),
 }
 
 
@@ -520,6 +530,8 @@ def report_figures():
         "results/figures/qc_scatter.png",
         "results/figures/association_forest.png",
         "results/figures/association_volcano.png",
+        "results/figures/longitudinal_trajectories",
+        "results/figures/survival_km",
         "results/figures/scorecards_heatmap.png",
         "results/figures/integration_umap.png",
         "results/figures/integration_metrics.png",
