@@ -200,3 +200,57 @@ def test_no_in_vivo_feature_in_a_baseline_cox_row():
     assert set(base["feature"]) == {f for f in produced if F.feature_scope(f) == "product"}
     assert not set(base["feature"]) & set(F.IN_VIVO_REPERTOIRE)
     assert (out.loc[out["analysis"] != "baseline", "scope"] == "in_vivo").all()
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def test_km_split_refuses_below_events_per_variable():
+    from cartcohort.pl.outcomes import km_split
+
+    times = pd.DataFrame({"time": np.arange(1.0, 21.0), "event": [1] * 9 + [0] * 11},
+                         index=[f"P{i:02d}" for i in range(20)])
+    groups = pd.Series(["a", "b"] * 10, index=times.index)
+    split, problem = km_split(times, groups, min_events_per_variable=10)
+    assert "9 events for 1 variable" in problem and "min_events_per_variable" in problem
+    assert sorted(split) == ["a", "b"] and sum(len(d) for d in split.values()) == 20
+    times.loc["P19", "event"] = 1
+    assert km_split(times, groups, min_events_per_variable=10)[1] == ""
+    one = km_split(times, pd.Series("a", index=times.index), min_events_per_variable=10)
+    assert one[1].startswith("fewer than 2 groups")
+
+
+def test_time_survival_pages_are_landscape_and_split(tmp_path):
+    from PIL import Image
+
+    from cartcohort.pl import outcomes as O
+    from cartcohort.stats.panel import PanelFeature, PrimaryPanel
+
+    feats, clin = _blood_cohort()
+    names = [f"feat_{k}" for k in range(13)]
+    for k, name in enumerate(names):
+        feats[name] = feats["planted"] * (k + 1)
+    # trajectories: 13 features -> 2 pages of at most 12 panels, blood timepoints only
+    data, order = O.trajectory_data(feats, clinical=clin, panel_features=names,
+                                    compartment="PB", primary_timepoint="IP",
+                                    responders=["CR"], exclude_responses=["NE"])
+    assert order == ["D7\n(day 7)", "D14\n(day 14)", "M3\n(day 90)"]
+    assert set(data["group"]) == {"responder", "non-responder"}
+    assert len(data) == 13 * 16 * 3  # the product rows are not drawn
+    pages = O.trajectory_pages(data, order, compartment="PB", title="t")
+    assert [len(p.axes) for p in pages] == [12, 1]
+    # Kaplan-Meier: response + 8 product features = 9 panels -> 2 pages, written to disk
+    rng = np.random.default_rng(1)
+    clin = clin.assign(pfs_days=rng.integers(40, 700, len(clin)), pfs_event=1)
+    panel = PrimaryPanel("1", tuple(PanelFeature(n, f"q{k}", "r", ()) for k, n in
+                                    enumerate(names[:8])), "panel.yaml")
+    endpoint = {**ENDPOINT, "endpoint": "OS"}
+    O.time_survival_figures(feats, clin, panel, trajectories=tmp_path / "traj",
+                            km=tmp_path / "km", primary_timepoint="IP", responders=["CR"],
+                            exclude_responses=["NE"], blood_compartment="PB",
+                            survival=endpoint)
+    written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.png"))
+    assert written == ["km/page_01.png", "km/page_02.png", "traj/page_01.png"]
+    for path in tmp_path.rglob("*.png"):
+        w, h = Image.open(path).size
+        assert h / w < 0.7, (path, w, h)  # full height in a 1400 x 1000 viewer
