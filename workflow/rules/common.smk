@@ -218,7 +218,9 @@ def associate_kwargs():
     ]
     kwargs = {k: cfg[k] for k in keys}
     kwargs.update(_response_groups_kwargs(), seed=seed())
-    kwargs.update(blood_compartment=cfg["blood_compartment"], survival=dict(cfg["survival"]))
+    kwargs.update(
+        blood_compartment=cfg["blood_compartment"], survival=dict(cfg["survival"])
+    )
     return canonical(kwargs)
 
 
@@ -226,8 +228,11 @@ def time_survival_figures_kwargs():
     """Keyword arguments of `pl.outcomes.time_survival_figures`, rule plot_time_survival -
     the response groups, the blood compartment and the survival endpoint."""
     cfg = config["associate"]
-    kwargs = dict(_response_groups_kwargs(), blood_compartment=cfg["blood_compartment"],
-                  survival=dict(cfg["survival"]))
+    kwargs = dict(
+        _response_groups_kwargs(),
+        blood_compartment=cfg["blood_compartment"],
+        survival=dict(cfg["survival"]),
+    )
     return canonical(kwargs)
 
 
