@@ -8,7 +8,6 @@ import pytest
 
 from cartcohort import stats as S
 from cartcohort.errors import InputError
-from cartcohort.stats import survival as SV
 from cartcohort.tl import features as F
 
 ENDPOINT = dict(endpoint="PFS", time="pfs_days", event="pfs_event", min_events_per_variable=10,
@@ -193,8 +192,8 @@ def test_no_in_vivo_feature_in_a_baseline_cox_row():
     produced = set(S.feature_columns(feats))
     assert produced & set(F.IN_VIVO_REPERTOIRE), "the cohort must produce in vivo columns"
     pts = sorted(feats["patient"].unique())
-    clin = pd.DataFrame({"patient": pts, "response": "CR", "pfs_days": np.arange(60, 60 + 40 * len(pts), 40),
-                         "pfs_event": 1})
+    clin = pd.DataFrame({"patient": pts, "response": "CR", "pfs_event": 1,
+                         "pfs_days": np.arange(60, 60 + 40 * len(pts), 40)})
     out = S.survival_models(feats, clinical=clin, **{**ENDPOINT, "min_events_per_variable": 1})
     base = out[out["analysis"] == "baseline"]
     assert set(base["feature"]) == {f for f in produced if F.feature_scope(f) == "product"}

@@ -18,7 +18,6 @@ page keeps a landscape shape that the report shows at full height at 1400 x 1000
 from __future__ import annotations
 
 import logging
-import math
 import os
 import shutil
 from collections.abc import Mapping, Sequence
