@@ -326,61 +326,17 @@ def test_associate_step_is_association_plus_models():
     kwargs = dict(primary_timepoint="IP", responders=["CR"], covariates=[], n_bootstrap=100,
                   min_patients_per_group=3, min_events_per_variable=5,
                   composition_transform="logit", seed=3)
-    out = S.associate(feats, clinical=clin, exclude_responses=["NE"], **kwargs)
+    no_endpoint = dict(endpoint="PFS", time=None, event=None, min_events_per_variable=10,
+                       landmark_day=30)
+    out = S.associate(feats, clinical=clin, exclude_responses=["NE"], blood_compartment="PB",
+                      survival=no_endpoint, **kwargs)
     res = S.run_association(feats, clinical=clin, excluded=["NE"], **kwargs)
     pd.testing.assert_frame_equal(out.association, res.association)
     assert out.tested == res.tested
     assert out.notes.iloc[: len(res.notes)].equals(res.notes)
     assert out.longitudinal.loc[0, "test"] == "skipped"  # one timepoint only
-    assert out.survival.loc[0, "test"] == "skipped"  # no PFS columns
+    assert out.survival.loc[0, "test"] == "skipped"  # no endpoint columns configured
     assert set(out.notes["scope"]) >= {"longitudinal", "survival"}
-
-# --------------------------------------------------------------------------- longitudinal
-
-
-def test_longitudinal_mixed_model_recovers_slope_difference():
-    rng = np.random.default_rng(11)
-    rows, clin = [], []
-    for i in range(16):
-        resp = i < 8
-        pid = f"P{i:02d}"
-        clin.append({"patient": pid, "response": "CR" if resp else "PD"})
-        intercept = rng.normal(0, 0.5)
-        for day in (0, 14, 30, 90):
-            slope = 0.02 if resp else 0.0
-            rows.append({"sample": f"{pid}_d{day}", "patient": pid, "timepoint": f"d{day}",
-                         "timepoint_day": day, "compartment": "PB", "n_cells": 300,
-                         "trend": intercept + slope * day + rng.normal(0, 0.2),
-                         "flat": intercept + rng.normal(0, 0.2)})
-    out = S.longitudinal_models(pd.DataFrame(rows), clinical=pd.DataFrame(clin))
-    inter = out[out["term"] == "day:responder"].set_index("feature")
-    assert inter.loc["trend", "effect"] == pytest.approx(0.02, abs=0.005)
-    assert inter.loc["trend", "ci_low"] < 0.02 < inter.loc["trend", "ci_high"]
-    assert inter.loc["trend", "qvalue"] < 0.001
-    assert inter.loc["flat", "pvalue"] > 0.01
-    assert (out["n_responders"] == 8).all()
-    # one sample per patient: no repeated measures -> skipped with a reason
-    single = pd.DataFrame(rows).groupby("patient").head(1)
-    skipped = S.longitudinal_models(single, clinical=pd.DataFrame(clin))
-    assert skipped.loc[0, "test"] == "skipped"
-
-
-# --------------------------------------------------------------------------- survival
-
-
-def test_survival_cox_and_skip_without_pfs():
-    feats, clin = _feature_table(15, 15, seed=6, shift=0.0)
-    patients, _ = S.labelled_patients(feats, clinical=clin, primary_timepoint="IP")
-    skipped = S.survival_models(patients, clinical=clin)
-    assert skipped.loc[0, "test"] == "skipped" and "pfs_days" in skipped.loc[0, "note"]
-    rng = np.random.default_rng(0)
-    risk = patients.set_index("patient")["planted"]
-    clin["pfs_days"] = rng.exponential(300 * np.exp(-1.2 * risk.loc[clin["patient"]].to_numpy()))
-    clin["pfs_event"] = (rng.random(len(clin)) < 0.85).astype(int)
-    out = S.survival_models(patients, clinical=clin).set_index("feature")
-    assert out.loc["planted", "effect"] > 0 and out.loc["planted", "pvalue"] < 0.01
-    assert out.loc["planted", "n_patients"] == 30
-
 
 # --------------------------------------------------------------------------- pseudobulk
 

@@ -42,6 +42,7 @@ RULE_CALLS: dict[str, str | None] = {
     "pseudobulk_de": "cartcohort.stats:pseudobulk_de",
     "scorecards": "cartcohort.scorecards:cohort_scorecards",
     "plot_association": None,
+    "plot_time_survival": "cartcohort.pl.outcomes:time_survival_figures",
     "warnings": "cartcohort.report:collect_warnings",
     "overview": "cartcohort.report:overview_page",
     "provenance": "cartcohort.report:provenance_record",

@@ -35,7 +35,7 @@ PARSE_TIME = {
     "integrate.use": "INTEGRATION_USED: the method whose graph annotation and UMAP use",
     "integrate.label_key": "integration_metrics_inputs: cells.tsv.gz becomes an input",
     "annotate.signatures": "signatures_path(): an input file of rule annotate",
-    "associate.primary_panel": "primary_panel_path(): an input file of rule scorecards",
+    "associate.primary_panel": "primary_panel_path(): an input file of rules scorecards and plot_time_survival",
 }
 # rules that record the whole config (provenance) rather than use it
 RECORDERS = {"provenance"}

@@ -191,6 +191,32 @@ def test_association_finds_planted_effects_not_the_null(demo_run):
     assert all(mw.loc[f, "effect"] > 0 for f in diversity)
 
 
+def test_time_and_survival_outputs_on_the_demo(demo_run):
+    """Issue 26 on the demo: the endpoint on every survival row, product features only in
+    the baseline Cox models, the landmark analysis refused (2 patients followed in blood),
+    and landscape trajectory / Kaplan-Meier pages."""
+    from PIL import Image
+
+    from cartcohort.tl.features import feature_scope
+
+    surv = pd.read_csv(demo_run / "results/tables/survival.tsv", sep="\t")
+    assert (surv["endpoint"] == "PFS").all()
+    base = surv[surv["analysis"] == "baseline"]
+    assert len(base) > 10 and (base["n_events"] == 11).all()
+    assert all(feature_scope(f) == "product" for f in base["feature"])
+    landmark = surv[surv["analysis"] == "landmark day 30"]
+    assert len(landmark) == 1 and landmark["effect"].isna().all()
+    assert "min_events_per_variable" in landmark["note"].iloc[0]
+    longi = pd.read_csv(demo_run / "results/tables/longitudinal.tsv", sep="\t")
+    assert longi.loc[0, "test"] == "skipped"  # D14 and M3: one patient per group each
+    for folder in ("longitudinal_trajectories", "survival_km"):
+        pages = sorted((demo_run / "results" / "figures" / folder).glob("page_*.png"))
+        assert pages, folder
+        for page in pages:
+            w, h = Image.open(page).size
+            assert h / w < 0.7, (page, w, h)
+
+
 def test_patient_features_track_the_planted_truth(demo_run, demo_dir):
     feats = pd.read_csv(demo_run / "results/tables/sample_features.tsv", sep="\t")
     truth = pd.read_csv(demo_dir / "truth_patients.tsv", sep="\t")

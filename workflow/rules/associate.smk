@@ -134,3 +134,39 @@ rule plot_association:
         runtime=runtime("plot_association"),
     script:
         "../scripts/plot_association.py"
+
+
+rule plot_time_survival:
+    input:
+        features="results/tables/sample_features.tsv",
+        clinical=config["clinical"],
+        panel=primary_panel_path(),
+    output:
+        trajectories=report(
+            directory("results/figures/longitudinal_trajectories"),
+            patterns=["{page}.png"],
+            caption="../report/longitudinal_trajectories.rst",
+            category="Association",
+            subcategory="Time and survival",
+        ),
+        km=report(
+            directory("results/figures/survival_km"),
+            patterns=["{page}.png"],
+            caption="../report/survival_km.rst",
+            category="Association",
+            subcategory="Time and survival",
+        ),
+    log:
+        "logs/plot_time_survival.log",
+    benchmark:
+        "benchmarks/plot_time_survival.tsv"
+    conda:
+        "../../envs/associate.yaml"
+    threads: 1
+    resources:
+        mem_mb=mem_mb("plot_time_survival"),
+        runtime=runtime("plot_time_survival"),
+    params:
+        time_survival_figures=time_survival_figures_kwargs(),
+    script:
+        "../scripts/plot_time_survival.py"

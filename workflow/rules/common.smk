@@ -206,7 +206,8 @@ def _response_groups_kwargs():
 
 def associate_kwargs():
     """Keyword arguments of `stats.associate`, rule associate - the response groups, the
-    test settings of config['associate'] and the seed. Not the pseudobulk keys."""
+    test settings of config['associate'], the blood compartment, the survival endpoint
+    (associate.survival) and the seed. Not the pseudobulk keys."""
     cfg = config["associate"]
     keys = [
         "covariates",
@@ -217,6 +218,21 @@ def associate_kwargs():
     ]
     kwargs = {k: cfg[k] for k in keys}
     kwargs.update(_response_groups_kwargs(), seed=seed())
+    kwargs.update(
+        blood_compartment=cfg["blood_compartment"], survival=dict(cfg["survival"])
+    )
+    return canonical(kwargs)
+
+
+def time_survival_figures_kwargs():
+    """Keyword arguments of `pl.outcomes.time_survival_figures`, rule plot_time_survival -
+    the response groups, the blood compartment and the survival endpoint."""
+    cfg = config["associate"]
+    kwargs = dict(
+        _response_groups_kwargs(),
+        blood_compartment=cfg["blood_compartment"],
+        survival=dict(cfg["survival"]),
+    )
     return canonical(kwargs)
 
 
@@ -485,6 +501,7 @@ RESOURCE_MODEL = {
     "associate": (1000, 4.0, 10, 20),
     "scorecards": (1000, 4.0, 5, 10),
     "plot_association": (1000, 4.0, 5, 10),
+    "plot_time_survival": (1000, 4.0, 5, 10),
 }
 
 
@@ -552,6 +569,8 @@ def report_figures():
         "results/figures/qc_scatter.png",
         "results/figures/association_forest.png",
         "results/figures/association_volcano.png",
+        "results/figures/longitudinal_trajectories",
+        "results/figures/survival_km",
         "results/figures/scorecards_heatmap.png",
         "results/figures/integration_umap.png",
         "results/figures/integration_metrics.png",

@@ -272,14 +272,15 @@ _REGISTRY = (
         "longitudinal",
         "results/tables/longitudinal.tsv",
         "associate",
-        _names("feature test term effect ci_low ci_high pvalue qvalue n_responders")
-        + _names("n_nonresponders n_samples note"),
+        _names("feature family test contrast comparison timepoint reference effect ci_low")
+        + _names("ci_high pvalue qvalue n_responders n_nonresponders n_samples note"),
     ),
     Table(
         "survival",
         "results/tables/survival.tsv",
         "associate",
-        _names("feature test effect ci_low ci_high pvalue qvalue n_patients n_events note"),
+        _names("endpoint analysis feature scope test effect ci_low ci_high pvalue qvalue")
+        + _names("n_patients n_events events_per_variable note"),
     ),
     Table(
         "pseudobulk_de",

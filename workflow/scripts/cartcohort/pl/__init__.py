@@ -4,7 +4,8 @@
 - :mod:`cartcohort.pl.integrate` - UMAP grid per integration method, metrics heatmap;
 - :mod:`cartcohort.pl.annotate` - state / lineage / CAR UMAPs, state fractions, dot plot;
 - :mod:`cartcohort.pl.clonotypes` - clonal expansion, rarefied diversity, top-clone alluvia;
-- :mod:`cartcohort.pl.associate` - forest and volcano plots, scorecard heatmap.
+- :mod:`cartcohort.pl.associate` - forest and volcano plots, scorecard heatmap;
+- :mod:`cartcohort.pl.outcomes` - blood trajectories and Kaplan-Meier pages.
 
 Importing this package is cheap: the plotting modules (and matplotlib) load on first
 use of a name (PEP 562), e.g. ``pl.umap_grid`` or ``from cartcohort.pl import qc``.
@@ -18,7 +19,7 @@ from typing import Any
 
 from ._save import save_figure
 
-_SUBMODULES = ("annotate", "associate", "clonotypes", "integrate", "qc")
+_SUBMODULES = ("annotate", "associate", "clonotypes", "integrate", "outcomes", "qc")
 # public name -> module that defines it
 _FUNCTIONS = {
     "read_qc_obs": "qc",
@@ -52,6 +53,11 @@ _FUNCTIONS = {
     "volcano_plot": "associate",
     "scorecard_heatmap": "associate",
     "association_figures": "associate",
+    "trajectory_data": "outcomes",
+    "trajectory_pages": "outcomes",
+    "km_split": "outcomes",
+    "km_pages": "outcomes",
+    "time_survival_figures": "outcomes",
 }
 __all__ = ["save_figure", *_SUBMODULES, *_FUNCTIONS]
 

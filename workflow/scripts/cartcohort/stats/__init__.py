@@ -11,9 +11,10 @@ features:
 - :mod:`~cartcohort.stats.composition` - ``compositional``: propeller-style
   per-state test of proportions.
 
-Further analyses with their own tables: :func:`longitudinal_models` (mixed models
-over ``timepoint_day``), :func:`survival_models` (Cox models of PFS) and
-:func:`pseudobulk_de` (DESeq2 per state). The rule steps are :func:`associate`
+Further analyses with their own tables: :func:`longitudinal_models` (mixed-model
+contrasts over the categorical blood timepoints), :func:`survival_models` (Cox models
+of the endpoint of ``associate.survival``: product features from infusion, in vivo
+features from a landmark) and :func:`pseudobulk_de` (DESeq2 per state). The rule steps are :func:`associate`
 and :func:`pseudobulk_de`.
 """
 

@@ -9,8 +9,9 @@ returns every table of rule ``associate``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
 
@@ -256,6 +257,8 @@ def associate(
     min_events_per_variable: float,
     composition_transform: CompositionTransform,
     seed: int,
+    blood_compartment: str,
+    survival: Mapping[str, Any],
     source: str = "results/tables/sample_features.tsv",
     clinical_source: str = "clinical table",
 ) -> AssociateResult:
@@ -274,6 +277,11 @@ def associate(
         :func:`run_association`).
     min_events_per_variable, composition_transform, seed
         As in :func:`run_association`.
+    blood_compartment
+        ``compartment`` of the blood libraries (longitudinal and landmark models).
+    survival
+        ``associate.survival``: the endpoint keywords of
+        :func:`~cartcohort.stats.survival_models`.
     source, clinical_source
         File names for messages.
 
@@ -293,27 +301,23 @@ def associate(
         clinical_source=clinical_source,
     )
     longitudinal = longitudinal_models(
-        features,
-        clinical=clinical,
-        features_to_test=result.tested or None,
-        responders=responders,
-        excluded=exclude_responses,
-        min_patients_per_group=min_patients_per_group,
-        clinical_source=clinical_source,
+        features, clinical=clinical, features_to_test=result.tested or None,
+        primary_features=(), compartment=blood_compartment,
+        primary_timepoint=primary_timepoint, responders=responders, excluded=exclude_responses,
+        min_patients_per_group=min_patients_per_group, clinical_source=clinical_source,
     )
-    survival = survival_models(result.patients, clinical=clinical, features=result.tested or None)
-    notes = pd.concat(
-        [
-            result.notes,
-            notes_from(longitudinal, scope="longitudinal"),
-            notes_from(survival, scope="survival"),
-        ],
-        ignore_index=True,
+    survival_table = survival_models(
+        features, clinical=clinical, features_to_test=result.tested or None,
+        primary_timepoint=primary_timepoint, blood_compartment=blood_compartment,
+        source=source, clinical_source=clinical_source, **survival,
     )
+    notes = pd.concat([result.notes, notes_from(longitudinal, scope="longitudinal"),
+                       notes_from(survival_table, scope="survival")], ignore_index=True)
     mw = result.association[result.association["test"] == "mann_whitney"]
     logger.info(
         "%d features tested; %d with Mann-Whitney q < 0.05",
         len(result.tested),
         int((mw["qvalue"] < 0.05).sum()),
     )
-    return AssociateResult(result.association, notes, longitudinal, survival, result.tested)
+    return AssociateResult(result.association, notes, longitudinal, survival_table,
+                           result.tested)
