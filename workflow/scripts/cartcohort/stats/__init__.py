@@ -2,12 +2,15 @@
 
 The statistical unit is the **patient** (cells are never replicates for a
 patient-level claim). Test families (``test`` column of ``association.tsv``, see
-:data:`FAMILIES`), with Benjamini–Hochberg q-values within each family across
-features:
+:data:`FAMILIES`), with Benjamini–Hochberg q-values within each test and
+multiple-testing family (the pre-specified ``primary`` panel, ``exploratory``) across
+product features (:mod:`~cartcohort.stats.scopes`; in vivo features apart, twins
+collapsed first, :mod:`~cartcohort.stats.twins`):
 
 - :mod:`~cartcohort.stats.response` - ``mann_whitney`` (exact or asymptotic,
-  rank-biserial effect with a seeded stratified bootstrap CI) and ``auroc``;
-- :mod:`~cartcohort.stats.logistic` - ``logistic``: ML with a Firth fallback;
+  rank-biserial effect) and oriented ``auroc``, both with Newcombe's score interval;
+- :mod:`~cartcohort.stats.logistic` - ``logistic``: ML, or Firth on separation or
+  few events, with the odds ratio per stated unit;
 - :mod:`~cartcohort.stats.composition` - ``compositional``: propeller-style
   per-state test of proportions.
 
@@ -46,15 +49,28 @@ from .response import (
     add_qvalues,
     auroc,
     bh_qvalues,
-    bootstrap_rank_biserial,
     exact_rank_sum_pvalue,
     mann_whitney,
+    newcombe_auc_interval,
+    oriented_auroc,
     rank_biserial,
     univariate_tests,
 )
+from .scopes import IN_VIVO_NOTE, finish_table, split_scopes
 from .survival import SURVIVAL_COLUMNS, survival_models
+from .twins import Twins, collapse_twins, spearman_matrix
+from .typeone import FwerResult, clopper_pearson, permutation_fwer
 
 __all__ = [
+    "FwerResult",
+    "IN_VIVO_NOTE",
+    "Twins",
+    "clopper_pearson",
+    "collapse_twins",
+    "finish_table",
+    "permutation_fwer",
+    "spearman_matrix",
+    "split_scopes",
     "PanelFeature",
     "PrimaryPanel",
     "load_primary_panel",
@@ -78,7 +94,6 @@ __all__ = [
     "associate",
     "auroc",
     "bh_qvalues",
-    "bootstrap_rank_biserial",
     "composition_states",
     "compositional_tests",
     "encode_covariates",
@@ -90,6 +105,8 @@ __all__ = [
     "logistic_tests",
     "longitudinal_models",
     "mann_whitney",
+    "newcombe_auc_interval",
+    "oriented_auroc",
     "notes_from",
     "patient_table",
     "pseudobulk_counts",
