@@ -566,7 +566,10 @@ def test_figures_render_including_skipped_inputs(tmp_path):
     from cartcohort.pl import associate as P
 
     feats, clin = _feature_table(6, 6, seed=1, shift=2.0)
-    res = S.run_association(feats, clinical=clin)
+    panel = S.parse_primary_panel({"version": 2, "features": [
+        {"feature": "planted", "question": "a"}, {"feature": "null_0", "question": "b"},
+        {"feature": "absent", "question": "c"}]}, source="panel.yaml")
+    res = S.run_association(feats, clinical=clin, panel=panel)
     f2, c2 = _feature_table(2, 2)
     skipped = S.run_association(f2, clinical=c2).association
     de = pd.DataFrame({"state": ["tcm"] * 3, "gene": ["A", "B", "C"], "log2fc": [2.0, -1, 0.1],
@@ -579,6 +582,7 @@ def test_figures_render_including_skipped_inputs(tmp_path):
                                     samples=list(feats["sample"]))
     figs = {
         "forest": P.forest_plot(res.association),
+        "forest_exploratory": P.forest_plot(res.association, family="exploratory"),
         "forest_skipped": P.forest_plot(skipped),
         "volcano": P.volcano_plot(de),
         "volcano_skipped": P.volcano_plot(de_skipped),
@@ -588,7 +592,16 @@ def test_figures_render_including_skipped_inputs(tmp_path):
         path = tmp_path / f"{name}.png"
         fig.savefig(path, dpi=60)
         assert path.stat().st_size > 1000, name
-    # the forest plot shows the planted feature first (smallest p-value at the top)
+    # the primary-panel forest: the planted feature first (smallest p-value at the top), its
+    # direction named, the panel version in the title and the untested panel feature listed
     ax = figs["forest"].axes[0]
-    assert ax.get_yticklabels()[-1].get_text().startswith("planted")
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels[-1].startswith("planted (higher in R") and len(labels) == 2
+    assert "primary panel v2" in figs["forest"]._suptitle.get_text()
+    assert any("absent" in t.get_text() for t in figs["forest"].texts)
+    expl = [t.get_text() for t in figs["forest_exploratory"].axes[0].get_yticklabels()]
+    assert len(expl) == 1 and expl[0].startswith("null_1 (")
+    # full height in the report viewer: at most 1400 x 1000 px at the saved 150 dpi
+    w, h = figs["forest"].get_size_inches()
+    assert w * 150 <= 1500 and h * 150 <= 1000
     assert "skipped" in figs["forest_skipped"].axes[0].texts[0].get_text()
