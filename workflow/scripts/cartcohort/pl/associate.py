@@ -59,7 +59,7 @@ def _draw_auroc(ax, tab: pd.DataFrame, sig: np.ndarray) -> None:
     labels = [f"{f} ({_DIRECTION_TAG.get(d, d)}; q={q:.2g})" if np.isfinite(q) else f
               for f, d, q in zip(tab["feature"], tab["direction"], tab["qvalue"], strict=True)]
     ax.set_yticks(y, labels, fontsize=8)
-    ax.set_xlabel("AUROC, oriented (95% Newcombe score CI)", fontsize=8)
+    ax.set_xlabel("oriented AUROC (95% Newcombe CI)", fontsize=8)
 
 
 def _draw_odds(ax, tab: pd.DataFrame) -> None:
@@ -79,7 +79,7 @@ def _draw_odds(ax, tab: pd.DataFrame) -> None:
     units = tab["unit"].fillna("NA").astype(str).tolist()
     ax.set_yticks(y, [f"per {u}" for u in units], fontsize=7)
     ax.yaxis.tick_right()
-    ax.set_xlabel("odds ratio of response per unit (95% CI; clipped to 1e-3..1e3)", fontsize=8)
+    ax.set_xlabel("odds ratio per unit (95% CI, clipped)", fontsize=8)
 
 
 def forest_plot(

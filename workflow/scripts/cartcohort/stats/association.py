@@ -405,7 +405,7 @@ def associate(
     a = result.association
     mw = a[(a["test"] == "mann_whitney") & (a["family"] == "primary")]
     logger.info(
-        "%d product features tested (%d twins collapsed); primary panel %s: %d with "
+        "%d product features tested (%d twins collapsed); primary panel v%s: %d with "
         "Mann-Whitney q < 0.05",
         len(result.tested), result.twins.n_collapsed, panel_label(primary_panel),
         int((mw["qvalue"] < 0.05).sum()),
