@@ -229,7 +229,11 @@ def test_no_feature_measured_after_infusion_has_scope_product(every_feature):
     assert not after & set(a["feature"]), sorted(after & set(a["feature"]))
     vivo = res.in_vivo
     assert set(vivo["scope"]) == {"in_vivo"}
-    assert set(vivo["feature"]) - {"(all)"} <= set(F.IN_VIVO_REPERTOIRE)
+    post = set(full.loc[full["timepoint"] != "IP", "timepoint"])
+    assert all(f in F.IN_VIVO_REPERTOIRE or f.rsplit("@", 1)[-1] in post
+               for f in vivo["feature"]), sorted(vivo["feature"])
+    assert any("@" in f for f in vivo["feature"])  # post-infusion state fractions too
+    assert not any("@" in f for f in a["feature"])
     assert vivo["note"].str.startswith("outcome correlate, not a predictor").all()
     tested_vivo = set(vivo.loc[vivo["test"] != "skipped", "feature"])
     assert tested_vivo & after  # some in vivo feature is tested, in its own table

@@ -23,7 +23,14 @@ from .families import FAMILIES, IN_VIVO_FAMILIES, FamilyInputs
 from .labels import encode_covariates, feature_columns, labelled_patients, testable_features
 from .longitudinal import longitudinal_models
 from .panel import PrimaryPanel
-from .scopes import finish_table, label_rows, panel_gap_rows, panel_label, split_scopes
+from .scopes import (
+    finish_table,
+    label_rows,
+    panel_gap_rows,
+    panel_label,
+    post_infusion_features,
+    split_scopes,
+)
 from .survival import survival_models
 from .twins import Twins, collapse_twins
 
@@ -238,8 +245,10 @@ def run_association(
     """Test every feature against response, one observation per patient, scope by scope.
 
     Product features (:func:`~cartcohort.tl.features.feature_scope`) go to the
-    association table, in vivo features (measured after infusion) to the outcome-
-    correlate table; each scope has its own twin collapse and BH families.
+    association table; in vivo features (measured after infusion: the persistence
+    columns of the product row and every feature of each post-infusion timepoint,
+    :func:`~cartcohort.stats.scopes.post_infusion_features`) to the outcome-correlate
+    table; each scope has its own twin collapse and BH families.
 
     Parameters
     ----------
@@ -292,8 +301,12 @@ def run_association(
     cfg = _Settings(design.reset_index(drop=True), panel, collapse_rho, min_patients_per_group,
                     min_events_per_variable, composition_transform)
     table, pnotes, tested, twins = _test_scope(lab, resp, product, scope="product", cfg=cfg)
-    vivo, vnotes, _, _ = _test_scope(lab, resp, in_vivo, scope="in_vivo", cfg=cfg)
-    notes = pd.concat([notes, pnotes, vnotes, cnotes], ignore_index=True)
+    post, tnotes = post_infusion_features(
+        features, patients=lab["patient"], responder=resp,
+        primary_timepoint=primary_timepoint, min_per_group=min_patients_per_group)
+    vivo, vnotes, _, _ = _test_scope(pd.concat([lab, post], axis=1), resp,
+                                     in_vivo + list(post.columns), scope="in_vivo", cfg=cfg)
+    notes = pd.concat([notes, pnotes, tnotes, vnotes, cnotes], ignore_index=True)
     if not tested:
         reason = (f"skipped: none of the {len(product)} product feature(s) can be tested at "
                   f"{primary_timepoint} (see association_notes.tsv)")

@@ -4,8 +4,10 @@ Two **scopes** are kept apart (:func:`cartcohort.tl.features.feature_scope`):
 
 - ``product`` - measured on the primary-timepoint (infusion-product) library; these
   alone may predict response and go to ``association.tsv``;
-- ``in_vivo`` - measured after infusion (persistence and overlap of product clones);
-  outcome correlates, not predictors, in ``in_vivo_correlates.tsv``.
+- ``in_vivo`` - measured after infusion: persistence and overlap of product clones on
+  the product row, and every feature of each post-infusion timepoint
+  (:func:`post_infusion_features`, named ``<feature>@<timepoint>``); outcome
+  correlates, not predictors, in ``in_vivo_correlates.tsv``.
 
 Within the product scope, the pre-specified primary panel
 (:class:`~cartcohort.stats.panel.PrimaryPanel`) is one BH family (``family`` =
@@ -23,7 +25,8 @@ import numpy as np
 import pandas as pd
 
 from ..tl.features import feature_scope
-from ._utils import ASSOCIATION_COLUMNS
+from ._utils import ASSOCIATION_COLUMNS, notes_table
+from .labels import feature_columns, patient_table
 from .families import TESTS
 from .panel import PrimaryPanel
 from .response import add_qvalues
@@ -40,6 +43,64 @@ def split_scopes(features: Sequence[str]) -> tuple[list[str], list[str]]:
     product = [f for f in features if feature_scope(f) == "product"]
     in_vivo = [f for f in features if feature_scope(f) != "product"]
     return product, in_vivo
+
+
+def _post_timepoints(features: pd.DataFrame, primary_timepoint: str) -> tuple[list[str], list]:
+    """Timepoints after the primary one (median ``timepoint_day`` later), and notes."""
+    tp = features["timepoint"].astype(str)
+    day = pd.to_numeric(features.get("timepoint_day"), errors="coerce")
+    if day is None or not isinstance(day, pd.Series):
+        day = pd.Series(np.nan, index=features.index)
+    days = day.groupby(tp).median()
+    t0 = days.get(str(primary_timepoint), np.nan)
+    post, notes = [], []
+    for t in sorted(set(tp) - {str(primary_timepoint)}):
+        if np.isfinite(t0) and np.isfinite(days[t]) and days[t] > t0:
+            post.append(t)
+        else:
+            notes.append(("in_vivo", t, f"timepoint {t} not analysed as post-infusion: its "
+                          "timepoint_day is missing or not after the primary timepoint's"))
+    return post, notes
+
+
+def post_infusion_features(
+    features: pd.DataFrame,
+    *,
+    patients: pd.Series,
+    responder: pd.Series,
+    primary_timepoint: str,
+    min_per_group: int,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every feature of each post-infusion timepoint, one row per patient of ``patients``.
+
+    A post-infusion timepoint is one whose median ``timepoint_day`` is later than the
+    primary timepoint's. Its features are aggregated per patient like the product's
+    (:func:`~cartcohort.stats.labels.patient_table`) and named ``<feature>@<timepoint>``;
+    they are in vivo features whatever their name. A timepoint with fewer than
+    ``min_per_group`` patients of a response group is left out with one note.
+
+    Returns
+    -------
+    table, notes
+        ``table`` aligned with ``patients`` (may have no column); ``notes`` (scope
+        ``in_vivo``).
+    """
+    post, notes = _post_timepoints(features, primary_timepoint)
+    pid = patients.astype(str).to_numpy()
+    resp = np.asarray(responder, dtype=bool)
+    parts = []
+    for t in post:
+        pt = patient_table(features, timepoint=t).set_index("patient")
+        has = np.isin(pid, pt.index.astype(str))
+        n1, n0 = int((has & resp).sum()), int((has & ~resp).sum())
+        if min(n1, n0) < min_per_group:
+            notes.append(("in_vivo", t, f"timepoint {t} not tested: samples of {n1} "
+                          f"responder(s) and {n0} non-responder(s) (< {min_per_group} per group)"))
+            continue
+        cols = [c for c in feature_columns(pt) if not c.startswith("count_") and c != "n_cells"]
+        parts.append(pt.reindex(pid)[cols].add_suffix(f"@{t}").reset_index(drop=True))
+    table = pd.concat(parts, axis=1) if parts else pd.DataFrame(index=range(len(pid)))
+    return table, notes_table(notes)
 
 
 def panel_label(panel: PrimaryPanel | None) -> str:
