@@ -226,6 +226,19 @@ def _test_scope(
     return table[list(ASSOCIATION_COLUMNS)], notes, tested, twins
 
 
+def _test_in_vivo(
+    features: pd.DataFrame, lab: pd.DataFrame, resp: pd.Series, in_vivo: list[str], *,
+    cfg: _Settings, primary_timepoint: str,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The in vivo scope: product-row in vivo columns plus every post-infusion feature."""
+    post, tnotes = post_infusion_features(
+        features, patients=lab["patient"], responder=resp,
+        primary_timepoint=primary_timepoint, min_per_group=cfg.min_patients_per_group)
+    vivo, vnotes, _, _ = _test_scope(pd.concat([lab, post], axis=1), resp,
+                                     in_vivo + list(post.columns), scope="in_vivo", cfg=cfg)
+    return vivo, pd.concat([tnotes, vnotes], ignore_index=True)
+
+
 def run_association(
     features: pd.DataFrame,
     *,
@@ -244,11 +257,9 @@ def run_association(
 ) -> AssociationResult:
     """Test every feature against response, one observation per patient, scope by scope.
 
-    Product features (:func:`~cartcohort.tl.features.feature_scope`) go to the
-    association table; in vivo features (measured after infusion: the persistence
-    columns of the product row and every feature of each post-infusion timepoint,
-    :func:`~cartcohort.stats.scopes.post_infusion_features`) to the outcome-correlate
-    table; each scope has its own twin collapse and BH families.
+    Product features go to the association table, in vivo features (measured after
+    infusion, :mod:`~cartcohort.stats.scopes`) to the outcome-correlate table; each
+    scope has its own twin collapse and BH families.
 
     Parameters
     ----------
@@ -281,8 +292,7 @@ def run_association(
     Returns
     -------
     AssociationResult
-        The association and in vivo tables, the notes, the labelled patient table,
-        the tested product features and their twins.
+        Association and in vivo tables, notes, patients, tested features, twins.
     """
     patients, notes = labelled_patients(
         features, clinical=clinical, primary_timepoint=primary_timepoint, responders=responders,
@@ -301,12 +311,9 @@ def run_association(
     cfg = _Settings(design.reset_index(drop=True), panel, collapse_rho, min_patients_per_group,
                     min_events_per_variable, composition_transform)
     table, pnotes, tested, twins = _test_scope(lab, resp, product, scope="product", cfg=cfg)
-    post, tnotes = post_infusion_features(
-        features, patients=lab["patient"], responder=resp,
-        primary_timepoint=primary_timepoint, min_per_group=min_patients_per_group)
-    vivo, vnotes, _, _ = _test_scope(pd.concat([lab, post], axis=1), resp,
-                                     in_vivo + list(post.columns), scope="in_vivo", cfg=cfg)
-    notes = pd.concat([notes, pnotes, tnotes, vnotes, cnotes], ignore_index=True)
+    vivo, vnotes = _test_in_vivo(features, lab, resp, in_vivo, cfg=cfg,
+                                 primary_timepoint=primary_timepoint)
+    notes = pd.concat([notes, pnotes, vnotes, cnotes], ignore_index=True)
     if not tested:
         reason = (f"skipped: none of the {len(product)} product feature(s) can be tested at "
                   f"{primary_timepoint} (see association_notes.tsv)")
