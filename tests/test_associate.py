@@ -109,15 +109,26 @@ def test_exact_rank_sum_equals_scipy_without_ties_and_enumeration_with_ties():
     assert S.mann_whitney([1.0, 1.0], [1.0, 1.0])[1] == 1.0
 
 
-def test_bootstrap_ci_is_seeded_and_brackets_the_estimate():
-    rng = np.random.default_rng(0)
-    x, y = rng.normal(1, 1, 12), rng.normal(0, 1, 12)
-    a = S.bootstrap_rank_biserial(x, y, n_bootstrap=500, seed=7)
-    b = S.bootstrap_rank_biserial(x, y, n_bootstrap=500, seed=7)
-    assert a == b
-    r = S.rank_biserial(x, y)
-    assert a[0] <= r <= a[1] and a[1] - a[0] > 0.1
-    assert S.bootstrap_rank_biserial([5, 6, 7], [1, 2, 3], n_bootstrap=200) == (1.0, 1.0)
+def test_newcombe_interval_matches_an_independent_implementation():
+    """Newcombe (2006) Method 5, against SingleCaseES::NAP's documented example
+    (A = 20 20 26 25 22 23, B = 28 25 24 27 30 30 29; NAP 0.9167, 95 % CI 0.5973-0.9860,
+    90 % CI 0.6591-0.9822) as reproduced by an independent implementation."""
+    a, b = [20, 20, 26, 25, 22, 23], [28, 25, 24, 27, 30, 30, 29]
+    theta = S.auroc(b, a)
+    assert theta == pytest.approx(0.9166666666666666)
+    lo, hi = S.newcombe_auc_interval(theta, 7, 6)
+    assert (lo, hi) == (pytest.approx(0.5973193600384168, abs=1e-9),
+                        pytest.approx(0.9859976893703788, abs=1e-9))
+    lo, hi = S.newcombe_auc_interval(theta, 7, 6, alpha=0.1)
+    assert (lo, hi) == (pytest.approx(0.6591091902344411, abs=1e-9),
+                        pytest.approx(0.9822247870934007, abs=1e-9))
+    # symmetric under relabelling; informative at the bounds (not [1, 1])
+    lo2, hi2 = S.newcombe_auc_interval(1 - theta, 6, 7, alpha=0.1)
+    assert (lo2, hi2) == (pytest.approx(1 - hi), pytest.approx(1 - lo))
+    lo, hi = S.newcombe_auc_interval(1.0, 10, 10)
+    assert hi == 1.0 and 0.5 < lo < 0.9
+    with pytest.raises(CartCohortError, match="theta"):
+        S.newcombe_auc_interval(1.2, 3, 3)
 
 
 def test_mann_whitney_is_calibrated_under_permuted_labels():
@@ -131,8 +142,7 @@ def test_mann_whitney_is_calibrated_under_permuted_labels():
     pvals = []
     for _ in range(250):
         perm = pd.Series(rng.permutation(labels))
-        res = S.univariate_tests(table, responder=perm, features=list(table.columns),
-                                 n_bootstrap=20, seed=0)
+        res = S.univariate_tests(table, responder=perm, features=list(table.columns))
         pvals.extend(res.loc[res["test"] == "mann_whitney", "pvalue"])
     pvals = np.asarray(pvals)
     rate = float((pvals < 0.05).mean())
@@ -191,7 +201,7 @@ def test_small_groups_use_firth_and_large_groups_use_ml():
 
 def test_run_association_detects_planted_feature_and_not_nulls():
     feats, clin = _feature_table(12, 12, seed=1, shift=2.5, n_null=3)
-    res = S.run_association(feats, clinical=clin, n_bootstrap=300, seed=0)
+    res = S.run_association(feats, clinical=clin)
     a = res.association
     assert list(a.columns[:9]) == ["feature", "test", "effect", "ci_low", "ci_high", "pvalue",
                                    "qvalue", "n_responders", "n_nonresponders"]
@@ -209,7 +219,7 @@ def test_patient_is_the_unit():
     """Several samples of a patient count once; cell numbers never act as replicates."""
     feats, clin = _feature_table(6, 6, seed=2, shift=1.0,
                                  extra_samples={"P00": 3, "P07": 2})
-    res = S.run_association(feats, clinical=clin, n_bootstrap=200)
+    res = S.run_association(feats, clinical=clin)
     mw = res.association[res.association["test"] == "mann_whitney"]
     assert (mw["n_responders"] == 6).all() and (mw["n_nonresponders"] == 6).all()
     pt = res.patients.set_index("patient")
@@ -219,7 +229,7 @@ def test_patient_is_the_unit():
     assert pt.loc["P00", "n_samples"] == 3
     # ten times more cells per sample: same patient values, same p-values
     more = feats.assign(n_cells=feats["n_cells"] * 10)
-    res10 = S.run_association(more, clinical=clin, n_bootstrap=200)
+    res10 = S.run_association(more, clinical=clin)
     pd.testing.assert_series_equal(res.association["pvalue"], res10.association["pvalue"])
 
 
@@ -259,7 +269,7 @@ def test_covariates_are_encoded_and_adjusted_for():
     assert list(design.columns) == ["age", "sex[M]"]
     assert design["age"].mean() == pytest.approx(0) and design["age"].std() == pytest.approx(1)
     assert set(design["sex[M]"]) == {0.0, 1.0}
-    res = S.run_association(feats, clinical=clin, covariates=["age", "sex"], n_bootstrap=200)
+    res = S.run_association(feats, clinical=clin, covariates=["age", "sex"])
     lg = res.association[res.association["test"] == "logistic"].set_index("feature")
     assert "adjusted for age, sex[M]" in lg.loc["planted", "note"]
     assert lg.loc["planted", "effect"] > 0 and lg.loc["planted", "pvalue"] < 0.05
@@ -271,7 +281,7 @@ def test_planted_demo_effects_found_and_null_ratio_not():
     """Simulator cohort (10 vs 10): memory-like and exhausted found; CD4:CD8 not."""
     cells, c = _sim_cells(seed=0)
     feats = F.sample_features(cells)
-    res = S.run_association(feats, clinical=c.clinical, n_bootstrap=300)
+    res = S.run_association(feats, clinical=c.clinical)
     mw = res.association[res.association["test"] == "mann_whitney"].set_index("feature")
     # effects planted at ~85 % power: seed 0's memory-like effect is nominal only (q 0.09)
     assert mw.loc["memory_like_fraction", "pvalue"] < 0.05
@@ -312,7 +322,7 @@ def test_families_registry_is_the_one_source_of_test_order():
     assert S.TESTS == ("mann_whitney", "auroc", "logistic", "compositional")
     assert [t for f in S.FAMILIES.values() for t in f.tests] == list(S.TESTS)
     feats, clin = _feature_table(8, 8, seed=3, shift=1.5)
-    res = S.run_association(feats, clinical=clin, n_bootstrap=100)
+    res = S.run_association(feats, clinical=clin)
     order = {t: i for i, t in enumerate(S.TESTS)}
     ranks = res.association["test"].map(order).tolist()
     assert ranks == sorted(ranks)
@@ -323,14 +333,16 @@ def test_families_registry_is_the_one_source_of_test_order():
 
 def test_associate_step_is_association_plus_models():
     feats, clin = _feature_table(8, 8, seed=12, shift=1.5)
-    kwargs = dict(primary_timepoint="IP", responders=["CR"], covariates=[], n_bootstrap=100,
+    kwargs = dict(primary_timepoint="IP", responders=["CR"], covariates=[], collapse_rho=0.9,
                   min_patients_per_group=3, min_events_per_variable=5,
-                  composition_transform="logit", seed=3)
+                  composition_transform="logit")
+    panel = S.parse_primary_panel(
+        {"version": 3, "features": [{"feature": "planted", "question": "planted"}]}, source="p")
     no_endpoint = dict(endpoint="PFS", time=None, event=None, min_events_per_variable=10,
                        landmark_day=30)
-    out = S.associate(feats, clinical=clin, exclude_responses=["NE"], blood_compartment="PB",
-                      survival=no_endpoint, **kwargs)
-    res = S.run_association(feats, clinical=clin, excluded=["NE"], **kwargs)
+    out = S.associate(feats, clinical=clin, exclude_responses=["NE"], primary_panel=panel,
+                      blood_compartment="PB", survival=no_endpoint, **kwargs)
+    res = S.run_association(feats, clinical=clin, excluded=["NE"], panel=panel, **kwargs)
     pd.testing.assert_frame_equal(out.association, res.association)
     assert out.tested == res.tested
     assert out.notes.iloc[: len(res.notes)].equals(res.notes)
@@ -459,7 +471,7 @@ def test_new_product_cli_matches_library(tmp_path):
     from pathlib import Path
 
     feats, clin = _feature_table(6, 6, seed=9, shift=2.0)
-    res = S.run_association(feats, clinical=clin, n_bootstrap=200)
+    res = S.run_association(feats, clinical=clin)
     ref = SC.build_reference(res.patients)
     assert "count_planted" not in ref.columns and list(ref.columns[:3]) == [
         "patient", "response", "responder"]
@@ -495,7 +507,7 @@ def test_new_product_cli_matches_library(tmp_path):
 
 def test_cohort_scorecards_and_html():
     feats, clin = _feature_table(5, 5, seed=10, shift=2.0)
-    res = S.run_association(feats, clinical=clin, n_bootstrap=200)
+    res = S.run_association(feats, clinical=clin)
     ref = SC.build_reference(res.patients)
     samples = list(feats["sample"]) + ["GONE_IP"]
     cards = SC.score_cohort_products(feats, reference=ref, association=res.association,
@@ -514,7 +526,7 @@ def test_cohort_scorecards_and_html():
 
 def test_cohort_scorecards_step_writes_every_output(tmp_path):
     feats, clin = _feature_table(5, 5, seed=10, shift=2.0)
-    res = S.run_association(feats, clinical=clin, n_bootstrap=100)
+    res = S.run_association(feats, clinical=clin)
     samples = list(feats["sample"])
     cards = [tmp_path / "cards" / f"{s}.tsv" for s in samples]
     out = SC.cohort_scorecards(
@@ -539,9 +551,12 @@ def test_figures_render_including_skipped_inputs(tmp_path):
     from cartcohort.pl import associate as P
 
     feats, clin = _feature_table(6, 6, seed=1, shift=2.0)
-    res = S.run_association(feats, clinical=clin, n_bootstrap=100)
+    panel = S.parse_primary_panel({"version": 2, "features": [
+        {"feature": "planted", "question": "a"}, {"feature": "null_0", "question": "b"},
+        {"feature": "absent", "question": "c"}]}, source="panel.yaml")
+    res = S.run_association(feats, clinical=clin, panel=panel)
     f2, c2 = _feature_table(2, 2)
-    skipped = S.run_association(f2, clinical=c2, n_bootstrap=100).association
+    skipped = S.run_association(f2, clinical=c2).association
     de = pd.DataFrame({"state": ["tcm"] * 3, "gene": ["A", "B", "C"], "log2fc": [2.0, -1, 0.1],
                        "pvalue": [1e-6, 0.01, 0.8], "padj": [1e-5, 0.03, 0.8],
                        "n_responders": 4, "n_nonresponders": 4})
@@ -553,6 +568,7 @@ def test_figures_render_including_skipped_inputs(tmp_path):
                                     coverage=0.9)
     figs = {
         "forest": P.forest_plot(res.association),
+        "forest_exploratory": P.forest_plot(res.association, family="exploratory"),
         "forest_skipped": P.forest_plot(skipped),
         "volcano": P.volcano_plot(de),
         "volcano_skipped": P.volcano_plot(de_skipped),
@@ -562,7 +578,16 @@ def test_figures_render_including_skipped_inputs(tmp_path):
         path = tmp_path / f"{name}.png"
         fig.savefig(path, dpi=60)
         assert path.stat().st_size > 1000, name
-    # the forest plot shows the planted feature first (smallest p-value at the top)
+    # the primary-panel forest: the planted feature first (smallest p-value at the top), its
+    # direction named, the panel version in the title and the untested panel feature listed
     ax = figs["forest"].axes[0]
-    assert ax.get_yticklabels()[-1].get_text().startswith("planted")
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels[-1].startswith("planted (higher in R") and len(labels) == 2
+    assert "primary panel v2" in figs["forest"]._suptitle.get_text()
+    assert any("absent" in t.get_text() for t in figs["forest"].texts)
+    expl = [t.get_text() for t in figs["forest_exploratory"].axes[0].get_yticklabels()]
+    assert len(expl) == 1 and expl[0].startswith("null_1 (")
+    # full height in the report viewer: at most 1400 x 1000 px at the saved 150 dpi
+    w, h = figs["forest"].get_size_inches()
+    assert w * 150 <= 1500 and h * 150 <= 1000
     assert "skipped" in figs["forest_skipped"].axes[0].texts[0].get_text()

@@ -20,7 +20,7 @@ from _snakemake_dump import dump_workflow
 CASES = [
     ("clonotypes", "top_clones_alluvial", 3, "repertoire", "plot_clonotypes"),
     ("integrate", "umap_min_dist", 0.5, "integration_metrics", "umap"),
-    ("associate", "n_bootstrap", 500, "pseudobulk_de", "associate"),
+    ("associate", "collapse_rho", 0.8, "pseudobulk_de", "associate"),
 ]
 
 

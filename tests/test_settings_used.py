@@ -35,7 +35,8 @@ PARSE_TIME = {
     "integrate.use": "INTEGRATION_USED: the method whose graph annotation and UMAP use",
     "integrate.label_key": "integration_metrics_inputs: cells.tsv.gz becomes an input",
     "annotate.signatures": "signatures_path(): an input file of rule annotate",
-    "associate.primary_panel": "primary_panel_path(): an input file of rules scorecards and plot_time_survival",
+    "associate.primary_panel": "primary_panel_path(): an input file of rules associate, "
+                               "scorecards and plot_time_survival",
 }
 # rules that record the whole config (provenance) rather than use it
 RECORDERS = {"provenance"}
@@ -206,7 +207,7 @@ def test_plot_and_umap_settings_stay_in_their_rules(changed_rules):
     assert changed_rules["clonotypes.top_clones_alluvial"] == ["plot_clonotypes"]
     assert changed_rules["annotate.smoothing"] == ["annotate"]
     assert "integration_metrics" not in changed_rules["integrate.umap_min_dist"]
-    assert "pseudobulk_de" not in changed_rules["associate.n_bootstrap"]
+    assert "pseudobulk_de" not in changed_rules["associate.collapse_rho"]
 
 
 @pytest.mark.parametrize("key", sorted(PARSE_TIME))

@@ -23,6 +23,7 @@ import pytest
 import yaml
 from sklearn.metrics import adjusted_rand_score, f1_score
 
+from cartcohort.tl.features import IN_VIVO_REPERTOIRE
 from conftest import REPO, run_snakemake
 
 pytestmark = pytest.mark.e2e
@@ -32,6 +33,7 @@ CONTRACT = [
     "results/tables/cells.tsv.gz",
     "results/tables/sample_features.tsv",
     "results/tables/association.tsv",
+    "results/tables/in_vivo_correlates.tsv",
 ]
 
 
@@ -183,12 +185,27 @@ def test_association_finds_planted_effects_not_the_null(demo_run):
     assert mem["pvalue"] < null["pvalue"]
     for f in ("memory_like_fraction", "exhausted_fraction", "log2_cd4_cd8_ratio"):
         assert mw.loc[f, "n_responders"] == 10 and mw.loc[f, "n_nonresponders"] == 10
-    diversity = [f for f in mw.index if "shannon" in f and "rarefied" in f]
-    assert diversity, "a rarefied diversity feature is tested"
     # the planted clonality effect points the right way (responders more diverse); on
-    # one cohort it is not significant (measured q 0.095): rarefying to the smallest
-    # product library leaves few cells per patient
-    assert all(mw.loc[f, "effect"] > 0 for f in diversity)
+    # one cohort it is not significant. The panel's diversity feature is tested, or is a
+    # twin (|rho| > associate.collapse_rho) of the tested feature that answers for it
+    div = "rep_rarefied_shannon"
+    if div in mw.index:
+        assert mw.loc[div, "effect"] > 0
+    else:
+        reps = [f for f, t in mw["twins"].fillna("").items() if f"{div} (rho=" in t]
+        assert len(reps) == 1, "the diversity feature is tested or answered by its twin"
+        rho = float(mw.loc[reps[0], "twins"].split(f"{div} (rho=")[1].split(")")[0])
+        assert np.sign(mw.loc[reps[0], "effect"]) * np.sign(rho) > 0
+    # issue 26: product features only, the primary panel its own family, in vivo apart
+    assert set(assoc["scope"]) == {"product"}
+    assert not set(assoc["feature"]) & set(IN_VIVO_REPERTOIRE)
+    assert set(assoc["family"]) == {"primary", "exploratory"}
+    assert set(assoc["panel_version"].astype(str)) == {"1"}
+    prim = mw[mw["family"] == "primary"]
+    assert {"memory_like_fraction", "exhausted_fraction", "log2_cd4_cd8_ratio"} <= set(prim.index)
+    assert (assoc.loc[assoc["test"] == "auroc", "effect"] >= 0.5).all()
+    vivo = pd.read_csv(demo_run / "results/tables/in_vivo_correlates.tsv", sep="\t")
+    assert set(vivo["scope"]) == {"in_vivo"}
 
 
 def test_time_and_survival_outputs_on_the_demo(demo_run):

@@ -27,8 +27,10 @@ rule associate:
     input:
         features="results/tables/sample_features.tsv",
         clinical=config["clinical"],
+        panel=primary_panel_path(),
     output:
         association="results/tables/association.tsv",
+        in_vivo="results/tables/in_vivo_correlates.tsv",
         notes="results/tables/association_notes.tsv",
         longitudinal="results/tables/longitudinal.tsv",
         survival="results/tables/survival.tsv",

@@ -206,18 +206,18 @@ def _response_groups_kwargs():
 
 def associate_kwargs():
     """Keyword arguments of `stats.associate`, rule associate - the response groups, the
-    test settings of config['associate'], the blood compartment, the survival endpoint
-    (associate.survival) and the seed. Not the pseudobulk keys."""
+    test settings of config['associate'], the blood compartment and the survival endpoint
+    (associate.survival); the primary panel is an input file. Not the pseudobulk keys."""
     cfg = config["associate"]
     keys = [
         "covariates",
-        "n_bootstrap",
+        "collapse_rho",
         "min_patients_per_group",
         "min_events_per_variable",
         "composition_transform",
     ]
     kwargs = {k: cfg[k] for k in keys}
-    kwargs.update(_response_groups_kwargs(), seed=seed())
+    kwargs.update(_response_groups_kwargs())
     kwargs.update(
         blood_compartment=cfg["blood_compartment"], survival=dict(cfg["survival"])
     )

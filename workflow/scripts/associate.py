@@ -1,4 +1,5 @@
-"""Entry script of rule `associate`: association with response, mixed models, survival."""
+"""Entry script of rule `associate`: association with response (product features; in vivo
+features as outcome correlates), mixed models, survival."""
 
 from cartcohort.logs import script_logging
 
@@ -8,11 +9,13 @@ with script_logging(snakemake):
     result = stats.associate(
         tables.read_table(snakemake.input.features),
         clinical=tables.read_table(snakemake.input.clinical),
+        primary_panel=stats.load_primary_panel(snakemake.input.panel),
         source=snakemake.input.features,
         clinical_source=snakemake.input.clinical,
         **snakemake.params.associate,
     )
     tables.write_table(result.association, snakemake.output.association)
+    tables.write_table(result.in_vivo, snakemake.output.in_vivo)
     tables.write_table(result.notes, snakemake.output.notes)
     tables.write_table(result.longitudinal, snakemake.output.longitudinal)
     tables.write_table(result.survival, snakemake.output.survival)

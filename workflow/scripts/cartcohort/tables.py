@@ -53,6 +53,14 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(text.split())
 
 
+#: Columns of ``association.tsv`` and ``in_vivo_correlates.tsv`` (see
+#: :data:`cartcohort.stats.ASSOCIATION_COLUMNS`) and their text columns.
+_ASSOCIATION_COLUMNS: tuple[str, ...] = (
+    _names("feature test effect ci_low ci_high pvalue qvalue n_responders n_nonresponders")
+    + _names("effect_type direction median_responders median_nonresponders scope family")
+    + _names("panel_version twins or_per_unit or_unit_ci_low or_unit_ci_high unit note")
+)
+_ASSOCIATION_TEXT: tuple[str, ...] = ("panel_version", "twins")
 #: Columns of every warnings table (``results/tables/warnings.tsv`` and the per-step
 #: files it gathers): the library (empty: cohort-wide), the step and check that found
 #: it, how many genes/cells/patients... it concerns, what was found and what to do.
@@ -258,8 +266,15 @@ _REGISTRY = (
         "association",
         "results/tables/association.tsv",
         "associate",
-        _names("feature test effect ci_low ci_high pvalue qvalue n_responders n_nonresponders")
-        + _names("effect_type direction median_responders median_nonresponders note"),
+        _ASSOCIATION_COLUMNS,
+        text=_ASSOCIATION_TEXT,
+    ),
+    Table(
+        "in_vivo_correlates",
+        "results/tables/in_vivo_correlates.tsv",
+        "associate",
+        _ASSOCIATION_COLUMNS,
+        text=_ASSOCIATION_TEXT,
     ),
     Table(
         "association_notes",

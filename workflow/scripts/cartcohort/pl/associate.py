@@ -20,14 +20,6 @@ from ._save import save_figure
 
 logger = logging.getLogger(__name__)
 
-_FAMILY_LABEL = {
-    "mann_whitney": "rank-biserial correlation (responders vs non-responders)",
-    "auroc": "AUROC",
-    "logistic": "log odds ratio of response per SD",
-    "compositional": "difference of transformed proportions",
-}
-
-
 def message_figure(text: str, *, title: str = "") -> Figure:
     """A figure that only states why there is nothing to plot."""
     fig = Figure(figsize=(6, 2))
@@ -39,60 +31,115 @@ def message_figure(text: str, *, title: str = "") -> Figure:
     return fig
 
 
+_DIRECTION_COLOR = {"higher_in_responders": "#b2182b", "lower_in_responders": "#2166ac"}
+_DIRECTION_TAG = {"higher_in_responders": "higher in R", "lower_in_responders": "lower in R"}
+
+
+def _forest_rows(association: pd.DataFrame, family: str, max_features: int) -> pd.DataFrame:
+    """One row per feature of ``family``: its oriented AUROC row joined to its logistic row."""
+    fam = association[association["family"] == family] if "family" in association else \
+        association.iloc[:0]
+    cols = ["or_per_unit", "or_unit_ci_low", "or_unit_ci_high", "unit"]
+    auc = fam[(fam["test"] == "auroc") & fam["effect"].notna()].drop(columns=cols)
+    lg = fam.loc[fam["test"] == "logistic", ["feature", *cols]]
+    tab = auc.merge(lg, on="feature", how="left", validate="one_to_one")
+    tab = tab.sort_values(["pvalue", "feature"], kind="mergesort")
+    return tab.head(max_features).iloc[::-1]  # smallest p-value at the top
+
+
+def _draw_auroc(ax, tab: pd.DataFrame, sig: np.ndarray) -> None:
+    y = np.arange(len(tab))
+    colors = [_DIRECTION_COLOR.get(d, "#888888") for d in tab["direction"]]
+    for yi, lo, hi, c, s in zip(y, tab["ci_low"], tab["ci_high"], colors, sig, strict=True):
+        ax.plot([lo, hi], [yi, yi], color=c, lw=2.2 if s else 1.2, alpha=1 if s else 0.6)
+    ax.scatter(tab["effect"], y, color=colors, zorder=3, s=30,
+               edgecolors=np.where(sig, "black", "none"))
+    ax.axvline(0.5, color="black", lw=0.8, ls="--")
+    ax.set_xlim(min(0.45, float(np.nanmin(tab["ci_low"])) - 0.02), 1.01)
+    labels = [f"{f} ({_DIRECTION_TAG.get(d, d)}; q={q:.2g})" if np.isfinite(q) else f
+              for f, d, q in zip(tab["feature"], tab["direction"], tab["qvalue"], strict=True)]
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.set_xlabel("oriented AUROC (95% Newcombe CI)", fontsize=8)
+
+
+def _draw_odds(ax, tab: pd.DataFrame) -> None:
+    y = np.arange(len(tab))
+    colors = [_DIRECTION_COLOR.get(d, "#888888") for d in tab["direction"]]
+    orr = tab["or_per_unit"].to_numpy(float)
+    lo = tab["or_unit_ci_low"].to_numpy(float)
+    hi = tab["or_unit_ci_high"].to_numpy(float)
+    ok = np.isfinite(orr) & (orr > 0)
+    for yi, l_, h_, c, k in zip(y, lo, hi, colors, ok, strict=True):
+        if k:
+            ax.plot([max(l_, 1e-3), min(h_, 1e3)], [yi, yi], color=c, lw=1.5)
+    ax.scatter(orr[ok], y[ok], color=np.asarray(colors)[ok], zorder=3, s=25, marker="s")
+    ax.set_xscale("log")
+    ax.set_xlim(1e-3, 1e3)
+    ax.axvline(1.0, color="black", lw=0.8, ls="--")
+    units = tab["unit"].fillna("NA").astype(str).tolist()
+    ax.set_yticks(y, [f"per {u}" for u in units], fontsize=7)
+    ax.yaxis.tick_right()
+    ax.set_xlabel("odds ratio per unit (95% CI, clipped)", fontsize=8)
+
+
 def forest_plot(
     association: pd.DataFrame,
     *,
-    test: str = "mann_whitney",
+    family: str = "primary",
     max_features: int = 30,
     q_threshold: float = 0.05,
 ) -> Figure:
-    """Effect and CI of the features with the smallest p-values of one test family.
+    """Forest plot of one BH family: oriented AUROC with CI and odds ratio per unit.
 
     Parameters
     ----------
     association
         ``association.tsv``.
-    test
-        Test family to plot.
+    family
+        ``primary`` (the pre-specified panel, the report's figure) or ``exploratory``.
     max_features
-        At most this many features (smallest p-values).
+        At most this many features (smallest p-values first).
     q_threshold
-        Features with ``qvalue`` below it are drawn in colour and marked.
+        Features with ``qvalue`` (within the family) below it are drawn bold, circled.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Left: AUROC oriented as ``max(AUC, 1 - AUC)`` with its Newcombe interval, colour
+        and label giving the direction (red higher, blue lower in responders). Right:
+        logistic odds ratio per stated unit (log scale). Panel features that were not
+        tested are listed under the plot with the reason.
     """
-    tab = association[(association["test"] == test) & association["effect"].notna()]
+    tab = _forest_rows(association, family, max_features)
+    gaps = association[(association["test"] == "skipped")
+                       & (association.get("family", pd.Series(dtype=str)) == family)
+                       & (association["feature"] != "(all)")]
     if tab.empty:
         notes = association.get("note", pd.Series(dtype=str)).dropna()
-        reason = notes.iloc[0] if len(notes) else f"no '{test}' results"
+        reason = notes.iloc[0] if len(notes) else f"no '{family}' results"
         return message_figure(str(reason), title="Association with response")
-    tab = tab.sort_values(["pvalue", "feature"], kind="mergesort").head(max_features)
-    tab = tab.iloc[::-1]  # smallest p-value at the top
-    null = 0.5 if test == "auroc" else 0.0
-    fig = Figure(figsize=(7.5, 1.2 + 0.28 * len(tab)))
-    ax = fig.add_subplot()
-    y = np.arange(len(tab))
+    n_gap = len(gaps)
+    # at most 6.6 in tall (1000 px at 150 dpi): the report viewer shows it at full height
+    fig = Figure(figsize=(10, min(6.6, 1.9 + 0.32 * len(tab) + 0.18 * min(n_gap, 6))))
+    grid = fig.add_gridspec(1, 2, width_ratios=[1.35, 1.0])
+    ax, ax2 = fig.add_subplot(grid[0]), fig.add_subplot(grid[1])
     sig = (tab["qvalue"] < q_threshold).to_numpy()
-    eff = tab["effect"].to_numpy(float)
-    lo = tab["ci_low"].to_numpy(float)
-    hi = tab["ci_high"].to_numpy(float)
-    colors = np.where(sig, np.where(eff > null, "#b2182b", "#2166ac"), "#888888")
-    for yi, l_, h_, c in zip(y, lo, hi, colors, strict=True):
-        ax.plot([l_, h_], [yi, yi], color=c, lw=1.5)
-    ax.scatter(eff, y, color=colors, zorder=3, s=25)
-    ax.axvline(null, color="black", lw=0.8, ls="--")
-    labels = [
-        f"{f}  (q={q:.2g})" if np.isfinite(q) else f
-        for f, q in zip(tab["feature"], tab["qvalue"].to_numpy(float), strict=True)
-    ]
-    ax.set_yticks(y, labels, fontsize=8)
-    n1 = int(tab["n_responders"].max())
-    n0 = int(tab["n_nonresponders"].max())
-    ax.set_xlabel(_FAMILY_LABEL.get(test, "effect"))
-    ax.set_title(
-        f"{test}: {n1} responders vs {n0} non-responders (patients)\n"
-        f"{len(tab)} smallest p-values; coloured: q < {q_threshold:g}",
-        fontsize=9,
-    )
-    fig.tight_layout()
+    _draw_auroc(ax, tab, sig)
+    _draw_odds(ax2, tab)
+    ax2.set_ylim(ax.get_ylim())
+    version = tab["panel_version"].dropna().astype(str)
+    what = (f"primary panel v{version.iloc[0]}" if family == "primary" and len(version)
+            else f"{family} features")
+    n1, n0 = int(tab["n_responders"].max()), int(tab["n_nonresponders"].max())
+    fig.suptitle(f"Product features vs response, {what}: {n1} responders vs {n0} "
+                 f"non-responders (patients); BH within the family, bold: q < {q_threshold:g}",
+                 fontsize=9)
+    if n_gap:
+        text = "; ".join(f"{r.feature}: {str(r.note).removeprefix('not tested: ')[:60]}"
+                         for r in gaps.itertuples())
+        fig.text(0.01, 0.005, f"not tested ({n_gap}): {text}", fontsize=6, wrap=True,
+                 va="bottom")
+    fig.tight_layout(rect=(0, 0.02 + 0.025 * min(n_gap, 6), 1, 0.96))
     return fig
 
 
@@ -205,7 +252,7 @@ def association_figures(
     Parameters
     ----------
     association
-        ``tables/association.tsv`` (:func:`forest_plot`).
+        ``tables/association.tsv`` (:func:`forest_plot` of the primary panel).
     de
         ``tables/pseudobulk_de.tsv`` (:func:`volcano_plot`).
     forest, volcano
@@ -216,6 +263,6 @@ def association_figures(
     None
         The figures are written to ``forest`` and ``volcano``.
     """
-    save_figure(forest_plot(association), forest)
+    save_figure(forest_plot(association, family="primary"), forest)
     save_figure(volcano_plot(de), volcano)
     logger.info("wrote %s and %s", forest, volcano)

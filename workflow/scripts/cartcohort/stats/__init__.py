@@ -2,12 +2,15 @@
 
 The statistical unit is the **patient** (cells are never replicates for a
 patient-level claim). Test families (``test`` column of ``association.tsv``, see
-:data:`FAMILIES`), with Benjamini–Hochberg q-values within each family across
-features:
+:data:`FAMILIES`), with Benjamini–Hochberg q-values within each test and
+multiple-testing family (the pre-specified ``primary`` panel, ``exploratory``) across
+product features (:mod:`~cartcohort.stats.scopes`; in vivo features apart, twins
+collapsed first, :mod:`~cartcohort.stats.twins`):
 
 - :mod:`~cartcohort.stats.response` - ``mann_whitney`` (exact or asymptotic,
-  rank-biserial effect with a seeded stratified bootstrap CI) and ``auroc``;
-- :mod:`~cartcohort.stats.logistic` - ``logistic``: ML with a Firth fallback;
+  rank-biserial effect) and oriented ``auroc``, both with Newcombe's score interval;
+- :mod:`~cartcohort.stats.logistic` - ``logistic``: ML, or Firth on separation or
+  few events, with the odds ratio per stated unit;
 - :mod:`~cartcohort.stats.composition` - ``compositional``: propeller-style
   per-state test of proportions.
 
@@ -40,30 +43,31 @@ from .labels import (
     testable_features,
 )
 from .logistic import LogisticFit, firth_logistic, logistic_association, logistic_tests
-from .panel import PanelFeature, PrimaryPanel, load_primary_panel, parse_primary_panel
 from .longitudinal import LONGITUDINAL_COLUMNS, longitudinal_models
+from .panel import PanelFeature, PrimaryPanel, load_primary_panel, parse_primary_panel
 from .pseudobulk import DE_COLUMNS, pseudobulk_counts, pseudobulk_de, pseudobulk_de_matrix
 from .response import (
     add_qvalues,
     auroc,
     bh_qvalues,
-    bootstrap_rank_biserial,
     exact_rank_sum_pvalue,
     mann_whitney,
+    newcombe_auc_interval,
+    oriented_auroc,
     rank_biserial,
     univariate_tests,
 )
+from .scopes import IN_VIVO_NOTE, finish_table, split_scopes
 from .survival import SURVIVAL_COLUMNS, survival_models
+from .twins import Twins, collapse_twins, spearman_matrix
+from .typeone import FwerResult, clopper_pearson, permutation_fwer
 
 __all__ = [
-    "PanelFeature",
-    "PrimaryPanel",
-    "load_primary_panel",
-    "parse_primary_panel",
     "ASSOCIATION_COLUMNS",
     "COMPOSITION_TRANSFORMS",
     "DE_COLUMNS",
     "FAMILIES",
+    "IN_VIVO_NOTE",
     "LONGITUDINAL_COLUMNS",
     "NOTE_COLUMNS",
     "PATIENT_ID_COLUMNS",
@@ -74,25 +78,36 @@ __all__ = [
     "CompositionTransform",
     "Family",
     "FamilyInputs",
+    "FwerResult",
     "LogisticFit",
+    "PanelFeature",
+    "PrimaryPanel",
+    "Twins",
     "add_qvalues",
     "associate",
     "auroc",
     "bh_qvalues",
-    "bootstrap_rank_biserial",
+    "clopper_pearson",
+    "collapse_twins",
     "composition_states",
     "compositional_tests",
     "encode_covariates",
     "exact_rank_sum_pvalue",
     "feature_columns",
+    "finish_table",
     "firth_logistic",
     "labelled_patients",
+    "load_primary_panel",
     "logistic_association",
     "logistic_tests",
     "longitudinal_models",
     "mann_whitney",
+    "newcombe_auc_interval",
     "notes_from",
+    "oriented_auroc",
+    "parse_primary_panel",
     "patient_table",
+    "permutation_fwer",
     "pseudobulk_counts",
     "pseudobulk_de",
     "pseudobulk_de_matrix",
@@ -100,6 +115,8 @@ __all__ = [
     "response_labels",
     "run_association",
     "run_families",
+    "spearman_matrix",
+    "split_scopes",
     "survival_models",
     "testable_features",
     "univariate_tests",

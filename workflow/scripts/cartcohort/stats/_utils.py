@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
-#: Columns of ``association.tsv``.
+#: Columns of ``association.tsv``. ``scope`` is ``product`` on every row (in vivo
+#: features are in ``in_vivo_correlates.tsv``); ``family`` is ``primary`` (the
+#: pre-specified panel) or ``exploratory``, and BH q-values are computed within each
+#: ``test`` x ``family``; ``panel_version`` is the version of the panel that made the
+#: split; ``twins`` lists the features collapsed into this one (``name (rho=...)``,
+#: ``;``-separated), never tested themselves; ``or_per_unit`` and its interval are the
+#: odds ratio of the logistic rows per ``unit`` of the feature.
 ASSOCIATION_COLUMNS: tuple[str, ...] = (
     "feature",
     "test",
@@ -23,6 +28,14 @@ ASSOCIATION_COLUMNS: tuple[str, ...] = (
     "direction",
     "median_responders",
     "median_nonresponders",
+    "scope",
+    "family",
+    "panel_version",
+    "twins",
+    "or_per_unit",
+    "or_unit_ci_low",
+    "or_unit_ci_high",
+    "unit",
     "note",
 )
 #: Columns of ``association_notes.tsv``.
@@ -39,11 +52,6 @@ def skipped_frame(columns: Sequence[str], **values: object) -> pd.DataFrame:
     row: dict[str, object] = {c: np.nan for c in columns}
     row.update(values)
     return pd.DataFrame([row], columns=list(columns))
-
-
-def feature_rng(seed: int, name: str) -> np.random.Generator:
-    """Generator for one feature, independent of which other features exist."""
-    return np.random.default_rng([int(seed), zlib.crc32(name.encode())])
 
 
 def direction(effect: float, null: float = 0.0) -> str:

@@ -1,7 +1,10 @@
 """Patient-level association of product features with clinical response (rule ``associate``).
 
-:func:`run_association` tests every product feature against response with the
-families of :data:`~cartcohort.stats.families.FAMILIES`, one value per patient;
+:func:`run_association` tests every feature against response with the families of
+:data:`~cartcohort.stats.families.FAMILIES`, one value per patient, scope by scope
+(:mod:`~cartcohort.stats.scopes`: product features with a primary-panel and an
+exploratory BH family; in vivo features apart, as outcome correlates), after the twin
+collapse (:mod:`~cartcohort.stats.twins`);
 :func:`associate` adds the longitudinal mixed models and the survival models and
 returns every table of rule ``associate``.
 """
@@ -17,11 +20,20 @@ import pandas as pd
 
 from ._utils import ASSOCIATION_COLUMNS, notes_table, skipped_frame
 from .composition import CompositionTransform
-from .families import FAMILIES, TESTS, FamilyInputs
+from .families import FAMILIES, IN_VIVO_FAMILIES, FamilyInputs
 from .labels import encode_covariates, feature_columns, labelled_patients, testable_features
 from .longitudinal import longitudinal_models
-from .response import add_qvalues
+from .panel import PrimaryPanel
+from .scopes import (
+    finish_table,
+    label_rows,
+    panel_gap_rows,
+    panel_label,
+    post_infusion_features,
+    split_scopes,
+)
 from .survival import survival_models
+from .twins import Twins, collapse_twins
 
 logger = logging.getLogger(__name__)
 
@@ -40,9 +52,14 @@ class AssociationResult:
     patients
         Patient-level table of the primary timepoint with response labels.
     tested
-        Features that were tested.
+        Product features that were tested (twin representatives).
     skipped
         Whether the association was skipped as a whole.
+    in_vivo
+        ``in_vivo_correlates.tsv``: the in vivo features, same columns, scope
+        ``in_vivo`` (outcome correlates, not predictors).
+    twins
+        The twin collapse of the product features.
     """
 
     association: pd.DataFrame
@@ -50,9 +67,14 @@ class AssociationResult:
     patients: pd.DataFrame
     tested: list[str] = field(default_factory=list)
     skipped: bool = False
+    in_vivo: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(
+        columns=list(ASSOCIATION_COLUMNS)))
+    twins: Twins = field(default_factory=lambda: Twins([]))
 
 
-def _skipped_table(n1: int, n0: int, note: str) -> pd.DataFrame:
+def _skipped_table(
+    n1: int, n0: int, note: str, *, scope: str, panel: PrimaryPanel | None
+) -> pd.DataFrame:
     return skipped_frame(
         ASSOCIATION_COLUMNS,
         feature="(all)",
@@ -61,19 +83,32 @@ def _skipped_table(n1: int, n0: int, note: str) -> pd.DataFrame:
         n_nonresponders=n0,
         effect_type="NA",
         direction="NA",
+        scope=scope,
+        family="exploratory" if scope == "in_vivo" else "primary",
+        panel_version=panel_label(panel),
+        twins="",
         note=note,
     )
 
 
 def _skipped(
-    reason: str, *, n1: int, n0: int, patients: pd.DataFrame, notes: Sequence[pd.DataFrame]
+    reason: str,
+    *,
+    n1: int,
+    n0: int,
+    patients: pd.DataFrame,
+    notes: Sequence[pd.DataFrame],
+    panel: PrimaryPanel | None,
 ) -> AssociationResult:
     """The result of an association skipped as a whole (reason logged and noted)."""
     logger.warning(reason)
     all_notes = pd.concat(
         [*notes, notes_table([("association", "(all)", reason)])], ignore_index=True
     )
-    return AssociationResult(_skipped_table(n1, n0, reason), all_notes, patients, [], True)
+    return AssociationResult(
+        _skipped_table(n1, n0, reason, scope="product", panel=panel), all_notes, patients, [],
+        True, _skipped_table(n1, n0, reason, scope="in_vivo", panel=None),
+    )
 
 
 def _labelled_groups(
@@ -113,29 +148,96 @@ def notes_from(table: pd.DataFrame, *, scope: str) -> pd.DataFrame:
     return notes_table([(scope, item, note) for item, note in zip(items, sub["note"], strict=True)])
 
 
-def run_families(inputs: FamilyInputs) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Run every family of :data:`FAMILIES`, add q-values and sort the rows.
+def run_families(
+    inputs: FamilyInputs, *, families: Sequence[str] | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Run the families of :data:`FAMILIES` (all, or those named in ``families``).
 
     Returns
     -------
     table, notes
-        ``table``: the rows of every family that applies, BH q-values within
-        each test, sorted by test (:data:`TESTS` order), p-value and feature;
-        ``notes``: one row (scope ``association``) per family that does not apply.
+        ``table``: the rows of every family that applies (q-values not yet filled,
+        see :func:`~cartcohort.stats.scopes.finish_table`); ``notes``: one row
+        (scope ``association``) per family that does not apply.
     """
     parts, skipped = [], []
     for family in FAMILIES.values():
+        if families is not None and family.name not in families:
+            continue
         out = family.run(inputs)
         if isinstance(out, str):
             skipped.append(("association", family.name, out))
         else:
             parts.append(out)
-    table = add_qvalues(pd.concat(parts, ignore_index=True))
-    table["_family"] = table["test"].map({t: i for i, t in enumerate(TESTS)})
-    table = table.sort_values(["_family", "pvalue", "feature"], kind="mergesort").drop(
-        columns="_family"
+    table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
+        columns=list(ASSOCIATION_COLUMNS))
+    return table, notes_table(skipped)
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """What every scope is tested with (see :func:`run_association`)."""
+
+    design: pd.DataFrame
+    panel: PrimaryPanel | None
+    collapse_rho: float
+    min_patients_per_group: int
+    min_events_per_variable: float
+    composition_transform: CompositionTransform
+
+
+def _test_scope(
+    lab: pd.DataFrame, resp: pd.Series, candidates: list[str], *, scope: str, cfg: _Settings
+) -> tuple[pd.DataFrame, pd.DataFrame, list[str], Twins]:
+    """Test one scope: testable features -> twin collapse -> families -> labelled, BH'd rows.
+
+    Returns
+    -------
+    table, notes, tested, twins
+    """
+    n1, n0 = int(resp.sum()), int((~resp).sum())
+    panel = cfg.panel if scope == "product" else None
+    feats, fnotes = testable_features(
+        lab, features=candidates, responder=resp, min_per_group=cfg.min_patients_per_group
     )
-    return table.reset_index(drop=True), notes_table(skipped)
+    twins = collapse_twins(lab, features=feats, collapse_rho=cfg.collapse_rho,
+                           panel=panel.names if panel is not None else ())
+    tested = twins.representatives
+    if tested:
+        table, skipped = run_families(
+            FamilyInputs(lab, resp, tested, cfg.design, cfg.min_patients_per_group,
+                         cfg.min_events_per_variable, cfg.composition_transform),
+            families=None if scope == "product" else IN_VIVO_FAMILIES,
+        )
+        table = label_rows(table, scope=scope, panel=cfg.panel, twins=twins)
+    else:
+        table, skipped = pd.DataFrame(columns=list(ASSOCIATION_COLUMNS)), notes_table([])
+        reason = f"skipped: no {scope} feature can be tested (see association_notes.tsv)"
+        skipped = notes_table([("association", f"({scope})", reason)])
+        if scope == "in_vivo":
+            table = _skipped_table(n1, n0, reason, scope=scope, panel=None)
+    notes = pd.concat([fnotes, twins.notes, skipped], ignore_index=True)
+    gaps = panel_gap_rows(panel, columns=list(lab.columns), tested=tested, twins=twins,
+                          notes=notes, n_responders=n1, n_nonresponders=n0)
+    table = finish_table(table)
+    if len(gaps):
+        table = pd.concat([table, gaps], ignore_index=True)
+        notes = pd.concat([notes, notes_table([("primary_panel", r.feature, r.note)
+                                               for r in gaps.itertuples()])], ignore_index=True)
+    return table[list(ASSOCIATION_COLUMNS)], notes, tested, twins
+
+
+def _test_in_vivo(
+    features: pd.DataFrame, lab: pd.DataFrame, resp: pd.Series, in_vivo: list[str], *,
+    cfg: _Settings, primary_timepoint: str,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The in vivo scope: product-row in vivo columns plus every post-infusion feature."""
+    post, tnotes = post_infusion_features(
+        features, patients=lab["patient"], responder=resp,
+        primary_timepoint=primary_timepoint, min_per_group=cfg.min_patients_per_group)
+    vivo, vnotes, _, _ = _test_scope(pd.concat([lab, post], axis=1), resp,
+                                     in_vivo + list(post.columns), scope="in_vivo", cfg=cfg)
+    return vivo, pd.concat([tnotes, vnotes], ignore_index=True)
 
 
 def run_association(
@@ -146,15 +248,19 @@ def run_association(
     responders: Sequence[str] = ("CR",),
     excluded: Sequence[str] = ("NE",),
     covariates: Sequence[str] = (),
-    n_bootstrap: int = 2000,
+    panel: PrimaryPanel | None = None,
+    collapse_rho: float = 0.9,
     min_patients_per_group: int = 3,
     min_events_per_variable: float = 5.0,
     composition_transform: CompositionTransform = "logit",
-    seed: int = 0,
     source: str = "results/tables/sample_features.tsv",
     clinical_source: str = "clinical table",
 ) -> AssociationResult:
-    """Test every product feature against response, one observation per patient.
+    """Test every feature against response, one observation per patient, scope by scope.
+
+    Product features go to the association table, in vivo features (measured after
+    infusion, :mod:`~cartcohort.stats.scopes`) to the outcome-correlate table; each
+    scope has its own twin collapse and BH families.
 
     Parameters
     ----------
@@ -168,25 +274,26 @@ def run_association(
         Response codes counted as responders / left out.
     covariates
         Clinical columns adjusted for in the logistic and compositional models.
-    n_bootstrap
-        Bootstrap replicates for the rank-biserial / AUROC CIs.
+    panel
+        The pre-specified primary panel (its features are the ``primary`` BH family);
+        ``None``: every feature is ``exploratory`` (``panel_version`` ``none``).
+    collapse_rho
+        Features with |Spearman rho| across patients above it are twins
+        (:func:`~cartcohort.stats.twins.collapse_twins`); one per cluster is tested.
     min_patients_per_group
         Fewer patients than this in either group: association is skipped
         (a ``skipped`` row with the reason), not an error.
     min_events_per_variable
-        Threshold for switching the logistic fit to Firth's method.
+        Fewer patients of the smaller group per parameter: Firth's logistic fit.
     composition_transform
         ``logit`` or ``asin`` for the compositional test.
-    seed
-        Seed of the bootstraps (a per-feature stream is derived from it).
     source, clinical_source
         File names for messages.
 
     Returns
     -------
     AssociationResult
-        The association table, the notes, the labelled patient table and the
-        tested features.
+        Association and in vivo tables, notes, patients, tested features, twins.
     """
     patients, notes = labelled_patients(
         features, clinical=clinical, primary_timepoint=primary_timepoint, responders=responders,
@@ -196,26 +303,23 @@ def run_association(
     n1, n0 = int(resp.sum()), int((~resp).sum())
     if min(n1, n0) < min_patients_per_group:
         reason = _too_few_patients(n1, n0, primary_timepoint, responders, min_patients_per_group)
-        return _skipped(reason, n1=n1, n0=n0, patients=patients, notes=[notes])
-    candidates = [f for f in feature_columns(lab) if not f.startswith("count_")]
-    feats, fnotes = testable_features(
-        lab, features=candidates, responder=resp, min_per_group=min_patients_per_group
-    )
-    if not feats:
-        reason = (
-            f"skipped: none of the {len(candidates)} feature(s) can be tested at "
-            f"{primary_timepoint} (see association_notes.tsv)"
-        )
-        return _skipped(reason, n1=n1, n0=n0, patients=patients, notes=[notes, fnotes])
+        return _skipped(reason, n1=n1, n0=n0, patients=patients, notes=[notes], panel=panel)
+    product, in_vivo = split_scopes([f for f in feature_columns(lab)
+                                     if not f.startswith("count_")])
     design, cnotes = encode_covariates(
         clinical, covariates=covariates, patients=lab["patient"], source=clinical_source
     )
-    table, skipped = run_families(
-        FamilyInputs(lab, resp, feats, design.reset_index(drop=True), n_bootstrap, seed,
-                     min_patients_per_group, min_events_per_variable, composition_transform)
-    )
-    notes = pd.concat([notes, fnotes, skipped, cnotes], ignore_index=True)
-    return AssociationResult(table, notes, patients, feats, False)
+    cfg = _Settings(design.reset_index(drop=True), panel, collapse_rho, min_patients_per_group,
+                    min_events_per_variable, composition_transform)
+    table, pnotes, tested, twins = _test_scope(lab, resp, product, scope="product", cfg=cfg)
+    vivo, vnotes = _test_in_vivo(features, lab, resp, in_vivo, cfg=cfg,
+                                 primary_timepoint=primary_timepoint)
+    notes = pd.concat([notes, pnotes, vnotes, cnotes], ignore_index=True)
+    if not tested:
+        reason = (f"skipped: none of the {len(product)} product feature(s) can be tested at "
+                  f"{primary_timepoint} (see association_notes.tsv)")
+        return _skipped(reason, n1=n1, n0=n0, patients=patients, notes=[notes], panel=panel)
+    return AssociationResult(table, notes, patients, tested, False, vivo, twins)
 
 
 @dataclass
@@ -225,7 +329,7 @@ class AssociateResult:
     Attributes
     ----------
     association
-        ``association.tsv`` (see :func:`run_association`).
+        ``association.tsv``: product features only (see :func:`run_association`).
     notes
         ``association_notes.tsv``: the notes of the association, then one per
         skipped or not-fitted longitudinal and survival model.
@@ -234,7 +338,10 @@ class AssociateResult:
     survival
         ``survival.tsv`` (see :func:`~cartcohort.stats.survival_models`).
     tested
-        Features tested for association (also the ones modelled over time and survival).
+        Product features tested for association (also the ones modelled over time and
+        survival).
+    in_vivo
+        ``in_vivo_correlates.tsv``: in vivo features, outcome correlates, not predictors.
     """
 
     association: pd.DataFrame
@@ -242,21 +349,23 @@ class AssociateResult:
     longitudinal: pd.DataFrame
     survival: pd.DataFrame
     tested: list[str] = field(default_factory=list)
+    in_vivo: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(
+        columns=list(ASSOCIATION_COLUMNS)))
 
 
 def associate(
     features: pd.DataFrame,
     *,
     clinical: pd.DataFrame,
+    primary_panel: PrimaryPanel,
     primary_timepoint: str,
     responders: Sequence[str],
     exclude_responses: Sequence[str],
     covariates: Sequence[str],
-    n_bootstrap: int,
+    collapse_rho: float,
     min_patients_per_group: int,
     min_events_per_variable: float,
     composition_transform: CompositionTransform,
-    seed: int,
     blood_compartment: str,
     survival: Mapping[str, Any],
     source: str = "results/tables/sample_features.tsv",
@@ -270,12 +379,15 @@ def associate(
         Per-sample feature table (``sample_features.tsv``).
     clinical
         Clinical table (``patient``, ``response``, covariates, PFS columns).
-    primary_timepoint, responders, covariates, n_bootstrap, min_patients_per_group
+    primary_panel
+        The pre-specified primary panel (:func:`~cartcohort.stats.load_primary_panel`
+        of ``associate.primary_panel``).
+    primary_timepoint, responders, covariates, collapse_rho, min_patients_per_group
         As in :func:`run_association` (config keys of the same names).
     exclude_responses
         Response codes left out of the comparisons (``excluded`` of
         :func:`run_association`).
-    min_events_per_variable, composition_transform, seed
+    min_events_per_variable, composition_transform
         As in :func:`run_association`.
     blood_compartment
         ``compartment`` of the blood libraries (longitudinal and landmark models).
@@ -288,21 +400,21 @@ def associate(
     Returns
     -------
     AssociateResult
-        The association, notes, longitudinal and survival tables. The longitudinal
-        and survival models cover the features tested for association (every
-        feature when the association was skipped).
+        The association, in vivo, notes, longitudinal and survival tables. The
+        longitudinal and survival models cover the product features tested for
+        association (every feature when the association was skipped).
     """
     result = run_association(
         features, clinical=clinical, primary_timepoint=primary_timepoint, responders=responders,
-        excluded=exclude_responses, covariates=covariates, n_bootstrap=n_bootstrap,
-        min_patients_per_group=min_patients_per_group,
+        excluded=exclude_responses, covariates=covariates, panel=primary_panel,
+        collapse_rho=collapse_rho, min_patients_per_group=min_patients_per_group,
         min_events_per_variable=min_events_per_variable,
-        composition_transform=composition_transform, seed=seed, source=source,
+        composition_transform=composition_transform, source=source,
         clinical_source=clinical_source,
     )
     longitudinal = longitudinal_models(
         features, clinical=clinical, features_to_test=result.tested or None,
-        primary_features=(), compartment=blood_compartment,
+        primary_features=primary_panel.names, compartment=blood_compartment,
         primary_timepoint=primary_timepoint, responders=responders, excluded=exclude_responses,
         min_patients_per_group=min_patients_per_group, clinical_source=clinical_source,
     )
@@ -313,11 +425,13 @@ def associate(
     )
     notes = pd.concat([result.notes, notes_from(longitudinal, scope="longitudinal"),
                        notes_from(survival_table, scope="survival")], ignore_index=True)
-    mw = result.association[result.association["test"] == "mann_whitney"]
+    a = result.association
+    mw = a[(a["test"] == "mann_whitney") & (a["family"] == "primary")]
     logger.info(
-        "%d features tested; %d with Mann-Whitney q < 0.05",
-        len(result.tested),
+        "%d product features tested (%d twins collapsed); primary panel v%s: %d with "
+        "Mann-Whitney q < 0.05",
+        len(result.tested), result.twins.n_collapsed, panel_label(primary_panel),
         int((mw["qvalue"] < 0.05).sum()),
     )
     return AssociateResult(result.association, notes, longitudinal, survival_table,
-                           result.tested)
+                           result.tested, result.in_vivo)

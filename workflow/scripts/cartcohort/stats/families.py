@@ -2,8 +2,9 @@
 
 One source of truth: :data:`FAMILIES` lists every family in report order, with the
 ``test`` labels it writes and the function that runs it. Benjamini–Hochberg
-q-values are computed within each ``test`` label across features, and the rows of
-``association.tsv`` are sorted by :data:`TESTS` order, then p-value, then feature.
+q-values are computed within each ``test`` label and multiple-testing family
+(``primary`` panel or ``exploratory``) across features, and the rows of
+``association.tsv`` are sorted by :data:`TESTS` order, family, p-value, feature.
 """
 
 from __future__ import annotations
@@ -33,8 +34,6 @@ class FamilyInputs:
         Testable feature columns.
     design
         Covariate design columns, one row per row of ``table`` (may have no column).
-    n_bootstrap, seed
-        Bootstrap replicates and seed of the rank-test CIs.
     min_patients_per_group, min_events_per_variable
         Logistic fits: complete cases needed per group; Firth threshold.
     composition_transform
@@ -45,8 +44,6 @@ class FamilyInputs:
     responder: pd.Series
     features: list[str]
     design: pd.DataFrame
-    n_bootstrap: int
-    seed: int
     min_patients_per_group: int
     min_events_per_variable: float
     composition_transform: CompositionTransform
@@ -77,8 +74,6 @@ def _rank(inputs: FamilyInputs) -> pd.DataFrame:
         inputs.table,
         responder=inputs.responder,
         features=inputs.features,
-        n_bootstrap=inputs.n_bootstrap,
-        seed=inputs.seed,
     )
 
 
@@ -118,3 +113,5 @@ FAMILIES: dict[str, Family] = {
 }
 #: Every ``test`` label of ``association.tsv`` (except ``skipped``), in report order.
 TESTS: tuple[str, ...] = tuple(t for family in FAMILIES.values() for t in family.tests)
+#: The families run on the in vivo features (no state composition: those are product).
+IN_VIVO_FAMILIES: tuple[str, ...] = ("rank", "logistic")

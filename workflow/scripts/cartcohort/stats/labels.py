@@ -363,13 +363,12 @@ def testable_features(
     """Features that can be tested, with a note for every feature left out.
 
     A feature is left out when fewer than ``min_per_group`` patients of a
-    group have a value, when it is constant over the patients, or when it is
-    identical to a feature listed earlier (e.g. ``exhausted_fraction`` and
-    ``frac_exhausted``), so it is tested once.
+    group have a value, or when it is constant over the patients. Near-copies
+    (identical columns such as ``exhausted_fraction`` and ``frac_exhausted``
+    included) are collapsed afterwards by :func:`~cartcohort.stats.twins.collapse_twins`.
     """
     notes: list[tuple[str, str, str]] = []
     kept: list[str] = []
-    seen: dict[bytes, str] = {}
     resp = responder.to_numpy(dtype=bool)
     for f in features:
         v = table[f].to_numpy(dtype=float)
@@ -389,10 +388,5 @@ def testable_features(
         if np.all(finite == finite[0]):
             notes.append(("feature", f, "not tested: constant over the analysed patients"))
             continue
-        key = np.where(np.isfinite(v), v, np.inf).tobytes()
-        if key in seen:
-            notes.append(("feature", f, f"not tested: identical to {seen[key]}"))
-            continue
-        seen[key] = f
         kept.append(f)
     return kept, notes_table(notes)

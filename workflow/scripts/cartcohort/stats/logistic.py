@@ -1,15 +1,26 @@
-"""Logistic regression of response on a feature: maximum likelihood with a Firth fallback.
+"""Logistic regression of response on a feature: maximum likelihood or Firth.
 
-``responder ~ z(feature) + covariates``; effect = log odds ratio per SD. Maximum
-likelihood (statsmodels, Wald CI) unless the data are separated, the fit does not
-converge, or there are fewer than ``min_events_per_variable`` patients of the
-smaller group per parameter; then Firth's penalised likelihood (profile
-penalised-likelihood CI, penalised likelihood-ratio test). The ``note`` column
-says which fit was used and why.
+``responder ~ z(feature) + covariates``; effect = log odds ratio per SD of the feature.
+Firth's penalised likelihood (Heinze & Schemper 2002; profile penalised-likelihood CI,
+finite under separation, and penalised likelihood-ratio test) is used whenever
+
+- the response is completely or quasi-completely separated by the feature and the
+  covariates (:func:`separation`, the linear-programming check of the Albert & Anderson
+  conditions), where the ML estimate does not exist;
+- there are fewer than ``min_events_per_variable`` patients of the smaller group per
+  parameter;
+- or the ML fit itself shows divergence (no convergence, fitted probabilities of 0 or
+  1, singular Hessian).
+
+Otherwise maximum likelihood (statsmodels, Wald CI). The ``note`` column says which fit
+was used and why. Beside the per-SD effect, each row gives the odds ratio per stated
+unit of the feature (:func:`feature_unit`): 10 percentage points for a fraction,
+a doubling for a log2 ratio, 1 SD otherwise.
 """
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -178,18 +189,53 @@ def firth_logistic(
     return LogisticFit(b_hat, bounds[0], bounds[1], pvalue, "firth", converged)
 
 
-def _separated(x: np.ndarray, y: np.ndarray) -> str:
-    """'complete', 'quasi' or '' for separation of y by the single predictor x."""
-    a, b = x[y == 1], x[y == 0]
-    if a.min() > b.max() or b.min() > a.max():
+def separation(X: np.ndarray, y: np.ndarray, *, tol: float = 1e-7) -> str:
+    """Whether the outcome is separated by the design: ``complete``, ``quasi-complete`` or ``''``.
+
+    The linear-programming check of the Albert & Anderson (1984) conditions (as in
+    Konis 2007, R package ``safeBinaryRegression`` / ``detectseparation``), over every
+    column of ``X`` together (the feature and the covariates), not the feature alone:
+
+    - *quasi-complete*: some ``b != 0`` has ``s_i = (2 y_i - 1) x_i b >= 0`` for every
+      patient, i.e. the maximum of ``sum_i s_i`` over ``s >= 0``, ``|b_j| <= 1`` is > 0;
+    - *complete*: some ``b`` has every ``s_i > 0``, i.e. the maximum of ``min_i s_i``
+      over ``|b_j| <= 1`` is > 0.
+
+    Either way the maximum-likelihood estimate does not exist (it diverges).
+
+    Parameters
+    ----------
+    X
+        Design matrix including the intercept column (full column rank).
+    y
+        0/1 outcome.
+    tol
+        Optimum values up to ``tol`` count as 0.
+    """
+    sign = 2.0 * np.asarray(y, float) - 1.0
+    A = sign[:, None] * np.asarray(X, float)  # s = A b
+    n, k = A.shape
+    # complete: maximise t subject to A b >= t, |b| <= 1, t <= 1
+    res = optimize.linprog(
+        c=np.r_[np.zeros(k), -1.0],
+        A_ub=np.c_[-A, np.ones(n)],
+        b_ub=np.zeros(n),
+        bounds=[(-1.0, 1.0)] * k + [(None, 1.0)],
+        method="highs",
+    )
+    if res.status == 0 and -res.fun > tol:
         return "complete"
-    if a.min() >= b.max() or b.min() >= a.max():
+    # quasi-complete: maximise sum(A b) subject to A b >= 0, |b| <= 1
+    res = optimize.linprog(
+        c=-A.sum(axis=0), A_ub=-A, b_ub=np.zeros(n), bounds=[(-1.0, 1.0)] * k, method="highs"
+    )
+    if res.status == 0 and -res.fun > tol:
         return "quasi-complete"
     return ""
 
 
 def _firth_reasons(
-    X: np.ndarray, z: np.ndarray, y: np.ndarray, *, min_events_per_variable: float
+    X: np.ndarray, y: np.ndarray, *, min_events_per_variable: float
 ) -> list[str]:
     """Why the ML fit is not tried (separation, too few events per parameter).
 
@@ -201,18 +247,19 @@ def _firth_reasons(
     n_params = X.shape[1] - 1
     n_small = int(min(y.sum(), len(y) - y.sum()))
     epv = n_small / n_params
-    reasons: list[str] = []
-    sep = _separated(z, y)
-    if sep:
-        reasons.append(f"{sep} separation by the feature")
-    if epv < min_events_per_variable:
-        reasons.append(
-            f"{epv:.3g} patients of the smaller group per parameter (< {min_events_per_variable:g})"
-        )
     if np.linalg.matrix_rank(X) < X.shape[1]:
         raise CartCohortError(
             "logistic design matrix is rank deficient (a covariate is collinear with the "
             "feature or another covariate); remove it from associate.covariates"
+        )
+    reasons: list[str] = []
+    sep = separation(X, y)
+    if sep:
+        what = "the feature" if X.shape[1] == 2 else "the feature and covariates"
+        reasons.append(f"{sep} separation by {what} (linear-programming check)")
+    if epv < min_events_per_variable:
+        reasons.append(
+            f"{epv:.3g} patients of the smaller group per parameter (< {min_events_per_variable:g})"
         )
     return reasons
 
@@ -247,6 +294,44 @@ def _ml_fit(
     return LogisticFit(
         float(res.params[1]), float(ci[1, 0]), float(ci[1, 1]), float(res.pvalues[1]), "ml", True
     )
+
+
+_FRACTION_NAME = re.compile(r"(^|_)(frac|fraction|prop)(_|$)")
+
+
+def feature_unit(name: str, values: np.ndarray) -> tuple[str, float | None]:
+    """The unit an odds ratio of ``name`` is stated per.
+
+    Rule: a feature is a *fraction* when its name has a ``frac``, ``fraction`` or
+    ``prop`` token (``memory_like_fraction``, ``frac_treg``, ``rep_top10_fraction``)
+    **and** every finite value lies in [0, 1]: unit ``10 percentage points`` (0.1). A
+    name starting with ``log2_`` is a log2 ratio: unit ``doubling`` (1 on the log2
+    scale). Anything else (scores, diversity indices, counts) has no natural unit:
+    ``1 SD``.
+
+    Returns
+    -------
+    (unit, size)
+        The label and the size of one unit in the feature's own scale; ``None`` for
+        ``1 SD`` (the size is then the feature's SD).
+    """
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    if _FRACTION_NAME.search(name) and v.size and v.min() >= 0.0 and v.max() <= 1.0:
+        return "10 percentage points", 0.1
+    if name.startswith("log2_"):
+        return "doubling", 1.0
+    return "1 SD", None
+
+
+def _per_unit(fit: LogisticFit, *, sd: float, size: float | None) -> dict[str, float]:
+    """Odds ratio and CI per unit from a fit per SD (``size`` None: per SD)."""
+    scale = 1.0 if size is None else size / sd
+    return {
+        "or_per_unit": float(np.exp(fit.coef * scale)),
+        "or_unit_ci_low": float(np.exp(fit.ci_low * scale)),
+        "or_unit_ci_high": float(np.exp(fit.ci_high * scale)),
+    }
 
 
 def logistic_association(
@@ -286,7 +371,7 @@ def logistic_association(
     if covariates is not None and covariates.size:
         cols += [covariates[:, j] for j in range(covariates.shape[1])]
     X = np.column_stack(cols)
-    reasons = _firth_reasons(X, z, y, min_events_per_variable=min_events_per_variable)
+    reasons = _firth_reasons(X, y, min_events_per_variable=min_events_per_variable)
     if not reasons:
         fit = _ml_fit(X, y, alpha=alpha, reasons=reasons)
         if fit is not None:
@@ -313,9 +398,10 @@ def logistic_tests(
     Returns
     -------
     pandas.DataFrame
-        :data:`~cartcohort.stats.ASSOCIATION_COLUMNS` rows, one per feature;
-        features with too few complete cases or constant values are not fitted
-        (NA effect, the reason in ``note``); q-values not yet filled.
+        :data:`~cartcohort.stats.ASSOCIATION_COLUMNS` rows, one per feature, with
+        the odds ratio per ``unit`` (:func:`feature_unit`) beside the per-SD log odds
+        ratio; features with too few complete cases or constant values are not
+        fitted (NA effect, the reason in ``note``); q-values not yet filled.
     """
     resp = np.asarray(responder, dtype=bool)
     cov = None if design is None or design.shape[1] == 0 else design.to_numpy(float)
@@ -341,6 +427,8 @@ def logistic_tests(
             median_nonresponders=float(np.median(v[ok & ~resp])) if n0 else np.nan,
         )
         xs = v[ok]
+        unit, size = feature_unit(f, v)
+        row["unit"] = unit
         if min(n1, n0) < min_per_group or np.all(xs == xs[0]):
             row.update(
                 effect=np.nan,
@@ -366,6 +454,7 @@ def logistic_tests(
             pvalue=fit.pvalue,
             direction=direction(fit.coef),
             note=f"{note}; {adj}",
+            **_per_unit(fit, sd=float(xs.std(ddof=1)), size=size),
         )
         rows.append(row)
     return pd.DataFrame(rows, columns=list(ASSOCIATION_COLUMNS))

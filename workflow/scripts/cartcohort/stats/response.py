@@ -5,13 +5,19 @@
     patients (conditional on the ties when there are ties,
     :func:`exact_rank_sum_pvalue`), otherwise the normal approximation with
     tie and continuity correction. Effect: rank-biserial correlation
-    ``2 U / (n1 n0) - 1`` (positive = higher in responders) with a seeded,
-    group-stratified percentile bootstrap CI.
+    ``2 AUC - 1`` (positive = higher in responders), with Newcombe's score-type
+    interval of the AUC mapped the same way (:func:`newcombe_auc_interval`).
 ``auroc``
-    Area under the ROC curve of the feature for predicting response
-    (``U / (n1 n0)``; 1 = every responder above every non-responder) with the
-    same bootstrap CI; its test of AUROC = 0.5 is the Mann–Whitney test, so
-    p-values equal that family's.
+    Area under the ROC curve of the feature for telling responders from
+    non-responders, ``AUC = U / (n1 n0)``, always **oriented**: the row reports
+    ``max(AUC, 1 - AUC)`` and says in ``direction`` whether the feature is higher or
+    lower in responders, so an AUROC is never below 0.5. Same interval; its test of
+    AUROC = 0.5 is the Mann–Whitney test, so p-values equal that family's.
+
+Why not a percentile bootstrap: with 10 patients per group a perfectly separated
+feature gives every bootstrap replicate an AUC of 1, so the interval collapses to
+[1, 1] - false certainty. The score interval is computed from the group sizes and
+stays informative there (see :func:`newcombe_auc_interval`).
 """
 
 from __future__ import annotations
@@ -20,10 +26,10 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import optimize, stats
 
 from ..errors import CartCohortError
-from ._utils import ASSOCIATION_COLUMNS, direction, feature_rng
+from ._utils import ASSOCIATION_COLUMNS, direction
 
 
 def _u_statistic(x: np.ndarray, y: np.ndarray) -> float:
@@ -118,35 +124,79 @@ def mann_whitney(
     return u, float(min(1.0, res.pvalue)), "asymptotic"
 
 
-def bootstrap_rank_biserial(
-    x: Sequence[float],
-    y: Sequence[float],
-    *,
-    n_bootstrap: int = 2000,
-    seed: int | np.random.Generator = 0,
-    alpha: float = 0.05,
+def newcombe_auc_interval(
+    theta: float, n1: int, n0: int, *, alpha: float = 0.05
 ) -> tuple[float, float]:
-    """Percentile bootstrap CI of the rank-biserial correlation.
+    """Newcombe's (2006) Method 5 score-type confidence interval for the Mann–Whitney AUC.
 
-    Resampling is stratified (each group resampled with replacement within
-    itself), so every replicate keeps the group sizes.
+    Newcombe RG. Confidence intervals for an effect size measure based on the
+    Mann–Whitney statistic. Part 2: asymptotic methods and evaluation. *Stat Med*
+    2006; 25:559–573, doi:10.1002/sim.2324. The limits are the two solutions ``θ`` of
+    ``(θ̂ - θ)² = z² V(θ)``, with the Hanley–McNeil variance whose two sample-size
+    weights are both replaced by ``N* - 1 = (n1 + n0) / 2 - 1``::
+
+        V(θ) = θ (1 - θ) [1 + (N* - 1) ((1 - θ) / (2 - θ) + θ / (1 + θ))] / (n1 n0)
+
+    Why this interval: the variance is evaluated at the candidate ``θ``, not at the
+    estimate, so the interval stays informative at perfect separation (``θ̂ = 1``
+    gives ``[L, 1]`` with ``L < 1``, not the zero-width interval of a Wald or
+    percentile-bootstrap interval); it stays inside [0, 1]; and Newcombe's
+    evaluation found its coverage close to nominal for small groups. The interval is
+    symmetric under relabelling the groups (``θ -> 1 - θ``).
+
+    Parameters
+    ----------
+    theta
+        Estimated AUC, ``U / (n1 n0)`` (ties count one half).
+    n1, n0
+        Sizes of the two groups.
+    alpha
+        1 - confidence level.
 
     Returns
     -------
     (low, high)
-        The ``alpha / 2`` and ``1 - alpha / 2`` quantiles of the replicates.
+        The limits; ``low = 0`` when ``theta = 0`` and ``high = 1`` when ``theta = 1``.
     """
-    xa, ya = np.asarray(x, float), np.asarray(y, float)
-    n1, n0 = len(xa), len(ya)
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    diff = xa[:, None] - ya[None, :]
-    pair = (diff > 0).astype(float) + 0.5 * (diff == 0)
-    w1 = rng.multinomial(n1, np.full(n1, 1.0 / n1), size=n_bootstrap).astype(float)
-    w0 = rng.multinomial(n0, np.full(n0, 1.0 / n0), size=n_bootstrap).astype(float)
-    u = np.einsum("bi,ij,bj->b", w1, pair, w0)
-    r = 2.0 * u / (n1 * n0) - 1.0
-    lo, hi = np.quantile(r, [alpha / 2, 1 - alpha / 2])
-    return float(lo), float(hi)
+    if n1 < 1 or n0 < 1 or not 0.0 <= theta <= 1.0:
+        raise CartCohortError(f"AUC interval needs theta in [0, 1] and two groups, got "
+                              f"theta={theta}, n1={n1}, n0={n0}")
+    z = float(stats.norm.ppf(1 - alpha / 2))
+    h = (n1 + n0) / 2.0 - 1.0
+
+    def sd(t: float) -> float:
+        var = t * (1 - t) * (1 + h * ((1 - t) / (2 - t) + t / (1 + t))) / (n1 * n0)
+        return float(np.sqrt(max(var, 0.0)))
+
+    # V(theta_hat) = 0 at theta_hat in {0, 1}: theta_hat itself solves the equation there,
+    # so the other limit is bracketed just inside it
+    eps = 1e-12
+    low = 0.0
+    if theta > 0:
+        b = min(theta, 1.0 - eps)
+        low = float(optimize.brentq(lambda t: theta - t - z * sd(t), 0.0, b, xtol=1e-12))
+    high = 1.0
+    if theta < 1:
+        a = max(theta, eps)
+        high = float(optimize.brentq(lambda t: theta - t + z * sd(t), a, 1.0, xtol=1e-12))
+    return low, high
+
+
+def oriented_auroc(
+    theta: float, low: float, high: float
+) -> tuple[float, float, float, str]:
+    """AUROC oriented towards the group where the feature is higher.
+
+    Returns
+    -------
+    (auroc, low, high, direction)
+        ``max(θ, 1 - θ)`` with its interval mapped the same way (``1 - θ`` takes
+        ``(1 - high, 1 - low)``) and ``higher_in_responders``,
+        ``lower_in_responders`` or ``none`` (``θ = 0.5``).
+    """
+    if theta < 0.5:
+        return 1.0 - theta, 1.0 - high, 1.0 - low, "lower_in_responders"
+    return theta, low, high, direction(theta, 0.5)
 
 
 def bh_qvalues(pvalues: Sequence[float]) -> np.ndarray:
@@ -170,17 +220,47 @@ def bh_qvalues(pvalues: Sequence[float]) -> np.ndarray:
     return q
 
 
-def add_qvalues(table: pd.DataFrame, *, by: str = "test") -> pd.DataFrame:
+def add_qvalues(table: pd.DataFrame, *, by: str | Sequence[str] = "test") -> pd.DataFrame:
     """A copy of ``table`` with ``qvalue``: BH q-values within each value of ``by``.
 
-    ``by`` is the ``test`` family for ``association.tsv`` and the model ``term``
-    for ``longitudinal.tsv``.
+    ``by`` is ``["test", "family"]`` for ``association.tsv`` (each test within the
+    primary panel and within the exploratory features) and the model ``term`` for
+    ``longitudinal.tsv``.
     """
     out = table.copy()
     out["qvalue"] = np.nan
-    for _group, idx in out.groupby(by, sort=True).groups.items():
+    keys = by if isinstance(by, str) else list(by)
+    for _group, idx in out.groupby(keys, sort=True, dropna=False).groups.items():
         out.loc[idx, "qvalue"] = bh_qvalues(out.loc[idx, "pvalue"].to_numpy(float))
     return out
+
+
+def _rank_rows(f: str, x: np.ndarray, y: np.ndarray, alpha: float) -> list[dict[str, object]]:
+    """The ``mann_whitney`` and ``auroc`` rows of one feature (no missing values)."""
+    u, p, method = mann_whitney(x, y)
+    n1, n0 = len(x), len(y)
+    theta = u / (n1 * n0)
+    lo, hi = newcombe_auc_interval(theta, n1, n0, alpha=alpha)
+    auc, auc_lo, auc_hi, sense = oriented_auroc(theta, lo, hi)
+    common = dict(
+        feature=f,
+        pvalue=p,
+        n_responders=n1,
+        n_nonresponders=n0,
+        median_responders=float(np.median(x)),
+        median_nonresponders=float(np.median(y)),
+        direction=sense,
+    )
+    ci = f"{int(round(100 * (1 - alpha)))}% Newcombe (2006) method 5 score interval"
+    return [
+        dict(common, test="mann_whitney", effect=2 * theta - 1, ci_low=2 * lo - 1,
+             ci_high=2 * hi - 1, effect_type="rank_biserial",
+             note=f"{method} p-value; {ci} of the AUC, as 2 AUC - 1"),
+        dict(common, test="auroc", effect=auc, ci_low=auc_lo, ci_high=auc_hi,
+             effect_type="auroc_oriented",
+             note=f"AUROC oriented as max(AUC, 1 - AUC) (see direction); {ci}; "
+                  "p-value of AUROC = 0.5 is the Mann-Whitney p-value"),
+    ]
 
 
 def univariate_tests(
@@ -188,11 +268,9 @@ def univariate_tests(
     *,
     responder: pd.Series,
     features: Sequence[str],
-    n_bootstrap: int = 2000,
-    seed: int = 0,
     alpha: float = 0.05,
 ) -> pd.DataFrame:
-    """Mann–Whitney and AUROC rows for each feature (one value per patient).
+    """Mann–Whitney and oriented AUROC rows for each feature (one value per patient).
 
     Parameters
     ----------
@@ -201,57 +279,22 @@ def univariate_tests(
     responder
         Boolean per row of ``table`` (no missing values).
     features
-        Columns to test.
-    n_bootstrap, seed, alpha
-        Bootstrap replicates, seed and 1 - confidence level of the CIs.
+        Columns to test (missing values are left out per feature).
+    alpha
+        1 - confidence level of the intervals.
 
     Returns
     -------
     pandas.DataFrame
-        :data:`ASSOCIATION_COLUMNS` rows for families ``mann_whitney`` and
-        ``auroc``; q-values not yet filled.
+        :data:`ASSOCIATION_COLUMNS` rows of tests ``mann_whitney`` (rank-biserial
+        ``2 AUC - 1``, signed) and ``auroc`` (oriented, ``max(AUC, 1 - AUC)``), both
+        with the Newcombe interval (:func:`newcombe_auc_interval`); q-values not yet
+        filled.
     """
     resp = np.asarray(responder, dtype=bool)
-    rows = []
+    rows: list[dict[str, object]] = []
     for f in features:
         v = table[f].to_numpy(dtype=float)
         ok = np.isfinite(v)
-        x, y = v[ok & resp], v[ok & ~resp]
-        u, p, method = mann_whitney(x, y)
-        r = 2.0 * u / (len(x) * len(y)) - 1.0
-        lo, hi = bootstrap_rank_biserial(
-            x, y, n_bootstrap=n_bootstrap, seed=feature_rng(seed, f), alpha=alpha
-        )
-        common = dict(
-            feature=f,
-            pvalue=p,
-            n_responders=len(x),
-            n_nonresponders=len(y),
-            median_responders=float(np.median(x)),
-            median_nonresponders=float(np.median(y)),
-        )
-        rows.append(
-            dict(
-                common,
-                test="mann_whitney",
-                effect=r,
-                ci_low=lo,
-                ci_high=hi,
-                effect_type="rank_biserial",
-                direction=direction(r),
-                note=f"{method} p-value; stratified percentile bootstrap CI ({n_bootstrap})",
-            )
-        )
-        rows.append(
-            dict(
-                common,
-                test="auroc",
-                effect=(r + 1) / 2,
-                ci_low=(lo + 1) / 2,
-                ci_high=(hi + 1) / 2,
-                effect_type="auroc",
-                direction=direction(r),
-                note="p-value of AUROC = 0.5 is the Mann-Whitney p-value; bootstrap CI",
-            )
-        )
+        rows += _rank_rows(f, v[ok & resp], v[ok & ~resp], alpha)
     return pd.DataFrame(rows, columns=list(ASSOCIATION_COLUMNS))
