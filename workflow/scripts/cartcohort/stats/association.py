@@ -383,12 +383,11 @@ def associate(
         The pre-specified primary panel (:func:`~cartcohort.stats.load_primary_panel`
         of ``associate.primary_panel``).
     primary_timepoint, responders, covariates, collapse_rho, min_patients_per_group
-        As in :func:`run_association` (config keys of the same names).
+        As in :func:`run_association` (config keys of the same names), as are
+        ``min_events_per_variable`` and ``composition_transform``.
     exclude_responses
         Response codes left out of the comparisons (``excluded`` of
         :func:`run_association`).
-    min_events_per_variable, composition_transform
-        As in :func:`run_association`.
     blood_compartment
         ``compartment`` of the blood libraries (longitudinal and landmark models).
     survival
@@ -425,8 +424,7 @@ def associate(
     )
     notes = pd.concat([result.notes, notes_from(longitudinal, scope="longitudinal"),
                        notes_from(survival_table, scope="survival")], ignore_index=True)
-    a = result.association
-    mw = a[(a["test"] == "mann_whitney") & (a["family"] == "primary")]
+    mw = result.association.query("test == 'mann_whitney' and family == 'primary'")
     logger.info(
         "%d product features tested (%d twins collapsed); primary panel v%s: %d with "
         "Mann-Whitney q < 0.05",
