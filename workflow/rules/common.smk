@@ -353,7 +353,7 @@ def annotate_kwargs():
 
 
 def merge_samples_kwargs():
-    """Keyword arguments of `pp.merge_samples`, rule merge_samples - the cohort's samples
+    """Keyword arguments of `pp.stream.merge_samples`, rule merge_samples - the cohort's samples
     (the order of the rule's h5mu inputs), load.gene_join, the merge/HVG/PCA keys of
     config['integrate'] and the seed. Not the keys of the methods, the UMAP or the metrics.
     """
