@@ -52,7 +52,7 @@ from .pca import GramAccumulator, gram_pca
 
 logger = logging.getLogger(__name__)
 
-CHUNK_CELLS = 20_000
+CHUNK_CELLS = 10_000
 """Cells read back from disk at a time by the HVG and PCA passes."""
 
 
@@ -208,7 +208,8 @@ def _chunks(g: h5py.Group, n: int, step: int = CHUNK_CELLS) -> Iterator[tuple[in
 
 
 class _PassOne(NamedTuple):
-    """Per-batch sums of the eligible genes taken while writing."""
+    """Per-batch sums of every gene taken while writing (the HVG selection keeps the
+    eligible genes' entries; no column subset of a library is copied)."""
 
     counts: dict[str, _hvg.GeneMoments]
     logs: dict[str, _hvg.GeneMoments]
@@ -219,15 +220,16 @@ def _add_batch_sums(acc: _PassOne, counts: sp.csr_matrix, x: sp.csr_matrix,
                     labels: np.ndarray) -> None:
     for b in np.unique(labels):
         sel = labels == b
-        m = _hvg.GeneMoments.of(counts[sel])
-        e, nz = _hvg.expm1_moments(x[sel])
+        whole = bool(sel.all())  # a library is usually one batch: no copy
+        m = _hvg.GeneMoments.of(counts if whole else counts[sel])
+        e, nz = _hvg.expm1_moments(x if whole else x[sel])
         if b in acc.counts:
             m, e, nz = acc.counts[b].combine(m), acc.logs[b].combine(e), acc.nnz[b] + nz
         acc.counts[b], acc.logs[b], acc.nnz[b] = m, e, nz
 
 
 def _write_matrices(f: h5py.File, libs: Sequence[_Library], obs: pd.DataFrame,
-                    *, n_genes: int, eligible: np.ndarray, labels: np.ndarray) -> _PassOne:
+                    *, n_genes: int, labels: np.ndarray) -> _PassOne:
     """Pass 1: ``X`` and the counts (under ``_counts``) of every library, in order."""
     gx, gc = _create_csr(f, "X", n_genes), _create_csr(f, "_counts", n_genes)
     acc = _PassOne({}, {}, {})
@@ -244,7 +246,7 @@ def _write_matrices(f: h5py.File, libs: Sequence[_Library], obs: pd.DataFrame,
         x = log_normalise(counts)
         _append_csr(gc, counts)
         _append_csr(gx, x)
-        _add_batch_sums(acc, counts[:, eligible], x[:, eligible], labels[start:stop])
+        _add_batch_sums(acc, counts, x, labels[start:stop])
         logger.info("%s: %d cells written (%d of %d)", lib.sample, stop - start, stop,
                     len(obs))
         start = stop
@@ -276,16 +278,22 @@ def _seurat_v3(f: h5py.File, moments: dict[str, _hvg.GeneMoments], labels: np.nd
             logger.warning("HVG: %s", notes[-1])
     else:
         return None, None
-    n_genes = int(eligible.sum())
+    n_genes = len(eligible)
+    full = {}  # clip values on every gene (0 for the ineligible ones, dropped below)
+    for batch, (_, clip) in clips.items():
+        full[batch] = np.zeros(n_genes)
+        full[batch][eligible] = clip
     sums = {b: (np.zeros(n_genes), np.zeros(n_genes)) for b in moments}
     g = f["_counts"]
     for a, b in _chunks(g, len(labels)):
-        x = _read_rows(g, a, b)[:, eligible]
+        x = _read_rows(g, a, b)
         lab = labels[a:b]
         for batch in np.unique(lab):
-            s, ss = _hvg.clipped_sums(x[lab == batch], clip=clips[batch][1])
+            sel = lab == batch
+            s, ss = _hvg.clipped_sums(x if sel.all() else x[sel], clip=full[batch])
             sums[batch][0][:] += s
             sums[batch][1][:] += ss
+    sums = {b: (s[eligible], ss[eligible]) for b, (s, ss) in sums.items()}
     return _hvg.seurat_v3_table(moments, clips, sums, var_names=var_names,
                                 n_top_genes=n_top), span
 
@@ -299,7 +307,11 @@ def _streamed_hvgs(f: h5py.File, acc: _PassOne, labels: np.ndarray, *, batched: 
         raise CartCohortError(f"unknown HVG flavour {flavor!r}; use 'seurat_v3' or 'seurat'")
     n_top = int(min(n_top_genes, eligible.sum()))
     names = var.index[eligible]
-    counts, logs, nnz = acc.counts, acc.logs, acc.nnz
+    counts = {b: _hvg.GeneMoments(m.n, m.s1[eligible], m.s2[eligible])
+              for b, m in acc.counts.items()}
+    logs = {b: _hvg.GeneMoments(m.n, m.s1[eligible], m.s2[eligible])
+            for b, m in acc.logs.items()}
+    nnz = {b: v[eligible] for b, v in acc.nnz.items()}
     if not batched:
         counts = _pooled(counts, lambda a, b: a.combine(b))
         logs = _pooled(logs, lambda a, b: a.combine(b))
@@ -387,7 +399,7 @@ def _merge_into(f: h5py.File, libs: Sequence[_Library], obs: pd.DataFrame,
             "V(D)J/mito/ribo/CAR/config genes. Fix: check integrate.exclude_genes"
         )
     labels, batched = _hvg_labels(obs, settings["batch_key"])
-    acc = _write_matrices(f, libs, obs, n_genes=len(var), eligible=eligible, labels=labels)
+    acc = _write_matrices(f, libs, obs, n_genes=len(var), labels=labels)
     hvg, hvg_info = _streamed_hvgs(
         f, acc, labels, batched=batched, var=var, exclude=exclude, eligible=eligible,
         n_top_genes=settings["n_top_genes"], flavor=settings["hvg_flavor"],
