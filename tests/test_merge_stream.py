@@ -43,6 +43,9 @@ def _library(rng, sample: str, batch: str, genes: list[str], n: int, shift: floa
     obs = pd.DataFrame({"qc_pass": rng.random(n) > 0.15, "batch": batch,
                         "sample": sample, "n_counts": np.asarray(x.sum(axis=1)).ravel()},
                        index=[f"{sample}_bc{i}" for i in range(n)])
+    # a category only failing cells have (dropped by the subset, as anndata drops it)
+    obs["chain"] = pd.Categorical(np.where(obs["qc_pass"], "pair", "orphan"),
+                                  categories=["pair", "orphan", "none"])
     if sample == "L1":
         obs["only_here"] = "x"  # dropped by the inner join of obs columns
     var = pd.DataFrame({"gene_ids": [f"ENSG{abs(hash(g)) % 10**8:08d}" for g in genes],

@@ -151,7 +151,8 @@ def _libraries(
             )
         vars_.append(var)
         rows.append(np.flatnonzero(keep))
-        obs_parts.append(ad.AnnData(obs=obs.iloc[keep].copy()))
+        # subset as an AnnData, as load_qc_cells does: unused categories are dropped
+        obs_parts.append(ad.AnnData(obs=obs)[keep].copy())
     var, projections, warnings = _gene_plan(vars_, [s for s, _ in items], join=join)
     del vars_
     obs = ad.concat(obs_parts, join="inner", merge=None).obs
