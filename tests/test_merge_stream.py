@@ -99,8 +99,8 @@ def test_streamed_merge_equals_in_memory(cohort, tmp_path, monkeypatch, join, fl
                                          batch_key):
     paths, table = cohort
     monkeypatch.setattr(stream, "CHUNK_CELLS", 97)  # read back in chunks across libraries
-    kw = dict(gene_join=join, batch_key=batch_key, n_top_genes=60, n_pcs=10,
-              exclude_genes=["GENE7"], scale=True, seed=0)
+    kw = {"gene_join": join, "batch_key": batch_key, "n_top_genes": 60, "n_pcs": 10,
+          "exclude_genes": ["GENE7"], "scale": True, "seed": 0}
     ref, ref_warnings = _reference(paths, table, tmp_path, hvg_flavor=flavor, **kw)
     out = tmp_path / "merged.h5ad"
     res = stream.merge_samples(list(paths.values()), samples=list(paths), out_path=out,

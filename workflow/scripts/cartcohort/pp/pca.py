@@ -4,7 +4,11 @@ eigendecomposition ("covariance-eigh", as scanpy's PCA of dask arrays), and the 
 of each chunk. Memory: one chunk plus the genes x genes matrix, whatever the number of
 cells. It equals :func:`cartcohort.pp.run_pca` (sklearn ARPACK on the same matrix) up to
 the sign of each component, which both fix the same way (the largest-|loading| gene of
-each PC is positive).
+each PC is positive). Measured on the 20k real-shape benchmark cohort (17,630 cells,
+2,000 HVGs, 30 PCs): the 10 PCs whose eigenvalue is > 4 % from its neighbours agree
+with sklearn to 6e-4 of their range; the noise PCs, 0.1-0.2 % apart, to 1.3e-2 (score
+correlation >= 0.99994), where ARPACK's float32 solution and eigh's differ by a rotation
+within nearly equal eigenvalues.
 """
 
 from __future__ import annotations
