@@ -447,7 +447,7 @@ def integration_metrics_inputs(wildcards):
 RESOURCE_MODEL = {
     "load_sample": (1000, 6.0, 5, 6),
     "qc_sample": (1000, 21.0, 5, 10),
-    "merge_samples": (1000, 5.5, 10, 3),
+    "merge_samples": (1000, 0.65, 10, 3),
     "integrate": (1000, 2.0, 10, 8),
     "integration_metrics": (2500, 1.5, 10, 12),
     "plot_integration": (1000, 1.0, 5, 2),
