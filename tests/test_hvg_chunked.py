@@ -1,4 +1,5 @@
-"""Chunked HVGs (cartcohort.pp.hvg: seurat_v3 in two passes, seurat from per-batch sums) equal scanpy's in-memory selection."""
+"""Chunked HVGs (cartcohort.pp.hvg: seurat_v3 in two passes, seurat from per-batch sums)
+equal scanpy's in-memory selection."""
 
 from __future__ import annotations
 
