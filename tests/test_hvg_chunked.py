@@ -1,4 +1,5 @@
-"""Chunked seurat_v3 HVGs (cartcohort.pp.hvg) equal scanpy's in-memory selection."""
+"""Chunked HVGs (cartcohort.pp.hvg: seurat_v3 in two passes, seurat from per-batch sums)
+equal scanpy's in-memory selection."""
 
 from __future__ import annotations
 
@@ -9,7 +10,14 @@ import pytest
 import scanpy as sc
 import scipy.sparse as sp
 
-from cartcohort.pp.hvg import GeneMoments, clipped_sums, seurat_v3_chunked
+from cartcohort.pp import log_normalise
+from cartcohort.pp.hvg import (
+    GeneMoments,
+    clipped_sums,
+    expm1_moments,
+    seurat_from_moments,
+    seurat_v3_chunked,
+)
 
 pytest.importorskip("skmisc")
 
@@ -77,3 +85,34 @@ def test_moments_combine_exactly_and_clip_sums():
     s2, ss2 = clipped_sums(dense, clip=clip)
     np.testing.assert_allclose(s2, s)
     np.testing.assert_allclose(ss2, ss)
+
+
+@pytest.mark.parametrize("batch_key", ["batch", None])
+def test_seurat_from_moments_equals_scanpy(batch_key):
+    """scanpy's ``seurat`` flavour (log-normalised data) from per-batch sums of expm1(X)
+    and non-zero counts, with genes unexpressed in one batch (left out of its fit)."""
+    x, batches = _counts(seed=4, n_cells=900, n_genes=800)
+    x = x.tolil()
+    x[batches == "b2", :25] = 0  # 25 genes never detected in b2
+    logx = log_normalise(x.tocsr())
+    names = pd.Index([f"g{i}" for i in range(x.shape[1])])
+    adata = ad.AnnData(logx, obs=pd.DataFrame({"batch": batches}),
+                       var=pd.DataFrame(index=names))
+    ref = sc.pp.highly_variable_genes(adata, flavor="seurat", n_top_genes=200,
+                                      batch_key=batch_key, inplace=False)
+    labels = batches if batch_key else np.zeros(len(batches), dtype=str)
+    moments, nnz = {}, {}
+    for b in np.unique(labels):  # two chunks per batch, combined
+        rows = np.flatnonzero(labels == b)
+        (m1, n1), (m2, n2) = (expm1_moments(logx[r]) for r in np.array_split(rows, 2))
+        moments[b], nnz[b] = m1.combine(m2), n1 + n2
+    got = seurat_from_moments(moments, nnz, var_names=names, n_top_genes=200)
+    ref.index = names
+    assert (got["highly_variable"] == ref["highly_variable"]).all()
+    assert got["highly_variable"].sum() == 200
+    np.testing.assert_allclose(got["means"], ref["means"], rtol=1e-6)
+    np.testing.assert_allclose(got["dispersions_norm"], ref["dispersions_norm"], rtol=1e-4,
+                               atol=1e-6)
+    if batch_key:
+        np.testing.assert_array_equal(got["highly_variable_nbatches"],
+                                      ref["highly_variable_nbatches"])

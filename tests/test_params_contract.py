@@ -25,7 +25,7 @@ RULE_CALLS: dict[str, str | None] = {
     "qc_sample": "cartcohort.pp:run_sample_qc",
     "qc_summary": None,
     "plot_qc": None,
-    "merge_samples": "cartcohort.pp:merge_samples",
+    "merge_samples": "cartcohort.pp.stream:merge_samples",
     "integrate": "cartcohort.tl.integrate:integrate_method",
     "umap": "cartcohort.tl.integrate:umap_layout",
     "integration_metrics": "cartcohort.tl.integrate:score_methods",

@@ -372,7 +372,7 @@ def annotate_kwargs():
 
 
 def merge_samples_kwargs():
-    """Keyword arguments of `pp.merge_samples`, rule merge_samples - the cohort's samples
+    """Keyword arguments of `pp.stream.merge_samples`, rule merge_samples - the cohort's samples
     (the order of the rule's h5mu inputs), load.gene_join, the merge/HVG/PCA keys of
     config['integrate'] and the seed. Not the keys of the methods, the UMAP or the metrics.
     """
@@ -480,7 +480,7 @@ def integration_metrics_inputs(wildcards):
 RESOURCE_MODEL = {
     "load_sample": (1000, 6.0, 5, 6),
     "qc_sample": (1000, 21.0, 5, 10),
-    "merge_samples": (1000, 5.5, 10, 3),
+    "merge_samples": (1000, 0.65, 10, 3),
     "integrate": (1000, 2.0, 10, 8),
     "integration_metrics": (2500, 1.5, 10, 12),
     # the same work as the first pass, plus cells.tsv.gz (not yet benchmarked on its own)

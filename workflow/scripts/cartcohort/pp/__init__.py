@@ -5,7 +5,10 @@
 - :mod:`cartcohort.pp.metrics` - per-cell metrics, MAD or fixed thresholds, flags;
 - :mod:`cartcohort.pp.doublets` - Scrublet on expression, scirpy chain QC on the TCR;
 - :mod:`cartcohort.pp.merge` - the QC-passing cells merged, normalised, HVGs (no
-  V(D)J/mito/ribo/CAR genes) and PCA, shared by every integration method;
+  V(D)J/mito/ribo/CAR genes) and PCA, shared by every integration method, in memory;
+- :mod:`cartcohort.pp.stream` - the same written out of core, library by library (rule
+  ``merge_samples``: ``stream.merge_samples``), with :mod:`cartcohort.pp.pca` (PCA from
+  the Gram matrix of the HVGs); not re-exported here (it needs scikit-misc, via hvg);
 - :mod:`cartcohort.pp.hvg` - scanpy's ``seurat_v3`` HVGs from a cohort read chunk by
   chunk (``seurat_v3_chunked``), never holding the whole matrix; imported from its
   module, not re-exported here, so that the per-library steps' envs need no scikit-misc.
@@ -40,13 +43,11 @@ from .merge import (
     HVG_SPANS,
     GeneJoin,
     HvgFlavor,
-    MergedCohort,
     PCAResult,
     concat_samples,
     gene_exclusions,
     load_qc_cells,
     log_normalise,
-    merge_samples,
     prepare_cohort,
     run_pca,
     select_hvgs,
@@ -96,13 +97,11 @@ __all__ = [
     "HVG_SPANS",
     "GeneJoin",
     "HvgFlavor",
-    "MergedCohort",
     "PCAResult",
     "concat_samples",
     "gene_exclusions",
     "load_qc_cells",
     "log_normalise",
-    "merge_samples",
     "prepare_cohort",
     "run_pca",
     "select_hvgs",

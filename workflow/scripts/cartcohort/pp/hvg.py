@@ -19,7 +19,7 @@ vectors per batch and gene. The ranking and the combination over batches
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -135,6 +135,72 @@ def _rank_over_batches(norm_vars: np.ndarray, n_top_genes: int) -> tuple[np.ndar
     return median, nbatches
 
 
+def seurat_v3_clips(
+    moments: Mapping[str, GeneMoments], *, span: float = 0.3
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per batch, the regularised sd and the clip value of every gene (scanpy's LOESS):
+    what pass 2 (:func:`clipped_sums`) needs.
+
+    Raises
+    ------
+    ValueError
+        From the LOESS fit when a batch is too small ("near singularities"), as scanpy.
+    """
+    return {b: _clip_values(moments[b], span=span) for b in sorted(moments)}
+
+
+def seurat_v3_table(
+    moments: Mapping[str, GeneMoments],
+    clips: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    sums: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    *,
+    var_names: pd.Index,
+    n_top_genes: int,
+) -> pd.DataFrame:
+    """scanpy's ``seurat_v3`` table from the two passes' per-batch statistics.
+
+    Parameters
+    ----------
+    moments
+        Batch -> :class:`GeneMoments` of the raw counts (pass 1).
+    clips
+        :func:`seurat_v3_clips` of ``moments``.
+    sums
+        Batch -> :func:`clipped_sums` of its cells with its clip values (pass 2).
+    var_names
+        Gene names (the index of the result).
+    n_top_genes
+        Number of genes flagged highly variable.
+
+    Returns
+    -------
+    pandas.DataFrame
+        As :func:`seurat_v3_chunked`.
+    """
+    batches = sorted(moments)
+    norm_vars = np.vstack([
+        (moments[b].n * moments[b].mean**2 + sums[b][1] - 2 * sums[b][0] * moments[b].mean)
+        / ((moments[b].n - 1) * clips[b][0] ** 2)
+        for b in batches
+    ])
+    total = moments[batches[0]]
+    for b in batches[1:]:
+        total = total.combine(moments[b])
+    median, nbatches = _rank_over_batches(norm_vars, n_top_genes)
+    out = pd.DataFrame(index=pd.Index(var_names))
+    out["means"], out["variances"] = total.mean, total.var
+    out["variances_norm"] = norm_vars.mean(axis=0)
+    out["highly_variable_rank"] = median
+    out["highly_variable_nbatches"] = nbatches
+    order = out.sort_values(
+        ["highly_variable_rank", "highly_variable_nbatches"], ascending=[True, False],
+        na_position="last", kind="mergesort",
+    ).index
+    out["highly_variable"] = False
+    out.loc[order[: int(n_top_genes)], "highly_variable"] = True
+    return out
+
+
 def seurat_v3_chunked(
     chunks: Callable[[], Iterable[Chunk]],
     *,
@@ -170,33 +236,109 @@ def seurat_v3_chunked(
     """
     n_genes = len(var_names)
     moments = _batch_moments(chunks(), n_genes)
-    batches = sorted(moments)
-    clip = {b: _clip_values(moments[b], span=span) for b in batches}
-    sums = {b: (np.zeros(n_genes), np.zeros(n_genes)) for b in batches}
+    clips = seurat_v3_clips(moments, span=span)
+    sums = {b: (np.zeros(n_genes), np.zeros(n_genes)) for b in moments}
     for x, labels in chunks():
         labels = np.asarray(labels).astype(str)
         for b in np.unique(labels):
-            s, ss = clipped_sums(x[labels == b], clip=clip[b][1])
+            s, ss = clipped_sums(x[labels == b], clip=clips[b][1])
             sums[b][0][:] += s
             sums[b][1][:] += ss
-    norm_vars = np.vstack([
-        (moments[b].n * moments[b].mean**2 + sums[b][1] - 2 * sums[b][0] * moments[b].mean)
-        / ((moments[b].n - 1) * clip[b][0] ** 2)
-        for b in batches
-    ])
-    total = moments[batches[0]]
-    for b in batches[1:]:
-        total = total.combine(moments[b])
-    median, nbatches = _rank_over_batches(norm_vars, n_top_genes)
-    out = pd.DataFrame(index=pd.Index(var_names))
-    out["means"], out["variances"] = total.mean, total.var
-    out["variances_norm"] = norm_vars.mean(axis=0)
-    out["highly_variable_rank"] = median
-    out["highly_variable_nbatches"] = nbatches
-    order = out.sort_values(
-        ["highly_variable_rank", "highly_variable_nbatches"], ascending=[True, False],
-        na_position="last", kind="mergesort",
-    ).index
-    out["highly_variable"] = False
-    out.loc[order[: int(n_top_genes)], "highly_variable"] = True
-    return out
+    return seurat_v3_table(moments, clips, sums, var_names=var_names,
+                           n_top_genes=n_top_genes)
+
+
+# --------------------------------------------------------------------------- seurat
+
+
+def expm1_moments(x: sp.spmatrix) -> tuple[GeneMoments, np.ndarray]:
+    """:class:`GeneMoments` of ``expm1(x)`` (log-normalised -> normalised, as scanpy's
+    ``seurat`` flavour) and the number of cells in which each gene is non-zero."""
+    x = sp.csr_matrix(x)
+    e = sp.csr_matrix((np.expm1(x.data), x.indices, x.indptr), shape=x.shape)
+    nnz = np.bincount(x.indices[x.data > 0], minlength=x.shape[1])
+    return GeneMoments.of(e), nnz
+
+
+def _seurat_one_batch(m: GeneMoments, *, n_top_genes: int, n_bins: int) -> pd.DataFrame:
+    """scanpy's ``_highly_variable_genes_single_batch`` (flavour ``seurat``) from the
+    moments of ``expm1`` of the log-normalised data."""
+    mean, var = m.mean.copy(), m.var
+    mean[mean == 0] = 1e-12
+    disp = var / mean
+    disp[disp == 0] = np.nan
+    disp = np.log(disp)
+    mean = np.log1p(mean)
+    df = pd.DataFrame({"means": mean, "dispersions": disp})
+    df["mean_bin"] = pd.cut(df["means"], bins=n_bins)
+    stats = df.groupby("mean_bin", observed=True)["dispersions"].agg(avg="mean", dev="std")
+    single = stats["dev"].isnull()
+    stats.loc[single, "dev"] = stats.loc[single, "avg"]
+    stats.loc[single, "avg"] = 0
+    stats = stats.loc[df["mean_bin"]].set_index(df.index)
+    df["dispersions_norm"] = (df["dispersions"] - stats["avg"]) / stats["dev"]
+    norm = df["dispersions_norm"].to_numpy()
+    finite = np.sort(norm[~np.isnan(norm)])[::-1]
+    cut = finite[min(n_top_genes, finite.size) - 1]
+    df["highly_variable"] = np.nan_to_num(norm, nan=-np.inf) >= cut
+    return df.drop(columns="mean_bin")
+
+
+def seurat_from_moments(
+    moments: Mapping[str, GeneMoments],
+    nnz: Mapping[str, np.ndarray],
+    *,
+    var_names: pd.Index,
+    n_top_genes: int,
+    n_bins: int = 20,
+) -> pd.DataFrame:
+    """scanpy's ``seurat`` highly variable genes from per-batch sufficient statistics.
+
+    Parameters
+    ----------
+    moments
+        Batch -> :class:`GeneMoments` of ``expm1`` of the log-normalised data
+        (:func:`expm1_moments`); one batch = scanpy without ``batch_key``.
+    nnz
+        Batch -> cells in which each gene is non-zero (a batch's unexpressed genes
+        are left out of its fit and count as zero, as scanpy does).
+    var_names
+        Gene names (the index of the result).
+    n_top_genes
+        Number of genes flagged highly variable.
+    n_bins
+        Mean bins of the dispersion normalisation (scanpy's default 20).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``means``, ``dispersions``, ``dispersions_norm``, ``highly_variable`` and, with
+        several batches, ``highly_variable_nbatches``.
+    """
+    if len(moments) == 1:
+        (m,) = moments.values()
+        out = _seurat_one_batch(m, n_top_genes=min(n_top_genes, len(var_names)),
+                                n_bins=n_bins)
+        out.index = pd.Index(var_names)
+        return out
+    frames = []
+    for b in sorted(moments):
+        keep = nnz[b] > 0
+        m = moments[b]
+        sub = GeneMoments(m.n, m.s1[keep], m.s2[keep])
+        df = _seurat_one_batch(sub, n_top_genes=min(n_top_genes, int(keep.sum())),
+                               n_bins=n_bins)
+        df.index = pd.Index(var_names)[keep]
+        full = pd.DataFrame(0.0, index=pd.Index(var_names), columns=df.columns)
+        full["highly_variable"] = False
+        full.loc[df.index] = df
+        frames.append(full.astype({"highly_variable": int}))
+    df = pd.concat(frames).groupby(level=0).agg(  # sorted by name, as scanpy
+        {"means": "mean", "dispersions": "mean", "dispersions_norm": "mean",
+         "highly_variable": "sum"})
+    df["highly_variable_nbatches"] = df["highly_variable"]
+    order = df.sort_values(["highly_variable_nbatches", "dispersions_norm"],
+                           ascending=False, na_position="last").index
+    df["highly_variable"] = False
+    df.loc[order[:n_top_genes], "highly_variable"] = True
+    return df.loc[pd.Index(var_names)]

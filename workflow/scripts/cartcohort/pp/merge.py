@@ -1,7 +1,10 @@
 """The cohort shared by every integration method: QC-passing cells of the included
 samples merged, log-normalised, highly variable genes chosen without V(D)J,
-mitochondrial, ribosomal, CAR and user-listed genes, and one sparse-aware PCA
-(rule ``merge_samples``, ``results/integrate/merged.h5ad``).
+mitochondrial, ribosomal, CAR and user-listed genes, and one sparse-aware PCA, in
+memory (:func:`load_qc_cells`, :func:`prepare_cohort`). Rule ``merge_samples`` writes
+the same ``results/integrate/merged.h5ad`` out of core with
+:func:`cartcohort.pp.stream.merge_samples`, which reuses the pieces of this module; the
+in-memory functions are its reference (tests) and serve small cohorts held in memory.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import anndata as ad
 import numpy as np
@@ -462,6 +465,35 @@ def stringify_obs(adata: ad.AnnData) -> None:
                                    else str(v))
 
 
+def preprocessing_record(
+    *,
+    batch_key: str,
+    n_top_genes: int,
+    n_hvg: int,
+    hvg_info: Mapping[str, Any],
+    n_excluded: int,
+    exclude_genes: Sequence[str],
+    scale: bool,
+    n_pcs: int,
+    seed: int,
+) -> dict[str, Any]:
+    """``uns['preprocessing']`` of ``merged.h5ad``: the settings and what was used
+    (HVG flavour, span and why the requested ones were not, number of PCs)."""
+    return {
+        "batch_key": batch_key,
+        "n_top_genes": int(n_top_genes),
+        "n_hvg": int(n_hvg),
+        "hvg_flavor": hvg_info["flavor"],
+        "hvg_span": float(hvg_info["span"]) if hvg_info["span"] else 0.0,
+        "hvg_note": hvg_info["note"],
+        "n_excluded_genes": int(n_excluded),
+        "exclude_genes": [str(g) for g in exclude_genes],
+        "scale": bool(scale),
+        "n_pcs": int(n_pcs),
+        "seed": int(seed),
+    }
+
+
 # --------------------------------------------------------------------------- the step
 
 
@@ -525,82 +557,10 @@ def prepare_cohort(
         pca.scores.shape[1], int(hv.sum()), 100 * float(pca.variance_ratio.sum()),
     )
     out.uns["pca"] = {"variance_ratio": pca.variance_ratio}
-    out.uns["preprocessing"] = {
-        "batch_key": batch_key,
-        "n_top_genes": int(n_top_genes),
-        "n_hvg": int(hv.sum()),
-        "hvg_flavor": hvg_info["flavor"],
-        "hvg_span": float(hvg_info["span"]) if hvg_info["span"] else 0.0,
-        "hvg_note": hvg_info["note"],
-        "n_excluded_genes": int((exclude != "").sum()),
-        "exclude_genes": [str(g) for g in exclude_genes],
-        "scale": bool(scale),
-        "n_pcs": int(pca.scores.shape[1]),
-        "seed": int(seed),
-    }
+    out.uns["preprocessing"] = preprocessing_record(
+        batch_key=batch_key, n_top_genes=n_top_genes, n_hvg=int(hv.sum()), hvg_info=hvg_info,
+        n_excluded=int((exclude != "").sum()), exclude_genes=exclude_genes, scale=scale,
+        n_pcs=int(pca.scores.shape[1]), seed=seed,
+    )
     stringify_obs(out)
     return out
-
-
-class MergedCohort(NamedTuple):
-    """What :func:`merge_samples` returns (unpack it as two values)."""
-
-    #: The prepared cohort (``results/integrate/merged.h5ad``, see :func:`prepare_cohort`).
-    adata: ad.AnnData
-    #: Warning rows of the merge (``results/integrate/merge_warnings.tsv``): genes not in
-    #: every library (:func:`cartcohort.io.gene_join_warnings`); no row when none.
-    warnings: pd.DataFrame
-
-
-def merge_samples(
-    paths: Sequence[str | os.PathLike],
-    *,
-    samples: Sequence[str],
-    qc_table: pd.DataFrame | None,
-    qc_table_path: str,
-    gene_join: GeneJoin = "intersect",
-    batch_key: str = "batch",
-    n_top_genes: int = 2000,
-    n_pcs: int = 30,
-    exclude_genes: Sequence[str] = (),
-    scale: bool = True,
-    seed: int = 0,
-) -> ad.AnnData:
-    """Step of rule ``merge_samples``: :func:`load_qc_cells` then :func:`prepare_cohort`.
-
-    Parameters
-    ----------
-    paths
-        ``results/qc/{sample}.h5mu`` of every cohort sample, in the order of
-        ``samples``.
-    samples
-        Sample id of each path.
-    qc_table
-        The QC summary (``qc_samples.tsv``); samples it excludes are skipped.
-    qc_table_path
-        Its path, for error messages.
-    gene_join
-        ``load.gene_join``: ``intersect`` or ``union`` (see :func:`load_qc_cells`).
-    batch_key, n_top_genes, n_pcs, exclude_genes, scale
-        ``integrate.*`` settings of :func:`prepare_cohort`.
-    seed
-        Master seed (``seed``): random state of the PCA solver.
-
-    Returns
-    -------
-    MergedCohort
-        ``adata``: the prepared cohort (``integrate/merged.h5ad``, see
-        :func:`prepare_cohort`); ``warnings``: the rows of
-        ``integrate/merge_warnings.tsv`` (genes dropped or zero-filled because the
-        libraries were mapped to different references).
-    """
-    cells = load_qc_cells(
-        dict(zip(samples, paths, strict=True)),
-        qc_table=qc_table, qc_table_path=qc_table_path, join=gene_join,
-    )
-    warnings = cells.uns.pop("merge_warnings")
-    prepared = prepare_cohort(
-        cells, batch_key=batch_key, n_top_genes=n_top_genes, n_pcs=n_pcs,
-        exclude_genes=exclude_genes, scale=scale, seed=seed,
-    )
-    return MergedCohort(prepared, warnings)

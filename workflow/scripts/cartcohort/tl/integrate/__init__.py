@@ -1,5 +1,5 @@
 """Integration of the cohort across batches: one method per job on the shared PCA
-(:func:`cartcohort.pp.merge_samples`), its kNN graph and Leiden clusterings, the UMAP
+(:func:`cartcohort.pp.stream.merge_samples`), its kNN graph and Leiden clusterings, the UMAP
 layout, and scib-style metrics that compare the methods.
 
 Methods live in :data:`METHODS`, one :class:`Method` per module of this package
