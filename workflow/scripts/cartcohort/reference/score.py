@@ -1,0 +1,216 @@
+"""Rule ``score_product``: one new infusion product scored against a frozen reference.
+
+The library has been loaded and QC'd by rules ``load_sample`` and ``qc_sample`` with
+the settings the reference was built with (checked here). Its QC-passing cells are
+then projected and labelled (:func:`~.project.map_to_reference`; ``state`` and
+``cd4_cd8`` are the transferred calls, the library's own calls are kept as
+``state_own``/``cd4_cd8_own``), annotated for CAR, checkpoint receptors and signature
+scores with the frozen annotation settings on the graph of the mapped embedding,
+their clonotypes defined with the frozen settings, summarised into the same
+per-sample features as the cohort (:func:`cartcohort.tl.features.sample_features`) and
+placed against the reference's cohort distributions with the primary-panel flag rule
+(:func:`cartcohort.scorecards.score_product`).
+"""
+
+from __future__ import annotations
+
+import html as _html
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import anndata as ad
+import pandas as pd
+
+from ..errors import CartCohortError
+from ..pp import log_normalise
+from .freeze import read_reference_dir
+from .model import gene_mismatch, read_model, reference_samples
+from .project import align_counts, map_to_reference
+
+logger = logging.getLogger(__name__)
+
+#: Settings that must equal the reference's (``settings.json``) for a new library.
+MATCHED_SETTINGS = ("load", "qc", "car_features", "primary_timepoint")
+
+
+class ScoredProduct(NamedTuple):
+    """What :func:`score_new_product` returns."""
+
+    #: The scorecard (``results/new_products/{sample}.tsv``), as the cohort's cards.
+    card: pd.DataFrame
+    #: Per-cell calls of the new cells (``results/new_products/{sample}.cells.tsv.gz``).
+    cells: pd.DataFrame
+    #: The product's per-sample features (one row, columns of ``sample_features.tsv``).
+    features: pd.DataFrame
+    #: The scorecard page (``results/new_products/{sample}.html``).
+    html: str
+
+
+def _differences(a: Any, b: Any, prefix: str) -> list[str]:
+    """Dotted keys where two settings trees differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            out += _differences(a.get(k), b.get(k), f"{prefix}.{k}")
+        return out
+    norm = (lambda v: "" if v is None else v)
+    return [] if json.dumps(norm(a), default=str) == json.dumps(norm(b), default=str) else [
+        f"{prefix} (reference {norm(b)!r}, this run {norm(a)!r})"]
+
+
+def check_settings(settings: dict[str, Any], frozen: dict[str, Any], *, source: str) -> None:
+    """Refuse settings of :data:`MATCHED_SETTINGS` that differ from the reference's."""
+    diffs = []
+    for key in MATCHED_SETTINGS:
+        diffs += _differences(settings.get(key), frozen.get(key), key)
+    if diffs:
+        raise CartCohortError(
+            f"{source}: the new libraries would be processed with settings other than the "
+            f"reference's: {'; '.join(diffs)}. Fix: run score_products with the cohort "
+            "run's config (or set these keys as in the reference's settings.json)")
+
+
+def _qc_cells(qc_path: str | os.PathLike, qc_summary: pd.DataFrame, sample: str) -> ad.AnnData:
+    """The QC-passing cells of the new library; refused when QC excludes it."""
+    from ..pp.merge import _qc_passing
+
+    row = qc_summary[qc_summary["sample"].astype(str) == sample]
+    if len(row) and str(row["sample_excluded"].iloc[0]).lower() == "true":
+        raise CartCohortError(
+            f"results/qc/{sample}.tsv: QC excludes sample '{sample}' "
+            f"({row['exclusion_reason'].iloc[0]}); it cannot be scored. Fix: check the "
+            "library (qc_violins of a cohort run show the same metrics)")
+    return _qc_passing(qc_path, sample)
+
+
+def _annotate(gex: ad.AnnData, counts: Any, x_int: Any, *, qc_path: str | os.PathLike,
+              sample: str, reference_dir: Path, frozen: dict[str, Any],
+              qc_summary: pd.DataFrame) -> pd.DataFrame:
+    """Own calls of the new cells: annotation with the frozen settings on the graph of
+    their mapped embedding, clone-aware with their own clonotypes."""
+    from .. import tl
+    from ..tl.integrate.graph import embed_and_cluster
+
+    ann = ad.AnnData(X=log_normalise(counts), obs=gex.obs.copy(), var=gex.var.copy())
+    ann.layers["counts"] = counts
+    ann.obsm["X_integrated"] = x_int
+    emb = embed_and_cluster(x_int, ann.obs, n_neighbors=int(frozen["n_neighbors"]),
+                            resolutions=(), seed=int(frozen["seed"]))
+    ann.obsp["connectivities"], ann.obsp["distances"] = emb.connectivities, emb.distances
+    clon = tl.clonotypes.cohort_clonotypes([qc_path], samples=[sample], qc_samples=qc_summary,
+                                           **frozen["clonotypes"])
+    signatures = tl.annotate.load_signatures(reference_dir / frozen["signatures_file"])
+    result = tl.annotate.annotate(ann, airr=clon.airr, signatures=signatures,
+                                  **frozen["annotate"])
+    return result.cells
+
+
+def _qc_block(sample: str, qc_summary: pd.DataFrame, cells: pd.DataFrame) -> str:
+    """HTML of the QC block: cells, doublet rate, mapping confidence."""
+    row = qc_summary[qc_summary["sample"].astype(str) == sample].iloc[0]
+    n_in = float(row["n_cells_in"])
+    doublet = float(row["n_removed_doublet"]) / n_in if n_in else float("nan")
+    items = [
+        ("Cells passing QC", f"{len(cells):,} of {int(n_in):,}"),
+        ("Doublet rate", f"{100 * doublet:.1f} %"),
+        ("Median state mapping confidence", f"{cells['state_confidence'].median():.2f}"),
+        ("Cells mapped with confidence < 0.5",
+         f"{100 * (cells['state_confidence'] < 0.5).mean():.1f} %"),
+        ("Transferred state = own signature call",
+         f"{100 * (cells['state'] == cells['state_own']).mean():.1f} %"),
+    ]
+    rows = "".join(f"<tr><th>{_html.escape(k)}</th><td>{_html.escape(v)}</td></tr>"
+                   for k, v in items)
+    return (f"<h2>QC of {_html.escape(sample)}</h2><table class='qc'>{rows}</table>"
+            "<p><b>Cohort-level association is not a prediction for one patient.</b> The "
+            "flags place this product among the cohort's products; they do not predict "
+            "this patient's response.</p>")
+
+
+def score_new_product(
+    qc_path: str | os.PathLike,
+    *,
+    qc_summary: pd.DataFrame,
+    sample: str,
+    reference_dir: str | os.PathLike,
+    settings: dict[str, Any],
+) -> ScoredProduct:
+    """Score one new product (step of rule ``score_product``).
+
+    Parameters
+    ----------
+    qc_path
+        ``results/qc/{sample}.h5mu`` of the new library (rule ``qc_sample``).
+    qc_summary
+        Its one-row QC summary (``results/qc/{sample}.tsv``).
+    sample
+        The new library's id (must not be a reference sample).
+    reference_dir
+        A ``results/reference`` folder (rule ``reference``); checksums verified.
+    settings
+        This run's :data:`MATCHED_SETTINGS` (they must equal the reference's).
+
+    Returns
+    -------
+    ScoredProduct
+        Scorecard, per-cell calls, the product's features and its HTML page.
+    """
+    from .. import scorecards, stats, tl
+
+    ref_dir = Path(reference_dir)
+    manifest = read_reference_dir(ref_dir)
+    frozen = json.loads((ref_dir / "settings.json").read_text())
+    frozen["signatures_file"] = manifest["signatures"]
+    check_settings(settings, frozen, source=str(ref_dir / "settings.json"))
+    model = read_model(ref_dir / "model.h5ad")
+    if sample in reference_samples(model):
+        raise CartCohortError(
+            f"new sample '{sample}' is a sample of the reference ({ref_dir}). Fix: give the "
+            "new library an id of its own in the new_samples sheet")
+    gex = _qc_cells(qc_path, qc_summary, sample)
+    gene_mismatch(model, gex.var_names, source=str(qc_path))
+    counts = align_counts(gex.X, gex.var_names, model)
+    gex = gex[:, model.var_names].copy()
+    mapping = map_to_reference(counts, model=model, cells=list(gex.obs_names),
+                               n_neighbors=int(frozen["n_neighbors"]))
+    cells = _annotate(gex, counts, mapping.x_integrated, qc_path=qc_path, sample=sample,
+                      reference_dir=ref_dir, frozen=frozen, qc_summary=qc_summary)
+    cells = _with_transfer(cells, mapping.labels)
+    rep = tl.repertoire.repertoire_tables(cells, **frozen["repertoire"]).samples
+    features = tl.features.sample_features(cells, repertoire=rep,
+                                           source=f"cells of {sample}")
+    panel = stats.load_primary_panel(ref_dir / "primary_panel.yaml")
+    reference = pd.read_csv(ref_dir / "reference_features.tsv", sep="\t")
+    association = pd.read_csv(ref_dir / "association.tsv", sep="\t")
+    coverage = float(frozen["flag_coverage"])
+    card = scorecards.score_product(features.iloc[0], reference=reference,
+                                    primary=panel.names, coverage=coverage,
+                                    association=association)
+    calibration = scorecards.flag_calibration(reference, primary=panel.names,
+                                              coverage=coverage)
+    page = scorecards.scorecards_html({sample: card}, calibration=calibration,
+                                      panel_label=panel.label,
+                                      title=f"New product {sample}")
+    page = page.replace("<body>", "<body>" + _qc_block(sample, qc_summary, cells), 1)
+    logger.info("%s: %d cells scored against %d reference cells; %d primary flag(s)",
+                sample, len(cells), model.n_obs,
+                int(card["flag"].isin(["below_responder_interval",
+                                       "above_responder_interval"]).sum()))
+    return ScoredProduct(card, cells, features, page)
+
+
+def _with_transfer(cells: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+    """The transferred ``state``/``cd4_cd8`` replace the own calls (kept as ``*_own``)."""
+    out = cells.copy()
+    lab = labels.reindex(out["cell"].astype(str))
+    for col in ("state", "cd4_cd8"):
+        out[f"{col}_own"] = out[col]
+        out[col] = lab[col].to_numpy()
+    out["state_confidence"] = lab["state_confidence"].to_numpy()
+    out["cd4_cd8_confidence"] = lab["cd4_cd8_confidence"].to_numpy()
+    out["mapping_distance"] = lab["mapping_distance"].to_numpy()
+    out["lineage_state"] = out["cd4_cd8"].astype(str) + " " + out["state"].astype(str)
+    return out
