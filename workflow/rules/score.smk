@@ -12,6 +12,7 @@ rule reference:
         integrated=f"results/integrate/{INTEGRATION_USED}.h5ad",
         cells="results/tables/cells.tsv.gz",
         signatures=signatures_path(),
+        repertoire="results/tables/repertoire_samples.tsv",
         car_models="results/tables/annotation_car_models.tsv",
         libraries="results/tables/annotation_libraries.tsv",
         reference_features="results/tables/reference_features.tsv",

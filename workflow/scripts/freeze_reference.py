@@ -12,6 +12,7 @@ with script_logging(snakemake):
         integrated=snakemake.input.integrated,
         cells=snakemake.input.cells,
         signatures=snakemake.input.signatures,
+        repertoire=snakemake.input.repertoire,
         copies={key: snakemake.input[key] for key in reference.COPIED},
         out_dir=Path(snakemake.output.manifest).parent,
         **snakemake.params.freeze_reference,

@@ -73,6 +73,7 @@ def freeze_reference(
     integrated: str | os.PathLike,
     cells: str | os.PathLike,
     signatures: str | os.PathLike,
+    repertoire: str | os.PathLike,
     copies: Mapping[str, str | os.PathLike],
     out_dir: str | os.PathLike,
     settings: Mapping[str, Any],
@@ -87,6 +88,10 @@ def freeze_reference(
     signatures
         The marker-program file annotation used; copied as ``signatures`` plus its
         suffix.
+    repertoire
+        ``tables/repertoire_samples.tsv``: its ``rarefaction_depth`` replaces an
+        ``"auto"`` depth in the settings (:func:`resolved_depth`), so new products
+        are rarefied to the cohort's depth.
     copies
         Keys of :data:`COPIED` -> the cohort files copied unchanged.
     out_dir
@@ -108,9 +113,13 @@ def freeze_reference(
     unknown = sorted(set(copies) ^ set(COPIED))
     if unknown:
         raise ValueError(f"copies must name exactly {sorted(COPIED)}; differs at {unknown}")
+    from ..tl.annotate import load_signatures
+
+    settings = resolved_depth(settings, pd.read_csv(repertoire, sep="\t"), source=repertoire)
     model = build_reference(
         ad.read_h5ad(merged), read_integration(integrated),
-        pd.read_csv(cells, sep="\t", low_memory=False), settings=settings,
+        pd.read_csv(cells, sep="\t", low_memory=False),
+        signatures=load_signatures(signatures), settings=settings,
     )
     model.write_h5ad(out / "model.h5ad", compression="gzip")
     names = ["model.h5ad"]
@@ -138,6 +147,29 @@ def freeze_reference(
     logger.info("reference: %d cells, %d genes (%d HVGs) of %d samples -> %s",
                 model.n_obs, model.n_vars, manifest["n_hvgs"], len(manifest["samples"]), out)
     return manifest
+
+
+def resolved_depth(settings: Mapping[str, Any], repertoire: pd.DataFrame, *,
+                   source: str | os.PathLike) -> dict[str, Any]:
+    """``settings`` with ``repertoire.rarefaction_depth`` ``"auto"`` replaced by the depth
+    the cohort used (the one value of ``repertoire_samples.tsv``'s column; unchanged
+    when the cohort rarefied no sample)."""
+    from ..errors import CartCohortError
+
+    out = json.loads(json.dumps(settings))
+    if out["repertoire"]["rarefaction_depth"] != "auto":
+        return out
+    if "rarefaction_depth" not in repertoire.columns:
+        raise CartCohortError(f"{source}: column 'rarefaction_depth' missing. Fix: re-run "
+                              "rule repertoire")
+    depths = sorted(set(repertoire["rarefaction_depth"].dropna().astype(int)))
+    if len(depths) > 1:
+        raise CartCohortError(f"{source}: several rarefaction depths {depths}; the "
+                              "reference needs one. Fix: re-run rule repertoire")
+    if depths:
+        out["repertoire"]["rarefaction_depth"] = depths[0]
+        logger.info("rarefaction depth 'auto' frozen at the cohort's %d cells", depths[0])
+    return out
 
 
 def read_reference_dir(path: str | os.PathLike) -> dict[str, Any]:

@@ -13,6 +13,7 @@ neighbours (see :func:`~.project.map_to_reference`).
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -23,6 +24,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..errors import CartCohortError
+from .markers import marker_models
+from .states import state_scale
 
 #: The cell calls of ``cells.tsv.gz`` frozen with the reference cells (the labels
 #: transferred to new cells are ``state`` and ``cd4_cd8``).
@@ -65,6 +68,7 @@ def build_reference(
     integrated: ad.AnnData,
     cells: pd.DataFrame,
     *,
+    signatures: Any,
     settings: Mapping[str, Any],
 ) -> ad.AnnData:
     """The reference model of a cohort run.
@@ -78,24 +82,31 @@ def build_reference(
         ``integrate/{integrate.use}.h5ad``: the same cells, ``obsm['X_integrated']``.
     cells
         ``tables/cells.tsv.gz`` (rule ``annotate``): the final calls, one row per cell.
+        ``prepared`` needs ``layers['counts']`` (checkpoint-marker models).
+    signatures
+        The marker programs annotation used (:func:`cartcohort.tl.annotate.load_signatures`).
     settings
         The run's settings recorded with the model (``uns['settings']``): what a new
-        library must be processed with.
+        library must be processed with; ``settings['annotate']`` gives the smoothing and
+        SD floor of the state scale (:func:`.states.state_scale`).
 
     Returns
     -------
     AnnData
         No expression matrix. ``var``: every gene of the cohort with ``is_car``,
         ``highly_variable``, ``pca_mean`` and ``pca_sd`` (NaN off the HVGs);
-        ``varm['PCs']``; ``obs``: :data:`CALL_COLUMNS`; ``obsm`` ``X_pca`` and
-        ``X_integrated``; ``uns`` ``preprocessing``, ``integration``, ``settings``.
+        ``varm['PCs']``; ``obs``: :data:`CALL_COLUMNS`; ``obsm`` ``X_pca``,
+        ``X_integrated`` and ``X_signature`` (log expression of the signature genes);
+        ``uns`` ``preprocessing``, ``integration``, ``settings`` and ``state_scale``
+        (signature genes, cohort mean and SD of their smoothed expression), ``markers``
+        (JSON of the checkpoint-marker count models, :func:`.markers.marker_models`).
     """
     if not prepared.obs_names.equals(integrated.obs_names):
         raise CartCohortError(
             "integrate/merged.h5ad and the integrated embedding hold different cells. "
             "Fix: re-run merge_samples and integrate together")
     for key, where in (("PCs", prepared.varm), ("X_pca", prepared.obsm),
-                       ("X_integrated", integrated.obsm)):
+                       ("X_integrated", integrated.obsm), ("connectivities", integrated.obsp)):
         if key not in where:
             raise CartCohortError(
                 f"the cohort's integration output lacks '{key}'. Fix: re-run the "
@@ -131,6 +142,15 @@ def build_reference(
     out.uns["integration"] = {k: v for k, v in integrated.uns.get("integration", {}).items()
                               if k != "samples"}
     out.uns["settings"] = _json_safe(settings)
+    ann = settings["annotate"]
+    names, s_mean, s_sd, expr = state_scale(
+        prepared.X, integrated.obsp["connectivities"], genes=prepared.var_names,
+        signatures=signatures, smoothing=float(ann["smoothing"]), sd_floor=float(ann["sd_floor"]))
+    out.obsm["X_signature"] = expr
+    out.uns["state_scale"] = {"genes": names, "mean": s_mean, "sd": s_sd}
+    out.uns["markers"] = json.dumps(marker_models(
+        prepared.layers["counts"], integrated.obsp["connectivities"],
+        genes=prepared.var_names, is_car=var["is_car"].to_numpy(), signatures=signatures))
     return out
 
 
@@ -155,7 +175,8 @@ def read_model(path: str | os.PathLike) -> ad.AnnData:
             f"{path}: no such reference model. Fix: give config reference= the "
             "results/reference folder of a cohort run (rule reference writes it)")
     model = ad.read_h5ad(path)
-    need = [k for k in ("X_pca", "X_integrated") if k not in model.obsm]
+    need = [k for k in ("X_pca", "X_integrated", "X_signature") if k not in model.obsm]
+    need += [k for k in ("state_scale", "settings", "markers") if k not in model.uns]
     need += [k for k in ("PCs",) if k not in model.varm]
     need += [c for c in ("pca_mean", "pca_sd", "highly_variable", "is_car")
              if c not in model.var]

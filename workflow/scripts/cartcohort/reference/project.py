@@ -87,11 +87,17 @@ class Mapping:
         Cells x PCs in the frozen PCA.
     x_integrated
         Cells x dimensions: the neighbours' integrated coordinates, weighted.
+    neighbours
+        Cells x k: indices of each cell's nearest reference cells.
+    weights
+        Cells x k: their vote weights.
     """
 
     labels: pd.DataFrame
     x_pca: np.ndarray
     x_integrated: np.ndarray
+    neighbours: np.ndarray
+    weights: np.ndarray
 
 
 def knn_vote(
@@ -173,4 +179,5 @@ def map_to_reference(
     out["mapping_distance"] = dist.mean(axis=1)
     emb = np.asarray(model.obsm["X_integrated"], dtype=np.float64)
     x_int = np.einsum("ck,ckd->cd", w / w.sum(axis=1, keepdims=True), emb[nn])
-    return Mapping(labels=out, x_pca=x_pca, x_integrated=x_int.astype(np.float32))
+    return Mapping(labels=out, x_pca=x_pca, x_integrated=x_int.astype(np.float32),
+                   neighbours=nn, weights=w)

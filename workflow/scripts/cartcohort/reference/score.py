@@ -2,11 +2,17 @@
 
 The library has been loaded and QC'd by rules ``load_sample`` and ``qc_sample`` with
 the settings the reference was built with (checked here). Its QC-passing cells are
-then projected and labelled (:func:`~.project.map_to_reference`; ``state`` and
-``cd4_cd8`` are the transferred calls, the library's own calls are kept as
-``state_own``/``cd4_cd8_own``), annotated for CAR, checkpoint receptors and signature
-scores with the frozen annotation settings on the graph of the mapped embedding,
-their clonotypes defined with the frozen settings, summarised into the same
+projected and mapped onto the cohort cells (:func:`~.project.map_to_reference`: the
+kNN-transferred ``state_transfer``/``cd4_cd8_transfer`` with their confidences), and
+annotated with the frozen annotation settings on the graph of their mapped embedding:
+lineage and CAR by the library's own models (per library, as in the cohort),
+checkpoint receptors by the cohort's count models (:mod:`.markers`) and states by the
+cohort's scale (:func:`~.states.frozen_state_calls`); the library-only calls are kept
+as ``state_own``, ``pd1_pos_own`` etc. Why the state is not the kNN vote: on the
+demo, leaving each library out, the vote agrees with the in-cohort call for 0.74 of
+cells (the cohort's own calls agree with their neighbours' vote for only 0.75: the
+per-cell calls are not a smooth function of the PCA), the cohort-scale call for 0.82.
+Their clonotypes are defined with the frozen settings, summarised into the same
 per-sample features as the cohort (:func:`cartcohort.tl.features.sample_features`) and
 placed against the reference's cohort distributions with the primary-panel flag rule
 (:func:`cartcohort.scorecards.score_product`).
@@ -29,6 +35,8 @@ from ..pp import log_normalise
 from .freeze import read_reference_dir
 from .model import gene_mismatch, read_model, reference_samples
 from .project import align_counts, map_to_reference
+from .markers import frozen_marker_calls
+from .states import frozen_state_calls
 
 logger = logging.getLogger(__name__)
 
@@ -88,9 +96,9 @@ def _qc_cells(qc_path: str | os.PathLike, qc_summary: pd.DataFrame, sample: str)
 
 def _annotate(gex: ad.AnnData, counts: Any, x_int: Any, *, qc_path: str | os.PathLike,
               sample: str, reference_dir: Path, frozen: dict[str, Any],
-              qc_summary: pd.DataFrame) -> pd.DataFrame:
+              qc_summary: pd.DataFrame) -> tuple[pd.DataFrame, Any]:
     """Own calls of the new cells: annotation with the frozen settings on the graph of
-    their mapped embedding, clone-aware with their own clonotypes."""
+    their mapped embedding, clone-aware with their own clonotypes; and that graph."""
     from .. import tl
     from ..tl.integrate.graph import embed_and_cluster
 
@@ -105,7 +113,7 @@ def _annotate(gex: ad.AnnData, counts: Any, x_int: Any, *, qc_path: str | os.Pat
     signatures = tl.annotate.load_signatures(reference_dir / frozen["signatures_file"])
     result = tl.annotate.annotate(ann, airr=clon.airr, signatures=signatures,
                                   **frozen["annotate"])
-    return result.cells
+    return result.cells, ann.obsp["connectivities"]
 
 
 def _qc_block(sample: str, qc_summary: pd.DataFrame, cells: pd.DataFrame) -> str:
@@ -116,11 +124,12 @@ def _qc_block(sample: str, qc_summary: pd.DataFrame, cells: pd.DataFrame) -> str
     items = [
         ("Cells passing QC", f"{len(cells):,} of {int(n_in):,}"),
         ("Doublet rate", f"{100 * doublet:.1f} %"),
-        ("Median state mapping confidence", f"{cells['state_confidence'].median():.2f}"),
+        ("Median mapping confidence (kNN state vote)",
+         f"{cells['state_transfer_confidence'].median():.2f}"),
         ("Cells mapped with confidence < 0.5",
-         f"{100 * (cells['state_confidence'] < 0.5).mean():.1f} %"),
-        ("Transferred state = own signature call",
-         f"{100 * (cells['state'] == cells['state_own']).mean():.1f} %"),
+         f"{100 * (cells['state_transfer_confidence'] < 0.5).mean():.1f} %"),
+        ("State call = kNN-transferred state",
+         f"{100 * (cells['state'] == cells['state_transfer']).mean():.1f} %"),
     ]
     rows = "".join(f"<tr><th>{_html.escape(k)}</th><td>{_html.escape(v)}</td></tr>"
                    for k, v in items)
@@ -176,9 +185,23 @@ def score_new_product(
     gex = gex[:, model.var_names].copy()
     mapping = map_to_reference(counts, model=model, cells=list(gex.obs_names),
                                n_neighbors=int(frozen["n_neighbors"]))
-    cells = _annotate(gex, counts, mapping.x_integrated, qc_path=qc_path, sample=sample,
-                      reference_dir=ref_dir, frozen=frozen, qc_summary=qc_summary)
-    cells = _with_transfer(cells, mapping.labels)
+    cells, graph = _annotate(gex, counts, mapping.x_integrated, qc_path=qc_path,
+                             sample=sample, reference_dir=ref_dir, frozen=frozen,
+                             qc_summary=qc_summary)
+    cells = cells.set_index(cells["cell"].astype(str)).loc[list(gex.obs_names)].reset_index(
+        drop=True)
+    markers = frozen_marker_calls(counts, genes=model.var_names,
+                                  is_car=model.var["is_car"].to_numpy(dtype=bool), graph=graph,
+                                  models=json.loads(model.uns["markers"]))
+    for col in markers.columns:
+        cells[f"{col}_own"] = cells[col]
+        cells[col] = markers[col].to_numpy()
+    states = frozen_state_calls(
+        log_normalise(counts), model=model, neighbours=mapping.neighbours,
+        weights=mapping.weights, lineage=cells["cd4_cd8"].astype(str).to_numpy(),
+        signatures=tl.annotate.load_signatures(ref_dir / manifest["signatures"]),
+        settings=frozen["annotate"])
+    cells = final_calls(cells, mapping.labels, states)
     rep = tl.repertoire.repertoire_tables(cells, **frozen["repertoire"]).samples
     features = tl.features.sample_features(cells, repertoire=rep,
                                            source=f"cells of {sample}")
@@ -202,15 +225,30 @@ def score_new_product(
     return ScoredProduct(card, cells, features, page)
 
 
-def _with_transfer(cells: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
-    """The transferred ``state``/``cd4_cd8`` replace the own calls (kept as ``*_own``)."""
+def final_calls(cells: pd.DataFrame, transfer: pd.DataFrame,
+                states: pd.DataFrame) -> pd.DataFrame:
+    """The new cells' table: ``state``, ``state_confidence`` and ``score_<state>`` in the
+    cohort's scale (:func:`.states.frozen_state_calls`; the library's own calls kept as
+    ``state_own``), the kNN-transferred labels as ``state_transfer``/``cd4_cd8_transfer``
+    with their ``*_confidence`` and ``mapping_distance``.
+
+    Parameters
+    ----------
+    cells
+        The own annotation of the new cells (rows in the order of ``transfer``).
+    transfer
+        :attr:`~.project.Mapping.labels`.
+    states
+        :func:`.states.frozen_state_calls` of the same cells (positional).
+    """
     out = cells.copy()
-    lab = labels.reindex(out["cell"].astype(str))
+    out["state_own"] = out["state"].astype(str)
+    for col in states.columns:
+        out[col] = states[col].to_numpy()
+    lab = transfer.reindex(out["cell"].astype(str))
     for col in ("state", "cd4_cd8"):
-        out[f"{col}_own"] = out[col]
-        out[col] = lab[col].to_numpy()
-    out["state_confidence"] = lab["state_confidence"].to_numpy()
-    out["cd4_cd8_confidence"] = lab["cd4_cd8_confidence"].to_numpy()
+        out[f"{col}_transfer"] = lab[col].to_numpy()
+        out[f"{col}_transfer_confidence"] = lab[f"{col}_confidence"].to_numpy()
     out["mapping_distance"] = lab["mapping_distance"].to_numpy()
     out["lineage_state"] = out["cd4_cd8"].astype(str) + " " + out["state"].astype(str)
     return out
