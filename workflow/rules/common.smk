@@ -555,6 +555,7 @@ RESOURCE_MODEL = {
     # plus the frozen model (score_product)
     "reference": (1000, 3.0, 5, 5),
     "score_product": (2000, 10.0, 5, 10),
+    "score_products": (500, 2.0, 5, 10),
 }
 
 

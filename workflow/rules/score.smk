@@ -22,7 +22,6 @@ rule reference:
         model="results/reference/model.h5ad",
         manifest="results/reference/manifest.json",
         settings="results/reference/settings.json",
-        features="results/reference/reference_features.tsv",
     log:
         "logs/reference.log",
     benchmark:
@@ -47,8 +46,8 @@ rule score_product:
     output:
         card="results/new_products/{sample}.tsv",
         html="results/new_products/{sample}.html",
-        cells="results/new_products/{sample}.cells.tsv.gz",
-        features="results/new_products/{sample}.features.tsv",
+        cells="results/new_products/{sample}/cells.tsv.gz",
+        features="results/new_products/{sample}/features.tsv",
     log:
         "logs/score_product/{sample}.log",
     benchmark:
@@ -67,4 +66,19 @@ rule score_product:
 
 rule score_products:
     input:
-        expand("results/new_products/{sample}.{ext}", sample=NEW_SAMPLES, ext=["tsv", "html"]),
+        cards=expand("results/new_products/{sample}.tsv", sample=NEW_SAMPLES),
+        html=expand("results/new_products/{sample}.html", sample=NEW_SAMPLES),
+    output:
+        table="results/tables/new_products.tsv",
+    log:
+        "logs/score_products.log",
+    benchmark:
+        "benchmarks/score_products.tsv"
+    conda:
+        "../../envs/associate.yaml"
+    threads: 1
+    resources:
+        mem_mb=mem_mb("score_products"),
+        runtime=runtime("score_products"),
+    script:
+        "../scripts/score_products.py"

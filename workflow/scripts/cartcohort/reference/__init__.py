@@ -20,6 +20,7 @@ _NAMES = {
     "CALL_COLUMNS": "model",
     "TRANSFER_LABELS": "model",
     "build_reference": "model",
+    "projection_model": "model",
     "gene_mismatch": "model",
     "hvg_scaling": "model",
     "read_model": "model",
@@ -33,6 +34,8 @@ _NAMES = {
     "ScoredProduct": "score",
     "check_settings": "score",
     "score_new_product": "score",
+    "summarise_products": "score",
+    "SUMMARY_COLUMNS": "score",
     "prepare_new_samples": "sheet",
 }
 __all__ = sorted(_NAMES)

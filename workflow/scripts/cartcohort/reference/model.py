@@ -63,6 +63,52 @@ def hvg_scaling(x: sp.spmatrix, *, genes: np.ndarray) -> tuple[np.ndarray, np.nd
     return mean, np.sqrt(var)
 
 
+def projection_model(
+    prepared: ad.AnnData, *, x_integrated: np.ndarray, calls: pd.DataFrame
+) -> ad.AnnData:
+    """The part of the reference that places new cells: genes, normalisation, PCA model
+    and the cohort cells' coordinates and calls.
+
+    Parameters
+    ----------
+    prepared
+        :func:`cartcohort.pp.prepare_cohort` output (``X`` log-normalised,
+        ``var['highly_variable']`` and ``is_car``, ``varm['PCs']``, ``obsm['X_pca']``).
+    x_integrated
+        The cells' integrated embedding (cells x dimensions).
+    calls
+        The cells' labels (rows in ``prepared``'s order); string columns are stored
+        as strings.
+
+    Returns
+    -------
+    AnnData
+        ``var`` ``is_car``, ``highly_variable``, ``pca_mean``, ``pca_sd``; ``varm['PCs']``;
+        ``obs`` = ``calls``; ``obsm`` ``X_pca``, ``X_integrated``; ``uns['preprocessing']``
+        with ``target_sum``.
+    """
+    hv = prepared.var["highly_variable"].to_numpy(dtype=bool)
+    mean, sd = hvg_scaling(prepared.X, genes=hv)
+    var = pd.DataFrame(index=prepared.var_names.astype(str))
+    var["is_car"] = prepared.var["is_car"].astype(bool).to_numpy()
+    var["highly_variable"] = hv
+    var["pca_mean"], var["pca_sd"] = np.nan, np.nan
+    var.loc[hv, "pca_mean"], var.loc[hv, "pca_sd"] = mean, sd
+    obs = calls.copy()
+    obs.index = prepared.obs_names
+    for col in obs.columns:
+        if obs[col].dtype == object or col in TRANSFER_LABELS:
+            obs[col] = obs[col].astype(str)
+    out = ad.AnnData(obs=obs, var=var)
+    out.varm["PCs"] = np.asarray(prepared.varm["PCs"], dtype=np.float32)
+    out.obsm["X_pca"] = np.asarray(prepared.obsm["X_pca"], dtype=np.float32)
+    out.obsm["X_integrated"] = np.asarray(x_integrated, dtype=np.float32)
+    out.uns["preprocessing"] = dict(prepared.uns.get("preprocessing", {}))
+    out.uns["preprocessing"]["target_sum"] = TARGET_SUM
+    out.uns["preprocessing"]["log1p"] = True
+    return out
+
+
 def build_reference(
     prepared: ad.AnnData,
     integrated: ad.AnnData,
@@ -121,24 +167,8 @@ def build_reference(
     if absent:
         raise CartCohortError(
             f"tables/cells.tsv.gz: column(s) {absent} missing. Fix: re-run rule annotate")
-    hv = prepared.var["highly_variable"].to_numpy(dtype=bool)
-    mean, sd = hvg_scaling(prepared.X, genes=hv)
-    var = pd.DataFrame(index=prepared.var_names.astype(str))
-    var["is_car"] = prepared.var["is_car"].astype(bool).to_numpy()
-    var["highly_variable"] = hv
-    var["pca_mean"], var["pca_sd"] = np.nan, np.nan
-    var.loc[hv, "pca_mean"], var.loc[hv, "pca_sd"] = mean, sd
     obs = table.loc[prepared.obs_names, list(CALL_COLUMNS)].copy()
-    for col in obs.columns:
-        if obs[col].dtype == object or col in TRANSFER_LABELS:
-            obs[col] = obs[col].astype(str)
-    out = ad.AnnData(obs=obs, var=var)
-    out.varm["PCs"] = np.asarray(prepared.varm["PCs"], dtype=np.float32)
-    out.obsm["X_pca"] = np.asarray(prepared.obsm["X_pca"], dtype=np.float32)
-    out.obsm["X_integrated"] = np.asarray(integrated.obsm["X_integrated"], dtype=np.float32)
-    out.uns["preprocessing"] = dict(prepared.uns.get("preprocessing", {}))
-    out.uns["preprocessing"]["target_sum"] = TARGET_SUM
-    out.uns["preprocessing"]["log1p"] = True
+    out = projection_model(prepared, x_integrated=integrated.obsm["X_integrated"], calls=obs)
     out.uns["integration"] = {k: v for k, v in integrated.uns.get("integration", {}).items()
                               if k != "samples"}
     out.uns["settings"] = _json_safe(settings)
@@ -150,7 +180,7 @@ def build_reference(
     out.uns["state_scale"] = {"genes": names, "mean": s_mean, "sd": s_sd}
     out.uns["markers"] = json.dumps(marker_models(
         prepared.layers["counts"], integrated.obsp["connectivities"],
-        genes=prepared.var_names, is_car=var["is_car"].to_numpy(), signatures=signatures))
+        genes=prepared.var_names, is_car=out.var["is_car"].to_numpy(), signatures=signatures))
     return out
 
 

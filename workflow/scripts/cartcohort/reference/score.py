@@ -24,6 +24,7 @@ import html as _html
 import json
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -49,9 +50,10 @@ class ScoredProduct(NamedTuple):
 
     #: The scorecard (``results/new_products/{sample}.tsv``), as the cohort's cards.
     card: pd.DataFrame
-    #: Per-cell calls of the new cells (``results/new_products/{sample}.cells.tsv.gz``).
+    #: Per-cell calls of the new cells (``results/new_products/{sample}/cells.tsv.gz``).
     cells: pd.DataFrame
-    #: The product's per-sample features (one row, columns of ``sample_features.tsv``).
+    #: The product's per-sample features (``results/new_products/{sample}/features.tsv``:
+    #: one row, the columns of ``sample_features.tsv``).
     features: pd.DataFrame
     #: The scorecard page (``results/new_products/{sample}.html``).
     html: str
@@ -252,3 +254,30 @@ def final_calls(cells: pd.DataFrame, transfer: pd.DataFrame,
     out["mapping_distance"] = lab["mapping_distance"].to_numpy()
     out["lineage_state"] = out["cd4_cd8"].astype(str) + " " + out["state"].astype(str)
     return out
+
+
+#: Columns of ``results/tables/new_products.tsv`` (:func:`summarise_products`).
+SUMMARY_COLUMNS = ("sample", "feature", "value", "cohort_percentile", "interval_low",
+                   "interval_high", "flag")
+
+
+def summarise_products(cards: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """The primary-panel rows of every new product's scorecard, stacked (rule
+    ``score_products``, ``results/tables/new_products.tsv``).
+
+    Parameters
+    ----------
+    cards
+        Scorecards of :func:`score_new_product` (``results/new_products/{sample}.tsv``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        :data:`SUMMARY_COLUMNS`, one row per product and primary feature, in card order.
+    """
+    if not cards:
+        raise CartCohortError("no new product to summarise. Fix: list the products in the "
+                              "sheet given as config new_samples")
+    rows = [c.loc[c["primary"].astype(str).str.lower() == "true", list(SUMMARY_COLUMNS)]
+            for c in cards]
+    return pd.concat(rows, ignore_index=True)
