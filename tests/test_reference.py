@@ -137,3 +137,31 @@ def test_summary_stacks_the_primary_rows():
     out = R.summarise_products([card, card.assign(sample="N2")])
     assert list(out["sample"]) == ["N1", "N2"] and set(out["feature"]) == {"a"}
     assert tuple(out.columns) == R.SUMMARY_COLUMNS
+
+
+def test_a_frozen_lineage_model_gives_the_calls_of_fitting_it_here():
+    """call_lineage(fit=...) with the model fitted on the same cells reproduces the fitted
+    run's calls; a model frozen on another cohort still calls planted CD4/CD8 cells."""
+    from cartcohort.tl.annotate import call_lineage
+    from cartcohort.tl.annotate.lineage import fit_lineage
+
+    rng = np.random.default_rng(1)
+    n = 400
+    truth = rng.choice(["CD4", "CD8", "DN"], size=n, p=[0.5, 0.4, 0.1])
+    lib = rng.uniform(2000, 6000, size=n)
+    cd4 = rng.poisson(lib * np.where(truth == "CD4", 8e-4, 2e-6))
+    cd8 = rng.poisson(lib * np.where(truth == "CD8", 2e-3, 1e-5))
+    graph = sp.csr_matrix((n, n))
+    args = dict(cd8_counts=cd8, library_size=lib, library=np.full(n, "L"), graph=graph,
+                clone_aware=False)
+    fitted = call_lineage(cd4, **args)
+    fit = fit_lineage(np.column_stack([cd4, cd8]).astype(float), lib, None, np.ones(n, bool))
+    frozen = call_lineage(cd4, **args, fit=fit)
+    assert (frozen.final_call == fitted.final_call).all()
+    half = slice(0, n // 2)
+    other = call_lineage(cd4[half], **{**args, "cd8_counts": cd8[half],
+                                        "library_size": lib[half],
+                                        "library": np.full(n // 2, "N"),
+                                        "graph": sp.csr_matrix((n // 2, n // 2))}, fit=fit)
+    called = truth[half] != "DN"
+    assert (other.final_call[called] == truth[half][called]).mean() >= 0.95

@@ -24,6 +24,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..errors import CartCohortError
+from .lineage import lineage_model
 from .markers import marker_models
 from .states import state_scale
 
@@ -145,7 +146,8 @@ def build_reference(
         ``X_integrated`` and ``X_signature`` (log expression of the signature genes);
         ``uns`` ``preprocessing``, ``integration``, ``settings`` and ``state_scale``
         (signature genes, cohort mean and SD of their smoothed expression), ``markers``
-        (JSON of the checkpoint-marker count models, :func:`.markers.marker_models`).
+        (JSON of the checkpoint-marker count models, :func:`.markers.marker_models`),
+        ``lineage`` (JSON of the lineage count model, :func:`.lineage.lineage_model`).
     """
     if not prepared.obs_names.equals(integrated.obs_names):
         raise CartCohortError(
@@ -181,6 +183,10 @@ def build_reference(
     out.uns["markers"] = json.dumps(marker_models(
         prepared.layers["counts"], integrated.obsp["connectivities"],
         genes=prepared.var_names, is_car=out.var["is_car"].to_numpy(), signatures=signatures))
+    out.uns["lineage"] = json.dumps(lineage_model(
+        prepared.layers["counts"], genes=prepared.var_names,
+        is_car=out.var["is_car"].to_numpy(), signatures=signatures,
+        is_gd=(out.obs["cd4_cd8"].astype(str) == "gd").to_numpy()))
     return out
 
 
@@ -206,7 +212,8 @@ def read_model(path: str | os.PathLike) -> ad.AnnData:
             "results/reference folder of a cohort run (rule reference writes it)")
     model = ad.read_h5ad(path)
     need = [k for k in ("X_pca", "X_integrated", "X_signature") if k not in model.obsm]
-    need += [k for k in ("state_scale", "settings", "markers") if k not in model.uns]
+    need += [k for k in ("state_scale", "settings", "markers", "lineage")
+             if k not in model.uns]
     need += [k for k in ("PCs",) if k not in model.varm]
     need += [c for c in ("pca_mean", "pca_sd", "highly_variable", "is_car")
              if c not in model.var]

@@ -5,10 +5,10 @@ the settings the reference was built with (checked here). Its QC-passing cells a
 projected and mapped onto the cohort cells (:func:`~.project.map_to_reference`: the
 kNN-transferred ``state_transfer``/``cd4_cd8_transfer`` with their confidences), and
 annotated with the frozen annotation settings on the graph of their mapped embedding:
-lineage and CAR by the library's own models (per library, as in the cohort),
-checkpoint receptors by the cohort's count models (:mod:`.markers`) and states by the
-cohort's scale (:func:`~.states.frozen_state_calls`); the library-only calls are kept
-as ``state_own``, ``pd1_pos_own`` etc. Why the state is not the kNN vote: on the
+CAR by the library's own model (per library, as in the cohort), lineage and checkpoint
+receptors by the cohort's count models (:mod:`.lineage`, :mod:`.markers`) and states
+by the cohort's scale (:func:`~.states.frozen_state_calls`); the library-only calls are
+kept as ``state_own``, ``cd4_cd8_own``, ``pd1_pos_own`` etc. Why the state is not the kNN vote: on the
 demo, leaving each library out, the vote agrees with the in-cohort call for 0.74 of
 cells (the cohort's own calls agree with their neighbours' vote for only 0.75: the
 per-cell calls are not a smooth function of the PCA), the cohort-scale call for 0.82.
@@ -36,6 +36,7 @@ from ..pp import log_normalise
 from .freeze import read_reference_dir
 from .model import gene_mismatch, read_model, reference_samples
 from .project import align_counts, map_to_reference
+from .lineage import frozen_lineage_calls
 from .markers import frozen_marker_calls
 from .states import frozen_state_calls
 
@@ -169,7 +170,7 @@ def score_new_product(
     ScoredProduct
         Scorecard, per-cell calls, the product's features and its HTML page.
     """
-    from .. import scorecards, stats, tl
+    from .. import tl
 
     ref_dir = Path(reference_dir)
     manifest = read_reference_dir(ref_dir)
@@ -192,21 +193,53 @@ def score_new_product(
                              qc_summary=qc_summary)
     cells = cells.set_index(cells["cell"].astype(str)).loc[list(gex.obs_names)].reset_index(
         drop=True)
-    markers = frozen_marker_calls(counts, genes=model.var_names,
-                                  is_car=model.var["is_car"].to_numpy(dtype=bool), graph=graph,
+    signatures = tl.annotate.load_signatures(ref_dir / manifest["signatures"])
+    cells = _frozen_calls(cells, counts, model=model, mapping=mapping, graph=graph,
+                          signatures=signatures, frozen=frozen, sample=sample)
+    rep = tl.repertoire.repertoire_tables(cells, **frozen["repertoire"]).samples
+    features = tl.features.sample_features(cells, repertoire=rep,
+                                           source=f"cells of {sample}")
+    card, page = _place(features, ref_dir=ref_dir, frozen=frozen, sample=sample)
+    page = page.replace("<body>", "<body>" + _qc_block(sample, qc_summary, cells), 1)
+    logger.info("%s: %d cells scored against %d reference cells; %d primary flag(s)",
+                sample, len(cells), model.n_obs,
+                int(card["flag"].isin(["below_responder_interval",
+                                       "above_responder_interval"]).sum()))
+    return ScoredProduct(card, cells, features, page)
+
+
+def _frozen_calls(cells: pd.DataFrame, counts: Any, *, model: ad.AnnData, mapping: Any,
+                  graph: Any, signatures: Any, frozen: dict[str, Any],
+                  sample: str) -> pd.DataFrame:
+    """The own calls replaced by those of the cohort's frozen models: checkpoint markers
+    (:mod:`.markers`), lineage (:mod:`.lineage`), then states in the cohort's scale
+    (:mod:`.states`); the own calls kept as ``*_own``."""
+    genes = model.var_names
+    is_car = model.var["is_car"].to_numpy(dtype=bool)
+    markers = frozen_marker_calls(counts, genes=genes, is_car=is_car, graph=graph,
                                   models=json.loads(model.uns["markers"]))
     for col in markers.columns:
         cells[f"{col}_own"] = cells[col]
         cells[col] = markers[col].to_numpy()
+    cells["cd4_cd8_own"] = cells["cd4_cd8"].astype(str)
+    clone_aware = bool(frozen["annotate"]["clone_aware"]) and cells["clone_id"].notna().any()
+    cells["cd4_cd8"] = frozen_lineage_calls(
+        counts, genes=genes, is_car=is_car, signatures=signatures,
+        model=json.loads(model.uns["lineage"]), sample=sample, graph=graph,
+        clone_id=cells["clone_id"], clone_aware=clone_aware,
+        is_gd=(cells["cd4_cd8_own"] == "gd").to_numpy())
     states = frozen_state_calls(
         log_normalise(counts), model=model, neighbours=mapping.neighbours,
         weights=mapping.weights, lineage=cells["cd4_cd8"].astype(str).to_numpy(),
-        signatures=tl.annotate.load_signatures(ref_dir / manifest["signatures"]),
-        settings=frozen["annotate"])
-    cells = final_calls(cells, mapping.labels, states)
-    rep = tl.repertoire.repertoire_tables(cells, **frozen["repertoire"]).samples
-    features = tl.features.sample_features(cells, repertoire=rep,
-                                           source=f"cells of {sample}")
+        signatures=signatures, settings=frozen["annotate"])
+    return final_calls(cells, mapping.labels, states)
+
+
+def _place(features: pd.DataFrame, *, ref_dir: Path, frozen: dict[str, Any],
+           sample: str) -> tuple[pd.DataFrame, str]:
+    """The product's scorecard against the reference and its page (without QC block)."""
+    from .. import scorecards, stats
+
     panel = stats.load_primary_panel(ref_dir / "primary_panel.yaml")
     reference = pd.read_csv(ref_dir / "reference_features.tsv", sep="\t")
     association = pd.read_csv(ref_dir / "association.tsv", sep="\t")
@@ -217,14 +250,8 @@ def score_new_product(
     calibration = scorecards.flag_calibration(reference, primary=panel.names,
                                               coverage=coverage)
     page = scorecards.scorecards_html({sample: card}, calibration=calibration,
-                                      panel_label=panel.label,
-                                      title=f"New product {sample}")
-    page = page.replace("<body>", "<body>" + _qc_block(sample, qc_summary, cells), 1)
-    logger.info("%s: %d cells scored against %d reference cells; %d primary flag(s)",
-                sample, len(cells), model.n_obs,
-                int(card["flag"].isin(["below_responder_interval",
-                                       "above_responder_interval"]).sum()))
-    return ScoredProduct(card, cells, features, page)
+                                      panel_label=panel.label, title=f"New product {sample}")
+    return card, page
 
 
 def final_calls(cells: pd.DataFrame, transfer: pd.DataFrame,
