@@ -165,3 +165,24 @@ def test_a_frozen_lineage_model_gives_the_calls_of_fitting_it_here():
                                         "graph": sp.csr_matrix((n // 2, n // 2))}, fit=fit)
     called = truth[half] != "DN"
     assert (other.final_call[called] == truth[half][called]).mean() >= 0.95
+
+
+def test_new_sample_sheet_refuses_a_library_not_at_the_primary_timepoint(tmp_path):
+    import yaml
+
+    from cartcohort.errors import InputError
+    from cartcohort.reference.sheet import prepare_new_samples
+    from conftest import REPO
+
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    sheet = tmp_path / "new.tsv"
+    sheet.write_text(
+        "sample\tpatient\ttimepoint\ttimepoint_day\tcompartment\tbatch\tsort\tgex\tvdj\n"
+        "N1_IP\tN1\tIP\t0\tproduct\tb1\tCD3+\tx.h5\t\n"
+        "N1_D14\tN1\tD14\t14\tPB\tb1\tCD3+\ty.h5\t\n")
+    with pytest.raises(InputError, match="sample 'N1_D14': timepoint is not the primary"):
+        prepare_new_samples(config, path=sheet, check_files=False)
+    sheet.write_text("\n".join(sheet.read_text().splitlines()[:2]) + "\n")
+    prepared = prepare_new_samples(config, path=sheet, check_files=False)
+    assert list(prepared.samples.index) == ["N1_IP"]
+    assert not [w for w in prepared.warnings if w["check"] == "response_na"]

@@ -77,7 +77,9 @@ validate(CLINICAL.reset_index(), schema="../../config/schemas/clinical.schema.ya
 
 EXCLUDED_SAMPLES = set(config["exclude_samples"])
 NEW_SAMPLES = list(SAMPLES.index) if SCORING else []
-COHORT_SAMPLES = [] if SCORING else [s for s in SAMPLES.index if s not in EXCLUDED_SAMPLES]
+COHORT_SAMPLES = (
+    [] if SCORING else [s for s in SAMPLES.index if s not in EXCLUDED_SAMPLES]
+)
 PRIMARY_SAMPLES = [
     s
     for s in COHORT_SAMPLES
