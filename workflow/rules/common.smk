@@ -324,7 +324,10 @@ def seed():
 
 
 def all_outputs():
-    """Every final output of the workflow (the `all` target)."""
+    """Every final output of the workflow (the `all` target); with config new_samples
+    set, the new products' scorecards (target score_products) and no cohort output."""
+    if SCORING:
+        return ["results/tables/new_products.tsv"]
     return [
         "results/cohort.h5mu",
         "results/tables/cells.tsv.gz",
