@@ -21,6 +21,7 @@ include: "workflow/rules/clonotypes.smk"
 include: "workflow/rules/annotate.smk"
 include: "workflow/rules/associate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/score.smk"
 
 
 # Tiny bookkeeping rules run on the submit host, not as cluster jobs.
@@ -33,6 +34,7 @@ localrules:
     overview,
     provenance,
     provenance_page,
+    score_products,
 
 
 rule all:

@@ -47,6 +47,9 @@ RULE_CALLS: dict[str, str | None] = {
     "overview": "cartcohort.report:overview_page",
     "provenance": "cartcohort.report:provenance_record",
     "provenance_page": "cartcohort.report:render_provenance_html",
+    "reference": "cartcohort.reference:freeze_reference",
+    "score_product": "cartcohort.reference:score_new_product",
+    "score_products": None,
     **{f"versions_{step}": "cartcohort.report:record_versions" for step in STEPS},
 }
 

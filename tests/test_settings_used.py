@@ -37,6 +37,7 @@ PARSE_TIME = {
     "annotate.signatures": "signatures_path(): an input file of rule annotate",
     "associate.primary_panel": "primary_panel_path(): an input file of rules associate, "
                                "scorecards and plot_time_survival",
+    "new_samples": "SCORING: the new products' sheet replaces the cohort's (score_products)",
 }
 # rules that record the whole config (provenance) rather than use it
 RECORDERS = {"provenance"}
@@ -205,7 +206,8 @@ def test_settings_of_a_method_not_run_are_refused(tmp_path):
 
 def test_plot_and_umap_settings_stay_in_their_rules(changed_rules):
     assert changed_rules["clonotypes.top_clones_alluvial"] == ["plot_clonotypes"]
-    assert changed_rules["annotate.smoothing"] == ["annotate"]
+    # rule reference freezes the annotation settings new products are annotated with
+    assert changed_rules["annotate.smoothing"] == ["annotate", "reference"]
     assert "integration_metrics" not in changed_rules["integrate.umap_min_dist"]
     assert "pseudobulk_de" not in changed_rules["associate.collapse_rho"]
 

@@ -315,3 +315,41 @@ def test_tables_byte_identical_to_recorded_checksums(demo_run):
     assert not missing, f"tables no longer written: {missing}"
     changed = sorted(name for name in recorded if found[name] != recorded[name])
     assert not changed, f"tables differ from the recorded demo run: {changed}"
+
+
+def test_reference_frozen_and_a_new_product_scored_without_cohort_rules(demo_run, demo_dir,
+                                                                        tmp_path):
+    """Issue 20: results/reference/ verifies against its manifest; score_products on a
+    demo product under a new id schedules no cohort rule, and its card, page and
+    features are written; CAR+ (per-library model, as in the cohort) is unchanged and
+    the checkpoint fractions (the cohort's frozen models) stay within 0.03."""
+    from cartcohort import reference
+
+    ref = demo_run / "results" / "reference"
+    manifest = reference.read_reference_dir(ref)
+    assert manifest["n_hvgs"] > 0 and "model.h5ad" in manifest["files"]
+    sheet = pd.read_csv(demo_dir / "samples.tsv", sep="\t", dtype=str)
+    row = sheet[sheet["sample"] == "P01_IP"].assign(sample="NEW01_IP", patient="NEW01")
+    for col in ("gex", "vdj"):
+        row[col] = [str((demo_dir / p).resolve()) for p in row[col]]
+    row.to_csv(tmp_path / "new.tsv", sep="\t", index=False)
+    project = tmp_path / "project"
+    project.mkdir()
+    config = {"new_samples": str(tmp_path / "new.tsv"), "reference": str(ref)}
+    dry = run_snakemake(project, "-n", "score_products", "--quiet", "rules",
+                        configfile=REPO / "config" / "config.yaml", config=config)
+    out = dry.stdout + dry.stderr
+    scheduled = set(re.findall(r"^\s*([A-Za-z_]\w*)\s+\d+\s*$", out, flags=re.M)) - {"total"}
+    assert scheduled == {"load_sample", "qc_sample", "score_product", "score_products"}, out
+    run_snakemake(project, "-p", "score_products", configfile=REPO / "config" / "config.yaml",
+                  config=config)
+    new = pd.read_csv(project / "results/new_products/NEW01_IP/features.tsv", sep="\t").iloc[0]
+    cohort = pd.read_csv(demo_run / "results/tables/sample_features.tsv",
+                         sep="\t").set_index("sample").loc["P01_IP"]
+    assert new["car_positive_fraction"] == pytest.approx(cohort["car_positive_fraction"])
+    for f in ("pd1_pos_fraction", "tim3_pos_fraction", "lag3_pos_fraction"):
+        assert abs(new[f] - cohort[f]) <= 0.03, f
+    page = (project / "results/new_products/NEW01_IP.html").read_text()
+    assert "not a prediction for one patient" in page and "Doublet rate" in page
+    summary = pd.read_csv(project / "results/tables/new_products.tsv", sep="\t")
+    assert set(summary["sample"]) == {"NEW01_IP"} and len(summary) > 5

@@ -49,13 +49,26 @@ config["clinical"] = _config_path(config["clinical"])
 
 # INPUT_WARNINGS: rows of results/tables/warnings.tsv found at parse time (inputs carried
 # through, e.g. patients with response NA), see cartcohort.sheets.prepare_inputs.
+# Scoring mode (config new_samples, target score_products): the libraries are the new
+# products only, so no cohort rule has inputs (see workflow/rules/score.smk).
+SCORING = bool(config["new_samples"])
 try:
-    SAMPLES, CLINICAL, INPUT_WARNINGS = sheets.prepare_inputs(
-        config,
-        base_dir=".",
-        check_files=config["check_input_files"],
-        cache_path=os.path.join(".snakemake", "cartcohort_input_checks.json"),
-    )
+    if SCORING:
+        from cartcohort.reference.sheet import prepare_new_samples
+
+        SAMPLES, CLINICAL, INPUT_WARNINGS = prepare_new_samples(
+            config,
+            path=_config_path(config["new_samples"]),
+            check_files=config["check_input_files"],
+            cache_path=os.path.join(".snakemake", "cartcohort_input_checks.json"),
+        )
+    else:
+        SAMPLES, CLINICAL, INPUT_WARNINGS = sheets.prepare_inputs(
+            config,
+            base_dir=".",
+            check_files=config["check_input_files"],
+            cache_path=os.path.join(".snakemake", "cartcohort_input_checks.json"),
+        )
 except InputError as err:
     raise WorkflowError(str(err)) from None
 
@@ -63,7 +76,10 @@ validate(SAMPLES.reset_index(), schema="../../config/schemas/samples.schema.yaml
 validate(CLINICAL.reset_index(), schema="../../config/schemas/clinical.schema.yaml")
 
 EXCLUDED_SAMPLES = set(config["exclude_samples"])
-COHORT_SAMPLES = [s for s in SAMPLES.index if s not in EXCLUDED_SAMPLES]
+NEW_SAMPLES = list(SAMPLES.index) if SCORING else []
+COHORT_SAMPLES = (
+    [] if SCORING else [s for s in SAMPLES.index if s not in EXCLUDED_SAMPLES]
+)
 PRIMARY_SAMPLES = [
     s
     for s in COHORT_SAMPLES
@@ -257,6 +273,57 @@ def cohort_scorecards_kwargs():
     return canonical(kwargs)
 
 
+def _new_library_settings():
+    """The settings a new library must share with the reference (load, QC, CAR
+    features, primary timepoint; reference.score.MATCHED_SETTINGS)."""
+    return {
+        "load": config["load"],
+        "qc": config["qc"],
+        "car_features": list(config["car_features"]),
+        "primary_timepoint": config["primary_timepoint"],
+    }
+
+
+def freeze_reference_kwargs():
+    """Keyword arguments of `reference.freeze_reference`, rule reference - the settings
+    new libraries are processed with: those of _new_library_settings, annotation's
+    (annotate_kwargs), the clonotype definition (cohort_clonotypes_kwargs without the
+    cohort's samples), the repertoire settings, the kNN size (integrate.n_neighbors),
+    the seed and the scorecard settings."""
+    clonotypes = dict(cohort_clonotypes_kwargs())
+    clonotypes.pop("samples")
+    settings = {
+        **_new_library_settings(),
+        "annotate": annotate_kwargs(),
+        "clonotypes": clonotypes,
+        "repertoire": repertoire_tables_kwargs(),
+        "n_neighbors": config["integrate"]["n_neighbors"],
+        "seed": seed(),
+        "flag_coverage": config["scorecards"]["flag_coverage"],
+        **_response_groups_kwargs(),
+    }
+    return canonical({"settings": settings})
+
+
+def score_new_product_kwargs(wildcards):
+    """Keyword arguments of `reference.score_new_product`, rule score_product - the new
+    library, the reference folder (config reference) and this run's settings that must
+    equal the reference's."""
+    return canonical(
+        {
+            "sample": wildcards.sample,
+            "reference_dir": _config_path(config["reference"]),
+            "settings": _new_library_settings(),
+        }
+    )
+
+
+def reference_files():
+    """The frozen reference's manifest (rule score_product's input; every file's
+    checksum is verified against it)."""
+    return os.path.join(_config_path(config["reference"]), "manifest.json")
+
+
 def signatures_path():
     """The marker-program file (user file or the bundled one)."""
     return _resource_path(config["annotate"]["signatures"])
@@ -273,7 +340,10 @@ def seed():
 
 
 def all_outputs():
-    """Every final output of the workflow (the `all` target)."""
+    """Every final output of the workflow (the `all` target); with config new_samples
+    set, the new products' scorecards (target score_products) and no cohort output."""
+    if SCORING:
+        return ["results/tables/new_products.tsv"]
     return [
         "results/cohort.h5mu",
         "results/tables/cells.tsv.gz",
@@ -293,6 +363,7 @@ def all_outputs():
         "results/provenance.html",
         *report_figures(),
         *primary_files("results/scorecards/{sample}.tsv"),
+        "results/reference/manifest.json",
     ]
 
 
@@ -502,6 +573,11 @@ RESOURCE_MODEL = {
     "scorecards": (1000, 4.0, 5, 10),
     "plot_association": (1000, 4.0, 5, 10),
     "plot_time_survival": (1000, 4.0, 5, 10),
+    # not yet benchmarked: the cohort's merged.h5ad dominates (reference); one library
+    # plus the frozen model (score_product)
+    "reference": (1000, 3.0, 5, 5),
+    "score_product": (2000, 10.0, 5, 10),
+    "score_products": (500, 2.0, 5, 10),
 }
 
 

@@ -1,6 +1,11 @@
 #!/usr/bin/env python
 """Score new infusion products against an existing cohort's reference.
 
+Superseded by ``snakemake score_products --config new_samples=new.tsv
+reference=path/to/results/reference`` (README "Score a new product"), which loads, QCs,
+projects and annotates the new libraries itself; this script only places an already
+computed ``sample_features.tsv``.
+
 No re-run of the cohort is needed: the reference is the cohort's
 ``results/tables/reference_features.tsv`` (written by rule ``scorecards``)
 and the new products' features come from a ``sample_features.tsv`` computed

@@ -8,6 +8,7 @@ Organised by kind, as scanpy and scirpy are:
 - :mod:`cartcohort.tl` - integration, annotation, clonotypes, repertoire, features;
 - :mod:`cartcohort.stats` - patient-level association with response;
 - :mod:`cartcohort.scorecards` - infusion products placed in the cohort;
+- :mod:`cartcohort.reference` - the frozen cohort reference, new products scored in it;
 - :mod:`cartcohort.pl` - figures; :mod:`cartcohort.report` - report pages, provenance;
 - :mod:`cartcohort.datasets` - the demo-cohort simulator and its truth evaluation;
 - :mod:`cartcohort.tables` - the contract tables (columns, dtypes, reader, writer);
@@ -33,6 +34,7 @@ _SUBMODULES = (
     "logs",
     "pl",
     "pp",
+    "reference",
     "report",
     "scorecards",
     "sheets",

@@ -319,6 +319,34 @@ _REGISTRY = (
         + _names("nonresponder_median n_responders flag direction qvalue"),
     ),
     Table(
+        "new_product_card",
+        "results/new_products/{sample}.tsv",
+        "score_product",
+        _names("sample feature primary value cohort_percentile cohort_n cohort_median")
+        + _names("responder_min responder_median responder_max interval_low interval_high")
+        + _names("nonresponder_median n_responders flag direction qvalue"),
+    ),
+    Table(
+        "new_product_cells",
+        "results/new_products/{sample}/cells.tsv.gz",
+        "score_product",
+        _names("cell sample patient state state_confidence cd4_cd8 car_positive state_own")
+        + _names("state_transfer state_transfer_confidence cd4_cd8_transfer")
+        + _names("cd4_cd8_transfer_confidence mapping_distance"),
+    ),
+    Table(
+        "new_product_features",
+        "results/new_products/{sample}/features.tsv",
+        "score_product",
+        _names("sample patient timepoint n_cells"),
+    ),
+    Table(
+        "new_products",
+        "results/tables/new_products.tsv",
+        "score_products",
+        _names("sample feature value cohort_percentile interval_low interval_high flag"),
+    ),
+    Table(
         "scorecard_calibration",
         "results/tables/scorecard_calibration.tsv",
         "scorecards",

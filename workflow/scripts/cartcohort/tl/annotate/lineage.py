@@ -110,6 +110,16 @@ def naive_lineage(cd4_counts: np.ndarray, *, cd8_counts: np.ndarray) -> np.ndarr
     return np.select([cd4 & cd8, cd4, cd8], ["DP", "CD4", "CD8"], default="DN").astype(object)
 
 
+def fit_lineage(counts: np.ndarray, library_size: np.ndarray, program_counts: np.ndarray | None,
+                ab: np.ndarray) -> LatentClassFit:
+    """The lineage count model of :func:`call_lineage` fitted on the alpha-beta cells
+    ``ab`` (``counts`` and ``library_size`` already restricted to them)."""
+    prog = None if program_counts is None else program_counts[ab]
+    return fit_latent_classes(counts, library_size=library_size, design=LINEAGE_DESIGN,
+                              classes=LINEAGES, free_counts=prog,
+                              profile_weight=None if prog is None else LINEAGE_PROFILE_WEIGHT)
+
+
 def call_lineage(
     cd4_counts: np.ndarray,
     *,
@@ -121,6 +131,7 @@ def call_lineage(
     clone_aware: bool = True,
     is_gd: np.ndarray | None = None,
     program_counts: np.ndarray | None = None,
+    fit: LatentClassFit | None = None,
 ) -> LineageResult:
     """CD4 / CD8 / DN / DP calls that tell DN from dropout (module docstring).
 
@@ -144,6 +155,8 @@ def call_lineage(
         ``(n_cells, n_programs)`` summed UMIs of lineage-associated genes (e.g. the CD4
         and CD8 programs of the signature file): free columns of the count model, one
         rate per class learned from the data.
+    fit
+        A fitted count model (a frozen reference's) instead of fitting one here.
 
     Returns
     -------
@@ -160,9 +173,7 @@ def call_lineage(
                               "left to call CD4/CD8 on. Check the gd genes of the signature "
                               "file's 'lineage' section")
     prog = None if program_counts is None else np.asarray(program_counts, dtype=float)
-    fit = fit_latent_classes(counts[ab], library_size=lib[ab], design=LINEAGE_DESIGN,
-                             classes=LINEAGES, free_counts=None if prog is None else prog[ab],
-                             profile_weight=None if prog is None else LINEAGE_PROFILE_WEIGHT)
+    fit = fit if fit is not None else fit_lineage(counts[ab], lib[ab], prog, ab)
     ll = fit.log_likelihood(counts, library_size=lib, free_counts=prog)
     lib_prior = library_priors(ll[ab], library=np.asarray(library)[ab], prior=fit.prior)
     cell_lib_prior = lib_prior.reindex(np.asarray(library, dtype=object).astype(str))
