@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 
+from .._utils.yaml_file import read_yaml_file
 from ..errors import InputError, Problem
 from ..tl.features import ID_COLUMNS, feature_scope, is_descriptive
 
@@ -157,26 +157,8 @@ def parse_primary_panel(spec: Any, *, source: str) -> PrimaryPanel:
 
 
 def load_primary_panel(path: str | os.PathLike) -> PrimaryPanel:
-    """Read and validate a primary-panel YAML file (see :func:`parse_primary_panel`).
-
-    Returns
-    -------
-    PrimaryPanel
-        The validated panel; ``source`` is the path as given.
-
-    Raises
-    ------
-    InputError
-        The file is missing, not YAML, or invalid.
-    """
-    path = Path(path)
-    src = str(path)
-    if not path.is_file():
-        raise InputError([Problem(src, "", "file not found",
-                                  "set associate.primary_panel to an existing YAML file")])
-    try:
-        spec = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise InputError([Problem(src, "", f"not valid YAML ({err})",
-                                  "fix the YAML syntax")]) from None
+    """Read and validate a primary-panel YAML file (:func:`parse_primary_panel`); the
+    panel's ``source`` is the path as given. A missing file, invalid YAML or an invalid
+    panel raises :class:`~cartcohort.errors.InputError`."""
+    spec, src = read_yaml_file(path, setting="associate.primary_panel")
     return parse_primary_panel(spec, source=src)

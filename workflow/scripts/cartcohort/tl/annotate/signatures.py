@@ -14,12 +14,11 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
+from ..._utils.yaml_file import read_yaml_file
 from ...errors import CartCohortError, InputError, Problem
 
 logger = logging.getLogger(__name__)
@@ -295,16 +294,7 @@ def load_signatures(path: str | os.PathLike) -> Signatures:
     InputError
         The file is missing, not YAML, or invalid.
     """
-    path = Path(path)
-    src = str(path)
-    if not path.is_file():
-        raise InputError([Problem(src, "", "file not found",
-                                  "set annotate.signatures to an existing YAML file")])
-    try:
-        spec = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise InputError([Problem(src, "", f"not valid YAML ({err})",
-                                  "fix the YAML syntax")]) from None
+    spec, src = read_yaml_file(path, setting="annotate.signatures")
     return parse_signatures(spec, source=src)
 
 
