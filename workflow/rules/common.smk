@@ -223,7 +223,8 @@ def _response_groups_kwargs():
 def associate_kwargs():
     """Keyword arguments of `stats.associate`, rule associate - the response groups, the
     test settings of config['associate'], the blood compartment and the survival endpoint
-    (associate.survival); the primary panel is an input file. Not the pseudobulk keys."""
+    (associate.survival); the primary panel is an input file. Not the pseudobulk keys.
+    """
     cfg = config["associate"]
     keys = [
         "covariates",
@@ -532,7 +533,8 @@ def integration_umap_kwargs():
 def integration_metrics_inputs(wildcards):
     """Every method's h5ad; plus cells.tsv.gz when integrate.label_key names an
     annotation column (e.g. `state`) used as the first pass's bio-conservation label
-    (the second pass, rule integration_metrics_states, always scores the final states)."""
+    (the second pass, rule integration_metrics_states, always scores the final states).
+    """
     inputs = {
         "h5ad": expand("results/integrate/{method}.h5ad", method=INTEGRATION_METHODS)
     }
