@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 
-from .._utils.yaml_file import read_yaml_file
+from ..yaml_file import read_yaml_file
 from ..errors import InputError, Problem
 from ..tl.features import ID_COLUMNS, feature_scope, is_descriptive
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..._utils.yaml_file import read_yaml_file
+from ...yaml_file import read_yaml_file
 from ...errors import CartCohortError, InputError, Problem
 
 logger = logging.getLogger(__name__)

@@ -1,4 +1,5 @@
-"""Reading a user-supplied YAML resource file (signatures, primary panel) with clear errors."""
+"""Reading a user-supplied YAML resource file (signatures, primary panel) with clear errors
+(a light module: the step environments import it)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from ..errors import InputError, Problem
+from .errors import InputError, Problem
 
 
 def read_yaml_file(path: str | os.PathLike, *, setting: str) -> tuple[Any, str]:
