@@ -11,6 +11,7 @@ from cartcohort.errors import CartCohortError, InputError
 from cartcohort.stats import logistic as L
 from cartcohort.tl import features as F
 from cartcohort.tl import repertoire as RT
+from _truth_cells import truth_feature_cells
 
 
 def _panel(*names: str, version: int = 7) -> S.PrimaryPanel:
@@ -186,10 +187,7 @@ def every_feature():
 
     c = simulate_cohort(seed=4, n_patients=16, min_cells=120, max_cells=160,
                         frac_longitudinal=0.5, n_background_genes=10)
-    tc = c.truth_cells
-    tc = tc[~tc["is_doublet"] & ~tc["is_low_quality"]]
-    cells = tc.merge(c.samples[["sample", "timepoint_day", "compartment"]], on="sample")
-    cells["clone_id"] = cells["clone"].where(cells["has_tcr"])
+    cells = truth_feature_cells(c)
 
     def build(cells):
         # a fixed depth: "auto" picks the depth over every library, so product rows would

@@ -9,6 +9,7 @@ import pytest
 from cartcohort.errors import InputError
 from cartcohort.tables import read_table, write_table
 from cartcohort.tl import features as F
+from _truth_cells import truth_feature_cells
 
 
 def _cells() -> pd.DataFrame:
@@ -189,10 +190,7 @@ def test_features_track_planted_truth_of_the_simulator():
 
     c = simulate_cohort(seed=3, n_patients=8, min_cells=200, max_cells=250,
                         frac_longitudinal=0.0, n_background_genes=10)
-    tc = c.truth_cells
-    tc = tc[~tc["is_doublet"] & ~tc["is_low_quality"]]
-    cells = tc.merge(c.samples[["sample", "timepoint_day", "compartment"]], on="sample")
-    cells["clone_id"] = cells["clone"].where(cells["has_tcr"])
+    cells = truth_feature_cells(c)
     f = F.sample_features(cells).set_index("patient")
     truth = c.truth_patients.set_index("patient").loc[f.index]
     for feat, planted in (("memory_like_fraction", "memory_like_fraction"),

@@ -9,6 +9,7 @@ import pytest
 from cartcohort import stats as S
 from cartcohort.errors import InputError
 from cartcohort.tl import features as F
+from _truth_cells import truth_feature_cells
 
 ENDPOINT = dict(endpoint="PFS", time="pfs_days", event="pfs_event", min_events_per_variable=10,
                 landmark_day=30)
@@ -188,10 +189,7 @@ def test_no_in_vivo_feature_in_a_baseline_cox_row():
 
     c = simulate_cohort(seed=4, n_patients=6, min_cells=120, max_cells=150,
                         frac_longitudinal=1.0, n_background_genes=10)
-    tc = c.truth_cells
-    tc = tc[~tc["is_doublet"] & ~tc["is_low_quality"]]
-    cells = tc.merge(c.samples[["sample", "timepoint_day", "compartment"]], on="sample")
-    cells["clone_id"] = cells["clone"].where(cells["has_tcr"])
+    cells = truth_feature_cells(c)
     rep = repertoire_tables(cells, primary_timepoint="IP", n_bootstrap=5)
     feats = F.sample_features(cells, repertoire=rep.samples)
     produced = set(S.feature_columns(feats))

@@ -37,6 +37,21 @@ HvgFlavor = Literal["seurat_v3", "seurat"]
 
 
 def _qc_included_samples(
+    samples: Sequence[str], qc_table: pd.DataFrame | None, *, qc_table_path: str
+) -> list[str]:
+    """Samples of ``samples`` that the QC summary does not exclude (all of them without a
+    summary); an error when none is left."""
+    keep = list(samples) if qc_table is None else _not_excluded(
+        samples, qc_table, qc_table_path=qc_table_path)
+    if not keep:
+        raise CartCohortError(
+            f"{qc_table_path}: every sample is excluded by QC, nothing to integrate. "
+            "Fix: check the QC summary and relax qc thresholds or qc.min_cells_per_sample"
+        )
+    return keep
+
+
+def _not_excluded(
     samples: Sequence[str], qc_table: pd.DataFrame, *, qc_table_path: str
 ) -> list[str]:
     """Samples of ``samples`` that the QC summary does not exclude."""
@@ -202,14 +217,7 @@ def load_qc_cells(
         ``X`` raw counts (CSR float32), all ``obs`` columns of the QC files, ``var``
         with ``is_car``, ``uns['merge_warnings']`` (see :func:`concat_samples`).
     """
-    samples = list(paths)
-    if qc_table is not None:
-        samples = _qc_included_samples(samples, qc_table, qc_table_path=qc_table_path)
-    if not samples:
-        raise CartCohortError(
-            f"{qc_table_path}: every sample is excluded by QC, nothing to integrate. "
-            "Fix: check the QC summary and relax qc thresholds or qc.min_cells_per_sample"
-        )
+    samples = _qc_included_samples(list(paths), qc_table, qc_table_path=qc_table_path)
     parts = [_qc_passing(paths[sample], sample) for sample in samples]
     merged = concat_samples(parts, join=join)  # empties `parts` as it goes
     if not merged.obs_names.is_unique:

@@ -483,14 +483,7 @@ def merge_samples(
         ``integrate/merge_warnings.tsv``.
     """
     todo = dict(zip(samples, map(str, paths), strict=True))
-    keep = list(todo)
-    if qc_table is not None:
-        keep = _qc_included_samples(keep, qc_table, qc_table_path=qc_table_path)
-    if not keep:
-        raise CartCohortError(
-            f"{qc_table_path}: every sample is excluded by QC, nothing to integrate. "
-            "Fix: check the QC summary and relax qc thresholds or qc.min_cells_per_sample"
-        )
+    keep = _qc_included_samples(list(todo), qc_table, qc_table_path=qc_table_path)
     libs, obs, var, warnings = _libraries([(s, todo[s]) for s in keep], join=gene_join)
     logger.info("merging %d cells x %d genes from %d samples (gene join %s)",
                 len(obs), len(var), len(libs), gene_join)

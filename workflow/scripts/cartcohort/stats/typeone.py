@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from statsmodels.stats.proportion import proportion_confint
 
 from ..errors import CartCohortError
 from .logistic import logistic_tests
@@ -27,12 +27,12 @@ FWER_TESTS: tuple[str, ...] = ("mann_whitney", "logistic")
 
 
 def clopper_pearson(k: int, n: int, *, alpha: float = 0.05) -> tuple[float, float]:
-    """Exact (Clopper–Pearson) ``1 - alpha`` interval of a binomial proportion ``k / n``."""
+    """Exact (Clopper–Pearson) ``1 - alpha`` interval of a binomial proportion ``k / n``
+    (statsmodels ``proportion_confint``, method ``beta``)."""
     if n < 1 or not 0 <= k <= n:
         raise CartCohortError(f"binomial interval needs 0 <= k <= n and n >= 1, got {k}/{n}")
-    low = 0.0 if k == 0 else float(stats.beta.ppf(alpha / 2, k, n - k + 1))
-    high = 1.0 if k == n else float(stats.beta.ppf(1 - alpha / 2, k + 1, n - k))
-    return low, high
+    low, high = proportion_confint(k, n, alpha=alpha, method="beta")
+    return float(low), float(high)
 
 
 @dataclass(frozen=True)
