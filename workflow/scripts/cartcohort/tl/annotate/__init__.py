@@ -30,7 +30,7 @@ from .lineage import (
     naive_lineage,
 )
 from .mixture import LatentClassFit, fit_latent_classes
-from .pipeline import AnnotationResult, agreement_table, annotate
+from .pipeline import AnnotationResult, agreement_table, annotate, annotation_genes
 from .pooling import (
     CLONE_CLIP,
     CONFIDENT,
@@ -92,6 +92,7 @@ __all__ = [
     "UNASSIGNED",
     "agreement_table",
     "annotate",
+    "annotation_genes",
     "assemble_cohort",
     "attach_calls",
     "call_car_cells",

@@ -12,9 +12,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import anndata as ad
 import numpy as np
+import pandas as pd
+import scipy.sparse as sp
 
 from ...errors import CartCohortError
 
@@ -142,6 +145,75 @@ def read_integrated(
             )
         umap = layout.obsm["X_umap"]
     return assemble_integrated(prepared, read_integration(integrated_path), umap=umap)
+
+
+def _gene_columns(g, idx: np.ndarray, *, n_rows: int, n_cols: int,
+                  block_rows: int) -> tuple[sp.csr_matrix, np.ndarray]:
+    """Columns ``idx`` of the on-disk CSR matrix ``g`` and every row's sum over all
+    columns, read ``block_rows`` rows at a time."""
+    indptr = g["indptr"][:]
+    parts, totals = [], np.empty(n_rows, dtype=np.float64)
+    for a in range(0, n_rows, block_rows):
+        b = min(a + block_rows, n_rows)
+        lo, hi = int(indptr[a]), int(indptr[b])
+        x = sp.csr_matrix((g["data"][lo:hi], g["indices"][lo:hi], indptr[a:b + 1] - lo),
+                          shape=(b - a, n_cols))
+        totals[a:b] = np.asarray(x.sum(axis=1)).ravel()
+        parts.append(x[:, idx])
+    if not parts:
+        return sp.csr_matrix((0, len(idx)), dtype=np.float32), totals
+    return sp.csr_matrix(sp.vstack(parts, format="csr")), totals
+
+
+def read_integrated_genes(
+    merged_path: str | os.PathLike,
+    integrated_path: str | os.PathLike,
+    *,
+    genes: Callable[[pd.DataFrame], np.ndarray] | None,
+    block_rows: int = 10_000,
+) -> tuple[ad.AnnData, np.ndarray]:
+    """:func:`read_integrated` with only some genes: what annotation needs of a cohort
+    too large to hold its matrices.
+
+    Parameters
+    ----------
+    merged_path, integrated_path
+        As :func:`read_integrated`.
+    genes
+        Given the merged ``var``, a boolean mask of the genes to read (``X`` and
+        ``layers['counts']``); None reads every gene.
+    block_rows
+        Cells read at a time.
+
+    Returns
+    -------
+    (AnnData, numpy.ndarray)
+        :func:`read_integrated` of the selected genes (the same values as reading the
+        whole file and subsetting), and each cell's total count over **all** genes
+        (the library size, which the subset alone would not give).
+    """
+    import h5py
+    from anndata.io import read_elem
+
+    with h5py.File(merged_path, "r") as f:
+        if "layers/counts" not in f or "X" not in f:
+            raise CartCohortError(
+                f"{merged_path}: lacks X or layers/counts; it is not a merge_samples "
+                "output. Fix: re-run the merge_samples rule"
+            )
+        var = read_elem(f["var"])
+        mask = np.ones(len(var), dtype=bool) if genes is None else np.asarray(genes(var))
+        idx = np.flatnonzero(mask)
+        shape = tuple(int(v) for v in f["X"].attrs["shape"])
+        kw = {"n_rows": shape[0], "n_cols": shape[1], "block_rows": int(block_rows)}
+        x, _ = _gene_columns(f["X"], idx, **kw)
+        counts, totals = _gene_columns(f["layers/counts"], idx, **kw)
+        prepared = ad.AnnData(X=x, obs=read_elem(f["obs"]), var=var.iloc[idx].copy(),
+                              layers={"counts": counts})
+        if "varm" in f:
+            for key, value in read_elem(f["varm"]).items():
+                prepared.varm[key] = np.asarray(value)[idx]
+    return assemble_integrated(prepared, read_integration(integrated_path)), totals
 
 
 def read_integration(path: str | os.PathLike) -> ad.AnnData:
