@@ -49,6 +49,7 @@ from .merge import (
     stringify_obs,
 )
 from .. import engine
+from ..h5csr import append_csr, create_csr
 from .pca import GramAccumulator, GramPCA, gram_pca
 
 logger = logging.getLogger(__name__)
@@ -170,32 +171,6 @@ def _libraries(
 # --------------------------------------------------------------------------- on disk
 
 
-def _create_csr(f: h5py.File, key: str, n_cols: int) -> h5py.Group:
-    """An empty, appendable CSR matrix in anndata's encoding (64-bit ``indptr``)."""
-    g = f.create_group(key)
-    g.attrs.update({"encoding-type": "csr_matrix", "encoding-version": "0.1.0",
-                    "shape": (0, n_cols)})
-    g.create_dataset("data", shape=(0,), maxshape=(None,), dtype=np.float32,
-                     chunks=(1 << 18,))
-    g.create_dataset("indices", shape=(0,), maxshape=(None,), dtype=np.int32,
-                     chunks=(1 << 18,))
-    g.create_dataset("indptr", data=np.zeros(1, dtype=np.int64), maxshape=(None,),
-                     chunks=(1 << 16,))
-    return g
-
-
-def _append_csr(g: h5py.Group, x: sp.csr_matrix) -> None:
-    """Append the rows of ``x`` to a CSR group made by :func:`_create_csr`."""
-    n_rows, n_cols = g.attrs["shape"]
-    nnz0, p0 = g["data"].shape[0], g["indptr"].shape[0]
-    for name, values in (("data", x.data), ("indices", x.indices)):
-        g[name].resize((nnz0 + x.nnz,))
-        g[name][nnz0:] = values
-    g["indptr"].resize((p0 + x.shape[0],))
-    g["indptr"][p0:] = x.indptr[1:].astype(np.int64) + nnz0
-    g.attrs["shape"] = (int(n_rows) + x.shape[0], int(n_cols))
-
-
 def _chunks(n: int) -> Iterator[tuple[int, int]]:
     """Row bounds of the blocks of :meth:`_Source.blocks`."""
     step = CHUNK_CELLS
@@ -240,7 +215,7 @@ def _add_batch_sums(acc: _PassOne, counts: sp.csr_matrix, x: sp.csr_matrix,
 def _write_matrices(f: h5py.File, libs: Sequence[_Library], obs: pd.DataFrame,
                     *, n_genes: int, labels: np.ndarray) -> _PassOne:
     """Pass 1: ``X`` and the counts (under ``_counts``) of every library, in order."""
-    gx, gc = _create_csr(f, "X", n_genes), _create_csr(f, "_counts", n_genes)
+    gx, gc = create_csr(f, "X", n_genes), create_csr(f, "_counts", n_genes)
     acc = _PassOne({}, {}, {})
     start = 0
     for lib in libs:
@@ -253,8 +228,8 @@ def _write_matrices(f: h5py.File, libs: Sequence[_Library], obs: pd.DataFrame,
         counts.sort_indices()
         del part
         x = log_normalise(counts)
-        _append_csr(gc, counts)
-        _append_csr(gx, x)
+        append_csr(gc, counts)
+        append_csr(gx, x)
         _add_batch_sums(acc, counts, x, labels[start:stop])
         logger.info("%s: %d cells written (%d of %d)", lib.sample, stop - start, stop,
                     len(obs))

@@ -18,7 +18,7 @@ from .car import (
     fit_car_model,
     is_sorted_library,
 )
-from .cohort import CELL_COLUMNS, assemble_cohort, attach_calls, cells_table
+from .cohort import CELL_COLUMNS, assemble_cohort, attach_calls, cells_table, write_cohort
 from .gd import GdResult, call_gd, tcr_evidence
 from .lineage import (
     LINEAGE_CALLS,
@@ -94,6 +94,7 @@ __all__ = [
     "annotate",
     "annotation_genes",
     "assemble_cohort",
+    "write_cohort",
     "attach_calls",
     "call_car_cells",
     "call_lineage",

@@ -117,6 +117,7 @@ def read_integrated(
     integrated_path: str | os.PathLike,
     *,
     umap_path: str | os.PathLike | None = None,
+    matrices: bool = True,
 ) -> ad.AnnData:
     """The full integrated cohort of the method used downstream.
 
@@ -128,13 +129,16 @@ def read_integrated(
         ``integrate/{method}.h5ad`` of the method in ``integrate.use``.
     umap_path
         ``integrate/umap.h5ad`` (rule ``umap``); its layout becomes ``obsm['X_umap']``.
+    matrices
+        False: without ``X`` and ``layers['counts']`` (rule ``cohort`` copies them from
+        the file, :func:`cartcohort.tl.annotate.write_cohort`).
 
     Returns
     -------
     AnnData
         :func:`assemble_integrated` of the files.
     """
-    prepared = ad.read_h5ad(merged_path)
+    prepared = ad.read_h5ad(merged_path) if matrices else read_prepared(merged_path)
     umap = None
     if umap_path is not None:
         layout = ad.read_h5ad(umap_path)
@@ -147,22 +151,18 @@ def read_integrated(
     return assemble_integrated(prepared, read_integration(integrated_path), umap=umap)
 
 
-def _gene_columns(g, idx: np.ndarray, *, n_rows: int, n_cols: int,
-                  block_rows: int) -> tuple[sp.csr_matrix, np.ndarray]:
+def _gene_columns(g, idx: np.ndarray, *, block_rows: int) -> tuple[sp.csr_matrix, np.ndarray]:
     """Columns ``idx`` of the on-disk CSR matrix ``g`` and every row's sum over all
     columns, read ``block_rows`` rows at a time."""
-    indptr = g["indptr"][:]
-    parts, totals = [], np.empty(n_rows, dtype=np.float64)
-    for a in range(0, n_rows, block_rows):
-        b = min(a + block_rows, n_rows)
-        lo, hi = int(indptr[a]), int(indptr[b])
-        x = sp.csr_matrix((g["data"][lo:hi], g["indices"][lo:hi], indptr[a:b + 1] - lo),
-                          shape=(b - a, n_cols))
-        totals[a:b] = np.asarray(x.sum(axis=1)).ravel()
+    from ...h5csr import iter_csr
+
+    parts, totals = [], []
+    for x in iter_csr(g, block_rows=block_rows):
+        totals.append(np.asarray(x.sum(axis=1)).ravel().astype(np.float64))
         parts.append(x[:, idx])
     if not parts:
-        return sp.csr_matrix((0, len(idx)), dtype=np.float32), totals
-    return sp.csr_matrix(sp.vstack(parts, format="csr")), totals
+        return sp.csr_matrix((0, len(idx)), dtype=np.float32), np.zeros(0)
+    return sp.csr_matrix(sp.vstack(parts, format="csr")), np.concatenate(totals)
 
 
 def read_integrated_genes(
@@ -204,10 +204,8 @@ def read_integrated_genes(
         var = read_elem(f["var"])
         mask = np.ones(len(var), dtype=bool) if genes is None else np.asarray(genes(var))
         idx = np.flatnonzero(mask)
-        shape = tuple(int(v) for v in f["X"].attrs["shape"])
-        kw = {"n_rows": shape[0], "n_cols": shape[1], "block_rows": int(block_rows)}
-        x, _ = _gene_columns(f["X"], idx, **kw)
-        counts, totals = _gene_columns(f["layers/counts"], idx, **kw)
+        x, _ = _gene_columns(f["X"], idx, block_rows=int(block_rows))
+        counts, totals = _gene_columns(f["layers/counts"], idx, block_rows=int(block_rows))
         prepared = ad.AnnData(X=x, obs=read_elem(f["obs"]), var=var.iloc[idx].copy(),
                               layers={"counts": counts})
         if "varm" in f:
