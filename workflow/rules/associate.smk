@@ -5,8 +5,7 @@
 
 rule sample_features:
     input:
-        cells="results/tables/cells.tsv.gz",
-        repertoire="results/tables/repertoire_samples.tsv",
+        unpack(sample_features_inputs),
     output:
         features="results/tables/sample_features.tsv",
     log:
@@ -34,6 +33,7 @@ rule associate:
         notes="results/tables/association_notes.tsv",
         longitudinal="results/tables/longitudinal.tsv",
         survival="results/tables/survival.tsv",
+        libraries="results/tables/association_libraries.tsv",
     log:
         "logs/associate.log",
     benchmark:

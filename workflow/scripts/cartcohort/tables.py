@@ -277,6 +277,13 @@ _REGISTRY = (
         text=_ASSOCIATION_TEXT,
     ),
     Table(
+        "association_libraries",
+        "results/tables/association_libraries.tsv",
+        "associate",
+        _names("feature test unit effect effect_type pvalue method qvalue"),
+        text=("label",),
+    ),
+    Table(
         "association_notes",
         "results/tables/association_notes.tsv",
         "associate",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from collections.abc import Mapping, Sequence
 
 import pandas as pd
@@ -19,6 +20,8 @@ def overview_page(
     *,
     excluded_by_config: Sequence[str],
     extra_notes: Mapping[str, str],
+    entry_point: str = "",
+    unit_label: str = "",
 ) -> str:
     """The overview page of a run (step function of rule ``overview``).
 
@@ -39,6 +42,12 @@ def overview_page(
         Samples left out through the config's ``exclude_samples``.
     extra_notes
         Analyses skipped for reasons known from the config alone (``what -> reason``).
+    entry_point
+        Which input the run started from, in words (Cell Ranger outputs or a published
+        cell table); shown at the top of the cohort overview.
+    unit_label
+        ``associate.unit: library``: the label of the test with libraries as replicates
+        (shown with the association); empty with the patient as the unit.
 
     Returns
     -------
@@ -53,9 +62,20 @@ def overview_page(
     )
     if annotate_warnings is not None and len(annotate_warnings):
         warnings = pd.concat([warnings, annotate_warnings], ignore_index=True)
-    return overview_html(
+    page = overview_html(
         qc_samples=qc_samples, clinical=clinical, skipped=skipped, warnings=warnings
     )
+    lines = []
+    if entry_point:
+        lines.append(f"<p><b>Entry point:</b> {html.escape(entry_point)}.</p>")
+    if unit_label:
+        lines.append(
+            f"<p class='warnings'><b>Unit of analysis: {html.escape(unit_label)}</b>: "
+            "results/tables/association_libraries.tsv tests libraries as replicates; the "
+            "patient-level association (association.tsv) stands beside it.</p>"
+        )
+    marker = "<h2>Cohort overview</h2>"
+    return page.replace(marker, marker + "".join(lines), 1)
 
 
 def skipped_analyses(

@@ -192,8 +192,9 @@ def prepare_inputs(
         The workflow config; uses ``samples``, ``clinical`` (paths, relative to
         ``base_dir``), ``primary_timepoint``, ``exclude_samples``, the response
         codes ``responders``, ``non_responders``, ``associate.exclude_responses``
-        ``car_features`` and ``load.min_tcr_gex_overlap`` (keys absent from ``config``
-        take the schema's defaults).
+        ``car_features``, ``load.min_tcr_gex_overlap`` and ``published.cells`` (set:
+        the sheet's ``gex`` may be empty; keys absent from ``config`` take the schema's
+        defaults).
     base_dir
         Folder that relative ``config`` paths are relative to.
     check_files
@@ -239,6 +240,9 @@ def prepare_inputs(
     excluded = [str(s) for s in (config.get("exclude_samples") or [])]
     cache_file = config_path(cache_path, base) if cache_path else None
     s_schema = load_schema("samples", schema_dir)
+    if full["published"]["cells"]:
+        # published entry point: the libraries' cells come from the authors' table
+        s_schema = {**s_schema, "required": [c for c in s_schema["required"] if c != "gex"]}
     sample_df = _samples_of(
         sheet, s_schema, problems, warnings, check_files, set(excluded), cache_file, full
     )

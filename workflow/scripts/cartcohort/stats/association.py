@@ -24,6 +24,7 @@ from .families import FAMILIES, IN_VIVO_FAMILIES, FamilyInputs
 from .labels import encode_covariates, feature_columns, labelled_patients, testable_features
 from .longitudinal import longitudinal_models
 from .panel import PrimaryPanel
+from .replicates import LIBRARY_COLUMNS, UNITS, library_association
 from .scopes import (
     finish_table,
     label_rows,
@@ -342,6 +343,10 @@ class AssociateResult:
         survival).
     in_vivo
         ``in_vivo_correlates.tsv``: in vivo features, outcome correlates, not predictors.
+    libraries
+        ``association_libraries.tsv``: with ``unit='library'``, the test with libraries
+        as replicates (:func:`~cartcohort.stats.replicates.library_association`); no
+        rows with ``unit='patient'``.
     """
 
     association: pd.DataFrame
@@ -351,6 +356,8 @@ class AssociateResult:
     tested: list[str] = field(default_factory=list)
     in_vivo: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(
         columns=list(ASSOCIATION_COLUMNS)))
+    libraries: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(
+        columns=list(LIBRARY_COLUMNS)))
 
 
 def associate(
@@ -368,6 +375,7 @@ def associate(
     composition_transform: CompositionTransform,
     blood_compartment: str,
     survival: Mapping[str, Any],
+    unit: str = "patient",
     source: str = "results/tables/sample_features.tsv",
     clinical_source: str = "clinical table",
 ) -> AssociateResult:
@@ -393,6 +401,9 @@ def associate(
     survival
         ``associate.survival``: the endpoint keywords of
         :func:`~cartcohort.stats.survival_models`.
+    unit
+        ``patient`` (the association above) or ``library``: also the Mann–Whitney test
+        with libraries as replicates (``libraries``; the patient-level tests stay).
     source, clinical_source
         File names for messages.
 
@@ -431,5 +442,14 @@ def associate(
         len(result.tested), result.twins.n_collapsed, panel_label(primary_panel),
         int((mw["qvalue"] < 0.05).sum()),
     )
+    if unit not in UNITS:
+        raise ValueError(f"unit must be one of {UNITS}, not {unit!r}")
+    libraries = pd.DataFrame(columns=list(LIBRARY_COLUMNS))
+    if unit == "library":
+        patient_p = result.association.query("test == 'mann_whitney'").set_index("feature")
+        libraries = library_association(
+            features, clinical=clinical, responders=responders, excluded=exclude_responses,
+            patient_pvalues=patient_p["pvalue"], clinical_source=clinical_source,
+        )
     return AssociateResult(result.association, notes, longitudinal, survival_table,
-                           result.tested, result.in_vivo)
+                           result.tested, result.in_vivo, libraries)
