@@ -37,6 +37,7 @@ RULE_CALLS: dict[str, str | None] = {
     "annotate": "cartcohort.tl.annotate:annotate",
     "cohort": None,
     "plot_annotation": None,
+    "import_cells": "cartcohort.published:import_published",
     "sample_features": None,
     "associate": "cartcohort.stats:associate",
     "pseudobulk_de": "cartcohort.stats:pseudobulk_de",

@@ -15,7 +15,7 @@ sys.path.insert(0, os.path.join(WORKFLOW_DIR, "workflow", "scripts"))
 from cartcohort import sheets  # noqa: E402
 from cartcohort.config import validate_config  # noqa: E402
 from cartcohort.errors import InputError  # noqa: E402
-from cartcohort.vocab import LIBRARY_UNIT_LABEL  # noqa: E402
+from cartcohort.vocab import ENTRY_CELL_RANGER, LIBRARY_UNIT_LABEL  # noqa: E402
 
 # The schema is the one place where defaults live: once validated, `config` holds every
 # key of config/schemas/config.schema.yaml, so the rules index it and never default.
@@ -431,6 +431,15 @@ def import_published_kwargs():
     )
 
 
+def import_cells_inputs(wildcards):
+    """The authors' cell table and the label map (config published); none when the run
+    starts from Cell Ranger outputs (rule annotate then writes the cells table)."""
+    if not PUBLISHED:
+        return {}
+    cfg = config["published"]
+    return {"cells": _config_path(cfg["cells"]), "label_map": _config_path(cfg["label_map"])}
+
+
 def sample_features_inputs(wildcards):
     """The cells table, and the repertoire table unless the cells come from a published
     table (no TCR contigs: no repertoire step)."""
@@ -441,8 +450,8 @@ def sample_features_inputs(wildcards):
 
 
 def warnings_inputs(wildcards):
-    """The warnings files of rule warnings: the per-library load jobs, the merge and the
-    QC table; on the published entry point, rule import_cells' warnings."""
+    """The warnings files that rule warnings gathers (the per-library load jobs, the merge,
+    the QC table); on the published entry point, those of rule import_cells."""
     if PUBLISHED:
         return {"load": [], "merge": "results/import/warnings.tsv"}
     return {
@@ -476,7 +485,7 @@ def entry_point():
             f"published cell table {cfg['cells']} (the authors' labels of column "
             f"'{cfg['label_column']}', mapped by {cfg['label_map']})"
         )
-    return "Cell Ranger outputs of the sample sheet (gex/vdj)"
+    return ENTRY_CELL_RANGER
 
 
 def cohort_clonotypes_kwargs():

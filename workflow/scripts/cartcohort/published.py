@@ -400,7 +400,17 @@ def import_cells(
     n_in = t.groupby("_sample").size()
     t = t[t["_sample"].isin(list(samples))]
     cells = _cells_table(t, label_map, samples, clone_column=clone_column)
-    summary = pd.DataFrame({
+    summary = _summary(cells, samples, n_in)
+    logger.info("%d cells of %d libraries imported from %s (%d labels)", len(cells),
+                len(samples), source, cells["author_label"].nunique())
+    return ImportedCells(cells, summary,
+                         _import_warnings(cells, label_map, clone_column=clone_column))
+
+
+def _summary(cells: pd.DataFrame, samples: Mapping[str, Mapping[str, Any]],
+             n_in: pd.Series) -> pd.DataFrame:
+    """One row per library (:data:`SUMMARY_COLUMNS`)."""
+    return pd.DataFrame({
         "sample": list(samples),
         "patient": [str(samples[s]["patient"]) for s in samples],
         "compartment": [str(samples[s]["compartment"]) for s in samples],
@@ -410,10 +420,6 @@ def import_cells(
         "n_labels": [int(cells.loc[cells["sample"] == s, "author_label"].nunique())
                      for s in samples],
     }, columns=list(SUMMARY_COLUMNS))
-    logger.info("%d cells of %d libraries imported from %s (%d labels)", len(cells),
-                len(samples), source, cells["author_label"].nunique())
-    return ImportedCells(cells, summary,
-                         _import_warnings(cells, label_map, clone_column=clone_column))
 
 
 def _cells_table(t: pd.DataFrame, calls: Mapping[str, LabelCall],

@@ -87,6 +87,8 @@ class Table:
     text
         Further columns read as text besides :data:`ID_COLUMNS` (ids of other
         kinds, comma-joined id lists).
+    also_by
+        Rules that write it on another entry point (``cells``: ``import_cells``).
     """
 
     name: str
@@ -94,6 +96,7 @@ class Table:
     rule: str
     columns: tuple[str, ...]
     text: tuple[str, ...] = ()
+    also_by: tuple[str, ...] = ()
 
     @property
     def dtypes(self) -> dict[str, type]:
@@ -196,6 +199,7 @@ _REGISTRY = (
         "results/tables/cells.tsv.gz",
         "annotate",
         _names("cell sample patient timepoint timepoint_day compartment batch sort"),
+        also_by=("import_cells",),
     ),
     Table(
         "annotation_agreement",
@@ -255,6 +259,19 @@ _REGISTRY = (
         "repertoire",
         _names("patient clone_id clone_size n_samples frac_car_positive state n_cells")
         + _names("fraction dominant_state"),
+    ),
+    Table(
+        "import_samples",
+        "results/tables/import_samples.tsv",
+        "import_cells",
+        _names("sample patient compartment n_cells_in n_cells_out sample_excluded n_labels"),
+    ),
+    Table(
+        "import_warnings",
+        "results/import/warnings.tsv",
+        "import_cells",
+        WARNING_COLUMNS,
+        text=WARNING_TEXT,
     ),
     Table(
         "sample_features",

@@ -40,3 +40,5 @@ LINEAGES: tuple[str, ...] = ("CD4", "CD8", "DN", "DP", "gd")
 LIBRARY_UNIT_LABEL = (
     "libraries as replicates (repeated measures of one patient inflate significance)"
 )
+#: The entry point of a run from the sheet's Cell Ranger files (the overview names it).
+ENTRY_CELL_RANGER = "Cell Ranger outputs of the sample sheet (gex/vdj)"

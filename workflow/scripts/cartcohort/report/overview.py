@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
+from ..vocab import ENTRY_CELL_RANGER
 from ._html import frame_html, html_page
 from .warnings_table import warnings_html
 
@@ -20,7 +21,7 @@ def overview_page(
     *,
     excluded_by_config: Sequence[str],
     extra_notes: Mapping[str, str],
-    entry_point: str = "",
+    entry_point: str = ENTRY_CELL_RANGER,
     unit_label: str = "",
 ) -> str:
     """The overview page of a run (step function of rule ``overview``).

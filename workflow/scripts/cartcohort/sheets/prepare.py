@@ -145,9 +145,13 @@ def _samples_of(
     config: Mapping[str, Any],
 ) -> pd.DataFrame | None:
     """Validate and check the sample sheet, through the cache of checked libraries
-    (``config`` with its defaults filled: ``car_features``, ``load.min_tcr_gex_overlap``)."""
+    (``config`` with its defaults filled: ``car_features``, ``load.min_tcr_gex_overlap``;
+    ``published.cells`` set: ``gex`` may be empty)."""
     cache = load_cache(cache_file) if cache_file is not None and check_files else None
     sample_df = None
+    if config["published"]["cells"]:
+        # published entry point: the libraries' cells come from the authors' table
+        schema = {**schema, "required": [c for c in schema["required"] if c != "gex"]}
     if sheet is not None:
         validate_table(sheet, schema, problems, skip=_OWN_CHECKS)
         sample_df = check_samples(
@@ -192,9 +196,8 @@ def prepare_inputs(
         The workflow config; uses ``samples``, ``clinical`` (paths, relative to
         ``base_dir``), ``primary_timepoint``, ``exclude_samples``, the response
         codes ``responders``, ``non_responders``, ``associate.exclude_responses``
-        ``car_features``, ``load.min_tcr_gex_overlap`` and ``published.cells`` (set:
-        the sheet's ``gex`` may be empty; keys absent from ``config`` take the schema's
-        defaults).
+        ``car_features``, ``load.min_tcr_gex_overlap``, ``published.cells`` (set: ``gex``
+        may be empty; absent keys take the schema's defaults).
     base_dir
         Folder that relative ``config`` paths are relative to.
     check_files
@@ -240,9 +243,6 @@ def prepare_inputs(
     excluded = [str(s) for s in (config.get("exclude_samples") or [])]
     cache_file = config_path(cache_path, base) if cache_path else None
     s_schema = load_schema("samples", schema_dir)
-    if full["published"]["cells"]:
-        # published entry point: the libraries' cells come from the authors' table
-        s_schema = {**s_schema, "required": [c for c in s_schema["required"] if c != "gex"]}
     sample_df = _samples_of(
         sheet, s_schema, problems, warnings, check_files, set(excluded), cache_file, full
     )

@@ -402,8 +402,7 @@ def associate(
         ``associate.survival``: the endpoint keywords of
         :func:`~cartcohort.stats.survival_models`.
     unit
-        ``patient`` (the association above) or ``library``: also the Mann–Whitney test
-        with libraries as replicates (``libraries``; the patient-level tests stay).
+        ``patient``, or ``library``: also libraries as replicates (``libraries``).
     source, clinical_source
         File names for messages.
 
@@ -435,6 +434,15 @@ def associate(
     )
     notes = pd.concat([result.notes, notes_from(longitudinal, scope="longitudinal"),
                        notes_from(survival_table, scope="survival")], ignore_index=True)
+    _log_tested(result, primary_panel)
+    libraries = _libraries_table(features, clinical=clinical, unit=unit, result=result,
+                                 responders=responders, excluded=exclude_responses,
+                                 clinical_source=clinical_source)
+    return AssociateResult(result.association, notes, longitudinal, survival_table,
+                           result.tested, result.in_vivo, libraries)
+
+
+def _log_tested(result: AssociationResult, primary_panel: PrimaryPanel) -> None:
     mw = result.association.query("test == 'mann_whitney' and family == 'primary'")
     logger.info(
         "%d product features tested (%d twins collapsed); primary panel v%s: %d with "
@@ -442,14 +450,20 @@ def associate(
         len(result.tested), result.twins.n_collapsed, panel_label(primary_panel),
         int((mw["qvalue"] < 0.05).sum()),
     )
+
+
+def _libraries_table(
+    features: pd.DataFrame, *, clinical: pd.DataFrame, unit: str, result: AssociationResult,
+    responders: Sequence[str], excluded: Sequence[str], clinical_source: str,
+) -> pd.DataFrame:
+    """``association_libraries.tsv``: libraries as replicates with ``unit='library'``
+    (the patient-level p-values beside), no rows with ``unit='patient'``."""
     if unit not in UNITS:
         raise ValueError(f"unit must be one of {UNITS}, not {unit!r}")
-    libraries = pd.DataFrame(columns=list(LIBRARY_COLUMNS))
-    if unit == "library":
-        patient_p = result.association.query("test == 'mann_whitney'").set_index("feature")
-        libraries = library_association(
-            features, clinical=clinical, responders=responders, excluded=exclude_responses,
-            patient_pvalues=patient_p["pvalue"], clinical_source=clinical_source,
-        )
-    return AssociateResult(result.association, notes, longitudinal, survival_table,
-                           result.tested, result.in_vivo, libraries)
+    if unit == "patient":
+        return pd.DataFrame(columns=list(LIBRARY_COLUMNS))
+    patient_p = result.association.query("test == 'mann_whitney'").set_index("feature")
+    return library_association(
+        features, clinical=clinical, responders=responders, excluded=excluded,
+        patient_pvalues=patient_p["pvalue"], clinical_source=clinical_source,
+    )
