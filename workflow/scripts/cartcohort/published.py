@@ -212,18 +212,17 @@ def read_cell_table(path: str | os.PathLike, *, cell_column: str) -> pd.DataFram
 
 def _read_obs(path: Path, *, mudata: bool) -> pd.DataFrame:
     """The obs of an h5ad, or of the ``gex`` modality of an h5mu (no matrix read)."""
-    import anndata
-
     if not mudata:
-        return anndata.read_h5ad(path, backed="r").obs.copy()
-    import h5py
+        import anndata
 
-    with h5py.File(path, "r") as f:
-        mods = list(f["mod"].keys()) if "mod" in f else []
-        if "gex" not in mods:
-            raise InputError([Problem(str(path), "", f"no 'gex' modality (has {mods})",
-                                      "write the annotated cells as an h5ad or a table")])
-        return anndata.io.read_elem(f["mod/gex/obs"])
+        return anndata.read_h5ad(path, backed="r").obs.copy()
+    import mudata as md
+
+    data = md.read_h5mu(path, backed=True)  # matrices stay on disk
+    if "gex" not in data.mod:
+        raise InputError([Problem(str(path), "", f"no 'gex' modality (has {list(data.mod)})",
+                                  "write the annotated cells as an h5ad or a table")])
+    return data.mod["gex"].obs.copy()
 
 
 def _rows(index: pd.Index, table: pd.DataFrame, cols: Sequence[str]) -> str:
