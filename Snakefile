@@ -31,6 +31,7 @@ localrules:
     load_summary,
     qc_summary,
     sample_features,
+    response_groups,
     warnings,
     overview,
     provenance,

@@ -17,6 +17,7 @@ from _published_cohort import PLANTED, published_cohort
 from cartcohort import published, sheets, stats
 from cartcohort.errors import InputError
 from cartcohort.report import overview_page
+from cartcohort.response_groups import apply_response_override
 from cartcohort.tl.features import sample_features
 from cartcohort.vocab import LIBRARY_UNIT_LABEL
 from conftest import REPO, run_snakemake
@@ -198,6 +199,29 @@ def test_sheet_without_gex_only_on_the_published_entry_point(tmp_path):
     assert list(samples.index) == ["P01_IP", "P01_D14", "P02_IP", "P02_D14"]
 
 
+def test_response_override_regroups_patients(cohort, tmp_path):
+    files, _, feats, clinical = cohort
+    table = clinical.assign(paper_group=["", "CR", "", "NA", "", "", "", "", "", "NE"])
+    grouped = apply_response_override(table, column="paper_group")
+    assert list(grouped.columns[:2]) == ["patient", "response"]
+    assert list(grouped["response"][:4]) == ["CR", "CR", "CR", "PD"]  # P02: PD -> CR
+    assert grouped["response_recorded"][1] == "PD" and grouped["response"][9] == "NE"
+    mw = _associate(feats, grouped, "patient").association.query("test == 'mann_whitney'")
+    assert mw["n_responders"].max() == 6 and mw["n_nonresponders"].max() == 3
+    # checked when the sheets are read: the column must exist, its values be codes
+    bad = table.assign(paper_group=[""] * 9 + ["responder"])
+    bad.to_csv(tmp_path / "clinical.tsv", sep="\t", index=False)
+    config = {"samples": str(files["samples"]), "clinical": str(tmp_path / "clinical.tsv"),
+              "published": {"cells": str(files["cells"])}, "response_override": "paper_group"}
+    with pytest.raises(InputError, match="override 'responder' of patient 'P10'"):
+        sheets.prepare_inputs(config, base_dir=tmp_path)
+    with pytest.raises(InputError, match="column 'group': .* response_override is missing"):
+        sheets.prepare_inputs({**config, "response_override": "group"}, base_dir=tmp_path)
+    table.to_csv(tmp_path / "clinical.tsv", sep="\t", index=False)
+    _, parsed, _ = sheets.prepare_inputs(config, base_dir=tmp_path)
+    assert parsed.loc["P02", "response"] == "CR"
+
+
 def test_wu2020_cluster_labels_give_hand_counted_fractions(tmp_path):
     """scirpy's bundled wu2020_200.h5mu (obs of its gex modality), cluster_orig mapped to
     our states: the features equal the label fractions counted by hand."""
@@ -246,7 +270,8 @@ def test_snakemake_runs_the_import_from_a_tiny_table(tmp_path):
     files = published_cohort(tmp_path / "in", n_patients=2, n_cells=5)
     config = {"samples": str(files["samples"]), "clinical": str(files["clinical"]),
               "published": {"cells": str(files["cells"]), "label_map": str(files["label_map"]),
-                            **COLUMNS}, "associate": {"unit": "library"}}
+                            **COLUMNS}, "associate": {"unit": "library"},
+              "response_override": "response"}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     # the target before --configfile (which takes every value after it)
     proc = run_snakemake(tmp_path, "results/tables/cells.tsv.gz", "--configfile",
@@ -256,7 +281,8 @@ def test_snakemake_runs_the_import_from_a_tiny_table(tmp_path):
     assert "import_cells" in proc.stderr + proc.stdout
     dry = run_snakemake(tmp_path, "-n", configfile=tmp_path / "config.yaml", cores=1)
     out = dry.stdout + dry.stderr
-    for rule in ("sample_features", "associate", "scorecards", "overview", "warnings"):
+    for rule in ("sample_features", "associate", "scorecards", "overview", "warnings",
+                 "response_groups"):
         assert f"rule {rule}:" in out, rule
     for rule in ("load_sample", "qc_sample", "annotate", "repertoire", "pseudobulk_de"):
         assert f"rule {rule}:" not in out, rule

@@ -223,6 +223,20 @@ def primary_files(pattern):
     return expand(pattern, sample=PRIMARY_SAMPLES)
 
 
+def clinical_table():
+    """The clinical table the response groups are read from: the user's, or with
+    config response_override the one of rule response_groups (override applied)."""
+    if config["response_override"]:
+        return "results/tables/clinical.tsv"
+    return config["clinical"]
+
+
+def apply_response_override_kwargs():
+    """Keyword arguments of `response_groups.apply_response_override`, rule
+    response_groups - the override column (config response_override)."""
+    return canonical({"column": config["response_override"]})
+
+
 def _response_groups_kwargs():
     """The response-group settings shared by the association steps."""
     return {
@@ -466,7 +480,7 @@ def overview_inputs(wildcards):
     published entry point), association, clinical, warnings (and annotation's)."""
     inputs = {
         "association": "results/tables/association.tsv",
-        "clinical": config["clinical"],
+        "clinical": clinical_table(),
         "warnings": "results/tables/warnings.tsv",
     }
     if PUBLISHED:
@@ -697,6 +711,7 @@ RESOURCE_MODEL = {
     "plot_time_survival": (1000, 4.0, 5, 10),
     # not yet benchmarked: a pass over the authors' cell table
     "import_cells": (1000, 4.0, 5, 10),
+    "response_groups": (500, 2.0, 5, 10),
     # not yet benchmarked: the cohort's merged.h5ad dominates (reference); one library
     # plus the frozen model (score_product)
     "reference": (1000, 3.0, 5, 5),

@@ -261,6 +261,12 @@ _REGISTRY = (
         + _names("fraction dominant_state"),
     ),
     Table(
+        "clinical",
+        "results/tables/clinical.tsv",
+        "response_groups",
+        _names("patient response"),
+    ),
+    Table(
         "import_samples",
         "results/tables/import_samples.tsv",
         "import_cells",

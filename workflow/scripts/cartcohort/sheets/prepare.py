@@ -25,11 +25,13 @@ import pandas as pd
 
 from ..config import fill_defaults
 from ..errors import InputError, Problem
+from ..response_groups import apply_response_override
 from .cache import load_cache, save_cache
 from .clinical import (
     ResponseCodes,
     check_clinical,
     check_response_codes,
+    check_response_override,
     check_responses,
     cross_check,
     response_na_warnings,
@@ -278,7 +280,7 @@ def _clinical_of(
     problems: list[Problem],
 ) -> pd.DataFrame | None:
     """Validate and check the clinical table and the response codes of ``config``
-    (defaults filled)."""
+    (defaults filled); with ``response_override``, its codes replace ``response``."""
     codes = ResponseCodes.of(config)
     check_response_codes(codes, problems)
     if clin is None:
@@ -286,7 +288,11 @@ def _clinical_of(
     validate_table(clin, schema, problems, skip=_OWN_CHECKS)
     clinical_df = check_clinical(clin, schema, problems)
     check_responses(clin, codes, problems)
-    return clinical_df
+    override = config["response_override"]
+    check_response_override(clin, override, codes, problems)
+    if clinical_df is None or problems or not override:
+        return clinical_df
+    return apply_response_override(clinical_df, column=override)  # the paper's groups
 
 
 def _with_defaults(config: Mapping[str, Any], schema_dir: str | os.PathLike | None) -> dict:
