@@ -11,8 +11,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from scipy import stats as sps
-
 from _published_cohort import PLANTED, published_cohort
 from cartcohort import published, sheets, stats
 from cartcohort.errors import InputError
@@ -21,6 +19,7 @@ from cartcohort.response_groups import apply_response_override
 from cartcohort.tl.features import sample_features
 from cartcohort.vocab import LIBRARY_UNIT_LABEL
 from conftest import REPO, run_snakemake
+from scipy import stats as sps
 
 COLUMNS = {"sample_column": "library", "patient_column": "donor",
            "label_column": "celltype"}

@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from . import vocab
@@ -190,7 +189,7 @@ def read_cell_table(path: str | os.PathLike, *, cell_column: str) -> pd.DataFram
         raise InputError([Problem(src, "", "file not found",
                                   "set published.cells to the authors' cell table")])
     name = p.name.lower().removesuffix(".gz")
-    if name.endswith(".h5ad") or name.endswith(".h5mu"):
+    if name.endswith((".h5ad", ".h5mu")):
         obs = _read_obs(p, mudata=name.endswith(".h5mu"))
         table = obs.reset_index(names="_obs_name").astype("string")
         first = "_obs_name"

@@ -21,8 +21,8 @@ import pandas as pd
 from scipy import stats
 
 from ..errors import InputError, Problem
-from ..vocab import LIBRARY_UNIT_LABEL
 from ..tl.features import IN_VIVO_REPERTOIRE
+from ..vocab import LIBRARY_UNIT_LABEL
 from .labels import feature_columns, response_labels
 from .response import bh_qvalues, rank_biserial
 
@@ -91,7 +91,8 @@ def library_association(
     Returns
     -------
     pandas.DataFrame
-        :data:`LIBRARY_COLUMNS`, one row per feature with values in both groups;
+        :data:`LIBRARY_COLUMNS`, one row per feature with values in both groups that
+        are not all equal (in vivo repertoire features left out: outcome correlates);
         ``qvalue``: Benjamini–Hochberg across these rows.
     """
     if "patient" not in features.columns:

@@ -12,7 +12,9 @@ Feature naming
 ``cd4_cd8_ratio``, ``log2_cd4_cd8_ratio``
     CD4 cells / CD8 cells (NA when there are no CD8 cells) and
     ``log2((n_CD4 + 0.5) / (n_CD8 + 0.5))`` (Haldane–Anscombe pseudocount of
-    0.5, so the log ratio is finite for every sample).
+    0.5, so the log ratio is finite for every sample). ``cd4_cd8`` may be NA (lineage
+    unknown, e.g. a published label that gives none): such cells count in no lineage,
+    and a sample without a cell of known lineage has NA ratios.
 ``frac_<state>``, ``frac_<state>_cd4``, ``frac_<state>_cd8``, ``frac_<state>_car``
     Fraction of cells in a state, overall and within CD4, CD8 and CAR+ cells
     (NA when the subset is empty or, for CAR+, when CAR status is unknown).
