@@ -194,8 +194,16 @@ def test_sheet_without_gex_only_on_the_published_entry_point(tmp_path):
     with pytest.raises(InputError, match="gex"):
         sheets.prepare_inputs(config, base_dir=tmp_path)
     config["published"] = {"cells": str(files["cells"])}
-    samples, _, _ = sheets.prepare_inputs(config, base_dir=tmp_path)
+    samples, _, warnings = sheets.prepare_inputs(config, base_dir=tmp_path)
     assert list(samples.index) == ["P01_IP", "P01_D14", "P02_IP", "P02_D14"]
+    assert warnings == []
+    # files of the sheet are not read on this entry point: said, not silently ignored
+    sheet = pd.read_csv(files["samples"], sep="\t", dtype=str, keep_default_na=False)
+    sheet.loc[0, "vdj"] = "contigs.csv"
+    sheet.to_csv(files["samples"], sep="\t", index=False)
+    _, _, warnings = sheets.prepare_inputs(config, base_dir=tmp_path)
+    assert [(w["check"], w["count"]) for w in warnings] == [("published_ignores_vdj", 1)]
+    assert "P01_IP" in warnings[0]["detail"] and "clone_column" in warnings[0]["action"]
 
 
 def test_response_override_regroups_patients(cohort, tmp_path):

@@ -36,6 +36,7 @@ from .clinical import (
     cross_check,
     response_na_warnings,
 )
+from .messages import warning_row
 from .samples import check_samples
 from .schema import load_schema, validate_table
 from .tsv import SheetTable, read_tsv
@@ -168,7 +169,30 @@ def _samples_of(
         )
     if cache is not None and cache_file is not None:
         save_cache(cache_file, cache)
+    if sample_df is not None and config["published"]["cells"]:
+        warnings += _unused_files(sample_df)
     return sample_df
+
+
+def _unused_files(sample_df: pd.DataFrame) -> list[dict[str, Any]]:
+    """Warning rows of sheet gex/vdj files that the published entry point does not read
+    (the cells, labels and clonotypes come from the authors' table)."""
+    rows = []
+    fixes = {
+        "gex": ("empty the sheet's gex column, or set published.cells to '' to start from "
+                "the Cell Ranger files"),
+        "vdj": ("give the authors' clonotype column in published.clone_column and empty the "
+                "sheet's vdj column"),
+    }
+    for col, fix in fixes.items():
+        given = sorted(s for s in sample_df.index if sample_df.loc[s].get(col, ""))
+        if given:
+            rows.append(warning_row(
+                step="sheets", check=f"published_ignores_{col}", count=len(given),
+                detail=f"published.cells is set: the {col} files of {len(given)} "
+                f"librar{'ies' if len(given) != 1 else 'y'} ({', '.join(given[:5])}) "
+                "are not read", action=fix[0].upper() + fix[1:]))
+    return rows
 
 
 class PreparedInputs(NamedTuple):
