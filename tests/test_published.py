@@ -161,8 +161,8 @@ def _import(table, **kw):
          ["row 2", "'P7'", "another patient", "correct the patient"]),
         ([("a", "S1", "P1", "Tcm"), ("b", "S2", "P2", "Tem")],
          ["row 2", "['Tem']", "not in the label map", "add each to the map"]),
-        ([("a", "S1", "P1", "Tcm"), ("a", "S2", "P2", "X")],
-         ["row 1", "row 2", "share a cell id", "unique"]),
+        ([("a", "S1", "P1", "Tcm"), ("S1_a", "S1", "P1", "X"), ("b", "S2", "P2", "X")],
+         ["row 1", "row 2", "share a cell id within a library", "unique"]),
         ([("a", "S1", "P1", "Tcm")], ["['S2'] have no cell", "exclude_samples"]),
     ],
 )
@@ -176,10 +176,11 @@ def test_bad_tables_refused_with_rows_and_fix(rows, says):
 
 
 def test_excluded_library_dropped_and_label_map_checked():
-    out = _import(_table([("a", "S1", "P1", "Tcm"), ("b", "S2", "P2", "X"),
-                          ("c", "S3", "P3", "X")]), excluded=["S3"])
-    assert list(out.cells["cell"]) == ["a", "b"]
-    assert list(out.cells["state"]) == ["tcm", "x"]
+    out = _import(_table([("a", "S1", "P1", "Tcm"), ("a", "S2", "P2", "X"),
+                          ("S2_b", "S2", "P2", "X"), ("c", "S3", "P3", "X")]), excluded=["S3"])
+    # bare barcodes repeat across libraries: ids become <sample>_<barcode>
+    assert list(out.cells["cell"]) == ["S1_a", "S2_a", "S2_b"]
+    assert list(out.cells["state"]) == ["tcm", "x", "x"]
     for bad, says in [({"A": {"state": "tcmm"}}, "not in the vocabulary"),
                       ({"A": {"cd4_cd8": "CD3"}}, "is not a lineage"),
                       ({"A": {"colour": "red"}}, "unknown key"),

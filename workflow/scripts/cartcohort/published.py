@@ -176,7 +176,8 @@ def read_cell_table(path: str | os.PathLike, *, cell_column: str) -> pd.DataFram
         ``.h5mu`` (the obs of its ``gex`` modality).
     cell_column
         Column holding the cell ids; ``""``: the first column of a text table, the
-        obs names of an h5ad/h5mu.
+        obs names of an h5ad/h5mu. Ids are unique within each library; the cells table
+        writes them as ``<sample>_<id>`` (:func:`cell_ids`).
 
     Raises
     ------
@@ -248,11 +249,21 @@ def _check_ids(table: pd.DataFrame, *, source: str, problems: list[Problem]) -> 
             problems.append(Problem(source, _rows(bad, table, ["cell"]),
                                     f"{len(bad)} cell(s) have no {what}",
                                     f"give every cell a {what}, or remove those cells"))
-    dup = table.index[table["cell"].duplicated(keep=False) & table["cell"].notna()]
+    ids = cell_ids(table["cell"], table["_sample"])
+    dup = table.index[ids.duplicated(keep=False) & ids.notna()]
     if len(dup):
-        problems.append(Problem(source, _rows(dup, table, ["cell"]),
-                                f"{len(dup)} rows share a cell id",
-                                "cell ids must be unique (prefix them with the library)"))
+        problems.append(Problem(source, _rows(dup, table, ["cell", "_sample"]),
+                                f"{len(dup)} rows share a cell id within a library",
+                                "cell ids must be unique within each library"))
+
+
+def cell_ids(cell: pd.Series, sample: pd.Series) -> pd.Series:
+    """Cell ids as ``<sample>_<id>`` (DESIGN.md), the library prefixed where the table's id
+    does not already start with it (tables often give bare barcodes)."""
+    prefix = sample.astype("string") + "_"
+    has = pd.Series([bool(c.startswith(p)) if isinstance(c, str) and isinstance(p, str)
+                     else False for c, p in zip(cell, prefix)], index=cell.index)
+    return cell.where(has, prefix + cell)
 
 
 def _check_sheet(
@@ -423,7 +434,7 @@ def _summary(cells: pd.DataFrame, samples: Mapping[str, Mapping[str, Any]],
 def _cells_table(t: pd.DataFrame, calls: Mapping[str, LabelCall],
                  samples: Mapping[str, Mapping[str, Any]], *, clone_column: str) -> pd.DataFrame:
     """The ``cells.tsv.gz`` layout of the checked table."""
-    out = pd.DataFrame({"cell": t["cell"].astype(str).to_numpy(),
+    out = pd.DataFrame({"cell": cell_ids(t["cell"], t["_sample"]).astype(str).to_numpy(),
                         "sample": t["_sample"].astype(str).to_numpy()})
     for col in SHEET_COLUMNS:
         out[col] = [samples[s].get(col) for s in out["sample"]]
