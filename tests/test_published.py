@@ -157,8 +157,8 @@ def _import(table, **kw):
     [
         ([("a", "S1", "P1", "Tcm"), ("b", "S9", "P1", "Tcm"), ("c", "S2", "P2", "X")],
          ["row 2", "'S9'", "not in the sample sheet", "add a sheet row"]),
-        ([("a", "S1", "P1", "Tcm"), ("b", "S2", "P7", "Tcm")],
-         ["row 2", "'P7'", "another patient", "correct the patient"]),
+        ([("a", "S1", "P1", "Tcm"), ("b", "S2", "P7", "Tcm"), ("c", "S2", None, "X")],
+         ["row 2", "'P7'", "row 3", "2 cell(s) have another patient", "correct the patient"]),
         ([("a", "S1", "P1", "Tcm"), ("b", "S2", "P2", "Tem")],
          ["row 2", "['Tem']", "not in the label map", "add each to the map"]),
         ([("a", "S1", "P1", "Tcm"), ("S1_a", "S1", "P1", "X"), ("b", "S2", "P2", "X")],

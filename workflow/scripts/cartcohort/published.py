@@ -281,12 +281,13 @@ def _check_sheet(
                                 "correct the ids"))
     absent = sorted(set(samples) - set(table["_sample"].dropna()))
     if absent:
-        problems.append(Problem(source, "column of published.sample_column",
+        problems.append(Problem(source, "libraries of the sample sheet",
                                 f"sheet libraries {absent[:MAX_ROWS_SHOWN]} have no cell",
                                 "remove them from the sheet or list them in exclude_samples"))
     if "_patient" in table:
         sheet = table["_sample"].map({s: str(m["patient"]) for s, m in samples.items()})
-        bad = table.index[sheet.notna() & (table["_patient"] != sheet)]
+        differs = (table["_patient"] != sheet).fillna(True)  # a missing patient differs
+        bad = table.index[sheet.notna() & differs]
         if len(bad):
             problems.append(Problem(source, _rows(bad, table, ["cell", "_sample", "_patient"]),
                                     f"{len(bad)} cell(s) have another patient than their "
