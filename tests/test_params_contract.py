@@ -37,6 +37,8 @@ RULE_CALLS: dict[str, str | None] = {
     "annotate": "cartcohort.tl.annotate:annotate",
     "cohort": None,
     "plot_annotation": None,
+    "import_cells": "cartcohort.published:import_published",
+    "response_groups": "cartcohort.response_groups:apply_response_override",
     "sample_features": None,
     "associate": "cartcohort.stats:associate",
     "pseudobulk_de": "cartcohort.stats:pseudobulk_de",

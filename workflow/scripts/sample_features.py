@@ -6,10 +6,12 @@ with script_logging(snakemake):
     from cartcohort import tables
     from cartcohort.tl import features
 
+    # no repertoire table on the published entry point without TCR (warnings.tsv says so)
+    repertoire = snakemake.input.get("repertoire")
     table = features.sample_features(
         tables.read_table(snakemake.input.cells),
-        repertoire=tables.read_table(snakemake.input.repertoire),
+        repertoire=tables.read_table(repertoire) if repertoire else None,
         source=snakemake.input.cells,
-        repertoire_source=snakemake.input.repertoire,
+        repertoire_source=repertoire or "",
     )
     tables.write_table(table, snakemake.output.features, sort_by=["sample"])
