@@ -23,7 +23,7 @@ STEP_PACKAGES = {
     "clonotypes": COMMON + ["h5py", "anndata", "mudata", "scanpy", "scirpy", "awkward", "matplotlib"],
     "annotate": COMMON + ["h5py", "anndata", "mudata", "scanpy", "scirpy", "scikit-learn",
                           "matplotlib"],
-    "associate": COMMON + ["anndata", "mudata", "statsmodels", "pydeseq2", "lifelines",
+    "associate": COMMON + ["h5py", "anndata", "mudata", "statsmodels", "pydeseq2", "lifelines",
                            "matplotlib"],
     "report": COMMON + ["jsonschema"],
 }
