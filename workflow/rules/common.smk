@@ -444,10 +444,9 @@ def import_published_kwargs():
     def _value(v):
         return None if isinstance(v, float) and v != v else v
 
-    samples = {
-        s: {c: _value(SAMPLES.loc[s, c]) for c in SHEET_COLUMNS if c in SAMPLES.columns}
-        for s in COHORT_SAMPLES
-    }
+    cols = [c for c in SHEET_COLUMNS if c in SAMPLES.columns]
+    rows = SAMPLES.loc[list(COHORT_SAMPLES), cols].to_dict("index")  # one pass (1,000s)
+    samples = {s: {c: _value(row[c]) for c in cols} for s, row in rows.items()}
     cfg = config["published"]
     keys = ["cell_column", "sample_column", "patient_column", "label_column", "clone_column"]
     return canonical(
