@@ -370,7 +370,8 @@ def seed():
 def table_outputs():
     """The cohort object and every table of results/tables/ (the `tables` target): the
     whole analysis without figures, report pages, provenance or the frozen reference
-    (on the published entry point, its tables; when scoring, the new products' table)."""
+    (on the published entry point, its tables; when scoring, the new products' table).
+    """
     if SCORING:
         return ["results/tables/new_products.tsv"]
     if PUBLISHED:
@@ -448,7 +449,13 @@ def import_published_kwargs():
     rows = SAMPLES.loc[list(COHORT_SAMPLES), cols].to_dict("index")  # one pass (1,000s)
     samples = {s: {c: _value(row[c]) for c in cols} for s, row in rows.items()}
     cfg = config["published"]
-    keys = ["cell_column", "sample_column", "patient_column", "label_column", "clone_column"]
+    keys = [
+        "cell_column",
+        "sample_column",
+        "patient_column",
+        "label_column",
+        "clone_column",
+    ]
     return canonical(
         {
             "samples": samples,
@@ -464,7 +471,10 @@ def import_cells_inputs(wildcards):
     if not PUBLISHED:
         return {}
     cfg = config["published"]
-    return {"cells": _config_path(cfg["cells"]), "label_map": _config_path(cfg["label_map"])}
+    return {
+        "cells": _config_path(cfg["cells"]),
+        "label_map": _config_path(cfg["label_map"]),
+    }
 
 
 def sample_features_inputs(wildcards):
