@@ -342,7 +342,8 @@ def kinetics_samples(
 
 PATIENT_COLUMNS: list[str] = [
     "patient", "n_post_samples", "blood_days", "car_fraction_blood", "car_auc_blood",
-    "car_auc_interval_days", "car_mean_fraction_blood", "last_car_detection_day",
+    "car_auc_interval_days", "car_mean_fraction_blood", "car_fraction_last_blood",
+    "last_car_detection_day", "expanded_log2_retention", "n_expanded_first",
     "post_car_share_top_product_clones", "product_clonality",
     *(f"n_{c}" for c in KINETIC_CLASSES), "frac_tested_expanded", "note",
 ]
@@ -355,6 +356,41 @@ def _blood_car_curve(grp: pd.DataFrame, *, blood_compartment: str,
                 & grp["is_post_infusion"].fillna(False).astype(bool)
                 & ~grp["sort"].map(lambda v: _is_sorted(v, car_sorted_patterns))]
     return blood.sort_values("timepoint_day", kind="mergesort")
+
+
+def expanded_retention(clones: pd.DataFrame) -> tuple[float, int]:
+    """Median log2 change, first -> last post-infusion library, of the early-expanded clones.
+
+    The clones called ``expanded`` in the patient's first post-infusion library (by day)
+    are followed to its last one; each clone's frequency in both is taken on the last
+    library's ``fc_basis`` (T cells, or CAR+ cells for a CAR-sorted library) with a 0.5
+    pseudocount, so the ratio is not biased by a sort. 0 = the clones keep their share,
+    negative = they contract (CAR+ clones do not persist). NaN with one post library or
+    no early-expanded clone.
+
+    Returns
+    -------
+    tuple
+        ``(median log2 ratio, number of early-expanded clones)``.
+    """
+    if clones.empty:
+        return float("nan"), 0
+    days = clones.groupby("sample")["timepoint_day"].first().sort_values(kind="mergesort")
+    if len(days) < 2:
+        return float("nan"), 0
+    first, last = clones[clones["sample"] == days.index[0]], clones[
+        clones["sample"] == days.index[-1]]
+    early = first.loc[first["kinetic_class"] == "expanded", "clone_id"]
+    if early.empty:
+        return float("nan"), 0
+    car = str(last["fc_basis"].iloc[0]) != "T cells"
+    k, n = ("n_car", "car_depth") if car else ("n_cells", "depth")
+
+    def freq(t: pd.DataFrame) -> pd.Series:
+        t = t.set_index("clone_id")
+        return (t[k].reindex(early).fillna(0) + 0.5) / (float(t[n].iloc[0]) + 1.0)
+
+    return float(np.median(np.log2(freq(last) / freq(first)))), len(early)
 
 
 def kinetics_patients(
@@ -390,7 +426,8 @@ def kinetics_patients(
     DataFrame
         :data:`PATIENT_COLUMNS`: the CAR+ fraction of each unsorted post-infusion blood
         library (``day:fraction``, ``;``-joined), its trapezoid AUC (fraction x days)
-        over the sampled interval and that AUC per day; the last post-infusion day with a
+        over the sampled interval, that AUC per day and the last library's fraction;
+        :func:`expanded_retention`; the last post-infusion day with a
         CAR+ cell (any library); the share of post-infusion CAR+ TCR cells from the
         ``top_product_clones`` largest product clones; the product's clonality; class
         counts and the share of tested clone rows called expanded.
@@ -416,6 +453,7 @@ def kinetics_patients(
         row["car_auc_interval_days"] = float(np.ptp(days)) if len(days) > 1 else np.nan
         with np.errstate(invalid="ignore", divide="ignore"):
             row["car_mean_fraction_blood"] = row["car_auc_blood"] / row["car_auc_interval_days"]
+        row["car_fraction_last_blood"] = fr[-1] if len(fr) else np.nan
         det = post[post["n_car"].fillna(0) > 0]["timepoint_day"]
         row["last_car_detection_day"] = float(det.max()) if len(det) else np.nan
         if len(prod) and len(post):
@@ -424,6 +462,7 @@ def kinetics_patients(
             row["post_car_share_top_product_clones"] = (
                 pc["clone_id"].isin(top).mean() if len(pc) else np.nan)
         cl = clones[clones["patient"] == patient]
+        row["expanded_log2_retention"], row["n_expanded_first"] = expanded_retention(cl)
         for c in KINETIC_CLASSES:
             row[f"n_{c}"] = int((cl["kinetic_class"] == c).sum())
         tested = cl["pvalue"].notna()
