@@ -33,6 +33,7 @@ RULE_CALLS: dict[str, str | None] = {
     "plot_integration": "cartcohort.pl.integrate:integration_umap",
     "clonotypes": "cartcohort.tl.clonotypes:cohort_clonotypes",
     "repertoire": "cartcohort.tl.repertoire:repertoire_tables",
+    "kinetics": "cartcohort.tl.kinetics:kinetics_tables",
     "plot_clonotypes": "cartcohort.pl.clonotypes:clonotype_figures",
     "annotate": "cartcohort.tl.annotate:annotate",
     "cohort": None,

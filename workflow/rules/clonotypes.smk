@@ -48,6 +48,35 @@ rule repertoire:
         "../scripts/repertoire.py"
 
 
+# CAR+ clone kinetics after infusion (cartcohort/tl/kinetics.py): in vivo features,
+# outcome correlates, never product predictors.
+
+
+rule kinetics:
+    input:
+        cells="results/tables/cells.tsv.gz",
+    output:
+        clones="results/tables/clone_kinetics.tsv",
+        samples="results/tables/kinetics_samples.tsv",
+        patients="results/tables/kinetics_patients.tsv",
+        fate="results/tables/clone_fate.tsv",
+        warnings="results/kinetics/warnings.tsv",
+    log:
+        "logs/kinetics.log",
+    benchmark:
+        "benchmarks/kinetics.tsv"
+    conda:
+        "../../envs/clonotypes.yaml"
+    threads: 1
+    resources:
+        mem_mb=mem_mb("kinetics"),
+        runtime=runtime("kinetics"),
+    params:
+        kinetics_tables=kinetics_tables_kwargs(),
+    script:
+        "../scripts/kinetics.py"
+
+
 rule plot_clonotypes:
     input:
         samples="results/tables/repertoire_samples.tsv",

@@ -356,6 +356,10 @@ def all_outputs():
         "results/tables/clone_states.tsv",
         "results/tables/repertoire_samples.tsv",
         "results/tables/clone_tracking.tsv",
+        "results/tables/clone_kinetics.tsv",
+        "results/tables/kinetics_samples.tsv",
+        "results/tables/kinetics_patients.tsv",
+        "results/tables/clone_fate.tsv",
         "results/tables/sample_features.tsv",
         "results/tables/association.tsv",
         "results/tables/pseudobulk_de.tsv",
@@ -366,6 +370,18 @@ def all_outputs():
         *primary_files("results/scorecards/{sample}.tsv"),
         "results/reference/manifest.json",
     ]
+
+
+def kinetics_tables_kwargs():
+    """Keyword arguments of `tl.kinetics.kinetics_tables`: config['kinetics'], the primary
+    timepoint, the blood compartment (associate), the CAR-sorted patterns (annotate) and
+    the seed."""
+    kwargs = dict(config["kinetics"])
+    kwargs["primary_timepoint"] = config["primary_timepoint"]
+    kwargs["blood_compartment"] = config["associate"]["blood_compartment"]
+    kwargs["car_sorted_patterns"] = list(config["annotate"]["car_sorted_patterns"])
+    kwargs["seed"] = seed()
+    return canonical(kwargs)
 
 
 def cohort_clonotypes_kwargs():
@@ -566,6 +582,7 @@ RESOURCE_MODEL = {
     "plot_annotation": (1000, 6.0, 5, 2),
     "pseudobulk_de": (1000, 5.0, 10, 3),
     "repertoire": (1000, 4.0, 5, 20),
+    "kinetics": (1000, 4.0, 5, 20),
     "plot_clonotypes": (1000, 2.0, 5, 10),
     "load_summary": (500, 2.0, 5, 10),
     "qc_summary": (500, 2.0, 5, 10),

@@ -175,11 +175,64 @@ def _classify(t: pd.DataFrame, *, alpha: float) -> pd.DataFrame:
     return t
 
 
+def _patient_clones(
+    prep: _Prepared,
+    patient: str,
+    grp: pd.DataFrame,
+    notes: list[dict],
+    *,
+    car_sorted_patterns: Sequence[str],
+    pseudocount: float,
+    ci: float,
+    min_cells_test: int,
+) -> pd.DataFrame | None:
+    """Clone rows of one patient's post-infusion libraries (None: nothing to compare)."""
+    prod = list(grp.index[grp["is_product"]])
+    post = grp[grp["is_post_infusion"].fillna(False).astype(bool)]
+    if not prod or post.empty:
+        notes.append(_note(patient, "single_timepoint",
+                           f"patient {patient} has no {'product' if not prod else 'post'}"
+                           "-infusion library: no clone kinetics",
+                           "none needed; add the missing library to the sheet to track"))
+        return None
+    pc, pcar = _counts(prep.tcr, prod), _counts(prep.tcr, prod, car=True)
+    if pc.sum() == 0:
+        notes.append(_note(patient, "no_tcr", f"product of {patient} has no TCR cells",
+                           "check the vdj column of the sheet for the product"))
+        return None
+    parts = []
+    for s, row in post.sort_values("timepoint_day").iterrows():
+        lc = _counts(prep.tcr, [s])
+        if lc.sum() == 0:
+            notes.append(_note(str(s), "no_tcr", f"library {s} has no cell with a TCR: "
+                               "left out of clone kinetics",
+                               "check the vdj column of the sheet for this library"))
+            continue
+        car_basis = _is_sorted(row["sort"], car_sorted_patterns)
+        if car_basis and not prep.has_car:
+            notes.append(_note(str(s), "no_car_feature", f"CAR-sorted library {s}: no CAR "
+                               "calls, fold change among all T cells (biased by the sort)",
+                               "add the CAR feature to the reference"))
+            car_basis = False
+        t = _pair_rows((pc, pcar), (lc, _counts(prep.tcr, [s], car=True)),
+                       car_basis=car_basis, pseudocount=pseudocount, ci=ci,
+                       min_cells_test=min_cells_test)
+        t["sample"] = s
+        for col in ("timepoint", "timepoint_day", "compartment", "sort"):
+            t[col] = row.get(col, pd.NA)
+        parts.append(t)
+    if not parts:
+        return None
+    tab = pd.concat(parts, ignore_index=True)
+    tab["patient"] = patient
+    return tab
+
+
 def clone_kinetics(
     cells: pd.DataFrame,
     *,
     primary_timepoint: str,
-    car_sorted_patterns: Sequence[str] = ("CAR+",),
+    car_sorted_patterns: Sequence[str] = ("CAR+", "CAT+"),
     alpha: float = 0.05,
     min_cells_test: int = 3,
     pseudocount: float = 0.5,
@@ -211,47 +264,13 @@ def clone_kinetics(
     """
     prep = _prepare(cells, primary_timepoint=primary_timepoint)
     frames, notes = [], []
+    opts = {"car_sorted_patterns": car_sorted_patterns, "pseudocount": pseudocount, "ci": ci,
+            "min_cells_test": min_cells_test}
     for patient, grp in prep.meta.groupby("patient", sort=True):
-        prod = list(grp.index[grp["is_product"]])
-        post = grp[grp["is_post_infusion"].fillna(False).astype(bool)]
-        if not prod or post.empty:
-            notes.append(_note(str(patient), "single_timepoint",
-                               f"patient {patient} has no {'product' if not prod else 'post'}"
-                               "-infusion library: no clone kinetics",
-                               "none needed; add the missing library to the sheet to track"))
-            continue
-        pc, pcar = _counts(prep.tcr, prod), _counts(prep.tcr, prod, car=True)
-        if pc.sum() == 0:
-            notes.append(_note(str(patient), "no_tcr", f"product of {patient} has no TCR cells",
-                               "check the vdj column of the sheet for the product"))
-            continue
-        parts = []
-        for s, row in post.sort_values("timepoint_day").iterrows():
-            lc = _counts(prep.tcr, [s])
-            if lc.sum() == 0:
-                notes.append(_note(str(s), "no_tcr", f"library {s} has no cell with a TCR: "
-                                   "left out of clone kinetics",
-                                   "check the vdj column of the sheet for this library"))
-                continue
-            car_basis = _is_sorted(row["sort"], car_sorted_patterns)
-            if car_basis and not prep.has_car:
-                notes.append(_note(str(s), "no_car_feature", f"CAR-sorted library {s}: no CAR "
-                                   "calls, fold change among all T cells (biased by the sort)",
-                                   "add the CAR feature to the reference"))
-                car_basis = False
-            t = _pair_rows((pc, pcar), (lc, _counts(prep.tcr, [s], car=True)),
-                           car_basis=car_basis, pseudocount=pseudocount, ci=ci,
-                           min_cells_test=min_cells_test)
-            t["sample"] = s
-            for col in ("timepoint", "timepoint_day", "compartment", "sort"):
-                t[col] = row.get(col, pd.NA)
-            parts.append(t)
-        if not parts:
-            continue
-        tab = pd.concat(parts, ignore_index=True)
-        tab["patient"] = patient
-        tab["qvalue"] = bh_qvalues(tab["pvalue"].to_numpy(float))
-        frames.append(_classify(tab, alpha=alpha))
+        tab = _patient_clones(prep, str(patient), grp, notes, **opts)
+        if tab is not None:
+            tab["qvalue"] = bh_qvalues(tab["pvalue"].to_numpy(float))
+            frames.append(_classify(tab, alpha=alpha))
     if not prep.has_car:
         notes.append(_note("", "no_car_feature", "no CAR+ calls in the cohort: CAR+ "
                            "frequencies and CAR kinetics left NA",
@@ -393,6 +412,25 @@ def expanded_retention(clones: pd.DataFrame) -> tuple[float, int]:
     return float(np.median(np.log2(freq(last) / freq(first)))), len(early)
 
 
+def _car_curve_features(blood: pd.DataFrame, post: pd.DataFrame) -> dict[str, Any]:
+    """CAR+ curve of the unsorted blood libraries, and the last CAR+ detection day."""
+    fr = blood["car_fraction"].to_numpy(float)
+    days = blood["timepoint_day"].to_numpy(float)
+    out: dict[str, Any] = {
+        "blood_days": ",".join(f"{d:g}" for d in days) or pd.NA,
+        "car_fraction_blood": ";".join(
+            f"{d:g}:{f:.4g}" for d, f in zip(days, fr, strict=True)) or pd.NA,
+        "car_auc_blood": auc_trapezoid(days, fr),
+        "car_auc_interval_days": float(np.ptp(days)) if len(days) > 1 else np.nan,
+        "car_fraction_last_blood": fr[-1] if len(fr) else np.nan,
+    }
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["car_mean_fraction_blood"] = out["car_auc_blood"] / out["car_auc_interval_days"]
+    det = post[post["n_car"].fillna(0) > 0]["timepoint_day"]
+    out["last_car_detection_day"] = float(det.max()) if len(det) else np.nan
+    return out
+
+
 def kinetics_patients(
     samples: pd.DataFrame,
     clones: pd.DataFrame,
@@ -400,7 +438,7 @@ def kinetics_patients(
     *,
     primary_timepoint: str,
     blood_compartment: str = "PB",
-    car_sorted_patterns: Sequence[str] = ("CAR+",),
+    car_sorted_patterns: Sequence[str] = ("CAR+", "CAT+"),
     top_product_clones: int = 10,
 ) -> pd.DataFrame:
     """Per patient in vivo kinetics features (outcome correlates, not predictors).
@@ -444,18 +482,7 @@ def kinetics_patients(
                 clonality(_counts(prep.tcr, list(prod.index)).to_numpy()))
         blood = _blood_car_curve(grp, blood_compartment=blood_compartment,
                                  car_sorted_patterns=car_sorted_patterns)
-        fr = blood["car_fraction"].to_numpy(float)
-        days = blood["timepoint_day"].to_numpy(float)
-        row["blood_days"] = ",".join(f"{d:g}" for d in days) or pd.NA
-        row["car_fraction_blood"] = ";".join(f"{d:g}:{f:.4g}" for d, f in
-                                             zip(days, fr, strict=True)) or pd.NA
-        row["car_auc_blood"] = auc_trapezoid(days, fr)
-        row["car_auc_interval_days"] = float(np.ptp(days)) if len(days) > 1 else np.nan
-        with np.errstate(invalid="ignore", divide="ignore"):
-            row["car_mean_fraction_blood"] = row["car_auc_blood"] / row["car_auc_interval_days"]
-        row["car_fraction_last_blood"] = fr[-1] if len(fr) else np.nan
-        det = post[post["n_car"].fillna(0) > 0]["timepoint_day"]
-        row["last_car_detection_day"] = float(det.max()) if len(det) else np.nan
+        row.update(_car_curve_features(blood, post))
         if len(prod) and len(post):
             top = _counts(prep.tcr, list(prod.index)).index[:top_product_clones]
             pc = prep.tcr[prep.tcr["sample"].isin(list(post.index)) & prep.tcr["_car"]]
@@ -554,7 +581,7 @@ def kinetics_tables(
     *,
     primary_timepoint: str,
     blood_compartment: str = "PB",
-    car_sorted_patterns: Sequence[str] = ("CAR+",),
+    car_sorted_patterns: Sequence[str] = ("CAR+", "CAT+"),
     alpha: float = 0.05,
     min_cells_test: int = 3,
     pseudocount: float = 0.5,
