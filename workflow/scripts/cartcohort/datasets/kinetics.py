@@ -92,7 +92,7 @@ def target_fc(p: PlantedClone, *, day: int, responder: bool) -> float:
     return p.fc if day <= EARLY_DAY else p.fc * LATE_FACTOR[responder]
 
 
-def new_clone_rate(psim, day: int) -> float:  # noqa: ANN001
+def new_clone_rate(psim, day: int) -> float:
     """Share of an unsorted blood library's non-planted cells from blood-only clones."""
     ncr = psim.params.new_clone_rate
     if day > EARLY_DAY and not psim.plan.responder:
@@ -100,23 +100,23 @@ def new_clone_rate(psim, day: int) -> float:  # noqa: ANN001
     return ncr
 
 
-def _pool_w(pool) -> np.ndarray:  # noqa: ANN001 - patients._Pool (import cycle)
+def _pool_w(pool) -> np.ndarray:
     return np.diff(np.concatenate([[0.0], pool.cum]))
 
 
-def product_frequency(psim, p: PlantedClone) -> float:  # noqa: ANN001
+def product_frequency(psim, p: PlantedClone) -> float:
     """Expected frequency of planted clone ``p`` among all product cells."""
     cs = clone_state_probs(_props(psim, "IP"), psim.params.stray_rate)
     return float(cs[STATES.index(p.state)] * _pool_w(psim.pools[("ip", p.state)])[p.rank])
 
 
-def _props(psim, timepoint: str) -> np.ndarray:  # noqa: ANN001
+def _props(psim, timepoint: str) -> np.ndarray:
     from .patients import timepoint_props
 
     return timepoint_props(psim.plan, timepoint)
 
 
-def in_vivo_plan(psim, timepoint: str, day: int) -> InVivoPlan:  # noqa: ANN001
+def in_vivo_plan(psim, timepoint: str, day: int) -> InVivoPlan:
     """Share and probabilities of the in vivo branch of an unsorted blood library.
 
     Solves ``a (1 - p_treg) pi_j + (1 - a) c_j = target_j`` (``c_j``: the clone's
@@ -148,7 +148,7 @@ def in_vivo_plan(psim, timepoint: str, day: int) -> InVivoPlan:  # noqa: ANN001
                       probs=probs, expected=expected)
 
 
-def _gd_share(psim, props: np.ndarray, a: float, day: int) -> float:  # noqa: ANN001
+def _gd_share(psim, props: np.ndarray, a: float, day: int) -> float:
     """Expected share of gamma-delta cells (no reported TCR) in a library (``a`` < 0:
     the product)."""
     from .patients import _GD, POOL_STATES
@@ -175,7 +175,7 @@ def _forced(freq: float, n_cells: int) -> float:
     return (lam + extra) / n_cells
 
 
-def expected_frequency(psim, timepoint: str, day: int, n_cells: int) -> dict[int, float]:  # noqa: ANN001
+def expected_frequency(psim, timepoint: str, day: int, n_cells: int) -> dict[int, float]:
     """Expected frequency of each planted clone among alpha-beta TCR cells of a library.
 
     ``timepoint`` ``IP`` is the product; any other an unsorted blood library at ``day``.

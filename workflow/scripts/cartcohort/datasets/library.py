@@ -16,9 +16,9 @@ import scipy.sparse as sp
 from ..errors import CartCohortError
 from .expression import TCR_FEATURE_COLUMNS, simulate_counts
 from .genes import STATES
+from .kinetics import new_clone_rate
 from .panel import GenePanel
 from .params import SimParams
-from .kinetics import new_clone_rate
 from .patients import POOL_STATES, PatientSim, timepoint_props
 from .plan import LibraryPlan
 from .tcr import Chain, airr_rows, chain_records, tenx_rows
@@ -70,7 +70,7 @@ class Library:
     vdj: pd.DataFrame
     truth: pd.DataFrame
 
-    def to_anndata(self):  # noqa: ANN201 - anndata import is deferred
+    def to_anndata(self):
         """The counts as an AnnData (obs = truth, var = features with unique names, X float32)."""
         import anndata as ad
 

@@ -12,6 +12,7 @@ from .genes import STATES
 from .kinetics import N_EXPANDED
 from .params import TIMEPOINTS_LATER, SimParams
 
+
 @dataclass(frozen=True)
 class Effect:
     """One planted patient-level quantity: its mean per response group and between-patient SD.

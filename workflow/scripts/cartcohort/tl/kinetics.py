@@ -296,6 +296,7 @@ def kinetics_samples(
     *,
     primary_timepoint: str,
     n_permutations: int = 999,
+    overlap_universe: int | None = 1_000_000,
     seed: int = 0,
     ci: float = 0.95,
 ) -> pd.DataFrame:
@@ -307,9 +308,10 @@ def kinetics_samples(
         ``cells.tsv.gz`` rows.
     primary_timepoint
         Timepoint of the infusion product.
-    n_permutations, seed
+    n_permutations, overlap_universe, seed
         Of the Morisita–Horn permutation p-value
-        (:func:`~cartcohort.tl.kinetics_stats.morisita_horn_permutation`); each pair's
+        (:func:`~cartcohort.tl.kinetics_stats.morisita_horn_permutation`, ``universe``:
+        the number of possible clones of its null); each pair's
         generator is seeded from ``seed`` and the pair's position in the sorted sheet.
     ci
         Level of the CAR+ fraction interval (Clopper–Pearson).
@@ -344,7 +346,7 @@ def kinetics_samples(
                 mh, p = morisita_horn_permutation(
                     pcnt.reindex(idx, fill_value=0).to_numpy(),
                     c.reindex(idx, fill_value=0).to_numpy(),
-                    n_permutations=n_permutations,
+                    n_permutations=n_permutations, universe=overlap_universe,
                     seed=np.random.SeedSequence([int(seed), i, j]))
                 row.update(previous_sample=prev, morisita_horn_previous=mh,
                            morisita_horn_pvalue=p)
@@ -587,6 +589,7 @@ def kinetics_tables(
     pseudocount: float = 0.5,
     ci: float = 0.95,
     n_permutations: int = 999,
+    overlap_universe: int | None = 1_000_000,
     top_product_clones: int = 10,
     seed: int = 0,
 ) -> KineticsTables:
@@ -600,7 +603,7 @@ def kinetics_tables(
         See :func:`kinetics_patients`.
     alpha, min_cells_test, pseudocount, ci
         See :func:`clone_kinetics`.
-    n_permutations, seed
+    n_permutations, overlap_universe, seed
         See :func:`kinetics_samples`.
     top_product_clones
         See :func:`kinetics_patients`.
@@ -616,7 +619,8 @@ def kinetics_tables(
         cells, primary_timepoint=primary_timepoint, car_sorted_patterns=car_sorted_patterns,
         alpha=alpha, min_cells_test=min_cells_test, pseudocount=pseudocount, ci=ci)
     samples = kinetics_samples(cells, primary_timepoint=primary_timepoint,
-                               n_permutations=n_permutations, seed=seed, ci=ci)
+                               n_permutations=n_permutations,
+                               overlap_universe=overlap_universe, seed=seed, ci=ci)
     patients = kinetics_patients(
         samples, clones, cells, primary_timepoint=primary_timepoint,
         blood_compartment=blood_compartment, car_sorted_patterns=car_sorted_patterns,
