@@ -252,3 +252,22 @@ def test_screp_ards_overlap_within_not_between_patients():
     assert p("P18B", "P18L") < 0.05
     assert p("P17B", "P18B") > 0.05
     assert p("P17L", "P18L") > 0.05
+
+
+def test_kinetics_features_are_in_vivo_on_the_product_row():
+    from cartcohort.stats.scopes import split_scopes
+    from cartcohort.tl import features as F
+
+    spec = {"P1_IP": {"A": (10, 10), "Z": (40, 20)}, "P1_D14": {"A": (30, 30), "Z": (20, 5)}}
+    cells = _cells(spec, DAYS).assign(cd4_cd8="CD8")
+    res = kin.kinetics_tables(cells, primary_timepoint="IP", n_permutations=99)
+    rep = pd.DataFrame({"sample": ["P1_IP", "P1_D14"], "patient": ["P1", "P1"],
+                        "is_product": [True, False], "top1_fraction": [0.2, 0.6]})
+    feats = F.sample_features(cells, repertoire=rep, kinetics=res.patients).set_index("sample")
+    kin_cols = [c for c in feats.columns if c.startswith("kin_")]
+    assert set(kin_cols) == {f"kin_{c}" for c in F.KINETICS_FEATURES}
+    assert feats.loc["P1_IP", "kin_n_expanded"] == res.patients.loc[0, "n_expanded"]
+    assert feats.loc["P1_IP", "kin_last_car_detection_day"] == 14
+    assert feats.loc["P1_D14", kin_cols].isna().all()
+    product, in_vivo = split_scopes(list(feats.columns))
+    assert set(kin_cols) <= set(in_vivo) and not set(kin_cols) & set(product)

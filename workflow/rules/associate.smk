@@ -7,6 +7,7 @@ rule sample_features:
     input:
         cells="results/tables/cells.tsv.gz",
         repertoire="results/tables/repertoire_samples.tsv",
+        kinetics="results/tables/kinetics_patients.tsv",
     output:
         features="results/tables/sample_features.tsv",
     log:

@@ -9,7 +9,9 @@ with script_logging(snakemake):
     table = features.sample_features(
         tables.read_table(snakemake.input.cells),
         repertoire=tables.read_table(snakemake.input.repertoire),
+        kinetics=tables.read_table(snakemake.input.kinetics),
         source=snakemake.input.cells,
         repertoire_source=snakemake.input.repertoire,
+        kinetics_source=snakemake.input.kinetics,
     )
     tables.write_table(table, snakemake.output.features, sort_by=["sample"])
