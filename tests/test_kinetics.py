@@ -169,7 +169,6 @@ def test_bad_input_runs_through_with_notes():
 def planted():
     """10 patients, all longitudinal, libraries of 900-1100 cells (the designed depth)."""
     from _truth_cells import truth_feature_cells
-
     from cartcohort.datasets import simulate_cohort
 
     c = simulate_cohort(seed=5, n_patients=10, frac_longitudinal=1.0, min_cells=900,
@@ -227,7 +226,6 @@ def test_planted_persistence_difference_found(planted):
 @pytest.mark.realdata
 def test_screp_ards_overlap_within_not_between_patients():
     import scirpy as ir
-
     from cartcohort.tl import clonotypes as ct
 
     root = SHARED / "screp_ards"

@@ -111,3 +111,44 @@ rule plot_clonotypes:
         clonotype_figures=clonotype_figures_kwargs(),
     script:
         "../scripts/plot_clonotypes.py"
+
+
+rule plot_kinetics:
+    input:
+        samples="results/tables/kinetics_samples.tsv",
+        clones="results/tables/clone_kinetics.tsv",
+        fate="results/tables/clone_fate.tsv",
+    output:
+        car=report(
+            "results/figures/car_kinetics.png",
+            caption="../report/kinetics_car.rst",
+            category="Clonotypes",
+            subcategory="Kinetics",
+        ),
+        fate=report(
+            "results/figures/clone_fate.png",
+            caption="../report/kinetics_fate.rst",
+            category="Clonotypes",
+            subcategory="Kinetics",
+        ),
+        volcano=report(
+            directory("results/figures/clone_expansion_volcano"),
+            patterns=["{page}.png"],
+            caption="../report/kinetics_volcano.rst",
+            category="Clonotypes",
+            subcategory="Kinetics",
+        ),
+    log:
+        "logs/plot_kinetics.log",
+    benchmark:
+        "benchmarks/plot_kinetics.tsv"
+    conda:
+        "../../envs/clonotypes.yaml"
+    threads: 1
+    resources:
+        mem_mb=mem_mb("plot_kinetics"),
+        runtime=runtime("plot_kinetics"),
+    params:
+        kinetics_figures=kinetics_figures_kwargs(),
+    script:
+        "../scripts/plot_kinetics.py"

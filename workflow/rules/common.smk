@@ -384,6 +384,21 @@ def kinetics_tables_kwargs():
     return canonical(kwargs)
 
 
+def kinetics_figures_kwargs():
+    """Keyword arguments of `pl.kinetics.kinetics_figures` besides the paths: the response
+    of each patient, the responder codes, the blood compartment, the CAR-sorted patterns
+    and kinetics.alpha."""
+    return canonical(
+        {
+            "response": patient_response(),
+            "responders": list(config["responders"]),
+            "blood_compartment": config["associate"]["blood_compartment"],
+            "car_sorted_patterns": list(config["annotate"]["car_sorted_patterns"]),
+            "alpha": config["kinetics"]["alpha"],
+        }
+    )
+
+
 def cohort_clonotypes_kwargs():
     """Keyword arguments of `tl.clonotypes.cohort_clonotypes`: the clonotype definition
     and clusters of config['clonotypes'], and the cohort's samples (the order of the
@@ -583,6 +598,7 @@ RESOURCE_MODEL = {
     "pseudobulk_de": (1000, 5.0, 10, 3),
     "repertoire": (1000, 4.0, 5, 20),
     "kinetics": (1000, 4.0, 5, 20),
+    "plot_kinetics": (1000, 2.0, 5, 10),
     "plot_clonotypes": (1000, 2.0, 5, 10),
     "load_summary": (500, 2.0, 5, 10),
     "qc_summary": (500, 2.0, 5, 10),
@@ -678,6 +694,9 @@ def report_figures():
         "results/figures/clonal_expansion.png",
         "results/figures/rarefied_diversity.png",
         "results/figures/top_clones_alluvial.png",
+        "results/figures/car_kinetics.png",
+        "results/figures/clone_fate.png",
+        "results/figures/clone_expansion_volcano",
         "results/scorecards/scorecards.html",
     ]
 
