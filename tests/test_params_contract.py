@@ -34,6 +34,7 @@ RULE_CALLS: dict[str, str | None] = {
     "clonotypes": "cartcohort.tl.clonotypes:cohort_clonotypes",
     "repertoire": "cartcohort.tl.repertoire:repertoire_tables",
     "kinetics": "cartcohort.tl.kinetics:kinetics_tables",
+    "plot_kinetics": "cartcohort.pl.kinetics:kinetics_figures",
     "plot_clonotypes": "cartcohort.pl.clonotypes:clonotype_figures",
     "annotate": "cartcohort.tl.annotate:annotate",
     "cohort": None,

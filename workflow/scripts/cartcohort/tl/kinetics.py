@@ -470,7 +470,8 @@ def kinetics_patients(
         :func:`expanded_retention`; the last post-infusion day with a
         CAR+ cell (any library); the share of post-infusion CAR+ TCR cells from the
         ``top_product_clones`` largest product clones; the product's clonality; class
-        counts and the share of tested clone rows called expanded.
+        counts (NA for a patient without clone kinetics) and the share of tested clone
+        rows called expanded.
     """
     prep = _prepare(cells, primary_timepoint=primary_timepoint)
     rows = []
@@ -492,8 +493,8 @@ def kinetics_patients(
                 pc["clone_id"].isin(top).mean() if len(pc) else np.nan)
         cl = clones[clones["patient"] == patient]
         row["expanded_log2_retention"], row["n_expanded_first"] = expanded_retention(cl)
-        for c in KINETIC_CLASSES:
-            row[f"n_{c}"] = int((cl["kinetic_class"] == c).sum())
+        for c in KINETIC_CLASSES:  # NA, not 0, for a patient without clone kinetics
+            row[f"n_{c}"] = int((cl["kinetic_class"] == c).sum()) if len(cl) else np.nan
         tested = cl["pvalue"].notna()
         row["frac_tested_expanded"] = ((cl.loc[tested, "kinetic_class"] == "expanded").mean()
                                        if tested.any() else np.nan)
