@@ -269,3 +269,62 @@ def test_kinetics_features_are_in_vivo_on_the_product_row():
     assert feats.loc["P1_D14", kin_cols].isna().all()
     product, in_vivo = split_scopes(list(feats.columns))
     assert set(kin_cols) <= set(in_vivo) and not set(kin_cols) & set(product)
+
+
+# ------------------------------------------------------------------ epitope database
+
+
+def _airr_cells():
+    import scirpy as ir
+    from scirpy.io import AirrCell
+
+    spec = [  # cell, sample, day, clone, chains (locus, CDR3 aa)
+        ("c1", "P1_IP", 0, "P1_1", [("TRB", "CASSLAPGATNEKLFF")]),
+        ("c2", "P1_IP", 0, "P1_1", [("TRB", "CASSLAPGATNEKLFF")]),
+        ("c3", "P1_IP", 0, "P1_2", [("TRB", "CASSPQTGTGGYGYTF")]),
+        ("c4", "P1_IP", 0, "P1_3", [("TRA", "CAGAGSQGNLIF"), ("TRB", "CASSIRSSYEQYF")]),
+        ("c5", "P1_IP", 0, "P1_4", [("TRB", "CASSQDRGNTIYF")]),
+        ("c6", "P1_IP", 0, "P1_5", [("TRB", "CASSYYYYYYYYYF")]),  # mouse entry only
+        ("c7", "P1_D14", 14, "P1_1", [("TRB", "CASSLAPGATNEKLFF")]),
+    ]
+    cells = []
+    for cid, sample, day, clone, chains in spec:
+        cell = AirrCell(cell_id=cid)
+        for locus, cdr3 in chains:
+            ch = AirrCell.empty_chain_dict()
+            ch.update({"locus": locus, "junction_aa": cdr3, "productive": True,
+                       "consensus_count": 10})
+            cell.add_chain(ch)
+        cell.update({"sample": sample, "patient": "P1", "timepoint": sample.split("_")[1],
+                     "timepoint_day": day, "clone_id": clone})
+        cells.append(cell)
+    return ir.io.from_airr_cells(cells)
+
+
+def test_vdjdb_export_matched_with_ir_query():
+    from cartcohort.errors import CartCohortError
+    from cartcohort.tl import epitopes as ep
+
+    db = Path(__file__).parent / "data" / "vdjdb_export_tiny.tsv"
+    ref = ep.read_vdjdb_export(db)
+    assert ref.n_obs == 3  # two single chains and one paired complex; the mouse row dropped
+    airr = _airr_cells()
+    m = ep.match_epitopes(airr, ref)
+    assert m.loc[["c5", "c6"], "antigen_species"].isna().all()
+    assert m.loc[["c1", "c2", "c3", "c4", "c7"], "antigen_species"].tolist() == [
+        "CMV", "CMV", "EBV", "InfluenzaA", "CMV"]
+    clones, prod = ep.epitope_tables(airr.obs, m, primary_timepoint="IP")
+    assert dict(zip(clones["clone_id"], clones["antigen_species"], strict=True)) == {
+        "P1_1": "CMV", "P1_2": "EBV", "P1_3": "InfluenzaA"}
+    p = prod.set_index("antigen_species")
+    assert p.loc["CMV", "share_tcr_cells"] == pytest.approx(2 / 6)
+    assert p.loc["CMV", "n_clones_detected_later"] == 1
+    assert p.loc["EBV", "frac_clones_detected_later"] == 0
+    bad = db.parent / "_bad.tsv"
+    try:
+        pd.read_csv(db, sep="\t").drop(columns="Epitope species").to_csv(bad, sep="\t",
+                                                                          index=False)
+        with pytest.raises(CartCohortError, match="Epitope species"):
+            ep.read_vdjdb_export(bad)
+    finally:
+        bad.unlink(missing_ok=True)

@@ -35,6 +35,7 @@ RULE_CALLS: dict[str, str | None] = {
     "repertoire": "cartcohort.tl.repertoire:repertoire_tables",
     "kinetics": "cartcohort.tl.kinetics:kinetics_tables",
     "plot_kinetics": "cartcohort.pl.kinetics:kinetics_figures",
+    "epitopes": "cartcohort.tl.epitopes:epitope_db_tables",
     "plot_clonotypes": "cartcohort.pl.clonotypes:clonotype_figures",
     "annotate": "cartcohort.tl.annotate:annotate",
     "cohort": None,

@@ -152,3 +152,26 @@ rule plot_kinetics:
         kinetics_figures=kinetics_figures_kwargs(),
     script:
         "../scripts/plot_kinetics.py"
+
+
+rule epitopes:
+    input:
+        airr="results/clonotypes/airr.h5ad",
+        db=epitope_db_path(),
+    output:
+        clones="results/tables/epitope_clones.tsv",
+        products="results/tables/epitope_products.tsv",
+    log:
+        "logs/epitopes.log",
+    benchmark:
+        "benchmarks/epitopes.tsv"
+    conda:
+        "../../envs/clonotypes.yaml"
+    threads: 1
+    resources:
+        mem_mb=mem_mb("epitopes"),
+        runtime=runtime("epitopes"),
+    params:
+        epitope_db_tables=epitope_db_tables_kwargs(),
+    script:
+        "../scripts/epitopes.py"

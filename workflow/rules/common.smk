@@ -360,6 +360,7 @@ def all_outputs():
         "results/tables/kinetics_samples.tsv",
         "results/tables/kinetics_patients.tsv",
         "results/tables/clone_fate.tsv",
+        *epitope_outputs(),
         "results/tables/sample_features.tsv",
         "results/tables/association.tsv",
         "results/tables/pseudobulk_de.tsv",
@@ -376,12 +377,37 @@ def kinetics_tables_kwargs():
     """Keyword arguments of `tl.kinetics.kinetics_tables`: config['kinetics'], the primary
     timepoint, the blood compartment (associate), the CAR-sorted patterns (annotate) and
     the seed."""
-    kwargs = dict(config["kinetics"])
+    kwargs = {k: v for k, v in config["kinetics"].items() if k != "epitope_db"}
     kwargs["primary_timepoint"] = config["primary_timepoint"]
     kwargs["blood_compartment"] = config["associate"]["blood_compartment"]
     kwargs["car_sorted_patterns"] = list(config["annotate"]["car_sorted_patterns"])
     kwargs["seed"] = seed()
     return canonical(kwargs)
+
+
+def epitope_db_path():
+    """kinetics.epitope_db (a VDJdb export TSV), or [] when not set (rule epitopes is then
+    not a target)."""
+    path = config["kinetics"]["epitope_db"]
+    return [path] if path else []
+
+
+def epitope_outputs():
+    """The epitope tables when kinetics.epitope_db is set."""
+    if not config["kinetics"]["epitope_db"]:
+        return []
+    return ["results/tables/epitope_clones.tsv", "results/tables/epitope_products.tsv"]
+
+
+def epitope_db_tables_kwargs():
+    """Keyword arguments of `tl.epitopes.epitope_db_tables`: kinetics.epitope_db and the
+    primary timepoint."""
+    return canonical(
+        {
+            "epitope_db": config["kinetics"]["epitope_db"],
+            "primary_timepoint": config["primary_timepoint"],
+        }
+    )
 
 
 def kinetics_figures_kwargs():
@@ -599,6 +625,7 @@ RESOURCE_MODEL = {
     "repertoire": (1000, 4.0, 5, 20),
     "kinetics": (1000, 4.0, 5, 20),
     "plot_kinetics": (1000, 2.0, 5, 10),
+    "epitopes": (2000, 4.0, 10, 20),
     "plot_clonotypes": (1000, 2.0, 5, 10),
     "load_summary": (500, 2.0, 5, 10),
     "qc_summary": (500, 2.0, 5, 10),

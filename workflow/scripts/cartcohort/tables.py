@@ -279,6 +279,21 @@ _REGISTRY = (
         text=_names("scope product_state in_vivo_state"),
     ),
     Table(
+        "epitope_clones",
+        "results/tables/epitope_clones.tsv",
+        "epitopes",
+        _names("patient clone_id n_cells n_matched_cells antigen_species epitope")
+        + ("epitope_gene",),
+        text=_names("antigen_species epitope epitope_gene"),
+    ),
+    Table(
+        "epitope_products",
+        "results/tables/epitope_products.tsv",
+        "epitopes",
+        _names("patient sample antigen_species n_clones n_cells share_tcr_cells"),
+        text=("antigen_species",),
+    ),
+    Table(
         "kinetics_warnings",
         "results/kinetics/warnings.tsv",
         "kinetics",

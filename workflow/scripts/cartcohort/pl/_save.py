@@ -28,7 +28,7 @@ def write_pages(pages: Sequence, folder: str | os.PathLike) -> None:
         save_figure(fig, folder / f"page_{i:02d}.png")
 
 
-def message_figure(text: str, *, title: str):
+def note_figure(text: str, *, title: str):
     """A figure that only says ``text`` (an analysis that could not be drawn)."""
     from matplotlib.figure import Figure
 

@@ -19,7 +19,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Polygon
 
 from ..tl.kinetics import KINETIC_CLASSES
-from ._save import message_figure, save_figure, write_pages
+from ._save import note_figure, save_figure, write_pages
 from .clonotypes import GROUP_COLORS, response_group
 
 CLASS_COLORS: dict[str, str] = {
@@ -230,6 +230,6 @@ def kinetics_figures(
                                   car_sorted_patterns=car_sorted_patterns), car)
     save_figure(plot_clone_fate(fate), fate_png)
     pages = volcano_pages(clones, alpha=alpha)
-    write_pages(pages or [message_figure("no patient has a product and a post-infusion library "
+    write_pages(pages or [note_figure("no patient has a product and a post-infusion library "
                                     "with testable clones", title="Clone expansion")],
                  volcano)

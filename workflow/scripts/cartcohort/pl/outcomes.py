@@ -36,7 +36,7 @@ from ..stats.survival import (
     epv_shortfall,
     landmark_times,
 )
-from ._save import message_figure, write_pages
+from ._save import note_figure, write_pages
 
 logger = logging.getLogger(__name__)
 
@@ -286,13 +286,13 @@ def time_survival_figures(
         compartment=blood_compartment, primary_timepoint=primary_timepoint,
         responders=responders, exclude_responses=exclude_responses)
     pages = trajectory_pages(data, order, compartment=blood_compartment, title=panel.label)
-    write_pages(pages or [message_figure(
+    write_pages(pages or [note_figure(
         f"no primary-panel feature has a value in a {blood_compartment} library "
         f"(associate.blood_compartment)", title="Trajectories")], trajectories)
     s = dict(survival)
     why_not = endpoint_not_given(clinical, time=s.get("time"), event=s.get("event"))
     if why_not:
-        km_figs = [message_figure(f"no survival analysis ({why_not})", title="Kaplan-Meier")]
+        km_figs = [note_figure(f"no survival analysis ({why_not})", title="Kaplan-Meier")]
     else:
         km_figs = km_pages(features, clinical, panel_features=panel.names,
                            primary_timepoint=primary_timepoint, responders=responders,
