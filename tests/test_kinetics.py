@@ -313,6 +313,10 @@ def test_vdjdb_export_matched_with_ir_query():
     assert m.loc[["c5", "c6"], "antigen_species"].isna().all()
     assert m.loc[["c1", "c2", "c3", "c4", "c7"], "antigen_species"].tolist() == [
         "CMV", "CMV", "EBV", "InfluenzaA", "CMV"]
+    # only beta chains shared (scirpy cannot query an arm without shared CDR3s)
+    beta_only = airr[[c for c in airr.obs_names if c != "c4"]].copy()
+    mb = ep.match_epitopes(beta_only, ref)
+    assert mb["antigen_species"].fillna("-").tolist() == ["CMV", "CMV", "EBV", "-", "-", "CMV"]
     clones, prod = ep.epitope_tables(airr.obs, m, primary_timepoint="IP")
     assert dict(zip(clones["clone_id"], clones["antigen_species"], strict=True)) == {
         "P1_1": "CMV", "P1_2": "EBV", "P1_3": "InfluenzaA"}

@@ -86,6 +86,26 @@ def read_vdjdb_export(path: str | os.PathLike, *, species: str = "HomoSapiens"):
     return ref
 
 
+def _cdr3_by_arm(adata: Any) -> dict[str, set[str]]:
+    """CDR3 amino-acid sequences of each receptor arm (VJ: TRA/TRG, VDJ: TRB/TRD)."""
+    import awkward as ak
+
+    chains = adata.obsm["airr"]
+    loci = np.asarray(ak.to_numpy(ak.flatten(chains["locus"])), dtype=object)
+    cdr3 = np.asarray(ak.to_numpy(ak.flatten(chains["junction_aa"])), dtype=object)
+    out: dict[str, set[str]] = {"VJ": set(), "VDJ": set()}
+    for locus, seq in zip(loci, cdr3, strict=True):
+        if isinstance(seq, str) and seq:
+            out["VJ" if str(locus) in ("TRA", "TRG", "IGK", "IGL") else "VDJ"].add(seq)
+    return out
+
+
+def _shared_arms(airr: Any, reference: Any) -> list[str]:
+    """Receptor arms with at least one CDR3 found both in ``airr`` and in ``reference``."""
+    a, b = _cdr3_by_arm(airr), _cdr3_by_arm(reference)
+    return [arm for arm in ("VJ", "VDJ") if a[arm] & b[arm]]
+
+
 def match_epitopes(airr: Any, reference: Any, *, receptor_arms: str = "any") -> pd.DataFrame:
     """Per cell of ``airr``: the antigen species, epitope and gene of its database match.
 
@@ -100,16 +120,23 @@ def match_epitopes(airr: Any, reference: Any, *, receptor_arms: str = "any") -> 
     """
     import scirpy as ir
 
+    cols = ["antigen_species", "epitope", "epitope_gene"]
+    out = pd.DataFrame(index=airr.obs_names, columns=cols, dtype=object)
+    shared = _shared_arms(airr, reference)
+    if not shared:
+        return out
+    if len(shared) == 1 and receptor_arms == "any":
+        # scirpy's ir_query fails on an arm without any shared CDR3 (empty distance
+        # matrix); "any" then means the one arm that has shared sequences
+        receptor_arms = shared[0]
     if "chain_indices" not in airr.obsm:
         ir.pp.index_chains(airr)
     ir.pp.ir_dist(airr, reference, metric="identity", sequence="aa")
     ir.tl.ir_query(airr, reference, metric="identity", sequence="aa",
                    receptor_arms=receptor_arms, dual_ir="any", n_jobs=1)
-    cols = ["antigen_species", "epitope", "epitope_gene"]
     ann = ir.tl.ir_query_annotate(airr, reference, metric="identity", sequence="aa",
                                   include_ref_cols=cols, strategy="most-frequent",
                                   inplace=False)
-    out = pd.DataFrame(index=airr.obs_names, columns=cols, dtype=object)
     for c in cols:
         if c in ann.columns:
             out[c] = ann[c].reindex(airr.obs_names).replace({"nan": np.nan})
@@ -139,7 +166,7 @@ def epitope_tables(
     """
     t = obs[["patient", "sample", "timepoint", "timepoint_day", "clone_id"]].join(matches)
     t = t.dropna(subset=["clone_id"])
-    size = t.groupby(["patient", "clone_id"]).size().rename("n_cells")
+    size = t.groupby(["patient", "clone_id"], observed=True).size().rename("n_cells")
     hit = t.dropna(subset=["antigen_species"])
     if hit.empty:
         return pd.DataFrame(columns=CLONE_COLUMNS), pd.DataFrame(columns=PRODUCT_COLUMNS)
