@@ -77,10 +77,11 @@ def plot_car_kinetics(
         color = GROUP_COLORS[groups[g.index[0]]]
         ax.plot(g["timepoint_day"], g["car_fraction"], marker="o", ms=4, lw=1.2,
                 color=color, alpha=0.85)
-        ax.errorbar(g["timepoint_day"], g["car_fraction"],
-                    yerr=[g["car_fraction"] - g["car_fraction_ci_low"],
-                          g["car_fraction_ci_high"] - g["car_fraction"]],
-                    fmt="none", ecolor=color, alpha=0.4, lw=0.8)
+        f = g["car_fraction"].to_numpy(float)
+        err = np.vstack([f - g["car_fraction_ci_low"].to_numpy(float),
+                         g["car_fraction_ci_high"].to_numpy(float) - f])
+        ax.errorbar(g["timepoint_day"].to_numpy(float), f, yerr=err, fmt="none",
+                    ecolor=color, alpha=0.4, lw=0.8)
         last = g.iloc[-1]
         ax.annotate(str(patient), (last["timepoint_day"], last["car_fraction"]),
                     xytext=(3, 0), textcoords="offset points", fontsize=7, color=color)
