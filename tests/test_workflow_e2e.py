@@ -206,6 +206,12 @@ def test_association_finds_planted_effects_not_the_null(demo_run):
     assert (assoc.loc[assoc["test"] == "auroc", "effect"] >= 0.5).all()
     vivo = pd.read_csv(demo_run / "results/tables/in_vivo_correlates.tsv", sep="\t")
     assert set(vivo["scope"]) == {"in_vivo"}
+    # issue 22: clone-kinetics features (kin_*) are in vivo, never product features
+    assert not any(str(f).startswith("kin_") for f in assoc["feature"])
+    kin = pd.read_csv(demo_run / "results/tables/clone_kinetics.tsv", sep="\t")
+    assert len(kin) and kin[["product_depth", "depth"]].notna().all().all()
+    assert set(kin["kinetic_class"]) <= {"expanded", "persisting", "contracted", "undetected",
+                                         "emergent"}
 
 
 def test_time_and_survival_outputs_on_the_demo(demo_run):

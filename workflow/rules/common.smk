@@ -387,6 +387,11 @@ def table_outputs():
         "results/tables/clone_states.tsv",
         "results/tables/repertoire_samples.tsv",
         "results/tables/clone_tracking.tsv",
+        "results/tables/clone_kinetics.tsv",
+        "results/tables/kinetics_samples.tsv",
+        "results/tables/kinetics_patients.tsv",
+        "results/tables/clone_fate.tsv",
+        *epitope_outputs(),
         "results/tables/sample_features.tsv",
         "results/tables/association.tsv",
         "results/tables/pseudobulk_de.tsv",
@@ -465,6 +470,43 @@ def import_published_kwargs():
     )
 
 
+def kinetics_tables_kwargs():
+    """Keyword arguments of `tl.kinetics.kinetics_tables`: config['kinetics'], the primary
+    timepoint, the blood compartment (associate), the CAR-sorted patterns (annotate) and
+    the seed."""
+    kwargs = {k: v for k, v in config["kinetics"].items() if k != "epitope_db"}
+    kwargs["primary_timepoint"] = config["primary_timepoint"]
+    kwargs["blood_compartment"] = config["associate"]["blood_compartment"]
+    kwargs["car_sorted_patterns"] = list(config["annotate"]["car_sorted_patterns"])
+    kwargs["seed"] = seed()
+    return canonical(kwargs)
+
+
+def epitope_db_path():
+    """kinetics.epitope_db (a VDJdb export TSV), or [] when not set (rule epitopes is then
+    not a target)."""
+    path = config["kinetics"]["epitope_db"]
+    return [path] if path else []
+
+
+def epitope_outputs():
+    """The epitope tables when kinetics.epitope_db is set."""
+    if not config["kinetics"]["epitope_db"]:
+        return []
+    return ["results/tables/epitope_clones.tsv", "results/tables/epitope_products.tsv"]
+
+
+def epitope_db_tables_kwargs():
+    """Keyword arguments of `tl.epitopes.epitope_db_tables`: kinetics.epitope_db and the
+    primary timepoint."""
+    return canonical(
+        {
+            "epitope_db": config["kinetics"]["epitope_db"],
+            "primary_timepoint": config["primary_timepoint"],
+        }
+    )
+
+
 def import_cells_inputs(wildcards):
     """The authors' cell table and the label map (config published); none when the run
     starts from Cell Ranger outputs (rule annotate then writes the cells table)."""
@@ -478,11 +520,12 @@ def import_cells_inputs(wildcards):
 
 
 def sample_features_inputs(wildcards):
-    """The cells table, and the repertoire table unless the cells come from a published
-    table (no TCR contigs: no repertoire step)."""
+    """The cells table, and the repertoire and kinetics tables unless the cells come from
+    a published table (no TCR contigs: no repertoire or kinetics step)."""
     inputs = {"cells": "results/tables/cells.tsv.gz"}
     if not PUBLISHED:
         inputs["repertoire"] = "results/tables/repertoire_samples.tsv"
+        inputs["kinetics"] = "results/tables/kinetics_patients.tsv"
     return inputs
 
 
@@ -494,6 +537,7 @@ def warnings_inputs(wildcards):
     return {
         "load": cohort_files("results/load/{sample}.warnings.tsv"),
         "merge": "results/integrate/merge_warnings.tsv",
+        "kinetics": "results/kinetics/warnings.tsv",
         "qc_samples": "results/tables/qc_samples.tsv",
     }
 
@@ -523,6 +567,21 @@ def entry_point():
             f"'{cfg['label_column']}', mapped by {cfg['label_map']})"
         )
     return ENTRY_CELL_RANGER
+
+
+def kinetics_figures_kwargs():
+    """Keyword arguments of `pl.kinetics.kinetics_figures` besides the paths: the response
+    of each patient, the responder codes, the blood compartment, the CAR-sorted patterns
+    and kinetics.alpha."""
+    return canonical(
+        {
+            "response": patient_response(),
+            "responders": list(config["responders"]),
+            "blood_compartment": config["associate"]["blood_compartment"],
+            "car_sorted_patterns": list(config["annotate"]["car_sorted_patterns"]),
+            "alpha": config["kinetics"]["alpha"],
+        }
+    )
 
 
 def cohort_clonotypes_kwargs():
@@ -725,6 +784,9 @@ RESOURCE_MODEL = {
     "plot_annotation": (1000, 6.0, 5, 2),
     "pseudobulk_de": (1000, 5.0, 10, 3),
     "repertoire": (1000, 4.0, 5, 20),
+    "kinetics": (1000, 4.0, 5, 20),
+    "plot_kinetics": (1000, 2.0, 5, 10),
+    "epitopes": (2000, 4.0, 10, 20),
     "plot_clonotypes": (1000, 2.0, 5, 10),
     "load_summary": (500, 2.0, 5, 10),
     "qc_summary": (500, 2.0, 5, 10),
@@ -823,6 +885,9 @@ def report_figures():
         "results/figures/clonal_expansion.png",
         "results/figures/rarefied_diversity.png",
         "results/figures/top_clones_alluvial.png",
+        "results/figures/car_kinetics.png",
+        "results/figures/clone_fate.png",
+        "results/figures/clone_expansion_volcano",
         "results/scorecards/scorecards.html",
     ]
 

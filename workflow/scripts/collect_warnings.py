@@ -8,7 +8,8 @@ with script_logging(snakemake) as log:
     # no QC table on the published entry point (the authors' cells are taken as given)
     qc_samples = snakemake.input.get("qc_samples")
     warnings = report.collect_warnings(
-        [*snakemake.input.load, snakemake.input.merge],
+        [*snakemake.input.load, snakemake.input.merge,
+         *([snakemake.input.kinetics] if "kinetics" in snakemake.input.keys() else [])],
         tables.read_table(qc_samples) if qc_samples else None,
         **snakemake.params.collect_warnings,
     )

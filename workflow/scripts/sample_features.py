@@ -6,12 +6,15 @@ with script_logging(snakemake):
     from cartcohort import tables
     from cartcohort.tl import features
 
-    # no repertoire table on the published entry point without TCR (warnings.tsv says so)
+    # no repertoire or kinetics table on the published entry point without TCR (warnings.tsv says so)
     repertoire = snakemake.input.get("repertoire")
+    kinetics = snakemake.input.get("kinetics")
     table = features.sample_features(
         tables.read_table(snakemake.input.cells),
         repertoire=tables.read_table(repertoire) if repertoire else None,
+        kinetics=tables.read_table(kinetics) if kinetics else None,
         source=snakemake.input.cells,
         repertoire_source=repertoire or "",
+        kinetics_source=kinetics or "",
     )
     tables.write_table(table, snakemake.output.features, sort_by=["sample"])

@@ -254,6 +254,57 @@ _REGISTRY = (
         _names("patient clone_id sample timepoint timepoint_day compartment"),
     ),
     Table(
+        "clone_kinetics",
+        "results/tables/clone_kinetics.tsv",
+        "kinetics",
+        _names("patient clone_id sample timepoint timepoint_day compartment sort")
+        + _names("product_depth depth product_n_cells n_cells"),
+        text=_names("fc_basis kinetic_class class_note"),
+    ),
+    Table(
+        "kinetics_samples",
+        "results/tables/kinetics_samples.tsv",
+        "kinetics",
+        _names("patient sample timepoint timepoint_day compartment sort"),
+        text=("previous_sample",),
+    ),
+    Table(
+        "kinetics_patients",
+        "results/tables/kinetics_patients.tsv",
+        "kinetics",
+        ("patient",),
+        text=_names("blood_days car_fraction_blood note"),
+    ),
+    Table(
+        "clone_fate",
+        "results/tables/clone_fate.tsv",
+        "kinetics",
+        _names("scope product_state in_vivo_state n_clones"),
+        text=_names("scope product_state in_vivo_state"),
+    ),
+    Table(
+        "epitope_clones",
+        "results/tables/epitope_clones.tsv",
+        "epitopes",
+        _names("patient clone_id n_cells n_matched_cells antigen_species epitope")
+        + ("epitope_gene",),
+        text=_names("antigen_species epitope epitope_gene"),
+    ),
+    Table(
+        "epitope_products",
+        "results/tables/epitope_products.tsv",
+        "epitopes",
+        _names("patient sample antigen_species n_clones n_cells share_tcr_cells"),
+        text=("antigen_species",),
+    ),
+    Table(
+        "kinetics_warnings",
+        "results/kinetics/warnings.tsv",
+        "kinetics",
+        WARNING_COLUMNS,
+        text=WARNING_TEXT,
+    ),
+    Table(
         "clone_states",
         "results/tables/clone_states.tsv",
         "repertoire",

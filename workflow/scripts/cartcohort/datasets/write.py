@@ -181,6 +181,7 @@ def _write_tables(
     truth_cells: pd.DataFrame,
     truth_patients: pd.DataFrame,
     truth_clones: pd.DataFrame,
+    truth_kinetics: pd.DataFrame,
     config_dir: str | os.PathLike | None,
 ) -> None:
     write_table(samples, outdir / "samples.tsv")
@@ -188,6 +189,7 @@ def _write_tables(
     write_table(truth_cells, outdir / "truth_cells.tsv")
     write_table(truth_patients, outdir / "truth_patients.tsv")
     write_table(truth_clones, outdir / "truth_clones.tsv.gz")
+    write_table(truth_kinetics, outdir / "truth_kinetics.tsv")
     n_resp = int(truth_patients["responder"].sum())
     effects = truth_effects(n_responders=n_resp, n_nonresponders=len(truth_patients) - n_resp)
     write_table(effects, outdir / "truth_effects.tsv")
@@ -231,6 +233,7 @@ def write_cohort(
         truth_cells=cohort.truth_cells,
         truth_patients=cohort.truth_patients,
         truth_clones=cohort.truth_clones,
+        truth_kinetics=cohort.truth_kinetics,
         config_dir=config_dir,
     )
 
@@ -281,6 +284,7 @@ def write_demo_cohort(
         truth_cells=truth_cells,
         truth_patients=gen.truth_patients(truth_cells),
         truth_clones=gen.truth_clones(),
+        truth_kinetics=gen.truth_kinetics(),
         config_dir=config_dir,
     )
     return {"n_libraries": len(samples), "n_cells": len(truth_cells), "n_contigs": n_contigs}

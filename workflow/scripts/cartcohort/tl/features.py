@@ -43,6 +43,9 @@ Feature naming
     written by ``repertoire``. Depth-dependent counts (``rep_n_*``,
     ``rep_max_clone_size``), CI bounds and the rarefaction depth are kept
     but descriptive (:func:`is_descriptive`): not tested for association.
+``kin_<column>``
+    The patient's clone-kinetics features (:data:`KINETICS_FEATURES` of
+    ``kinetics_patients.tsv``) on its product rows: in vivo, never product features.
 """
 
 from __future__ import annotations
@@ -124,6 +127,15 @@ IN_VIVO_REPERTOIRE: tuple[str, ...] = tuple(
         "frac_post_car_cells_from_product_clones",
     )
 )
+#: Prefix of the clone-kinetics features (``kinetics_patients.tsv``, rule kinetics), put
+#: on each patient's product row: all in vivo (outcome correlates, not predictors).
+KINETICS_PREFIX = "kin_"
+#: The ``kinetics_patients.tsv`` columns taken as features (``kin_<column>``).
+KINETICS_FEATURES: tuple[str, ...] = (
+    "car_auc_blood", "car_mean_fraction_blood", "car_fraction_last_blood",
+    "last_car_detection_day", "expanded_log2_retention",
+    "post_car_share_top_product_clones", "n_expanded", "frac_tested_expanded",
+)
 #: The two scopes of a feature (``scope`` column of the association tables).
 SCOPES: tuple[str, ...] = ("product", "in_vivo")
 
@@ -134,7 +146,8 @@ def feature_scope(name: str) -> str:
     A *product* feature is measured on the infusion-product library alone; it may
     predict response and enter the response association, the scorecards and the
     baseline survival models. An *in vivo* feature uses cells taken after infusion
-    (:data:`IN_VIVO_REPERTOIRE`: overlap with and persistence of product clones); it is
+    (:data:`IN_VIVO_REPERTOIRE`: overlap with and persistence of product clones; every
+    ``kin_`` clone-kinetics feature); it is
     an outcome correlate and enters survival only in a landmark analysis. Any feature
     read on a post-infusion library is in vivo as well; that is a property of the row
     (its timepoint), not of the name, and is decided by the caller.
@@ -149,7 +162,9 @@ def feature_scope(name: str) -> str:
     str
         ``"in_vivo"`` or ``"product"``.
     """
-    return "in_vivo" if name in IN_VIVO_REPERTOIRE else "product"
+    if name in IN_VIVO_REPERTOIRE or name.startswith(KINETICS_PREFIX):
+        return "in_vivo"
+    return "product"
 
 
 REQUIRED_CELL_COLUMNS: tuple[str, ...] = (
@@ -541,12 +556,40 @@ def _repertoire_part(
     return rep.reindex(samples)
 
 
+def kinetics_part(
+    kinetics: pd.DataFrame, repertoire: pd.DataFrame, samples: pd.Index, *, source: str
+) -> pd.DataFrame:
+    """``kin_<column>`` of each patient (:data:`KINETICS_FEATURES`) on its product rows.
+
+    The product rows are the repertoire table's ``is_product`` samples; other rows get NA.
+    """
+    out = pd.DataFrame(index=samples, columns=[f"{KINETICS_PREFIX}{c}"
+                                               for c in KINETICS_FEATURES], dtype=float)
+    if "is_product" not in repertoire.columns or "patient" not in kinetics.columns:
+        logger.warning("%s or the repertoire table lacks patient / is_product: no kin_ "
+                       "features", source)
+        return out
+    prod = repertoire[as_boolean(repertoire["is_product"], source="repertoire_samples.tsv",
+                                 column="is_product").fillna(False).astype(bool)]
+    kin = kinetics.set_index(kinetics["patient"].astype(str))
+    for _, row in prod.iterrows():
+        s, patient = str(row["sample"]), str(row["patient"])
+        if s in out.index and patient in kin.index:
+            for c in KINETICS_FEATURES:
+                if c in kin.columns:
+                    out.loc[s, f"{KINETICS_PREFIX}{c}"] = pd.to_numeric(
+                        kin.loc[patient, c], errors="coerce")
+    return out
+
+
 def sample_features(
     cells: pd.DataFrame,
     *,
     repertoire: pd.DataFrame | None = None,
+    kinetics: pd.DataFrame | None = None,
     source: str = "results/tables/cells.tsv.gz",
     repertoire_source: str = "results/tables/repertoire_samples.tsv",
+    kinetics_source: str = "results/tables/kinetics_patients.tsv",
 ) -> pd.DataFrame:
     """Build the per-sample feature table from the per-cell table.
 
@@ -558,7 +601,10 @@ def sample_features(
         optional; features needing an absent column are not produced.
     repertoire
         Per-sample repertoire table (optional); see :func:`repertoire_features`.
-    source, repertoire_source
+    kinetics
+        Per-patient clone-kinetics table (optional, needs ``repertoire``); see
+        :func:`kinetics_part`.
+    source, repertoire_source, kinetics_source
         File names for error messages.
 
     Returns
@@ -587,6 +633,8 @@ def sample_features(
                 repertoire, samples, source=source, repertoire_source=repertoire_source
             )
         )
+        if kinetics is not None and len(kinetics):
+            parts.append(kinetics_part(kinetics, repertoire, samples, source=kinetics_source))
     feats = pd.concat(parts, axis=1)
     # Headline features first (an identical later column is the one left out of tests).
     lead = ["n_cells", "cd4_cd8_ratio", "log2_cd4_cd8_ratio", "memory_like_fraction",
