@@ -258,12 +258,77 @@ def test_unseparated_marker_gets_no_calls_and_a_note(gates):
 
 def test_car_adt_absent_refused_with_closest_names():
     with pytest.raises(CartCohortError, match="closest antibody names: anti-CAR_FMC63"):
-        T.check_car_adt("antiCAR-FMC63", antibodies=["CD4", "CD8", "anti-CAR_FMC63"],
+        P.check_car_adt("antiCAR-FMC63", antibodies=["CD4", "CD8", "anti-CAR_FMC63"],
                         setting="protein.car_adt")
-    T.check_car_adt("CD4", antibodies=["CD4"], setting="protein.car_adt")
+    P.check_car_adt("CD4", antibodies=["CD4"], setting="protein.car_adt")
 
 
 def test_combine_car_evidence():
     p = T.combine_car(np.array([0.9, 0.9, np.nan, 0.1]),
                       transcript_posterior=np.array([0.9, 0.1, 0.8, np.nan]), prior=0.5)
     assert p[0] > 0.98 and abs(p[1] - 0.5) < 1e-9 and abs(p[2] - 0.8) < 1e-9 and p[3] < 0.2
+
+
+# --- one library from Cell Ranger folders ----------------------------------------------
+
+def _write_mtx(folder, X, barcodes, names, types):
+    import gzip
+
+    import scipy.io
+    import scipy.sparse as sp
+    folder.mkdir(parents=True)
+    with gzip.open(folder / "matrix.mtx.gz", "wb") as fh:
+        scipy.io.mmwrite(fh, sp.csr_matrix(X).T.tocoo().astype(np.int64))
+    with gzip.open(folder / "features.tsv.gz", "wt") as fh:
+        fh.writelines(f"{n}\t{n}\t{t}\n" for n, t in zip(names, types))
+    with gzip.open(folder / "barcodes.tsv.gz", "wt") as fh:
+        fh.writelines(f"{b}\n" for b in barcodes)
+
+
+def test_library_with_raw_matrix_gets_dsb(real, table, tmp_path):
+    """Filtered + raw Cell Ranger folders (real ADT counts, 300 cells + the real empty
+    droplets, one gene feature): the raw matrix is found beside the filtered one, its
+    non-cell droplets in the ADT range are the background, the method is dsb."""
+    import scipy.sparse as sp
+
+    from cartcohort.io import adt
+    cells, empty = real
+    n = 300
+    ab = list(cells.var_names)
+    names, types = ["GENE1", *ab], ["Gene Expression"] + ["Antibody Capture"] * len(ab)
+    gene = np.ones((n, 1))
+    cell_x = sp.hstack([gene, cells.X[:n]]).tocsr()
+    raw_x = sp.vstack([cell_x, sp.hstack([np.zeros((empty.n_obs, 1)), empty.X])]).tocsr()
+    bc = [f"C{i}" for i in range(n)]
+    raw_bc = bc + [f"E{i}" for i in range(empty.n_obs)]
+    _write_mtx(tmp_path / "outs" / "filtered_feature_bc_matrix", cell_x, bc, names, types)
+    _write_mtx(tmp_path / "outs" / "raw_feature_bc_matrix", raw_x, raw_bc, names, types)
+    filtered = tmp_path / "outs" / "filtered_feature_bc_matrix"
+    assert adt.antibody_names(filtered, sample="S") == ab
+    raw = adt.raw_matrix_beside(filtered)
+    assert raw == tmp_path / "outs" / "raw_feature_bc_matrix"
+    drops = adt.read_empty_droplets(raw, sample="S", cell_barcodes=bc, antibodies=ab)
+    totals = np.log10(np.asarray(empty.X.sum(axis=1)).ravel())
+    assert drops.n_obs == int(((totals >= 1.5) & (totals <= 3.0)).sum())
+    assert drops.obs_names.str.startswith("E").all()
+    lib = P.protein_library(cells.X[:n], cells=bc, antibodies=ab, empty_counts=drops.X,
+                            table=table, library="S")
+    assert lib.method == "dsb" and lib.qc["adt_usable"].all()
+    assert {"CD4", "CD8", "CCR7", "PD-1"} <= set(lib.values.columns)
+    assert any("not in the alias table" in note and "IgM_PROT" in note for note in lib.notes)
+    assert adt.raw_matrix_beside(tmp_path / "outs" / "raw_feature_bc_matrix") is None
+
+
+def test_library_without_raw_matrix_and_car_adt_checks(table):
+    rng = np.random.default_rng(2)
+    counts = rng.poisson(20, size=(40, 4))
+    ab = ["CD4_TotalSeqC", "CD8", "IgG1 isotype", "antiCAR_FMC63"]
+    lib = P.protein_library(counts, cells=[f"c{i}" for i in range(40)], antibodies=ab,
+                            empty_counts=None, table=table, library="L2",
+                            car_adt="antiCAR_FMC63")
+    assert lib.method == "clr" and "L2: no raw matrix" in lib.notes[0]
+    assert list(lib.values.columns) == ["CD4", "CD8", "CAR"]
+    assert lib.panel["isotype"].tolist() == [False, False, True, False]
+    with pytest.raises(CartCohortError, match="closest antibody names: antiCAR_FMC63"):
+        P.protein_library(counts, cells=[f"c{i}" for i in range(40)], antibodies=ab,
+                          empty_counts=None, table=table, library="L2", car_adt="antiCAR-FMC")

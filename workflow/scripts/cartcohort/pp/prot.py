@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
 import re
 from collections.abc import Mapping, Sequence
@@ -393,3 +394,91 @@ def normalise_adt(counts: object, *, empty_counts: object | None, isotype: Seque
     note = f"{library}: {why}; per-cell CLR instead of dsb"
     logger.warning(note)
     return NormalisedAdt(clr(counts), "clr", note)
+
+
+def check_car_adt(car_adt: str, *, antibodies: Sequence[str], setting: str) -> None:
+    """Refuse an anti-CAR antibody name absent from the panel, naming the closest names."""
+    if not car_adt or car_adt in antibodies:
+        return
+    close = difflib.get_close_matches(car_adt, list(antibodies), n=3, cutoff=0.3)
+    hint = f"closest antibody names: {', '.join(close)}" if close else "no similar name"
+    raise CartCohortError(f"{setting}: antibody '{car_adt}' is not in the ADT panel "
+                          f"({hint}). Fix: set {setting} to one of the panel's antibody "
+                          "names, or to '' when the panel has no anti-CAR reagent")
+
+
+@dataclass
+class ProteinLibrary:
+    """Output of :func:`protein_library`.
+
+    Attributes
+    ----------
+    qc
+        Per cell :func:`adt_qc`.
+    values
+        Cells x markers normalised values of the mapped antibodies (columns: marker
+        names; the anti-CAR antibody as ``CAR``).
+    panel
+        :func:`map_panel` of the library's antibodies.
+    method
+        ``dsb`` or ``clr``.
+    notes
+        Why CLR, unmapped antibodies.
+    """
+
+    qc: pd.DataFrame
+    values: pd.DataFrame
+    panel: pd.DataFrame
+    method: NormMethod
+    notes: list[str]
+
+
+def protein_library(counts: object, *, cells: Sequence[str], antibodies: Sequence[str],
+                    empty_counts: object | None, table: AliasTable, library: str,
+                    car_adt: str = "", min_total: int = 20, min_detected: int = 3,
+                    max_isotype_fraction: float = 0.5, pseudocount: float = 10.0,
+                    min_empty_droplets: int = 100) -> ProteinLibrary:
+    """Panel mapping, QC and normalisation of one library's ADT counts.
+
+    Parameters
+    ----------
+    counts, cells, antibodies
+        Cells x antibodies raw counts, cell ids, antibody names (panel order).
+    empty_counts
+        Empty droplets x the same antibodies (from the raw matrix,
+        :func:`cartcohort.io.adt.read_empty_droplets`), or None: CLR.
+    table
+        :func:`load_alias_table`.
+    library
+        Library id (notes).
+    car_adt
+        The anti-CAR antibody's name in the panel (``''``: none); refused when absent.
+    min_total, min_detected, max_isotype_fraction
+        :func:`adt_qc`.
+    pseudocount, min_empty_droplets
+        :func:`normalise_adt`.
+    """
+    names = [str(a) for a in antibodies]
+    check_car_adt(car_adt, antibodies=names, setting="protein.car_adt")
+    panel = map_panel(names, table=table)
+    if car_adt:
+        panel.loc[panel["antibody"] == car_adt, ["marker", "isotype"]] = ["CAR", False]
+    iso = panel["isotype"].to_numpy()
+    qc = adt_qc(counts, isotype=iso, min_total=min_total, min_detected=min_detected,
+                max_isotype_fraction=max_isotype_fraction)
+    qc.index = pd.Index(cells, dtype=object)
+    norm = normalise_adt(counts, empty_counts=empty_counts, isotype=iso, library=library,
+                         pseudocount=pseudocount, min_empty_droplets=min_empty_droplets)
+    notes = [] if norm.method == "dsb" else [norm.note]
+    unmapped = unmapped_antibodies(panel)
+    if unmapped:
+        notes.append(f"{library}: {len(unmapped)} antibodies not in the alias table (kept "
+                     f"in the counts, not used for calls): {', '.join(unmapped)}. Fix: add "
+                     "them to protein.extra_aliases if they name a marker")
+    mapped = (panel["marker"] != "").to_numpy()
+    values = pd.DataFrame(norm.values[:, mapped], index=qc.index,
+                          columns=panel.loc[mapped, "marker"].tolist())
+    logger.info("%s: %d cells x %d antibodies (%d mapped, %d isotype), %s; %d cells "
+                "without usable protein signal", library, len(qc), len(names),
+                int(mapped.sum()), int(iso.sum()), norm.method, int((~qc["adt_usable"]).sum()))
+    return ProteinLibrary(qc=qc, values=values, panel=panel, method=norm.method, notes=notes)

@@ -14,14 +14,14 @@ separated in a library gets no calls there (NaN) and a note, never a guessed thr
   ``resources/signatures/protein_gates.yaml`` (Sallusto 1999, Gattinoni 2011) on the
   marker calls.
 - **Checkpoints**: PD-1, TIM-3, LAG-3 positivity (their marker calls).
-- **CAR** (:func:`combine_car`): the anti-CAR antibody named by ``car_adt`` combined with
-  the transcript CAR posterior.
+- **CAR** (:func:`combine_car`): the anti-CAR antibody named by ``car_adt`` (checked
+  against the panel by :func:`~cartcohort.pp.prot.check_car_adt`) combined with the
+  transcript CAR posterior.
 No random numbers are drawn.
 """
 
 from __future__ import annotations
 
-import difflib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from ...errors import CartCohortError
-from ...pp.prot import fit_two_gaussians
+from ...pp.prot import check_car_adt, fit_two_gaussians
 from ...yaml_file import read_yaml_file
 
 logger = logging.getLogger(__name__)
@@ -142,7 +142,7 @@ def marker_calls(values: pd.DataFrame, *, library: Sequence[str],
         in_lib = lib == name
         for marker in values.columns:
             v = values[marker].to_numpy(dtype=float)[in_lib]
-            m = mask[in_lib]
+            m = mask[in_lib] & ~np.isnan(v)
             if m.sum() < min_cells:
                 rows.append({"library": name, "marker": marker, "n_fit": int(m.sum())})
                 continue
@@ -278,17 +278,6 @@ def combine_car(p_protein: np.ndarray, *, transcript_posterior: Sequence[float],
     return 1.0 / (1.0 + np.exp(-z))
 
 
-def check_car_adt(car_adt: str, *, antibodies: Sequence[str], setting: str) -> None:
-    """Refuse an anti-CAR antibody name absent from the panel, naming the closest names."""
-    if not car_adt or car_adt in antibodies:
-        return
-    close = difflib.get_close_matches(car_adt, list(antibodies), n=3, cutoff=0.3)
-    hint = f"closest antibody names: {', '.join(close)}" if close else "no similar name"
-    raise CartCohortError(f"{setting}: antibody '{car_adt}' is not in the ADT panel "
-                          f"({hint}). Fix: set {setting} to one of the panel's antibody "
-                          "names, or to '' when the panel has no anti-CAR reagent")
-
-
 def agreement(protein_call: Sequence[object], rna_call: Sequence[object], *,
               library: Sequence[str], call: str) -> pd.DataFrame:
     """Per library: cells with both calls and the fraction on which they agree."""
@@ -342,7 +331,8 @@ def _t_cells(values: pd.DataFrame, lib: np.ndarray, notes: list[str]) -> tuple[n
     if "CD3" not in values:
         notes.append("the ADT panel has no CD3: every cell is taken as a T cell")
         return np.ones(len(values), bool), pd.DataFrame()
-    post, fits = marker_calls(values[["CD3"]], library=lib)
+    post, fits = marker_calls(values[["CD3"]], library=lib,
+                              fit_mask=values["CD3"].notna().to_numpy())
     return np.nan_to_num(post["CD3"].to_numpy(), nan=1.0) > 0.5, fits
 
 
@@ -363,7 +353,8 @@ def _lineage(post: pd.DataFrame, obs: pd.DataFrame, rna: pd.DataFrame | None,
 
 def protein_calls(values: pd.DataFrame, *, library: Sequence[str], gates: Gates,
                   car_marker: str = "", rna: pd.DataFrame | None = None,
-                  car_prior: float = 0.5) -> ProteinCalls:
+                  car_prior: float = 0.5,
+                  usable: Sequence[bool] | None = None) -> ProteinCalls:
     """Every protein-backed call of one or more libraries.
 
     Parameters
@@ -382,11 +373,17 @@ def protein_calls(values: pd.DataFrame, *, library: Sequence[str], gates: Gates,
         ``car_posterior``): combined calls and agreement are added.
     car_prior
         Prior P(CAR+) of :func:`combine_car`.
+    usable
+        Cells with usable protein signal (:func:`~cartcohort.pp.prot.adt_qc`; default
+        all): mixtures are fitted on these, the others get no protein calls.
     """
     lib = np.asarray(library).astype(str)
     notes: list[str] = []
     obs = pd.DataFrame(index=values.index)
+    ok = np.ones(len(values), bool) if usable is None else np.asarray(usable, bool)
+    values = values.where(np.repeat(ok[:, None], values.shape[1], axis=1))
     t_cell, t_fits = _t_cells(values, lib, notes)
+    t_cell &= ok
     obs["prot_t_cell"] = t_cell
     wanted = {"CD4", "CD8", *CHECKPOINTS, *gates.inverse_markers.values(),
               *(m for g in gates.gates for m in (*g.signs, *g.needs))}
@@ -402,7 +399,8 @@ def protein_calls(values: pd.DataFrame, *, library: Sequence[str], gates: Gates,
         obs[f"prot_{marker.replace('-', '').lower()}_pos"] = pos[marker].to_numpy()
     all_fits = [t_fits, fits]
     if car_marker:
-        car_post, car_fits = marker_calls(values[[car_marker]], library=lib)
+        car_post, car_fits = marker_calls(values[[car_marker]], library=lib,
+                                          fit_mask=values[car_marker].notna().to_numpy())
         obs["prot_car_posterior"] = car_post[car_marker].to_numpy()
         all_fits.append(car_fits)
         if rna is not None and "car_posterior" in rna:
