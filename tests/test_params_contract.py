@@ -35,6 +35,7 @@ RULE_CALLS: dict[str, str | None] = {
     "repertoire": "cartcohort.tl.repertoire:repertoire_tables",
     "plot_clonotypes": "cartcohort.pl.clonotypes:clonotype_figures",
     "annotate": "cartcohort.tl.annotate:annotate",
+    "protein": "cartcohort.tl.annotate.protein_step:annotate_protein",
     "cohort": None,
     "plot_annotation": None,
     "sample_features": None,

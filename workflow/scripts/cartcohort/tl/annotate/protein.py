@@ -40,6 +40,9 @@ logger = logging.getLogger(__name__)
 PROTEIN_LINEAGES: tuple[str, ...] = ("CD4", "CD8", "DN", "DP")
 #: Checkpoint markers called by protein.
 CHECKPOINTS: tuple[str, ...] = ("PD-1", "TIM-3", "LAG-3")
+#: Columns of the mixture fits (:func:`marker_calls`).
+FIT_COLUMNS: tuple[str, ...] = ("library", "marker", "n_fit", "mean_neg", "mean_pos", "sd_neg",
+                                "sd_pos", "fraction_pos", "separation", "bimodal", "separated")
 #: Ashman's D below which a marker's mixture is noted as not bimodal.
 MIN_SEPARATION = 2.0
 
@@ -149,9 +152,7 @@ def marker_calls(values: pd.DataFrame, *, library: Sequence[str],
             p, stats = _fit_rows(v, m)
             post.loc[in_lib, marker] = p
             rows.append({"library": name, "marker": marker, **stats})
-    fits = pd.DataFrame(rows)
-    if "separation" not in fits:
-        fits["separation"] = np.nan
+    fits = pd.DataFrame(rows, columns=list(FIT_COLUMNS[:-2]))
     fits["bimodal"] = fits["separation"] >= MIN_SEPARATION
     gap = fits.get("mean_pos", np.nan) - fits.get("mean_neg", np.nan)
     widest = np.fmax(fits.get("sd_neg", np.nan), fits.get("sd_pos", np.nan))
@@ -407,7 +408,7 @@ def protein_calls(values: pd.DataFrame, *, library: Sequence[str], gates: Gates,
             obs["car_positive_combined"] = combine_car(
                 obs["prot_car_posterior"].to_numpy(), prior=car_prior,
                 transcript_posterior=rna["car_posterior"].to_numpy(dtype=float)) > 0.5
-    fits = pd.concat([f for f in all_fits if len(f)], ignore_index=True)
+    fits = pd.concat([f for f in all_fits if len(f)], ignore_index=True)[list(FIT_COLUMNS)]
     notes += fit_notes(fits)
     agree = []
     if rna is not None and "prot_cd4_cd8" in obs and "cd4_cd8_cell" in rna:
