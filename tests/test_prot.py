@@ -332,3 +332,49 @@ def test_library_without_raw_matrix_and_car_adt_checks(table):
     with pytest.raises(CartCohortError, match="closest antibody names: antiCAR_FMC63"):
         P.protein_library(counts, cells=[f"c{i}" for i in range(40)], antibodies=ab,
                           empty_counts=None, table=table, library="L2", car_adt="antiCAR-FMC")
+
+
+def test_protein_step_two_libraries(real, tmp_path):
+    """Rule protein's function: a library with a panel and its raw matrix (dsb, calls
+    beside the RNA calls, agreement) and one without a panel (listed, method none); an
+    anti-CAR name no panel has is refused before any job, naming the closest."""
+    import anndata as ad
+    import mudata as md
+    import scipy.sparse as sp
+
+    from cartcohort.tl.annotate import protein_step as S
+    cells, empty = real
+    n, ab = 400, list(cells.var_names)
+    names, types = ["GENE1", *ab], ["Gene Expression"] + ["Antibody Capture"] * len(ab)
+    bc = [f"C{i}" for i in range(n)]
+    cell_x = sp.hstack([np.ones((n, 1)), cells.X[:n]]).tocsr()
+    raw_x = sp.vstack([cell_x, sp.hstack([np.zeros((empty.n_obs, 1)), empty.X])]).tocsr()
+    outs = tmp_path / "S1" / "outs"
+    _write_mtx(outs / "filtered_feature_bc_matrix", cell_x, bc, names, types)
+    _write_mtx(outs / "raw_feature_bc_matrix", raw_x,
+               bc + [f"E{i}" for i in range(empty.n_obs)], names, types)
+    ids = [f"S1_{b}" for b in bc]
+    obs = pd.DataFrame({"barcode": bc}, index=ids)
+    prot = ad.AnnData(sp.csr_matrix(cells.X[:n], dtype=np.float32), obs=obs,
+                      var=pd.DataFrame(index=ab))
+    gex = ad.AnnData(sp.csr_matrix(np.ones((n, 1), np.float32)), obs=obs,
+                     var=pd.DataFrame(index=["GENE1"]))
+    md.MuData({"gex": gex, "prot": prot}).write(tmp_path / "S1.h5mu")
+    md.MuData({"gex": gex}).write(tmp_path / "S2.h5mu")
+    calls = pd.DataFrame({"cd4_cd8_cell": "DN", "cd4_cd8_confidence": 0.6}, index=ids[:350])
+    res = S.annotate_protein([str(tmp_path / "S1.h5mu"), str(tmp_path / "S2.h5mu")],
+                             gex=[str(outs / "filtered_feature_bc_matrix"), "unused"],
+                             calls=calls, alias_table=str(ALIASES), gates=str(GATES))
+    libs = res.libraries.set_index("sample")
+    assert libs.loc["S1", "method"] == "dsb" and libs.loc["S2", "method"] == "none"
+    assert libs.loc["S1", "n_isotype"] == 4 and "IgM_PROT" in libs.loc["S1", "unmapped"]
+    assert len(res.cells) == 350 and set(res.cells["sample"]) == {"S1"}
+    t = res.cells[res.cells["prot_t_cell"]]
+    assert (t["prot_cd4_cd8"].astype(str) == "DP").mean() <= 0.03
+    # the RNA said DN with confidence 0.6; the separated protein evidence wins
+    assert (t["cd4_cd8_combined"].astype(str) == t["prot_cd4_cd8"].astype(str)).mean() > 0.9
+    agree = res.agreement.set_index("call").loc["cd4_cd8"]
+    assert agree["n_both"] == len(t)
+    assert {"CD4", "CD8", "CD3"} <= set(res.fits["marker"])
+    with pytest.raises(CartCohortError, match="closest antibody names: CD4_PROT"):
+        S.check_car_adt_panels("CD4-PROT", gex={"S1": str(outs / "filtered_feature_bc_matrix")})
