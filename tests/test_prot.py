@@ -378,3 +378,26 @@ def test_protein_step_two_libraries(real, tmp_path):
     assert {"CD4", "CD8", "CD3"} <= set(res.fits["marker"])
     with pytest.raises(CartCohortError, match="closest antibody names: CD4_PROT"):
         S.check_car_adt_panels("CD4-PROT", gex={"S1": str(outs / "filtered_feature_bc_matrix")})
+
+
+def test_car_adt_absent_refused_before_any_job(tmp_path):
+    """A dry run with protein.car_adt absent from a library's ADT panel stops while the
+    DAG is built, naming the library and the closest antibody name."""
+    from conftest import run_snakemake
+    rng = np.random.default_rng(0)
+    names = [f"GENE{i}" for i in range(30)] + ["CD4_PROT", "CD8_PROT", "anti-CAR-FMC63"]
+    types = ["Gene Expression"] * 30 + ["Antibody Capture"] * 3
+    _write_mtx(tmp_path / "S1" / "filtered_feature_bc_matrix", rng.poisson(3, (60, 33)),
+               [f"AAAC{i:06d}-1" for i in range(60)], names, types)
+    (tmp_path / "samples.tsv").write_text(
+        "sample\tpatient\ttimepoint\ttimepoint_day\tcompartment\tbatch\tsort\tgex\tvdj\t"
+        "car_expected\nS1\tP1\tIP\t0\tproduct\tb1\tCD3+\tS1/filtered_feature_bc_matrix\t\t"
+        "false\n")
+    (tmp_path / "clinical.tsv").write_text("patient\tresponse\nP1\tCR\n")
+    proc = run_snakemake(tmp_path, "-n", check=False, cores=1,
+                         config={"samples": "samples.tsv", "clinical": "clinical.tsv",
+                                 "protein": '{"car_adt": "antiCAR_FMC63"}'})
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "antibody 'antiCAR_FMC63' is not in the ADT panel of library S1" in out
+    assert "closest antibody names: anti-CAR-FMC63" in out

@@ -396,15 +396,18 @@ def normalise_adt(counts: object, *, empty_counts: object | None, isotype: Seque
     return NormalisedAdt(clr(counts), "clr", note)
 
 
-def check_car_adt(car_adt: str, *, antibodies: Sequence[str], setting: str) -> None:
-    """Refuse an anti-CAR antibody name absent from the panel, naming the closest names."""
+def check_car_adt(car_adt: str, *, antibodies: Sequence[str], setting: str,
+                  where: str = "") -> None:
+    """Refuse an anti-CAR antibody name absent from the panel, naming the closest names
+    (``where``: the library and file, for the message)."""
     if not car_adt or car_adt in antibodies:
         return
     close = difflib.get_close_matches(car_adt, list(antibodies), n=3, cutoff=0.3)
     hint = f"closest antibody names: {', '.join(close)}" if close else "no similar name"
-    raise CartCohortError(f"{setting}: antibody '{car_adt}' is not in the ADT panel "
-                          f"({hint}). Fix: set {setting} to one of the panel's antibody "
-                          "names, or to '' when the panel has no anti-CAR reagent")
+    raise CartCohortError(f"{setting}: antibody '{car_adt}' is not in the ADT panel"
+                          f"{f' of {where}' if where else ''} ({hint}). Fix: set {setting} "
+                          "to one of the panel's antibody names, or to '' when the panel "
+                          "has no anti-CAR reagent")
 
 
 @dataclass

@@ -159,6 +159,6 @@ def check_car_adt_panels(car_adt: str, *, gex: Mapping[str, str]) -> None:
     for sample, path in gex.items():
         names = antibody_names(path, sample=sample)
         if names:
-            check_car_adt(car_adt, antibodies=names,
-                          setting=f"protein.car_adt (library {sample}, {path})")
+            check_car_adt(car_adt, antibodies=names, setting="protein.car_adt",
+                          where=f"library {sample} ({path})")
     logger.debug("car_adt %s found in every ADT panel", car_adt)
