@@ -290,7 +290,6 @@ def test_library_with_raw_matrix_gets_dsb(real, table, tmp_path):
     droplets, one gene feature): the raw matrix is found beside the filtered one, its
     non-cell droplets in the ADT range are the background, the method is dsb."""
     import scipy.sparse as sp
-
     from cartcohort.io import adt
     cells, empty = real
     n = 300
@@ -341,7 +340,6 @@ def test_protein_step_two_libraries(real, tmp_path):
     import anndata as ad
     import mudata as md
     import scipy.sparse as sp
-
     from cartcohort.tl.annotate import protein_step as S
     cells, empty = real
     n, ab = 400, list(cells.var_names)

@@ -5,7 +5,6 @@ from cartcohort.logs import script_logging
 
 with script_logging(snakemake):
     import anndata as ad
-
     from cartcohort import tables
     from cartcohort.tl.annotate.protein_step import annotate_protein
 

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from ...errors import CartCohortError
-from ...pp.prot import check_car_adt, fit_two_gaussians
+from ...pp.prot import fit_two_gaussians
 from ...yaml_file import read_yaml_file
 
 logger = logging.getLogger(__name__)
