@@ -192,7 +192,7 @@ def test_real_lineage_few_double_positives_and_bimodal(real, real_dsb, gates):
     mapped = panel["marker"] != ""
     df = pd.DataFrame(values[:, mapped.to_numpy()], index=cells.obs_names,
                       columns=panel.loc[mapped, "marker"])
-    res = T.protein_calls(df, library=["L1"] * len(df), gates=gates)
+    res = T.protein_calls(df, library=["L1"] * len(df), gates=gates, dsb=True)
     t = res.obs["prot_t_cell"].to_numpy()
     assert 0.4 < t.mean() < 0.7
     lin = res.obs.loc[t, "prot_cd4_cd8"].astype(str)
@@ -222,7 +222,7 @@ def test_gating_recovers_known_subsets(gates):
     assert (res.obs["prot_memory"].astype(str).to_numpy() == expect).mean() >= 0.98
     lin = res.obs["prot_cd4_cd8"].astype(str).to_numpy()
     assert (lin == np.where(truth["CD4"], "CD4", "CD8")).mean() >= 0.98
-    assert "Tn/Tscm" not in res.obs["prot_memory"].cat.categories
+    assert "Tn/Tscm" not in set(res.obs["prot_memory"].astype(str))
 
 
 def test_panel_without_cd8_skips_lineage_with_note(gates):

@@ -4,7 +4,10 @@ Every marker is called positive or negative per library by a two-component Gauss
 mixture on its normalised (dsb or CLR) values (:func:`marker_calls`; deterministic EM of
 :func:`~cartcohort.pp.prot.fit_two_gaussians`). A marker's mixture is *separated* when
 Ashman's D >= 2 and its means lie at least two component SDs apart; a marker that is not
-separated in a library gets no calls there (NaN) and a note, never a guessed threshold.
+separated in a library gets no calls there (NaN) and a note, never a guessed threshold;
+with dsb values the negative component must also sit at background level (mean <= 3
+empty-droplet SDs), so a marker every cell carries (CD3 in a T-cell product) is not split.
+When CD3 is not separated, every usable cell is taken as a T cell (with the note).
 
 - **Lineage** (:func:`protein_lineage`): among T cells (CD3+ by protein when the panel
   has CD3), CD4 and CD8 mixtures fitted on the T cells give P(CD4+), P(CD8+) and the
@@ -43,6 +46,10 @@ CHECKPOINTS: tuple[str, ...] = ("PD-1", "TIM-3", "LAG-3")
 #: Columns of the mixture fits (:func:`marker_calls`).
 FIT_COLUMNS: tuple[str, ...] = ("library", "marker", "n_fit", "mean_neg", "mean_pos", "sd_neg",
                                 "sd_pos", "fraction_pos", "separation", "bimodal", "separated")
+#: dsb values are in units of the empty-droplet SD: a negative population whose mean lies
+#: above this is not background (a unimodal positive marker split in two, e.g. CD3 in a
+#: pure T-cell product), so the mixture is not separated.
+DSB_NEGATIVE_CEILING = 3.0
 #: Ashman's D below which a marker's mixture is noted as not bimodal.
 MIN_SEPARATION = 2.0
 
@@ -113,8 +120,8 @@ def _fit_rows(values: np.ndarray, fit_mask: np.ndarray) -> tuple[np.ndarray, dic
 
 
 def marker_calls(values: pd.DataFrame, *, library: Sequence[str],
-                 fit_mask: Sequence[bool] | None = None,
-                 min_cells: int = 20) -> tuple[pd.DataFrame, pd.DataFrame]:
+                 fit_mask: Sequence[bool] | None = None, min_cells: int = 20,
+                 negative_ceiling: float | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per library and marker, the posterior of the positive component of a two-Gaussian
     mixture on the normalised values.
 
@@ -128,6 +135,9 @@ def marker_calls(values: pd.DataFrame, *, library: Sequence[str],
         Cells the mixtures are fitted on (default all); every cell gets a posterior.
     min_cells
         Libraries with fewer fit cells get NaN posteriors (and a fit row saying so).
+    negative_ceiling
+        With dsb values (:data:`DSB_NEGATIVE_CEILING`): the negative component's mean
+        must lie at or below it (background) for the mixture to count as separated.
 
     Returns
     -------
@@ -157,6 +167,8 @@ def marker_calls(values: pd.DataFrame, *, library: Sequence[str],
     gap = fits.get("mean_pos", np.nan) - fits.get("mean_neg", np.nan)
     widest = np.fmax(fits.get("sd_neg", np.nan), fits.get("sd_pos", np.nan))
     fits["separated"] = fits["bimodal"] & (gap >= MIN_SEPARATION * widest)
+    if negative_ceiling is not None:
+        fits["separated"] &= fits["mean_neg"] <= negative_ceiling
     for _, row in fits[~fits["separated"]].iterrows():
         post.loc[lib == row["library"], row["marker"]] = np.nan
     return post, fits
@@ -231,14 +243,18 @@ def gate_memory(positive: pd.DataFrame, *, gates: Gates) -> pd.Categorical:
     """Flow-style memory subset of each cell: the first usable gate whose signs it
     matches ("ungated" if none; no call where a needed marker has no call).
 
+    A marker without any call (not in the panel, or not separated in this library)
+    counts as absent, so e.g. a library whose CD95 is not separated is gated Tn/Tscm.
+
     Parameters
     ----------
     positive
-        Cells x markers, nullable boolean marker calls.
+        Cells x markers, nullable boolean marker calls (one library).
     gates
         :func:`load_gates`.
     """
-    used = usable_gates(list(positive.columns), gates=gates)
+    present = [c for c in positive.columns if positive[c].notna().any()]
+    used = usable_gates(present, gates=gates)
     n = len(positive)
     call = np.full(n, "ungated", dtype=object)
     done = np.zeros(n, bool)
@@ -246,7 +262,7 @@ def gate_memory(positive: pd.DataFrame, *, gates: Gates) -> pd.Categorical:
     for gate in used:
         match = np.ones(n, bool)
         for marker, sign in gate.signs.items():
-            s = _marker_sign(positive, marker, gates.inverse_markers)
+            s = _marker_sign(positive[present], marker, gates.inverse_markers)
             if s is None:
                 continue
             arr = s.astype("boolean")
@@ -257,8 +273,9 @@ def gate_memory(positive: pd.DataFrame, *, gates: Gates) -> pd.Categorical:
         call[new] = gate.id
         done |= match
     call[missing] = None
-    cats = [g.id for g in used] + ["ungated"]
-    return pd.Categorical(call, categories=cats)
+    if not used:
+        call[:] = None
+    return pd.Categorical(call, categories=[g.id for g in gates.gates] + ["ungated"])
 
 
 def combine_car(p_protein: np.ndarray, *, transcript_posterior: Sequence[float],
@@ -327,12 +344,12 @@ class ProteinCalls:
     agreement: pd.DataFrame
 
 
-def _t_cells(values: pd.DataFrame, lib: np.ndarray, notes: list[str]) -> tuple[np.ndarray,
-                                                                               pd.DataFrame]:
+def _t_cells(values: pd.DataFrame, lib: np.ndarray, notes: list[str],
+             ceiling: float | None) -> tuple[np.ndarray, pd.DataFrame]:
     if "CD3" not in values:
         notes.append("the ADT panel has no CD3: every cell is taken as a T cell")
         return np.ones(len(values), bool), pd.DataFrame()
-    post, fits = marker_calls(values[["CD3"]], library=lib,
+    post, fits = marker_calls(values[["CD3"]], library=lib, negative_ceiling=ceiling,
                               fit_mask=values["CD3"].notna().to_numpy())
     return np.nan_to_num(post["CD3"].to_numpy(), nan=1.0) > 0.5, fits
 
@@ -354,8 +371,8 @@ def _lineage(post: pd.DataFrame, obs: pd.DataFrame, rna: pd.DataFrame | None,
 
 def protein_calls(values: pd.DataFrame, *, library: Sequence[str], gates: Gates,
                   car_marker: str = "", rna: pd.DataFrame | None = None,
-                  car_prior: float = 0.5,
-                  usable: Sequence[bool] | None = None) -> ProteinCalls:
+                  car_prior: float = 0.5, usable: Sequence[bool] | None = None,
+                  dsb: bool = False) -> ProteinCalls:
     """Every protein-backed call of one or more libraries.
 
     Parameters
@@ -377,22 +394,32 @@ def protein_calls(values: pd.DataFrame, *, library: Sequence[str], gates: Gates,
     usable
         Cells with usable protein signal (:func:`~cartcohort.pp.prot.adt_qc`; default
         all): mixtures are fitted on these, the others get no protein calls.
+    dsb
+        The values are dsb (background units): a mixture whose negative component lies
+        above :data:`DSB_NEGATIVE_CEILING` is not separated.
     """
     lib = np.asarray(library).astype(str)
     notes: list[str] = []
     obs = pd.DataFrame(index=values.index)
     ok = np.ones(len(values), bool) if usable is None else np.asarray(usable, bool)
     values = values.where(np.repeat(ok[:, None], values.shape[1], axis=1))
-    t_cell, t_fits = _t_cells(values, lib, notes)
+    ceiling = DSB_NEGATIVE_CEILING if dsb else None
+    t_cell, t_fits = _t_cells(values, lib, notes, ceiling)
     t_cell &= ok
     obs["prot_t_cell"] = t_cell
     wanted = {"CD4", "CD8", *CHECKPOINTS, *gates.inverse_markers.values(),
               *(m for g in gates.gates for m in (*g.signs, *g.needs))}
     cols = [c for c in values.columns if c in wanted and c != car_marker]
-    post, fits = marker_calls(values[cols], library=lib, fit_mask=t_cell)
+    post, fits = marker_calls(values[cols], library=lib, fit_mask=t_cell,
+                              negative_ceiling=ceiling)
     _lineage(post, obs, rna, notes)
     pos = positive_calls(post)
-    obs["prot_memory"] = gate_memory(pos, gates=gates)
+    memory = pd.Series(pd.Categorical([None] * len(pos), categories=[
+        g.id for g in gates.gates] + ["ungated"]), index=pos.index)
+    for name in pd.unique(lib):
+        in_lib = lib == name
+        memory[in_lib] = np.asarray(gate_memory(pos[in_lib], gates=gates), dtype=object)
+    obs["prot_memory"] = memory.to_numpy()
     if not usable_gates(list(pos.columns), gates=gates):
         notes.append("the ADT panel lacks the markers of every memory gate: no protein "
                      "memory calls")
@@ -401,6 +428,7 @@ def protein_calls(values: pd.DataFrame, *, library: Sequence[str], gates: Gates,
     all_fits = [t_fits, fits]
     if car_marker:
         car_post, car_fits = marker_calls(values[[car_marker]], library=lib,
+                                          negative_ceiling=ceiling,
                                           fit_mask=values[car_marker].notna().to_numpy())
         obs["prot_car_posterior"] = car_post[car_marker].to_numpy()
         all_fits.append(car_fits)

@@ -131,7 +131,8 @@ def annotate_protein(h5mu: Sequence[str], *, gex: Sequence[str], calls: pd.DataF
         rna = calls.reindex(lib.qc.index[keep])[[c for c in RNA_COLUMNS if c in calls]]
         res = protein_calls(lib.values[keep], library=[sample] * int(keep.sum()),
                             gates=gate_defs, car_marker="CAR" if car_adt else "", rna=rna,
-                            car_prior=car_prior, usable=lib.qc["adt_usable"].to_numpy()[keep])
+                            car_prior=car_prior, usable=lib.qc["adt_usable"].to_numpy()[keep],
+                            dsb=lib.method == "dsb")
         cell = pd.concat([lib.qc[keep], res.obs], axis=1)
         cell.insert(0, "sample", sample)
         cells.append(cell.rename_axis("cell").reset_index())
