@@ -399,3 +399,30 @@ def test_car_adt_absent_refused_before_any_job(tmp_path):
     out = proc.stdout + proc.stderr
     assert "antibody 'antiCAR_FMC63' is not in the ADT panel of library S1" in out
     assert "closest antibody names: anti-CAR-FMC63" in out
+
+
+def test_simulated_adt_panel_recovers_protein_truth(table, gates):
+    """The simulator's ADT panel: isotypes at ambient level, empty droplets in the dsb
+    background range, and dsb + mixtures + gates recover its protein truth."""
+    from cartcohort.datasets import adt as A
+    rng = np.random.default_rng(9)
+    n = 400
+    cells = pd.DataFrame({
+        "cell": [f"S_{i}" for i in range(n)], "sample": "S",
+        "state": rng.choice(list(A.STATE_SUBSET), size=n),
+        "cd4_cd8": rng.choice(["CD4", "CD8", "DN"], size=n, p=[0.5, 0.4, 0.1]),
+        "car_positive": rng.random(n) < 0.3})
+    sim = A.simulate_adt(cells, seed=0, index=4, n_empty=800)
+    assert A.has_adt(4) and A.has_raw_matrix(4) and A.has_adt(0) and not A.has_raw_matrix(0)
+    assert sim.counts.shape == (n, len(A.PANEL)) and sim.empty.shape == (800, len(A.PANEL))
+    lib = P.protein_library(sim.counts, cells=list(cells["cell"]), antibodies=sim.names,
+                            empty_counts=sim.empty, table=table, library="S",
+                            car_adt="antiCAR_idiotype")
+    assert lib.method == "dsb" and int(lib.panel["isotype"].sum()) == 3
+    res = T.protein_calls(lib.values, library=["S"] * n, gates=gates, car_marker="CAR",
+                          dsb=True)
+    t = sim.truth
+    assert (res.obs["prot_cd4_cd8"].astype(str).to_numpy() == t["prot_cd4_cd8"]).mean() > .97
+    assert (res.obs["prot_memory"].astype(str).to_numpy() == t["prot_memory"]).mean() >= 0.9
+    car = res.obs["prot_car_posterior"].to_numpy() > 0.5
+    assert (car == cells["car_positive"].to_numpy()).mean() > 0.97
