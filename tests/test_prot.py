@@ -426,3 +426,23 @@ def test_simulated_adt_panel_recovers_protein_truth(table, gates):
     assert (res.obs["prot_memory"].astype(str).to_numpy() == t["prot_memory"]).mean() >= 0.9
     car = res.obs["prot_car_posterior"].to_numpy() > 0.5
     assert (car == cells["car_positive"].to_numpy()).mean() > 0.97
+
+
+def test_protein_features_where_the_panel_measures_them():
+    from cartcohort.tl.features import is_descriptive
+    from cartcohort.tl.protein_features import protein_features
+    prot = pd.DataFrame({
+        "sample": ["A"] * 6 + ["B"] * 3,
+        "adt_usable": [True] * 5 + [False] + [True] * 3,
+        "prot_t_cell": [True] * 4 + [False, True] + [True] * 3,
+        "prot_cd4_cd8": ["CD4", "CD4", "CD8", "DN", "CD4", "CD8", "CD4", "CD8", "CD8"],
+        "prot_memory": ["Tscm", "Tem", "Tn", "Tcm", "Tscm", "Tscm", "Tn/Tscm", "Tem", None],
+        "prot_pd1_pos": [True, False, None, False, True, True, None, None, None]})
+    f = protein_features(prot, samples=pd.Index(["A", "B", "C"]))
+    assert f.loc["A", "prot_cd4_cd8_ratio"] == 2.0
+    assert f.loc["A", "log2_prot_cd4_cd8_ratio"] == pytest.approx(np.log2(2.5 / 1.5))
+    assert f.loc["A", "prot_tscm_fraction"] == 0.25
+    assert f.loc["A", "prot_pd1_pos_fraction"] == pytest.approx(1 / 3)
+    assert np.isnan(f.loc["B", "prot_tscm_fraction"])  # Tn/Tscm gate: no CD95
+    assert np.isnan(f.loc["B", "prot_pd1_pos_fraction"]) and f.loc["C"].isna().all()
+    assert is_descriptive("prot_cd4_cd8_ratio") and not is_descriptive("prot_tscm_fraction")

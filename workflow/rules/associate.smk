@@ -7,6 +7,7 @@ rule sample_features:
     input:
         cells="results/tables/cells.tsv.gz",
         repertoire="results/tables/repertoire_samples.tsv",
+        protein="results/tables/protein_cells.tsv.gz",
     output:
         features="results/tables/sample_features.tsv",
     log:

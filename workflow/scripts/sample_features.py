@@ -11,5 +11,6 @@ with script_logging(snakemake):
         repertoire=tables.read_table(snakemake.input.repertoire),
         source=snakemake.input.cells,
         repertoire_source=snakemake.input.repertoire,
+        protein=tables.read_table(snakemake.input.protein),
     )
     tables.write_table(table, snakemake.output.features, sort_by=["sample"])

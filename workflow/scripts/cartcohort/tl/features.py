@@ -41,6 +41,9 @@ Feature naming
     written by ``repertoire``. Depth-dependent counts (``rep_n_*``,
     ``rep_max_clone_size``), CI bounds and the rarefaction depth are kept
     but descriptive (:func:`is_descriptive`): not tested for association.
+``prot_cd4_cd8_ratio`` (descriptive), ``log2_prot_cd4_cd8_ratio``, ``prot_tscm_fraction``, ``prot_pd1_pos_fraction``
+    Surface-protein features where the library has an ADT panel
+    (:mod:`cartcohort.tl.protein_features`).
 """
 
 from __future__ import annotations
@@ -79,7 +82,7 @@ ID_COLUMNS: tuple[str, ...] = (
 #: Feature-table columns that are descriptive only (not tested for association):
 #: the cell count (technical) and the untransformed CD4:CD8 ratio (same ranks as
 #: its log2 version, which is the one tested).
-DESCRIPTIVE_COLUMNS: tuple[str, ...] = ("n_cells", "cd4_cd8_ratio")
+DESCRIPTIVE_COLUMNS: tuple[str, ...] = ("n_cells", "cd4_cd8_ratio", "prot_cd4_cd8_ratio")
 
 #: Suffixes/prefixes of descriptive columns: CI bounds of repertoire estimates,
 #: depth-dependent repertoire counts and the rarefaction depth itself.
@@ -543,6 +546,7 @@ def sample_features(
     repertoire: pd.DataFrame | None = None,
     source: str = "results/tables/cells.tsv.gz",
     repertoire_source: str = "results/tables/repertoire_samples.tsv",
+    protein: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Build the per-sample feature table from the per-cell table.
 
@@ -556,6 +560,9 @@ def sample_features(
         Per-sample repertoire table (optional); see :func:`repertoire_features`.
     source, repertoire_source
         File names for error messages.
+    protein
+        ``protein_cells.tsv.gz`` (optional): the protein product features of
+        :mod:`cartcohort.tl.protein_features` (NA for libraries without a panel).
 
     Returns
     -------
@@ -583,6 +590,10 @@ def sample_features(
                 repertoire, samples, source=source, repertoire_source=repertoire_source
             )
         )
+    if protein is not None:
+        from .protein_features import protein_features
+
+        parts.append(protein_features(protein, samples=samples))
     feats = pd.concat(parts, axis=1)
     # Headline features first (an identical later column is the one left out of tests).
     lead = ["n_cells", "cd4_cd8_ratio", "log2_cd4_cd8_ratio", "memory_like_fraction",

@@ -438,6 +438,14 @@ def protein_calls(values: pd.DataFrame, *, library: Sequence[str], gates: Gates,
                 transcript_posterior=rna["car_posterior"].to_numpy(dtype=float)) > 0.5
     fits = pd.concat([f for f in all_fits if len(f)], ignore_index=True)[list(FIT_COLUMNS)]
     notes += fit_notes(fits)
+    for note in notes:
+        logger.warning(note)
+    return ProteinCalls(obs=obs, fits=fits, notes=notes,
+                        agreement=_agreements(obs, rna, lib))
+
+
+def _agreements(obs: pd.DataFrame, rna: pd.DataFrame | None, lib: np.ndarray) -> pd.DataFrame:
+    """Per library, protein vs RNA agreement of lineage and CAR (where both exist)."""
     agree = []
     if rna is not None and "prot_cd4_cd8" in obs and "cd4_cd8_cell" in rna:
         agree.append(agreement(obs["prot_cd4_cd8"], rna["cd4_cd8_cell"].astype(object),
@@ -447,8 +455,5 @@ def protein_calls(values: pd.DataFrame, *, library: Sequence[str], gates: Gates,
         prot_car[obs["prot_car_posterior"].isna()] = None
         agree.append(agreement(prot_car, rna["car_positive_cell"].astype(object),
                                library=lib, call="car_positive"))
-    for note in notes:
-        logger.warning(note)
-    agree_df = (pd.concat(agree, ignore_index=True) if agree
-                else pd.DataFrame(columns=["library", "call", "n_both", "agreement"]))
-    return ProteinCalls(obs=obs, fits=fits, notes=notes, agreement=agree_df)
+    return (pd.concat(agree, ignore_index=True) if agree
+            else pd.DataFrame(columns=["library", "call", "n_both", "agreement"]))
