@@ -374,6 +374,9 @@ def test_protein_step_two_libraries(real, tmp_path):
     agree = res.agreement.set_index("call").loc["cd4_cd8"]
     assert agree["n_both"] == len(t)
     assert {"CD4", "CD8", "CD3"} <= set(res.fits["marker"])
+    warned = res.warnings.set_index("check")
+    assert list(warned.index) == ["adt_unmapped"] and warned.loc["adt_unmapped", "count"] == 42
+    assert set(warned["sample"]) == {"S1"} and "IgM_PROT" in warned.loc["adt_unmapped", "detail"]
     with pytest.raises(CartCohortError, match="closest antibody names: CD4_PROT"):
         S.check_car_adt_panels("CD4-PROT", gex={"S1": str(outs / "filtered_feature_bc_matrix")})
 

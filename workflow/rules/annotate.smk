@@ -125,6 +125,7 @@ rule protein:
         libraries="results/tables/protein_libraries.tsv",
         fits="results/tables/protein_fits.tsv",
         agreement="results/tables/protein_agreement.tsv",
+        warnings="results/protein/warnings.tsv",
     log:
         "logs/protein.log",
     benchmark:

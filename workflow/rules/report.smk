@@ -65,6 +65,7 @@ rule warnings:
     input:
         load=cohort_files("results/load/{sample}.warnings.tsv"),
         merge="results/integrate/merge_warnings.tsv",
+        protein="results/protein/warnings.tsv",
         qc_samples="results/tables/qc_samples.tsv",
     output:
         table="results/tables/warnings.tsv",

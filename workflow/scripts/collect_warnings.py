@@ -6,7 +6,7 @@ with script_logging(snakemake) as log:
     from cartcohort import report, tables
 
     warnings = report.collect_warnings(
-        [*snakemake.input.load, snakemake.input.merge],
+        [*snakemake.input.load, snakemake.input.merge, snakemake.input.protein],
         tables.read_table(snakemake.input.qc_samples),
         **snakemake.params.collect_warnings,
     )

@@ -22,3 +22,4 @@ with script_logging(snakemake):
                               ("protein_agreement", result.agreement, ["library", "call"])):
         tables.TABLES[name].write(df, snakemake.output[name.removeprefix("protein_")],
                                   sort_by=sort_by)
+    tables.TABLES["protein_warnings"].write(result.warnings, snakemake.output.warnings)

@@ -259,6 +259,13 @@ _REGISTRY = (
         text=_names("library call"),
     ),
     Table(
+        "protein_warnings",
+        "results/protein/warnings.tsv",
+        "protein",
+        WARNING_COLUMNS,
+        text=WARNING_TEXT,
+    ),
+    Table(
         "annotate_warnings",
         "results/annotate/warnings.tsv",
         "annotate",

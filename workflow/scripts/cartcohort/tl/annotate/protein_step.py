@@ -20,6 +20,8 @@ import h5py
 import pandas as pd
 
 from ...io.adt import raw_matrix_beside, read_empty_droplets
+from ...sheets import warning_row
+from ...tables import WARNING_COLUMNS
 from ...pp.prot import ProteinLibrary, load_alias_table, protein_library
 from .protein import FIT_COLUMNS, load_gates, protein_calls
 
@@ -38,12 +40,39 @@ LIBRARY_COLUMNS = ("sample", "method", "n_cells", "n_usable", "n_antibodies", "n
 @dataclass
 class ProteinStepResult:
     """Tables of rule ``protein``: ``cells`` (per cell QC and calls), ``libraries``,
-    ``fits`` (per library and marker mixtures), ``agreement`` (protein vs RNA)."""
+    ``fits`` (per library and marker mixtures), ``agreement`` (protein vs RNA),
+    ``warnings`` (rows of ``warnings.tsv``: unmapped antibodies, CLR instead of dsb,
+    protein lineage skipped)."""
 
     cells: pd.DataFrame
     libraries: pd.DataFrame
     fits: pd.DataFrame
     agreement: pd.DataFrame
+    warnings: pd.DataFrame
+
+
+def _warnings(sample: str, lib: ProteinLibrary, notes: Sequence[str]) -> list[dict]:
+    """Warning rows of one library (the notes a user should act on)."""
+    rows = []
+    panel = lib.panel
+    unmapped = panel.loc[(panel["marker"] == "") & ~panel["isotype"], "antibody"].tolist()
+    if unmapped:
+        rows.append(warning_row(
+            sample=sample, step="protein", check="adt_unmapped", count=len(unmapped),
+            detail=f"antibodies not in the alias table (kept, not used for calls): "
+                   f"{', '.join(unmapped)}",
+            action="add them to protein.extra_aliases if they name a marker"))
+    if lib.method == "clr":
+        rows.append(warning_row(
+            sample=sample, step="protein", check="adt_clr", count=len(lib.qc),
+            detail=lib.notes[0], action="put the Cell Ranger raw_feature_bc_matrix beside "
+            "the filtered one to get dsb (background-aware) values"))
+    if any("lacks CD4 or CD8" in n for n in notes):
+        rows.append(warning_row(
+            sample=sample, step="protein", check="adt_no_lineage", count=len(lib.qc),
+            detail="the ADT panel lacks CD4 or CD8: protein lineage skipped",
+            action="nothing to do (the RNA lineage call stands)"))
+    return rows
 
 
 def has_prot(h5mu: str | os.PathLike) -> bool:
@@ -119,7 +148,7 @@ def annotate_protein(h5mu: Sequence[str], *, gex: Sequence[str], calls: pd.DataF
                 "max_isotype_fraction": max_isotype_fraction, "pseudocount": pseudocount,
                 "min_empty_droplets": min_empty_droplets}
     lo, hi = (float(x) for x in empty_log10_range)
-    rows, cells, fits, agree = [], [], [], []
+    rows, cells, fits, agree, warns = [], [], [], [], []
     for path, gex_path in zip(h5mu, gex, strict=True):
         sample = Path(path).name.removesuffix(".h5mu")
         if not has_prot(path):
@@ -139,6 +168,7 @@ def annotate_protein(h5mu: Sequence[str], *, gex: Sequence[str], calls: pd.DataF
         fits.append(res.fits)
         agree.append(res.agreement)
         rows.append(_library_row(sample, lib, [*lib.notes, *res.notes]))
+        warns += _warnings(sample, lib, res.notes)
     return ProteinStepResult(
         cells=pd.concat(cells, ignore_index=True) if cells else pd.DataFrame(
             columns=list(CELL_COLUMNS)),
@@ -146,7 +176,8 @@ def annotate_protein(h5mu: Sequence[str], *, gex: Sequence[str], calls: pd.DataF
         fits=pd.concat(fits, ignore_index=True) if fits else pd.DataFrame(
             columns=list(FIT_COLUMNS)),
         agreement=pd.concat(agree, ignore_index=True) if agree else pd.DataFrame(
-            columns=["library", "call", "n_both", "agreement"]))
+            columns=["library", "call", "n_both", "agreement"]),
+        warnings=pd.DataFrame(warns, columns=list(WARNING_COLUMNS)))
 
 
 def check_car_adt_panels(car_adt: str, *, gex: Mapping[str, str]) -> None:
