@@ -20,9 +20,9 @@ import h5py
 import pandas as pd
 
 from ...io.adt import raw_matrix_beside, read_empty_droplets
+from ...pp.prot import ProteinLibrary, load_alias_table, protein_library
 from ...sheets import warning_row
 from ...tables import WARNING_COLUMNS
-from ...pp.prot import ProteinLibrary, load_alias_table, protein_library
 from .protein import FIT_COLUMNS, load_gates, protein_calls
 
 logger = logging.getLogger(__name__)
