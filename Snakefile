@@ -19,6 +19,7 @@ include: "workflow/rules/qc.smk"
 include: "workflow/rules/integrate.smk"
 include: "workflow/rules/clonotypes.smk"
 include: "workflow/rules/annotate.smk"
+include: "workflow/rules/published.smk"
 include: "workflow/rules/associate.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/score.smk"
@@ -27,9 +28,11 @@ include: "workflow/rules/score.smk"
 # Tiny bookkeeping rules run on the submit host, not as cluster jobs.
 localrules:
     all,
+    tables,
     load_summary,
     qc_summary,
     sample_features,
+    response_groups,
     warnings,
     overview,
     provenance,
@@ -41,3 +44,9 @@ rule all:
     default_target: True
     input:
         all_outputs(),
+
+
+# `snakemake tables`: the whole analysis without figures and report pages
+rule tables:
+    input:
+        table_outputs(),

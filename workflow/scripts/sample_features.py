@@ -6,11 +6,14 @@ with script_logging(snakemake):
     from cartcohort import tables
     from cartcohort.tl import features
 
+    # no repertoire table on the published entry point without TCR (warnings.tsv says so)
+    repertoire = snakemake.input.get("repertoire")
+    protein = snakemake.input.get("protein")  # surface protein: not on the published entry
     table = features.sample_features(
         tables.read_table(snakemake.input.cells),
-        repertoire=tables.read_table(snakemake.input.repertoire),
+        repertoire=tables.read_table(repertoire) if repertoire else None,
         source=snakemake.input.cells,
-        repertoire_source=snakemake.input.repertoire,
-        protein=tables.read_table(snakemake.input.protein),
+        repertoire_source=repertoire or "",
+        protein=tables.read_table(protein) if protein else None,
     )
     tables.write_table(table, snakemake.output.features, sort_by=["sample"])

@@ -87,6 +87,8 @@ class Table:
     text
         Further columns read as text besides :data:`ID_COLUMNS` (ids of other
         kinds, comma-joined id lists).
+    also_by
+        Rules that write it on another entry point (``cells``: ``import_cells``).
     """
 
     name: str
@@ -94,6 +96,7 @@ class Table:
     rule: str
     columns: tuple[str, ...]
     text: tuple[str, ...] = ()
+    also_by: tuple[str, ...] = ()
 
     @property
     def dtypes(self) -> dict[str, type]:
@@ -196,6 +199,7 @@ _REGISTRY = (
         "results/tables/cells.tsv.gz",
         "annotate",
         _names("cell sample patient timepoint timepoint_day compartment batch sort"),
+        also_by=("import_cells",),
     ),
     Table(
         "annotation_agreement",
@@ -293,6 +297,25 @@ _REGISTRY = (
         + _names("fraction dominant_state"),
     ),
     Table(
+        "clinical",
+        "results/tables/clinical.tsv",
+        "response_groups",
+        _names("patient response"),
+    ),
+    Table(
+        "import_samples",
+        "results/tables/import_samples.tsv",
+        "import_cells",
+        _names("sample patient compartment n_cells_in n_cells_out sample_excluded n_labels"),
+    ),
+    Table(
+        "import_warnings",
+        "results/import/warnings.tsv",
+        "import_cells",
+        WARNING_COLUMNS,
+        text=WARNING_TEXT,
+    ),
+    Table(
         "sample_features",
         "results/tables/sample_features.tsv",
         "sample_features",
@@ -311,6 +334,13 @@ _REGISTRY = (
         "associate",
         _ASSOCIATION_COLUMNS,
         text=_ASSOCIATION_TEXT,
+    ),
+    Table(
+        "association_libraries",
+        "results/tables/association_libraries.tsv",
+        "associate",
+        _names("feature test unit effect effect_type pvalue method qvalue"),
+        text=("label",),
     ),
     Table(
         "association_notes",

@@ -12,7 +12,9 @@ Feature naming
 ``cd4_cd8_ratio``, ``log2_cd4_cd8_ratio``
     CD4 cells / CD8 cells (NA when there are no CD8 cells) and
     ``log2((n_CD4 + 0.5) / (n_CD8 + 0.5))`` (Haldane–Anscombe pseudocount of
-    0.5, so the log ratio is finite for every sample).
+    0.5, so the log ratio is finite for every sample). ``cd4_cd8`` may be NA (lineage
+    unknown, e.g. a published label that gives none): such cells count in no lineage,
+    and a sample without a cell of known lineage has NA ratios.
 ``frac_<state>``, ``frac_<state>_cd4``, ``frac_<state>_cd8``, ``frac_<state>_car``
     Fraction of cells in a state, overall and within CD4, CD8 and CAR+ cells
     (NA when the subset is empty or, for CAR+, when CAR status is unknown).
@@ -238,7 +240,8 @@ def _check_cells(cells: pd.DataFrame, *, source: str) -> None:
                 )
             ]
         )
-    for col in ("sample", "patient", "state", "cd4_cd8"):
+    # cd4_cd8 may be missing (lineage not known, e.g. a published label that gives none)
+    for col in ("sample", "patient", "state"):
         n_missing = int(cells[col].isna().sum())
         if n_missing:
             first = cells.index[cells[col].isna()][0]
@@ -429,8 +432,9 @@ def repertoire_features(
 def _prepare_cells(cells: pd.DataFrame) -> tuple[pd.DataFrame, pd.Index, pd.DataFrame]:
     """Cells with text ids sorted by sample, the sample index and per-sample metadata."""
     cells = cells.reset_index(drop=True).copy()
-    for col in ("sample", "patient", "timepoint", "compartment", "state", "cd4_cd8"):
+    for col in ("sample", "patient", "timepoint", "compartment", "state"):
         cells[col] = cells[col].astype(str)
+    cells["cd4_cd8"] = cells["cd4_cd8"].astype("string")  # NA: lineage not known
     cells = cells.sort_values("sample", kind="mergesort")
     samples = pd.Index(cells["sample"].unique(), name="sample")
     meta_cols = ["patient", "timepoint", "timepoint_day", "compartment"]
@@ -452,7 +456,7 @@ def _lineage_features(cells: pd.DataFrame, samples: pd.Index) -> pd.DataFrame:
     base["cd4_cd8_ratio"] = _fraction(lineage["CD4"], lineage["CD8"])
     base["log2_cd4_cd8_ratio"] = np.log2(
         (lineage["CD4"] + RATIO_PSEUDOCOUNT) / (lineage["CD8"] + RATIO_PSEUDOCOUNT)
-    )
+    ).where(lineage.sum(axis=1) > 0)  # NA without a cell of known lineage
     return base
 
 
