@@ -384,7 +384,8 @@ def seed():
 def table_outputs():
     """The cohort object and every table of results/tables/ (the `tables` target): the
     whole analysis without figures, report pages, provenance or the frozen reference
-    (on the published entry point, its tables; when scoring, the new products' table)."""
+    (on the published entry point, its tables; when scoring, the new products' table).
+    """
     if SCORING:
         return ["results/tables/new_products.tsv"]
     if PUBLISHED:
@@ -459,12 +460,17 @@ def import_published_kwargs():
     def _value(v):
         return None if isinstance(v, float) and v != v else v
 
-    samples = {
-        s: {c: _value(SAMPLES.loc[s, c]) for c in SHEET_COLUMNS if c in SAMPLES.columns}
-        for s in COHORT_SAMPLES
-    }
+    cols = [c for c in SHEET_COLUMNS if c in SAMPLES.columns]
+    rows = SAMPLES.loc[list(COHORT_SAMPLES), cols].to_dict("index")  # one pass (1,000s)
+    samples = {s: {c: _value(row[c]) for c in cols} for s, row in rows.items()}
     cfg = config["published"]
-    keys = ["cell_column", "sample_column", "patient_column", "label_column", "clone_column"]
+    keys = [
+        "cell_column",
+        "sample_column",
+        "patient_column",
+        "label_column",
+        "clone_column",
+    ]
     return canonical(
         {
             "samples": samples,
@@ -480,7 +486,10 @@ def import_cells_inputs(wildcards):
     if not PUBLISHED:
         return {}
     cfg = config["published"]
-    return {"cells": _config_path(cfg["cells"]), "label_map": _config_path(cfg["label_map"])}
+    return {
+        "cells": _config_path(cfg["cells"]),
+        "label_map": _config_path(cfg["label_map"]),
+    }
 
 
 def sample_features_inputs(wildcards):
