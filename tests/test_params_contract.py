@@ -38,6 +38,7 @@ RULE_CALLS: dict[str, str | None] = {
     "epitopes": "cartcohort.tl.epitopes:epitope_db_tables",
     "plot_clonotypes": "cartcohort.pl.clonotypes:clonotype_figures",
     "annotate": "cartcohort.tl.annotate:annotate",
+    "protein": "cartcohort.tl.annotate.protein_step:annotate_protein",
     "cohort": None,
     "plot_annotation": None,
     "import_cells": "cartcohort.published:import_published",

@@ -22,7 +22,7 @@ STEP_PACKAGES = {
                            "matplotlib"],
     "clonotypes": COMMON + ["h5py", "anndata", "mudata", "scanpy", "scirpy", "awkward", "matplotlib"],
     "annotate": COMMON + ["h5py", "anndata", "mudata", "scanpy", "scirpy", "scikit-learn",
-                          "matplotlib"],
+                          "matplotlib", "awkward", "jsonschema"],
     "associate": COMMON + ["h5py", "anndata", "mudata", "statsmodels", "pydeseq2", "lifelines",
                            "matplotlib"],
     "report": COMMON + ["jsonschema"],

@@ -135,6 +135,20 @@ if _UNUSED_METHOD_SETTINGS:
     )
 
 
+if config["protein"]["car_adt"] and COHORT_SAMPLES and not PUBLISHED:
+    # An anti-CAR antibody the panels lack is refused before any job runs.
+    from cartcohort.errors import CartCohortError
+    from cartcohort.tl.annotate.protein_step import check_car_adt_panels
+
+    try:
+        check_car_adt_panels(
+            config["protein"]["car_adt"],
+            gex={s: SAMPLES.loc[s, "gex"] for s in COHORT_SAMPLES},
+        )
+    except (CartCohortError, InputError) as err:
+        raise WorkflowError(str(err)) from None
+
+
 wildcard_constraints:
     sample="|".join(re.escape(s) for s in SAMPLES.index) if len(SAMPLES) else "NONE",
     method="|".join(INTEGRATION_METHODS),
@@ -393,6 +407,7 @@ def table_outputs():
         "results/tables/clone_fate.tsv",
         *epitope_outputs(),
         "results/tables/sample_features.tsv",
+        "results/tables/protein_libraries.tsv",
         "results/tables/association.tsv",
         "results/tables/pseudobulk_de.tsv",
         "results/tables/scorecard_calibration.tsv",
@@ -520,24 +535,27 @@ def import_cells_inputs(wildcards):
 
 
 def sample_features_inputs(wildcards):
-    """The cells table, and the repertoire and kinetics tables unless the cells come from
-    a published table (no TCR contigs: no repertoire or kinetics step)."""
+    """The cells table, and the repertoire, kinetics and protein tables unless the cells
+    come from a published table (no TCR contigs, no ADT: none of those steps)."""
     inputs = {"cells": "results/tables/cells.tsv.gz"}
     if not PUBLISHED:
         inputs["repertoire"] = "results/tables/repertoire_samples.tsv"
         inputs["kinetics"] = "results/tables/kinetics_patients.tsv"
+        inputs["protein"] = "results/tables/protein_cells.tsv.gz"
     return inputs
 
 
 def warnings_inputs(wildcards):
     """The warnings files that rule warnings gathers (the per-library load jobs, the merge,
-    the QC table); on the published entry point, those of rule import_cells."""
+    the protein step, the QC table); on the published entry point, those of rule
+    import_cells."""
     if PUBLISHED:
         return {"load": [], "merge": "results/import/warnings.tsv"}
     return {
         "load": cohort_files("results/load/{sample}.warnings.tsv"),
         "merge": "results/integrate/merge_warnings.tsv",
         "kinetics": "results/kinetics/warnings.tsv",
+        "protein": "results/protein/warnings.tsv",
         "qc_samples": "results/tables/qc_samples.tsv",
     }
 
@@ -657,6 +675,40 @@ def annotate_kwargs():
     return canonical(
         {**{k: cfg[k] for k in keys}, "car_features": config["car_features"]}
     )
+
+
+def protein_gex_inputs():
+    """The GEX inputs of the cohort's libraries, in the order of COHORT_SAMPLES (rule
+    protein looks for the raw matrix beside each)."""
+    return [SAMPLES.loc[s, "gex"] for s in COHORT_SAMPLES]
+
+
+def protein_alias_table_path():
+    """The ADT alias table (user file or the bundled one)."""
+    return _resource_path(config["protein"]["alias_table"])
+
+
+def protein_gates_path():
+    """The protein memory gates (user file or the bundled one)."""
+    return _resource_path(config["protein"]["gates"])
+
+
+def annotate_protein_kwargs():
+    """Config keyword arguments of `tl.annotate.protein_step.annotate_protein`, rule
+    protein - the protein settings but the alias table and gates (inputs)."""
+    cfg = config["protein"]
+    keys = [
+        "extra_aliases",
+        "car_adt",
+        "min_total_counts",
+        "min_detected",
+        "max_isotype_fraction",
+        "pseudocount",
+        "min_empty_droplets",
+        "empty_log10_range",
+        "car_prior",
+    ]
+    return canonical({k: cfg[k] for k in keys})
 
 
 def merge_samples_kwargs():
@@ -781,6 +833,8 @@ RESOURCE_MODEL = {
     "cohort": (1000, 3.0, 10, 3),
     "clonotypes": (1000, 2.0, 10, 4),
     "annotate": (1000, 3.0, 10, 3),
+    # not yet benchmarked: the ADT matrices (cells x antibodies) and the RNA calls
+    "protein": (1000, 3.0, 10, 3),
     "plot_annotation": (1000, 6.0, 5, 2),
     "pseudobulk_de": (1000, 5.0, 10, 3),
     "repertoire": (1000, 4.0, 5, 20),

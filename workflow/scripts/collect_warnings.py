@@ -9,7 +9,8 @@ with script_logging(snakemake) as log:
     qc_samples = snakemake.input.get("qc_samples")
     warnings = report.collect_warnings(
         [*snakemake.input.load, snakemake.input.merge,
-         *([snakemake.input.kinetics] if "kinetics" in snakemake.input.keys() else [])],
+         *([snakemake.input.kinetics] if snakemake.input.get("kinetics") else []),
+         *([snakemake.input.protein] if snakemake.input.get("protein") else [])],
         tables.read_table(qc_samples) if qc_samples else None,
         **snakemake.params.collect_warnings,
     )

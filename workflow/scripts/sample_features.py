@@ -6,9 +6,10 @@ with script_logging(snakemake):
     from cartcohort import tables
     from cartcohort.tl import features
 
-    # no repertoire or kinetics table on the published entry point without TCR (warnings.tsv says so)
+    # no repertoire or kinetics table on the published entry point (warnings.tsv says so)
     repertoire = snakemake.input.get("repertoire")
     kinetics = snakemake.input.get("kinetics")
+    protein = snakemake.input.get("protein")  # surface protein: not on the published entry
     table = features.sample_features(
         tables.read_table(snakemake.input.cells),
         repertoire=tables.read_table(repertoire) if repertoire else None,
@@ -16,5 +17,6 @@ with script_logging(snakemake):
         source=snakemake.input.cells,
         repertoire_source=repertoire or "",
         kinetics_source=kinetics or "",
+        protein=tables.read_table(protein) if protein else None,
     )
     tables.write_table(table, snakemake.output.features, sort_by=["sample"])

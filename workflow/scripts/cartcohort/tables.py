@@ -234,6 +234,42 @@ _REGISTRY = (
         text=_names("car_status"),
     ),
     Table(
+        "protein_cells",
+        "results/tables/protein_cells.tsv.gz",
+        "protein",
+        _names("cell sample adt_total_counts adt_n_detected adt_isotype_counts")
+        + _names("adt_isotype_fraction adt_usable prot_t_cell"),
+    ),
+    Table(
+        "protein_libraries",
+        "results/tables/protein_libraries.tsv",
+        "protein",
+        _names("sample method n_cells n_usable n_antibodies n_mapped n_isotype unmapped notes"),
+        text=_names("method unmapped notes"),
+    ),
+    Table(
+        "protein_fits",
+        "results/tables/protein_fits.tsv",
+        "protein",
+        _names("library marker n_fit mean_neg mean_pos sd_neg sd_pos fraction_pos")
+        + _names("separation bimodal separated"),
+        text=_names("library marker"),
+    ),
+    Table(
+        "protein_agreement",
+        "results/tables/protein_agreement.tsv",
+        "protein",
+        _names("library call n_both agreement"),
+        text=_names("library call"),
+    ),
+    Table(
+        "protein_warnings",
+        "results/protein/warnings.tsv",
+        "protein",
+        WARNING_COLUMNS,
+        text=WARNING_TEXT,
+    ),
+    Table(
         "annotate_warnings",
         "results/annotate/warnings.tsv",
         "annotate",

@@ -46,6 +46,9 @@ Feature naming
 ``kin_<column>``
     The patient's clone-kinetics features (:data:`KINETICS_FEATURES` of
     ``kinetics_patients.tsv``) on its product rows: in vivo, never product features.
+``prot_cd4_cd8_ratio`` (descriptive), ``log2_prot_cd4_cd8_ratio``, ``prot_tscm_fraction``, ``prot_pd1_pos_fraction``
+    Surface-protein features where the library has an ADT panel
+    (:mod:`cartcohort.tl.protein_features`).
 """
 
 from __future__ import annotations
@@ -84,7 +87,7 @@ ID_COLUMNS: tuple[str, ...] = (
 #: Feature-table columns that are descriptive only (not tested for association):
 #: the cell count (technical) and the untransformed CD4:CD8 ratio (same ranks as
 #: its log2 version, which is the one tested).
-DESCRIPTIVE_COLUMNS: tuple[str, ...] = ("n_cells", "cd4_cd8_ratio")
+DESCRIPTIVE_COLUMNS: tuple[str, ...] = ("n_cells", "cd4_cd8_ratio", "prot_cd4_cd8_ratio")
 
 #: Suffixes/prefixes of descriptive columns: CI bounds of repertoire estimates,
 #: depth-dependent repertoire counts and the rarefaction depth itself.
@@ -590,6 +593,7 @@ def sample_features(
     source: str = "results/tables/cells.tsv.gz",
     repertoire_source: str = "results/tables/repertoire_samples.tsv",
     kinetics_source: str = "results/tables/kinetics_patients.tsv",
+    protein: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Build the per-sample feature table from the per-cell table.
 
@@ -606,6 +610,9 @@ def sample_features(
         :func:`kinetics_part`.
     source, repertoire_source, kinetics_source
         File names for error messages.
+    protein
+        ``protein_cells.tsv.gz`` (optional): the protein product features of
+        :mod:`cartcohort.tl.protein_features` (NA for libraries without a panel).
 
     Returns
     -------
@@ -635,6 +642,10 @@ def sample_features(
         )
         if kinetics is not None and len(kinetics):
             parts.append(kinetics_part(kinetics, repertoire, samples, source=kinetics_source))
+    if protein is not None:
+        from .protein_features import protein_features
+
+        parts.append(protein_features(protein, samples=samples))
     feats = pd.concat(parts, axis=1)
     # Headline features first (an identical later column is the one left out of tests).
     lead = ["n_cells", "cd4_cd8_ratio", "log2_cd4_cd8_ratio", "memory_like_fraction",
