@@ -8,13 +8,17 @@ against that reference (:func:`cartcohort.reference.score_new_product`, the same
 rule ``score_product``) and compared with its in-cohort results:
 
 - ``max_abs_fraction_diff``: largest |new - in-cohort| over the fractions of
-  ``sample_features.tsv`` (``*_fraction``, ``frac_*``; target <= 0.03);
+  ``sample_features.tsv`` (``*_fraction``, ``frac_*``; target <= 0.03), and
+  ``_scorecard`` over the scorecard's fractions only;
 - ``diversity_in_ci``: the in-cohort rarefied Gini-Simpson diversity inside the new
   product's CI (rarefied to the frozen depth);
 - ``max_abs_percentile_diff``: largest |new - in-cohort| cohort percentile over the
-  primary-panel features of the scorecard (target <= 10 points);
+  primary-panel features of the scorecard (target <= 10 points), and ``_scorecard``
+  over the one-page scorecard's attributes;
 - ``state_agreement``: share of cells whose state equals the in-cohort call (>= 0.9),
-  and ``state_agreement_transfer`` for the kNN vote alone.
+  ``state_agreement_transfer`` for the kNN vote alone, and ``cohort_self_agreement``:
+  the same share for the cohort's *other* cells between the re-run and the full run
+  (how far in-cohort calls move when one library leaves).
 
 Usage (a demo run in results/, ~3 min per product on 2 cores)::
 
@@ -38,14 +42,17 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow" / "scripts"))
 
 from cartcohort.reference import MATCHED_SETTINGS, score_new_product  # noqa: E402
+from cartcohort.scorecards.product import FITNESS_FEATURES  # noqa: E402
 
 #: The diversity with a CI on the scorecard.
 DIVERSITY = "rep_rarefied_gini_simpson"
 
-COLUMNS = ("sample", "n_cells", "max_abs_fraction_diff", "worst_fraction",
+COLUMNS = ("sample", "n_cells", "max_abs_fraction_diff_scorecard", "max_abs_fraction_diff",
+           "worst_fraction",
            "diversity", "diversity_new", "diversity_ci_low", "diversity_ci_high",
-           "diversity_in_ci", "max_abs_percentile_diff", "worst_percentile_feature",
-           "state_agreement", "state_agreement_transfer", "rebuild_s", "score_s", "pass")
+           "diversity_in_ci", "max_abs_percentile_diff_scorecard", "max_abs_percentile_diff",
+           "worst_percentile_feature", "state_agreement", "state_agreement_transfer",
+           "cohort_self_agreement", "rebuild_s", "score_s", "pass")
 
 
 def pick_products(sheet: pd.DataFrame, n: int) -> list[str]:
@@ -78,19 +85,34 @@ def rebuild(sample: str, *, results: Path, sheet: Path, clinical: Path, work: Pa
     return work / "results" / "reference"
 
 
+def self_agreement(results: Path, rebuilt: Path) -> float:
+    """Share of the *other* cohort cells whose state in the cohort re-run without the
+    product equals the full run's: how far the in-cohort calls themselves move when one
+    library leaves (the ceiling of ``state_agreement``)."""
+    a, b = (pd.read_csv(d / "tables" / "cells.tsv.gz", sep="\t", usecols=["cell", "state"])
+            .set_index("cell")["state"].astype(str) for d in (results, rebuilt))
+    both = a.index.intersection(b.index)
+    return float((a[both] == b[both]).mean())
+
+
 def compare(sample: str, *, results: Path, scored) -> dict:
     """The new product's features, percentiles and states against its in-cohort ones."""
     feats = pd.read_csv(results / "tables" / "sample_features.tsv", sep="\t")
     old = feats[feats["sample"].astype(str) == sample].iloc[0]
     new = scored.features.iloc[0]
     fr = [c for c in feats.columns if c.endswith("_fraction") or c.startswith("frac_")]
-    diff = pd.Series({c: abs(float(new[c]) - float(old[c])) for c in fr
-                      if pd.notna(old[c]) and pd.notna(new[c])})
+    # a state with no cell in the product has no frac_ column in its one-row table: 0
+    diff = pd.Series({c: abs(float(new.get(c, 0.0)) - float(old[c])) for c in fr
+                      if pd.notna(old[c]) and pd.notna(new.get(c, 0.0))})
     card = pd.read_csv(results / "scorecards" / f"{sample}.tsv", sep="\t")
     prim = card[card["primary"].astype(str).str.lower() == "true"].set_index("feature")
     newc = scored.card.set_index("feature")
     pdiff = (newc.loc[prim.index, "cohort_percentile"].astype(float)
              - prim["cohort_percentile"].astype(float)).abs()
+    old_all = card.set_index("feature")["cohort_percentile"].astype(float)
+    card_feats = [f for f in FITNESS_FEATURES if f in newc.index and f in old_all.index]
+    pdiff_card = (newc.loc[card_feats, "cohort_percentile"].astype(float)
+                  - old_all[card_feats]).abs()
     cells = pd.read_csv(results / "tables" / "cells.tsv.gz", sep="\t",
                         usecols=["cell", "state"]).set_index("cell")["state"].astype(str)
     ours = scored.cells.set_index(scored.cells["cell"].astype(str))
@@ -99,9 +121,12 @@ def compare(sample: str, *, results: Path, scored) -> dict:
                    float(new[f"{DIVERSITY}_ci_high"]))
     row = {
         "sample": sample, "n_cells": len(ours),
+        "max_abs_fraction_diff_scorecard": float(
+            diff[[f for f in FITNESS_FEATURES if f in diff.index]].max()),
         "max_abs_fraction_diff": float(diff.max()), "worst_fraction": diff.idxmax(),
         "diversity": div, "diversity_new": float(new[DIVERSITY]),
         "diversity_ci_low": lo, "diversity_ci_high": hi, "diversity_in_ci": lo <= div <= hi,
+        "max_abs_percentile_diff_scorecard": float(pdiff_card.max()),
         "max_abs_percentile_diff": float(pdiff.max()),
         "worst_percentile_feature": pdiff.idxmax(),
         "state_agreement": float((ours.loc[both, "state"].astype(str) == cells[both]).mean()),
@@ -139,8 +164,11 @@ def main(argv: list[str] | None = None) -> int:
         qc = args.results / "qc"
         scored = score_new_product(qc / f"{sample}.h5mu",
                                    qc_summary=pd.read_csv(qc / f"{sample}.tsv", sep="\t"),
-                                   sample=sample, reference_dir=ref, settings=settings)
+                                   sample=sample, reference_dir=ref, settings=settings,
+                                   features_file=REPO / "resources" / "features.yaml")
         row = compare(sample, results=args.results, scored=scored)
+        row["cohort_self_agreement"] = self_agreement(args.results, ref.parent)
+        (args.work / sample / f"{sample}.html").write_text(scored.html)
         row["rebuild_s"], row["score_s"] = round(t1 - t0, 1), round(time.perf_counter() - t1, 1)
         rows.append(row)
         print(json.dumps(row), flush=True)

@@ -33,7 +33,8 @@ import pandas as pd
 from ..errors import CartCohortError
 from ..pp import log_normalise
 from .freeze import read_reference_dir
-from .model import gene_mismatch, read_model, reference_samples
+from .model import (chemistry_mismatch, gene_mismatch, read_chemistry, read_model,
+                    reference_samples)
 from .project import align_counts, joint_graph, map_to_reference
 from .lineage import frozen_lineage_calls
 from .markers import frozen_marker_calls
@@ -120,8 +121,9 @@ def _annotate(gex: ad.AnnData, counts: Any, x_int: Any, *, qc_path: str | os.Pat
     return result.cells, ann.obsp["connectivities"]
 
 
-def qc_items(sample: str, qc_summary: pd.DataFrame, cells: pd.DataFrame) -> list[tuple[str, str]]:
-    """The QC block of the scorecard: cells, doublet rate, mapping confidence."""
+def qc_items(sample: str, qc_summary: pd.DataFrame, cells: pd.DataFrame,
+             chemistry: str = "") -> list[tuple[str, str]]:
+    """The QC block of the scorecard: cells, doublet rate, mapping confidence, chemistry."""
     row = qc_summary[qc_summary["sample"].astype(str) == sample].iloc[0]
     n_in = float(row["n_cells_in"])
     doublet = float(row["n_removed_doublet"]) / n_in if n_in else float("nan")
@@ -134,6 +136,7 @@ def qc_items(sample: str, qc_summary: pd.DataFrame, cells: pd.DataFrame) -> list
          f"{100 * (cells['state_transfer_confidence'] < 0.5).mean():.1f} %"),
         ("State call = kNN-transferred state",
          f"{100 * (cells['state'] == cells['state_transfer']).mean():.1f} %"),
+        ("Chemistry (as loaded)", chemistry or "not recorded by the input format"),
     ]
 
 
@@ -181,6 +184,8 @@ def score_new_product(
             f"new sample '{sample}' is a sample of the reference ({ref_dir}). Fix: give the "
             "new library an id of its own in the new_samples sheet")
     gex = _qc_cells(qc_path, qc_summary, sample)
+    chemistry = read_chemistry(qc_path)
+    chemistry_mismatch(chemistry, frozen.get("library_chemistry", {}), source=str(qc_path))
     gene_mismatch(model, gex.var_names, source=str(qc_path))
     counts = align_counts(gex.X, gex.var_names, model)
     gex = gex[:, model.var_names].copy()
@@ -207,7 +212,8 @@ def score_new_product(
         f"Batch {batch!r} is not one of the reference's: the integration's correction was "
         "taken from the nearest cohort cells of any batch (state calls less certain)."]
     html, page = _page(sample, features=features, card=card, ref_dir=ref_dir,
-                       features_file=features_file, qc=qc_items(sample, qc_summary, cells),
+                       features_file=features_file,
+                       qc=qc_items(sample, qc_summary, cells, chemistry),
                        notes=notes)
     logger.info("%s: %d cells scored against %d reference cells; %d primary flag(s)",
                 sample, len(cells), model.n_obs,
