@@ -18,7 +18,7 @@ rule reference:
         reference_features="results/tables/reference_features.tsv",
         association="results/tables/association.tsv",
         panel=primary_panel_path(),
-        libraries=cohort_files("results/qc/{sample}.h5mu"),
+        qc_libraries=cohort_files("results/qc/{sample}.h5mu"),
     output:
         model="results/reference/model.h5ad",
         manifest="results/reference/manifest.json",

@@ -108,7 +108,7 @@ def page_figure(strips: Figure, *, text_blocks: Sequence[str]) -> Figure:
     import io
 
     buf = io.BytesIO()
-    strips.savefig(buf, format="png", dpi=150)
+    strips.savefig(buf, format="png", dpi=110)
     buf.seek(0)
     img = plt.imread(buf)
     page = plt.figure(figsize=(8.27, 11.69))
