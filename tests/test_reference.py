@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-
 from cartcohort import reference as R
 from cartcohort.errors import CartCohortError
 from cartcohort.pp import prepare_cohort
@@ -169,7 +168,6 @@ def test_a_frozen_lineage_model_gives_the_calls_of_fitting_it_here():
 
 def test_new_sample_sheet_refuses_a_library_not_at_the_primary_timepoint(tmp_path):
     import yaml
-
     from cartcohort.errors import InputError
     from cartcohort.reference.sheet import prepare_new_samples
     from conftest import REPO
@@ -222,7 +220,7 @@ def test_a_left_out_library_takes_its_batchs_correction_and_lands_among_its_stat
         b = str(batch[new][0])
         x_new = pca[new]
         fixed, matched = R.corrected_embedding(x_new, model=ref, batch=b, n_neighbors=15)
-        loose, unmatched = R.corrected_embedding(x_new, model=ref, batch="b9", n_neighbors=15)
+        _, unmatched = R.corrected_embedding(x_new, model=ref, batch="b9", n_neighbors=15)
         assert matched and not unmatched
         err = np.linalg.norm(fixed - integrated[new], axis=1).mean()
         raw = np.linalg.norm(x_new - integrated[new], axis=1).mean()
@@ -251,7 +249,6 @@ def test_a_library_of_the_other_chemistry_is_refused():
 
 def test_the_load_step_records_the_chemistry_of_a_cell_ranger_h5(tmp_path):
     import h5py
-
     from cartcohort.io.gex import library_chemistry
     from cartcohort.io.locate import gex_input
 

@@ -8,18 +8,16 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-from html import escape
 import sys
+from html import escape
 
 import numpy as np
 import pandas as pd
 import pytest
-
 from cartcohort.errors import CartCohortError
 from cartcohort.pl.scorecard import write_pdf_pages
 from cartcohort.scorecards.catalogue import read_catalogue
-from cartcohort.scorecards.product import (FITNESS_FEATURES, STATEMENT, fitness_rows,
-                                           product_page)
+from cartcohort.scorecards.product import FITNESS_FEATURES, STATEMENT, fitness_rows, product_page
 from conftest import REPO
 
 spec = importlib.util.spec_from_file_location("check_report", REPO / "tools" / "check_report.py")

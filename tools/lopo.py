@@ -41,8 +41,8 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow" / "scripts"))
 
-from cartcohort.reference import MATCHED_SETTINGS, score_new_product  # noqa: E402
-from cartcohort.scorecards.product import FITNESS_FEATURES  # noqa: E402
+from cartcohort.reference import MATCHED_SETTINGS, score_new_product
+from cartcohort.scorecards.product import FITNESS_FEATURES
 
 #: The diversity with a CI on the scorecard.
 DIVERSITY = "rep_rarefied_gini_simpson"

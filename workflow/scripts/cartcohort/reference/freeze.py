@@ -139,7 +139,17 @@ def freeze_reference(
         names.append(name)
     (out / "settings.json").write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
     names.append("settings.json")
-    manifest = {
+    manifest = _manifest(model, out=out, names=names, sig_name=sig_name)
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    logger.info("reference: %d cells, %d genes (%d HVGs) of %d samples -> %s",
+                model.n_obs, model.n_vars, manifest["n_hvgs"], len(manifest["samples"]), out)
+    return manifest
+
+
+def _manifest(model: ad.AnnData, *, out: Path, names: list[str],
+              sig_name: str) -> dict[str, Any]:
+    """The manifest of a reference folder (see :func:`freeze_reference`)."""
+    return {
         "format": "cartcohort-reference/1",
         "versions": _versions(),
         "integration": {k: (v.tolist() if hasattr(v, "tolist") else v)
@@ -151,10 +161,6 @@ def freeze_reference(
         "signatures": sig_name,
         "files": {name: sha256(out / name) for name in sorted(names)},
     }
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    logger.info("reference: %d cells, %d genes (%d HVGs) of %d samples -> %s",
-                model.n_obs, model.n_vars, manifest["n_hvgs"], len(manifest["samples"]), out)
-    return manifest
 
 
 def resolved_depth(settings: Mapping[str, Any], repertoire: pd.DataFrame, *,

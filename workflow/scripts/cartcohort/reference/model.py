@@ -292,7 +292,7 @@ def chemistry_mismatch(chemistry: str, cohort: Mapping[str, str], *, source: str
     known = {s: c for s, c in cohort.items() if chemistry_end(c)}
     other = {s: c for s, c in known.items() if chemistry_end(c) != end}
     if end and other:
-        first = sorted(other)[0]
+        first = min(other)
         raise CartCohortError(
             f"{source}: chemistry {chemistry!r} ({end}) differs from the reference's "
             f"libraries ({len(other)} of {len(known)} with a recorded chemistry, e.g. "

@@ -33,11 +33,10 @@ import pandas as pd
 from ..errors import CartCohortError
 from ..pp import log_normalise
 from .freeze import read_reference_dir
-from .model import (chemistry_mismatch, gene_mismatch, read_chemistry, read_model,
-                    reference_samples)
-from .project import align_counts, joint_graph, map_to_reference
 from .lineage import frozen_lineage_calls
 from .markers import frozen_marker_calls
+from .model import chemistry_mismatch, gene_mismatch, read_chemistry, read_model, reference_samples
+from .project import align_counts, joint_graph, map_to_reference
 from .states import frozen_state_calls
 
 logger = logging.getLogger(__name__)
@@ -208,9 +207,9 @@ def score_new_product(
     features = tl.features.sample_features(cells, repertoire=rep,
                                            source=f"cells of {sample}")
     card = _place(features, ref_dir=ref_dir, frozen=frozen)
-    notes = [] if mapping.batch_matched else [
+    notes = [] if mapping.batch_matched else [(
         f"Batch {batch!r} is not one of the reference's: the integration's correction was "
-        "taken from the nearest cohort cells of any batch (state calls less certain)."]
+        "taken from the nearest cohort cells of any batch (state calls less certain).")]
     html, page = _page(sample, features=features, card=card, ref_dir=ref_dir,
                        features_file=features_file,
                        qc=qc_items(sample, qc_summary, cells, chemistry),

@@ -9,6 +9,7 @@ needs no code change here.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -36,7 +37,7 @@ class FeatureInfo:
 
     def format(self, value: float) -> str:
         """``value`` in the feature's unit (``"%"``: x100, one decimal)."""
-        if value != value:  # NaN
+        if math.isnan(value):
             return "n/a"
         if self.unit == "%":
             return f"{100 * value:.1f} %"
