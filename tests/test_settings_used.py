@@ -38,6 +38,7 @@ PARSE_TIME = {
     "associate.primary_panel": "primary_panel_path(): an input file of rules associate, "
                                "scorecards and plot_time_survival",
     "new_samples": "SCORING: the new products' sheet replaces the cohort's (score_products)",
+    "scorecards.features": "features_catalogue_path(): an input file of rule score_product",
 }
 # rules that record the whole config (provenance) rather than use it
 RECORDERS = {"provenance"}
