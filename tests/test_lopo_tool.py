@@ -10,7 +10,6 @@ from types import SimpleNamespace
 
 import pandas as pd
 import pytest
-
 from conftest import REPO
 
 spec = importlib.util.spec_from_file_location("lopo", REPO / "tools" / "lopo.py")
