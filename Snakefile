@@ -27,6 +27,7 @@ include: "workflow/rules/score.smk"
 # Tiny bookkeeping rules run on the submit host, not as cluster jobs.
 localrules:
     all,
+    tables,
     load_summary,
     qc_summary,
     sample_features,
@@ -41,3 +42,9 @@ rule all:
     default_target: True
     input:
         all_outputs(),
+
+
+# `snakemake tables`: the whole analysis without figures and report pages
+rule tables:
+    input:
+        table_outputs(),

@@ -632,6 +632,78 @@ def test_demo_cohort_h5mu_round_trip_and_figures(demo, tmp_path):
         assert rst.is_file() and len(rst.read_text()) > 200, rst
 
 
+def test_reading_only_the_annotation_genes_gives_the_same_calls(demo, tmp_path):
+    """Rule annotate reads only the genes it uses from merged.h5ad (and every cell's total
+    count, streamed over all genes): the calls and tables equal those of the whole
+    matrix in memory."""
+    from cartcohort import tl
+
+    gex, _, res = demo
+    merged = ad.AnnData(X=gex.X, obs=gex.obs, var=gex.var,
+                        layers={"counts": gex.layers["counts"]})
+    merged.write_h5ad(tmp_path / "merged.h5ad")
+    integrated = ad.AnnData(obs=gex.obs, obsm=dict(gex.obsm), obsp=dict(gex.obsp),
+                            uns={**gex.uns, "integration": {"method": "x", "embedded": True}})
+    integrated.write_h5ad(tmp_path / "integrated.h5ad")
+    signatures = an.load_signatures(SIGNATURES)
+    mask = an.annotation_genes(signatures, car_features=["CAR"])
+    read, totals = tl.integrate.read_integrated_genes(
+        tmp_path / "merged.h5ad", tmp_path / "integrated.h5ad", genes=mask, block_rows=333)
+    assert 50 < read.n_vars < gex.n_vars / 5, read.n_vars
+    assert "CAR" in read.var_names and "CD8A" in read.var_names
+    np.testing.assert_array_equal(totals, np.asarray(gex.layers["counts"].sum(axis=1)).ravel())
+    sub = an.annotate(read, airr=_airr_from_truth(gex, demo[1]["clone"]),
+                      signatures=signatures, car_features=["CAR"], counts_total=totals)
+    pd.testing.assert_frame_equal(sub.cells, res.cells)
+    pd.testing.assert_frame_equal(sub.agreement, res.agreement)
+    pd.testing.assert_frame_equal(sub.car_models, res.car_models)
+    pd.testing.assert_frame_equal(sub.signature_genes, res.signature_genes)
+    # without the totals, the subset's own row sums would be a wrong library size
+    wrong = an.annotate(read, airr=_airr_from_truth(gex, demo[1]["clone"]),
+                        signatures=signatures, car_features=["CAR"])
+    assert not wrong.car_models.equals(res.car_models)
+
+
+def test_cohort_written_element_by_element_reads_as_the_in_memory_one(demo, tmp_path):
+    """Rule cohort: the MuData without matrices, then X and the counts copied from
+    merged.h5ad in blocks; the file reads back equal to writing the in-memory cohort."""
+    import mudata as md
+
+    from cartcohort import tl
+
+    gex, truth, res = demo
+    ad.AnnData(X=gex.X, obs=gex.obs, var=gex.var,
+               layers={"counts": gex.layers["counts"]}).write_h5ad(tmp_path / "merged.h5ad")
+    airr = _airr_from_truth(gex, truth["clone"])
+    whole = an.assemble_cohort(gex.copy(), calls=res.calls, airr=airr)
+    whole.write(tmp_path / "whole.h5mu", compression="gzip")
+    shell = gex.copy()
+    shell.X = None
+    del shell.layers["counts"]
+    an.write_cohort(an.assemble_cohort(shell, calls=res.calls, airr=airr),
+                    out_path=tmp_path / "cohort.h5mu", merged_path=tmp_path / "merged.h5ad",
+                    block_rows=251)
+    assert not (tmp_path / "cohort.h5mu.partial").exists()
+    a, b = md.read_h5mu(tmp_path / "cohort.h5mu"), md.read_h5mu(tmp_path / "whole.h5mu")
+    for key in ("X", "counts"):
+        x = a["gex"].X if key == "X" else a["gex"].layers["counts"]
+        y = b["gex"].X if key == "X" else b["gex"].layers["counts"]
+        assert isinstance(x, sparse.csr_matrix) and x.dtype == y.dtype
+        assert x.shape == y.shape and (x != y).nnz == 0, key
+    pd.testing.assert_frame_equal(a["gex"].obs, b["gex"].obs)
+    pd.testing.assert_frame_equal(a["gex"].var, b["gex"].var)
+    assert set(a["gex"].obsm) == set(b["gex"].obsm) and a["airr"].n_obs == b["airr"].n_obs
+    pd.testing.assert_frame_equal(a.obs, b.obs)
+    # a merged file of other cells is refused, and nothing is left behind
+    bad = ad.AnnData(X=gex.X[:10], obs=gex.obs.iloc[:10], var=gex.var,
+                     layers={"counts": gex.layers["counts"][:10]})
+    bad.write_h5ad(tmp_path / "other.h5ad")
+    with pytest.raises(CartCohortError, match="other.h5ad: its cells or genes differ"):
+        an.write_cohort(an.assemble_cohort(shell, calls=res.calls, airr=airr),
+                        out_path=tmp_path / "c2.h5mu", merged_path=tmp_path / "other.h5ad")
+    assert not list(tmp_path.glob("c2.h5mu*"))
+
+
 def test_no_car_feature_leaves_car_columns_missing(demo, caplog):
     gex, truth, _ = demo
     sub = gex[gex.obs["sample"] == "P01_IP", gex.var_names != "CAR"].copy()

@@ -411,6 +411,48 @@ def test_pseudobulk_de_leaves_out_vdj_car_mito_ribo_and_config_genes():
     assert de.set_index("gene").loc["G0", "padj"] < 0.05
 
 
+def test_pseudobulk_de_sums_the_counts_from_the_file_in_blocks(tmp_path):
+    """At cohort scale the counts stay on disk (cohort.h5mu) and are summed a block of cells
+    at a time: the same table as with the matrix in memory, whatever the block size, with
+    cells of other timepoints and of an unlabelled patient interleaved."""
+    import anndata as ad
+    import mudata as md
+    import scipy.sparse as sp
+
+    from cartcohort.stats.pseudobulk import CountsOnDisk
+
+    rng = np.random.default_rng(3)
+    genes = ["G0", "G1", "G2", "CAR", "MT-CO1", "G5"]
+    obs, clin = [], []
+    for i in range(9):
+        clin.append({"patient": f"P{i}", "response": ["CR", "PD", "NE"][i % 3]})
+        for j in range(40):
+            obs.append({"patient": f"P{i}", "state": ["tcm", "tem"][j % 2],
+                        "timepoint": "IP" if j % 5 else "D14"})
+    x = rng.poisson(4.0, size=(len(obs), len(genes))).astype(np.float32)
+    x[np.array([o["patient"] in ("P0", "P3", "P6") for o in obs]), 0] *= 4
+    gex = ad.AnnData(sp.csr_matrix(x), obs=pd.DataFrame(obs))
+    gex.obs_names = [f"c{i}" for i in range(gex.n_obs)]
+    gex.var_names = genes
+    gex.var["is_car"] = gex.var_names == "CAR"
+    gex.layers["counts"] = gex.X.copy()
+    md.MuData({"gex": gex}).write(tmp_path / "cohort.h5mu")
+    kw = dict(clinical=pd.DataFrame(clin), primary_timepoint="IP", responders=["CR"],
+              exclude_responses=["NE"], min_cells_pseudobulk=5, min_patients_per_group=3,
+              min_gene_count=10)
+    want = S.pseudobulk_de(gex, **kw)
+    assert (want["gene"].notna()).sum() >= 6 and want["pvalue"].notna().any()
+    shell = ad.AnnData(obs=gex.obs, var=gex.var)
+    got = S.pseudobulk_de(shell, counts_path=str(tmp_path / "cohort.h5mu"), **kw)
+    pd.testing.assert_frame_equal(got, want)
+    # the sums themselves, on rows out of file order and tiny blocks
+    rows, cols = np.array([7, 2, 300, 11, 2 * 40 + 1]), np.array([4, 0, 2])
+    disk = CountsOnDisk(str(tmp_path / "cohort.h5mu"), "mod/gex/layers/counts", rows=rows,
+                        columns=cols, block_rows=3)
+    ind = sp.csr_matrix(np.array([[1, 0, 1, 0, 1], [0, 1, 1, 1, 0]], dtype=float))
+    np.testing.assert_array_equal(disk.group_sums(ind), (ind @ x[rows][:, cols]))
+
+
 # --------------------------------------------------------------------------- scorecards
 
 

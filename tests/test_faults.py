@@ -45,7 +45,7 @@ import pytest
 from _snakemake_dump import demo_project
 from cartcohort import io, sheets
 from cartcohort.errors import InputError
-from _small_cohort import CONFIGFILE, sheet_config, start
+from _small_cohort import CONFIGFILE, TARGET, sheet_config, start
 from conftest import REPO, run_snakemake
 
 pytestmark = pytest.mark.e2e
@@ -151,7 +151,7 @@ def test_two_clean_runs_give_identical_tables(clean_runs):
 def test_killed_run_resumes_to_identical_tables(tmp_path, clean_runs, cohort_config):
     work = tmp_path / "killed"
     t0 = time.perf_counter()
-    proc = start(work, cohort_config)
+    proc = start(work, cohort_config, TARGET)
     qc_dir, cells = work / "results" / "qc", work / "results" / "tables" / "cells.tsv.gz"
     try:
         while True:
@@ -189,14 +189,16 @@ def test_killed_run_resumes_to_identical_tables(tmp_path, clean_runs, cohort_con
     ), "a SIGKILLed run should leave its lock behind"
 
     run_snakemake(work, "--unlock", configfile=CONFIGFILE, config=cohort_config)
-    run_snakemake(work, "--rerun-incomplete", configfile=CONFIGFILE, config=cohort_config)
+    run_snakemake(
+        work, "--rerun-incomplete", TARGET, configfile=CONFIGFILE, config=cohort_config
+    )
     print(
         f"killed after {killed_at:.0f} s; resumed run finished after "
         f"{time.perf_counter() - t0:.0f} s in all"
     )
     assert_same_tables(clean_runs[0], work, "killed + resumed run vs clean run")
     # nothing is left to do: the resumed run is complete and consistent
-    dry = run_snakemake(work, "-n", configfile=CONFIGFILE, config=cohort_config)
+    dry = run_snakemake(work, "-n", TARGET, configfile=CONFIGFILE, config=cohort_config)
     assert "Nothing to be done" in dry.stdout + dry.stderr, (dry.stdout + dry.stderr)[-3000:]
 
 
@@ -266,6 +268,7 @@ def test_corrupt_library_keep_going_then_exclude(tmp_path, cohort, clean_runs):
     proc = run_snakemake(
         work,
         "--keep-going",
+        TARGET,
         "--prioritize",
         f"results/load/{bad}.h5mu",
         configfile=CONFIGFILE,
@@ -302,7 +305,13 @@ def test_corrupt_library_keep_going_then_exclude(tmp_path, cohort, clean_runs):
     assert not leftovers, f"cohort tables written despite the failed library: {leftovers}"
 
     good_mtimes = mtimes(work, good)
-    run_snakemake(work, configfile=CONFIGFILE, config=dict(config, exclude_samples=f"[{bad}]"))
+    run_snakemake(
+        work,
+        TARGET,
+        "results/overview.html",
+        configfile=CONFIGFILE,
+        config=dict(config, exclude_samples=f"[{bad}]"),
+    )
     assert library_tables(work, good) == clean_tables
     assert mtimes(work, good) == good_mtimes, "excluding a library re-ran the others' jobs"
     cells = pd.read_csv(

@@ -31,6 +31,7 @@ import yaml
 
 from cartcohort import sheets, tables
 from cartcohort.errors import Problem
+from _small_cohort import TARGET
 from conftest import REPO, run_snakemake
 from test_sheets import CLIN, _set_cell, make_cohort, problems_of
 
@@ -649,6 +650,7 @@ def test_demo_with_renamed_sample_ids_gives_the_same_tables(small_cohort, small_
     old = _renamed_demo(small_cohort, tmp_path / "sheets")
     run_snakemake(
         tmp_path,
+        TARGET,
         configfile=REPO / "config" / "config.yaml",
         config={
             "samples": str(tmp_path / "sheets" / "samples.tsv"),

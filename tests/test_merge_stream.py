@@ -161,3 +161,50 @@ def test_gram_pca_equals_run_pca_unscaled():
     diff = np.abs(_aligned(scores, ref.scores) - ref.scores).max(axis=0)
     assert (diff <= SCORE_TOL * np.abs(ref.scores).max(axis=0)).all(), diff
     np.testing.assert_allclose(fit.variance_ratio, ref.variance_ratio, atol=VR_TOL)
+
+
+def _merged_arrays(path) -> dict[str, np.ndarray]:
+    got = ad.read_h5ad(path)
+    return {"X_pca": got.obsm["X_pca"], "PCs": got.varm["PCs"],
+            "variance_ratio": got.uns["pca"]["variance_ratio"],
+            "hvg_rank": got.var["hvg_rank"].to_numpy(),
+            "highly_variable": got.var["highly_variable"].to_numpy()}
+
+
+def test_dask_local_cluster_gives_the_same_merge_as_the_default(cohort, tmp_path,
+                                                                monkeypatch):
+    """dask.scheduler set to a LocalCluster of 2 worker processes: the blocks run there
+    (in other processes, reading the file by its path) and the merged file equals the
+    default local-threads run bit for bit (the partial results are added in block order)."""
+    distributed = pytest.importorskip("distributed")
+    paths, table = cohort
+    monkeypatch.setattr(stream, "CHUNK_CELLS", 97)
+    kw = {"gene_join": "intersect", "batch_key": "batch", "n_top_genes": 60, "n_pcs": 10,
+          "exclude_genes": [], "scale": True, "seed": 0, "hvg_flavor": "seurat_v3",
+          "samples": list(paths), "qc_table": table, "qc_table_path": "qc.tsv"}
+    stream.merge_samples(list(paths.values()), out_path=tmp_path / "local.h5ad", **kw)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        with distributed.Client(cluster) as client:
+            stream.merge_samples(list(paths.values()), out_path=tmp_path / "cluster.h5ad",
+                                 dask_scheduler=cluster.scheduler_address, **kw)
+            # the work ran on the workers: each holds task results of both passes
+            ran = client.run(lambda dask_worker: len(dask_worker.state.log))
+    assert len(ran) == 2 and all(n > 0 for n in ran.values()), ran
+    local, remote = _merged_arrays(tmp_path / "local.h5ad"), _merged_arrays(
+        tmp_path / "cluster.h5ad")
+    for key, value in local.items():
+        np.testing.assert_array_equal(remote[key], value, err_msg=key)
+
+
+def test_dask_scheduler_that_does_not_answer_is_named(cohort, tmp_path, monkeypatch):
+    from cartcohort import engine
+
+    paths, table = cohort
+    monkeypatch.setattr(engine, "CONNECT_TIMEOUT", "2s")
+    with pytest.raises(CartCohortError, match=r"dask.scheduler: no Dask scheduler answers "
+                       r"at 'tcp://127.0.0.1:9'.*Fix:"):
+        stream.merge_samples(list(paths.values()), samples=list(paths),
+                             out_path=tmp_path / "m.h5ad", qc_table=table,
+                             qc_table_path="q", dask_scheduler="tcp://127.0.0.1:9")
+    assert not list(tmp_path.iterdir())  # no partial output

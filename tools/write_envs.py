@@ -17,7 +17,7 @@ STEP_PACKAGES = {
     "load": COMMON + ["h5py", "anndata", "mudata", "awkward", "jsonschema"],
     "qc": COMMON + ["awkward", "h5py", "jsonschema", "anndata", "mudata", "scanpy", "scirpy",
            "scikit-learn", "matplotlib"],
-    "integrate": COMMON + ["h5py", "jsonschema", "scirpy", "awkward", "airr", "anndata", "mudata", "scanpy", "harmonypy", "bbknn", "scanorama", "annoy", "leidenalg", "igraph",
+    "integrate": COMMON + ["h5py", "jsonschema", "dask", "distributed", "scirpy", "awkward", "airr", "anndata", "mudata", "scanpy", "harmonypy", "bbknn", "scanorama", "annoy", "leidenalg", "igraph",
                            "umap-learn", "pynndescent", "scikit-misc", "scikit-learn",
                            "matplotlib"],
     "clonotypes": COMMON + ["h5py", "anndata", "mudata", "scanpy", "scirpy", "awkward", "matplotlib"],

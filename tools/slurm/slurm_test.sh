@@ -20,9 +20,11 @@ elif [ $rc -ne 0 ]; then
 fi
 trap '"$REPO/tools/slurm/down.sh"' EXIT
 
+# what is checked (jobs through sbatch, identical tables) does not depend on the size of
+# the gene space: 2,000 background genes, and the `tables` target (no figures/report)
 "$BIN/python" "$REPO/workflow/scripts/simulate_demo.py" --out "$WORK/cohort" --seed 3 \
-  --n-patients 6 --min-cells 150 --max-cells 300
-common=(-s "$REPO/Snakefile" --configfile "$REPO/config/config.yaml"
+  --n-patients 6 --min-cells 150 --max-cells 300 --n-background-genes 2000
+common=(tables -s "$REPO/Snakefile" --configfile "$REPO/config/config.yaml"
         --config samples="$WORK/cohort/samples.tsv" clinical="$WORK/cohort/clinical.tsv")
 
 mkdir -p "$WORK/local" "$WORK/slurm"

@@ -346,11 +346,9 @@ def seed():
     return int(config["seed"])
 
 
-def all_outputs():
-    """Every final output of the workflow (the `all` target); with config new_samples
-    set, the new products' scorecards (target score_products) and no cohort output."""
-    if SCORING:
-        return ["results/tables/new_products.tsv"]
+def table_outputs():
+    """The cohort object and every table of results/tables/ (the `tables` target): the
+    whole analysis without figures, report pages, provenance or the frozen reference."""
     return [
         "results/cohort.h5mu",
         "results/tables/cells.tsv.gz",
@@ -365,7 +363,18 @@ def all_outputs():
         "results/tables/sample_features.tsv",
         "results/tables/association.tsv",
         "results/tables/pseudobulk_de.tsv",
+        "results/tables/scorecard_calibration.tsv",
         "results/tables/warnings.tsv",
+    ]
+
+
+def all_outputs():
+    """Every final output of the workflow (the `all` target); with config new_samples
+    set, the new products' scorecards (target score_products) and no cohort output."""
+    if SCORING:
+        return ["results/tables/new_products.tsv"]
+    return [
+        *table_outputs(),
         "results/provenance.json",
         "results/provenance.html",
         *report_figures(),
@@ -452,7 +461,8 @@ def annotate_kwargs():
 def merge_samples_kwargs():
     """Keyword arguments of `pp.stream.merge_samples`, rule merge_samples - the cohort's samples
     (the order of the rule's h5mu inputs), load.gene_join, the merge/HVG/PCA keys of
-    config['integrate'] and the seed. Not the keys of the methods, the UMAP or the metrics.
+    config['integrate'], the seed and dask.scheduler. Not the keys of the methods, the UMAP or
+    the metrics.
     """
     cfg = config["integrate"]
     kwargs = {
@@ -462,6 +472,7 @@ def merge_samples_kwargs():
     kwargs["samples"] = list(COHORT_SAMPLES)
     kwargs["gene_join"] = config["load"]["gene_join"]
     kwargs["seed"] = seed()
+    kwargs["dask_scheduler"] = config["dask"]["scheduler"]
     return canonical(kwargs)
 
 

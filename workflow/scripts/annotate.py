@@ -7,12 +7,20 @@ with script_logging(snakemake):
 
     from cartcohort import tables, tl
 
+    params = snakemake.params.annotate
     signatures = tl.annotate.load_signatures(snakemake.input.signatures)
+    # only the genes annotation uses are read (and every cell's total count)
+    gex, counts_total = tl.integrate.read_integrated_genes(
+        snakemake.input.merged, snakemake.input.integrated,
+        genes=tl.annotate.annotation_genes(signatures, car_features=params["car_features"],
+                                           celltypist_model=params["celltypist_model"]),
+    )
     result = tl.annotate.annotate(
-        tl.integrate.read_integrated(snakemake.input.merged, snakemake.input.integrated),
+        gex,
         airr=ad.read_h5ad(snakemake.input.airr),
         signatures=signatures,
-        **snakemake.params.annotate,
+        counts_total=counts_total,
+        **params,
     )
     tables.write_table(result.cells, snakemake.output.cells, sort_by=["cell"])
     tables.write_table(result.agreement, snakemake.output.agreement,

@@ -9,10 +9,13 @@ with script_logging(snakemake):
 
     from cartcohort import tl
 
+    # everything but the expression matrices, which are copied from merged.h5ad a block
+    # of cells at a time (never all in memory)
     cohort = tl.annotate.assemble_cohort(
         tl.integrate.read_integrated(snakemake.input.merged, snakemake.input.integrated,
-                                     umap_path=snakemake.input.umap),
+                                     umap_path=snakemake.input.umap, matrices=False),
         calls=ad.read_h5ad(snakemake.input.calls),
         airr=ad.read_h5ad(snakemake.input.airr),
     )
-    cohort.write(snakemake.output.h5mu, compression="gzip")
+    tl.annotate.write_cohort(cohort, out_path=snakemake.output.h5mu,
+                             merged_path=snakemake.input.merged)

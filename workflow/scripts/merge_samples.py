@@ -14,6 +14,7 @@ with script_logging(snakemake) as log:
         out_path=snakemake.output.h5ad,
         qc_table=tables.read_table(snakemake.input.qc),
         qc_table_path=str(snakemake.input.qc),
+        threads=snakemake.threads,
         **snakemake.params.merge_samples,
     )
     log.info("wrote %s (%d cells x %d genes)", snakemake.output.h5ad, *merged.shape)

@@ -61,6 +61,15 @@ class GramAccumulator:
             self.gram += d.T @ d
         self.n += x.shape[0]
 
+    def combine(self, other: GramAccumulator) -> None:
+        """Add the cells of another accumulator of the same genes."""
+        if other.n_genes != self.n_genes:
+            raise ValueError(f"{other.n_genes} genes, expected {self.n_genes}")
+        self.s1 += other.s1
+        self.s2 += other.s2
+        self.gram += other.gram
+        self.n += other.n
+
 
 @dataclass(frozen=True)
 class GramPCA:

@@ -48,7 +48,9 @@ from .merge import (
     preprocessing_record,
     stringify_obs,
 )
-from .pca import GramAccumulator, gram_pca
+from .. import engine
+from ..h5csr import append_csr, create_csr
+from .pca import GramAccumulator, GramPCA, gram_pca
 
 logger = logging.getLogger(__name__)
 
@@ -169,43 +171,24 @@ def _libraries(
 # --------------------------------------------------------------------------- on disk
 
 
-def _create_csr(f: h5py.File, key: str, n_cols: int) -> h5py.Group:
-    """An empty, appendable CSR matrix in anndata's encoding (64-bit ``indptr``)."""
-    g = f.create_group(key)
-    g.attrs.update({"encoding-type": "csr_matrix", "encoding-version": "0.1.0",
-                    "shape": (0, n_cols)})
-    g.create_dataset("data", shape=(0,), maxshape=(None,), dtype=np.float32,
-                     chunks=(1 << 18,))
-    g.create_dataset("indices", shape=(0,), maxshape=(None,), dtype=np.int32,
-                     chunks=(1 << 18,))
-    g.create_dataset("indptr", data=np.zeros(1, dtype=np.int64), maxshape=(None,),
-                     chunks=(1 << 16,))
-    return g
-
-
-def _append_csr(g: h5py.Group, x: sp.csr_matrix) -> None:
-    """Append the rows of ``x`` to a CSR group made by :func:`_create_csr`."""
-    n_rows, n_cols = g.attrs["shape"]
-    nnz0, p0 = g["data"].shape[0], g["indptr"].shape[0]
-    for name, values in (("data", x.data), ("indices", x.indices)):
-        g[name].resize((nnz0 + x.nnz,))
-        g[name][nnz0:] = values
-    g["indptr"].resize((p0 + x.shape[0],))
-    g["indptr"][p0:] = x.indptr[1:].astype(np.int64) + nnz0
-    g.attrs["shape"] = (int(n_rows) + x.shape[0], int(n_cols))
-
-
-def _read_rows(g: h5py.Group, a: int, b: int) -> sp.csr_matrix:
-    """Rows ``a:b`` of an on-disk CSR group."""
-    ptr = g["indptr"][a:b + 1]
-    lo, hi = int(ptr[0]), int(ptr[-1])
-    return sp.csr_matrix((g["data"][lo:hi], g["indices"][lo:hi], ptr - lo),
-                         shape=(b - a, int(g.attrs["shape"][1])))
-
-
-def _chunks(g: h5py.Group, n: int, step: int = CHUNK_CELLS) -> Iterator[tuple[int, int]]:
+def _chunks(n: int) -> Iterator[tuple[int, int]]:
+    """Row bounds of the blocks of :meth:`_Source.blocks`."""
+    step = CHUNK_CELLS
     for a in range(0, n, step):
         yield a, min(a + step, n)
+
+
+class _Source(NamedTuple):
+    """The matrices written by pass 1 (file closed), read back by the engine."""
+
+    path: str
+    n_obs: int
+    n_genes: int
+    n_workers: int
+
+    def blocks(self, key: str) -> list:
+        return engine.row_blocks(self.path, key, n_rows=self.n_obs, n_cols=self.n_genes,
+                                 block_rows=CHUNK_CELLS)
 
 
 class _PassOne(NamedTuple):
@@ -232,7 +215,7 @@ def _add_batch_sums(acc: _PassOne, counts: sp.csr_matrix, x: sp.csr_matrix,
 def _write_matrices(f: h5py.File, libs: Sequence[_Library], obs: pd.DataFrame,
                     *, n_genes: int, labels: np.ndarray) -> _PassOne:
     """Pass 1: ``X`` and the counts (under ``_counts``) of every library, in order."""
-    gx, gc = _create_csr(f, "X", n_genes), _create_csr(f, "_counts", n_genes)
+    gx, gc = create_csr(f, "X", n_genes), create_csr(f, "_counts", n_genes)
     acc = _PassOne({}, {}, {})
     start = 0
     for lib in libs:
@@ -245,8 +228,8 @@ def _write_matrices(f: h5py.File, libs: Sequence[_Library], obs: pd.DataFrame,
         counts.sort_indices()
         del part
         x = log_normalise(counts)
-        _append_csr(gc, counts)
-        _append_csr(gx, x)
+        append_csr(gc, counts)
+        append_csr(gx, x)
         _add_batch_sums(acc, counts, x, labels[start:stop])
         logger.info("%s: %d cells written (%d of %d)", lib.sample, stop - start, stop,
                     len(obs))
@@ -266,7 +249,17 @@ def _pooled(stats: dict[str, Any], combine: Any) -> dict[str, Any]:
     return {"all": total}
 
 
-def _seurat_v3(f: h5py.File, moments: dict[str, _hvg.GeneMoments], labels: np.ndarray,
+def _clipped_block(x: sp.csr_matrix, labels: np.ndarray,
+                   clip: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per-batch clipped sums of one row block of the counts (a task of the engine)."""
+    out = {}
+    for batch in np.unique(labels):
+        sel = labels == batch
+        out[batch] = _hvg.clipped_sums(x if sel.all() else x[sel], clip=clip[batch])
+    return out
+
+
+def _seurat_v3(src: _Source, moments: dict[str, _hvg.GeneMoments], labels: np.ndarray,
                *, eligible: np.ndarray, var_names: pd.Index, n_top: int,
                notes: list[str]) -> tuple[pd.DataFrame | None, float | None]:
     """seurat_v3 with each span of :data:`HVG_SPANS` in turn; ``None`` if all fail."""
@@ -285,13 +278,13 @@ def _seurat_v3(f: h5py.File, moments: dict[str, _hvg.GeneMoments], labels: np.nd
         full[batch] = np.zeros(n_genes)
         full[batch][eligible] = clip
     sums = {b: (np.zeros(n_genes), np.zeros(n_genes)) for b in moments}
-    g = f["_counts"]
-    for a, b in _chunks(g, len(labels)):
-        x = _read_rows(g, a, b)
-        lab = labels[a:b]
-        for batch in np.unique(lab):
-            sel = lab == batch
-            s, ss = _hvg.clipped_sums(x if sel.all() else x[sel], clip=full[batch])
+    bounds = list(_chunks(src.n_obs))
+    block_labels = [labels[a:b] for a, b in bounds]
+    block_clips = [{k: full[k] for k in np.unique(lab)} for lab in block_labels]
+    parts = engine.map_ordered(_clipped_block, src.blocks("_counts"), block_labels,
+                               block_clips, n_workers=src.n_workers)
+    for part in parts:  # in block order: the same sums on any scheduler
+        for batch, (s, ss) in part.items():
             sums[batch][0][:] += s
             sums[batch][1][:] += ss
     sums = {b: (s[eligible], ss[eligible]) for b, (s, ss) in sums.items()}
@@ -299,7 +292,7 @@ def _seurat_v3(f: h5py.File, moments: dict[str, _hvg.GeneMoments], labels: np.nd
                                 n_top_genes=n_top), span
 
 
-def _streamed_hvgs(f: h5py.File, acc: _PassOne, labels: np.ndarray, *, batched: bool,
+def _streamed_hvgs(src: _Source, acc: _PassOne, labels: np.ndarray, *, batched: bool,
                    var: pd.DataFrame, exclude: pd.Series, eligible: np.ndarray,
                    n_top_genes: int, flavor: HvgFlavor) -> tuple[pd.DataFrame, dict]:
     """:func:`~cartcohort.pp.select_hvgs` from the sums of pass 1 (and one more read of
@@ -323,7 +316,7 @@ def _streamed_hvgs(f: h5py.File, acc: _PassOne, labels: np.ndarray, *, batched: 
     if flavor == "seurat_v3" and importlib.util.find_spec("skmisc") is None:
         notes.append("scikit-misc (skmisc) cannot be imported")
     elif flavor == "seurat_v3":
-        res, span = _seurat_v3(f, counts, labels, eligible=eligible, var_names=names,
+        res, span = _seurat_v3(src, counts, labels, eligible=eligible, var_names=names,
                                n_top=n_top, notes=notes)
     if res is None:
         if flavor == "seurat_v3":
@@ -347,13 +340,27 @@ def _streamed_hvgs(f: h5py.File, acc: _PassOne, labels: np.ndarray, *, batched: 
 # --------------------------------------------------------------------------- PCA, output
 
 
-def _streamed_pca(f: h5py.File, hv: np.ndarray, *, n_obs: int, n_pcs: int,
+def _gram_block(x: sp.csr_matrix, hv: np.ndarray) -> GramAccumulator:
+    """Sums and Gram matrix of the HVGs of one row block of ``X`` (a task of the engine)."""
+    acc = GramAccumulator(int(hv.sum()))
+    acc.add(x[:, hv])
+    return acc
+
+
+def _scores_block(x: sp.csr_matrix, hv: np.ndarray, pca: GramPCA) -> np.ndarray:
+    """PCA scores of one row block of ``X`` (a task of the engine)."""
+    return pca.scores(x[:, hv])
+
+
+def _streamed_pca(src: _Source, hv: np.ndarray, *, n_pcs: int,
                   scale: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Scores, loadings (HVGs x PCs) and variance ratios: two reads of ``X``."""
-    g = f["X"]
+    n_obs = src.n_obs
+    n_blocks = len(list(_chunks(n_obs)))
     acc = GramAccumulator(int(hv.sum()))
-    for a, b in _chunks(g, n_obs):
-        acc.add(_read_rows(g, a, b)[:, hv])
+    for part in engine.map_ordered(_gram_block, src.blocks("X"), [hv] * n_blocks,
+                                   n_workers=src.n_workers):
+        acc.combine(part)  # in block order: the same matrix on any scheduler
     pca = gram_pca(acc, n_pcs=n_pcs, scale=scale)
     del acc
     n_comps = pca.components.shape[1]
@@ -361,8 +368,10 @@ def _streamed_pca(f: h5py.File, hv: np.ndarray, *, n_obs: int, n_pcs: int,
         logger.warning("n_pcs=%d capped at %d (cells x HVGs = %s)", n_pcs, n_comps,
                        (n_obs, int(hv.sum())))
     scores = np.empty((n_obs, n_comps), dtype=np.float32)
-    for a, b in _chunks(g, n_obs):
-        scores[a:b] = pca.scores(_read_rows(g, a, b)[:, hv])
+    parts = engine.map_ordered(_scores_block, src.blocks("X"), [hv] * n_blocks,
+                               [pca] * n_blocks, n_workers=src.n_workers)
+    for (a, b), part in zip(_chunks(n_obs), parts, strict=True):
+        scores[a:b] = part
     return scores, pca.components.astype(np.float32), pca.variance_ratio.astype(np.float32)
 
 
@@ -389,9 +398,10 @@ def _hvg_labels(obs: pd.DataFrame, batch_key: str) -> tuple[np.ndarray, bool]:
     return obs[batch_key].astype(str).to_numpy(), obs[batch_key].nunique() >= 2
 
 
-def _merge_into(f: h5py.File, libs: Sequence[_Library], obs: pd.DataFrame,
-                var: pd.DataFrame, *, settings: dict[str, Any]) -> None:
-    """Passes 1-4 into the open output file ``f``."""
+def _merge_into(path: Path, libs: Sequence[_Library], obs: pd.DataFrame,
+                var: pd.DataFrame, *, settings: dict[str, Any], n_workers: int) -> None:
+    """Passes 1-4 into the file ``path``: the matrices written (pass 1), the file
+    closed and read back by the engine (HVGs, PCA), then the annotations added."""
     exclude = gene_exclusions(var, extra=settings["exclude_genes"])
     eligible = (exclude.reindex(var.index).fillna("") == "").to_numpy()
     if eligible.sum() < 2:
@@ -400,16 +410,18 @@ def _merge_into(f: h5py.File, libs: Sequence[_Library], obs: pd.DataFrame,
             "V(D)J/mito/ribo/CAR/config genes. Fix: check integrate.exclude_genes"
         )
     labels, batched = _hvg_labels(obs, settings["batch_key"])
-    acc = _write_matrices(f, libs, obs, n_genes=len(var), labels=labels)
+    with h5py.File(path, "w") as f:
+        acc = _write_matrices(f, libs, obs, n_genes=len(var), labels=labels)
+    src = _Source(str(path), len(obs), len(var), n_workers)
     hvg, hvg_info = _streamed_hvgs(
-        f, acc, labels, batched=batched, var=var, exclude=exclude, eligible=eligible,
+        src, acc, labels, batched=batched, var=var, exclude=exclude, eligible=eligible,
         n_top_genes=settings["n_top_genes"], flavor=settings["hvg_flavor"],
     )
     var = var.copy()
     for col in hvg.columns:
         var[col] = hvg[col].to_numpy()
     hv = var["highly_variable"].to_numpy(dtype=bool)
-    scores, loadings, ratio = _streamed_pca(f, hv, n_obs=len(obs), n_pcs=settings["n_pcs"],
+    scores, loadings, ratio = _streamed_pca(src, hv, n_pcs=settings["n_pcs"],
                                             scale=settings["scale"])
     logger.info("PCA: %d PCs on %d HVGs, %.1f%% variance explained", scores.shape[1],
                 int(hv.sum()), 100 * float(ratio.sum()))
@@ -426,7 +438,8 @@ def _merge_into(f: h5py.File, libs: Sequence[_Library], obs: pd.DataFrame,
         n_pcs=scores.shape[1], seed=settings["seed"],
     )
     stringify_obs(shell)
-    _write_annotations(f, shell)
+    with h5py.File(path, "r+") as f:
+        _write_annotations(f, shell)
 
 
 def merge_samples(
@@ -444,6 +457,8 @@ def merge_samples(
     scale: bool = True,
     seed: int = 0,
     hvg_flavor: HvgFlavor = "seurat_v3",
+    dask_scheduler: str | None = None,
+    threads: int = 1,
 ) -> StreamedMerge:
     """Step of rule ``merge_samples``: the QC-passing cells of the included samples
     merged, log-normalised, HVGs and PCA, written to ``out_path`` library by library.
@@ -475,6 +490,11 @@ def merge_samples(
         Master seed (``seed``), recorded (the eigendecomposition is deterministic).
     hvg_flavor
         ``seurat_v3`` (default) or ``seurat``, as :func:`~cartcohort.pp.select_hvgs`.
+    dask_scheduler
+        ``dask.scheduler``: where the HVG and PCA passes run
+        (:func:`cartcohort.engine.dask_scheduler`); the result does not depend on it.
+    threads
+        Threads of the local scheduler (the rule's ``threads``).
 
     Returns
     -------
@@ -493,8 +513,8 @@ def merge_samples(
                 "exclude_genes": list(exclude_genes), "scale": scale, "seed": seed,
                 "hvg_flavor": hvg_flavor}
     try:
-        with h5py.File(partial, "w") as f:
-            _merge_into(f, libs, obs, var, settings=settings)
+        with engine.dask_scheduler(dask_scheduler, threads=threads) as n_workers:
+            _merge_into(partial, libs, obs, var, settings=settings, n_workers=n_workers)
         os.replace(partial, out)
     finally:
         partial.unlink(missing_ok=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,62 @@ DE_COLUMNS: tuple[str, ...] = (
     "n_nonresponders",
     "note",
 )
+
+
+@dataclass(frozen=True)
+class CountsOnDisk:
+    """Raw counts of a cohort file, summed a block of cells at a time, so the matrix is
+    never held in memory (rule ``pseudobulk_de`` at cohort scale).
+
+    Attributes
+    ----------
+    path
+        ``results/cohort.h5mu``.
+    key
+        The CSR matrix in the file (``mod/gex/layers/counts``).
+    rows, columns
+        The cells (rows of the file, in the order of the ``obs`` they go with) and the
+        genes (columns) used.
+    block_rows
+        Cells read at a time.
+    """
+
+    path: str
+    key: str
+    rows: np.ndarray
+    columns: np.ndarray
+    block_rows: int = 10_000
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(self.rows), len(self.columns)
+
+    def take(self, *, rows: np.ndarray | None = None,
+             columns: np.ndarray | None = None) -> CountsOnDisk:
+        """A subset (positions within this one's rows and columns)."""
+        return replace(self, rows=self.rows if rows is None else self.rows[rows],
+                       columns=self.columns if columns is None else self.columns[columns])
+
+    def group_sums(self, indicator: Any) -> np.ndarray:
+        """``indicator @ counts`` (groups x genes, float64) for ``indicator`` (groups x
+        this one's rows)."""
+        import h5py
+
+        from ..h5csr import iter_csr
+
+        order = np.argsort(self.rows, kind="mergesort")
+        file_rows, ind = self.rows[order], indicator.tocsc()[:, order]
+        out = np.zeros((indicator.shape[0], len(self.columns)))
+        with h5py.File(self.path, "r") as f:
+            start = 0
+            for x in iter_csr(f[self.key], block_rows=self.block_rows):
+                stop = start + x.shape[0]
+                lo, hi = np.searchsorted(file_rows, [start, stop])
+                if hi > lo:
+                    block = x[file_rows[lo:hi] - start][:, self.columns]
+                    out += np.asarray((ind[:, lo:hi] @ block).todense())
+                start = stop
+        return out
 
 
 def pseudobulk_counts(
@@ -72,8 +129,11 @@ def pseudobulk_counts(
     indicator = sp.csr_matrix(
         (np.ones(len(codes)), (codes, np.arange(len(codes)))), shape=(len(uniq), len(codes))
     )
-    mat = counts if sp.issparse(counts) else sp.csr_matrix(np.asarray(counts))
-    sums = np.asarray((indicator @ mat).todense())
+    if isinstance(counts, CountsOnDisk):
+        sums = counts.group_sums(indicator)
+    else:
+        mat = counts if sp.issparse(counts) else sp.csr_matrix(np.asarray(counts))
+        sums = np.asarray((indicator @ mat).todense())
     n_cells = np.bincount(codes, minlength=len(uniq))
     rounded = np.rint(sums)
     if not np.allclose(sums, rounded, atol=1e-3):
@@ -235,7 +295,12 @@ def pseudobulk_de_matrix(
         return skipped_frame(
             DE_COLUMNS, state="(all)", note=f"skipped: no labelled {primary_timepoint} cells"
         )
-    mat = counts[np.flatnonzero(sel)] if sp.issparse(counts) else np.asarray(counts)[sel]
+    if isinstance(counts, CountsOnDisk):
+        mat = counts.take(rows=np.flatnonzero(sel))
+    elif sp.issparse(counts):
+        mat = counts[np.flatnonzero(sel)]
+    else:
+        mat = np.asarray(counts)[sel]
     sums, meta = pseudobulk_counts(mat, obs=obs.loc[sel], genes=genes)
     meta["responder"] = labels["responder"].reindex(meta["patient"]).astype(bool).to_numpy()
     rows: list[pd.DataFrame] = []
@@ -281,6 +346,7 @@ def pseudobulk_de(
     exclude_genes: Sequence[str] = (),
     clinical_source: str = "clinical table",
     n_cpus: int = 1,
+    counts_path: str | None = None,
 ) -> pd.DataFrame:
     """Pseudobulk DE of the cohort's GEX modality (rule ``pseudobulk_de``).
 
@@ -311,6 +377,10 @@ def pseudobulk_de(
         File name for messages.
     n_cpus
         Processes of pydeseq2 (the rule's threads); results do not depend on it.
+    counts_path
+        ``results/cohort.h5mu`` whose ``gex`` counts are summed a block of cells at a
+        time (:class:`CountsOnDisk`; ``gex`` then needs only ``obs`` and ``var``, in the
+        file's order); None: the counts of ``gex`` in memory.
 
     Returns
     -------
@@ -318,20 +388,26 @@ def pseudobulk_de(
         ``pseudobulk_de.tsv``: :data:`DE_COLUMNS` (see :func:`pseudobulk_de_matrix`).
     """
     in_layers = "counts" in gex.layers
-    counts = gex.layers["counts"] if in_layers else gex.X
+    if counts_path is not None:
+        counts = CountsOnDisk(str(counts_path), "mod/gex/layers/counts",
+                              rows=np.arange(gex.n_obs), columns=np.arange(gex.n_vars))
+    else:
+        counts = gex.layers["counts"] if in_layers else gex.X
     logger.info(
         "gex: %d cells x %d genes (counts from %s)",
         gex.n_obs,
         gex.n_vars,
-        "layers['counts']" if in_layers else "X",
+        f"{counts_path}, read in blocks" if counts_path is not None
+        else "layers['counts']" if in_layers else "X",
     )
     reason = gene_exclusions(gex.var, extra=exclude_genes)
     keep = (reason == "").to_numpy()
     logger.info("%d genes left out of the DE (%s); %d tested at most", int((~keep).sum()),
                 ", ".join(f"{k} {v}" for k, v in reason[~keep].value_counts().items()),
                 int(keep.sum()))
+    columns = np.flatnonzero(keep)
     de = pseudobulk_de_matrix(
-        counts[:, np.flatnonzero(keep)],
+        counts.take(columns=columns) if isinstance(counts, CountsOnDisk) else counts[:, columns],
         obs=gex.obs,
         genes=list(gex.var_names[keep]),
         clinical=clinical,

@@ -18,7 +18,7 @@ from .car import (
     fit_car_model,
     is_sorted_library,
 )
-from .cohort import CELL_COLUMNS, assemble_cohort, attach_calls, cells_table
+from .cohort import CELL_COLUMNS, assemble_cohort, attach_calls, cells_table, write_cohort
 from .gd import GdResult, call_gd, tcr_evidence
 from .lineage import (
     LINEAGE_CALLS,
@@ -30,7 +30,7 @@ from .lineage import (
     naive_lineage,
 )
 from .mixture import LatentClassFit, fit_latent_classes
-from .pipeline import AnnotationResult, agreement_table, annotate
+from .pipeline import AnnotationResult, agreement_table, annotate, annotation_genes
 from .pooling import (
     CLONE_CLIP,
     CONFIDENT,
@@ -92,7 +92,9 @@ __all__ = [
     "UNASSIGNED",
     "agreement_table",
     "annotate",
+    "annotation_genes",
     "assemble_cohort",
+    "write_cohort",
     "attach_calls",
     "call_car_cells",
     "call_lineage",

@@ -506,9 +506,10 @@ def car_feature_mask(gex: ad.AnnData, *, car_features: Sequence[str]) -> np.ndar
     return mask
 
 
-def car_counts(gex: ad.AnnData, counts: Any, *,
-               car_features: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """CAR features, CAR UMIs and CAR-free library size of every cell.
+def car_counts(gex: ad.AnnData, counts: Any, *, car_features: Sequence[str],
+               total: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CAR features, CAR UMIs and CAR-free library size of every cell (``total``: the
+    cells' total counts when ``counts`` holds only some genes; default its row sums).
 
     Returns
     -------
@@ -517,7 +518,11 @@ def car_counts(gex: ad.AnnData, counts: Any, *,
         (zeros without a CAR feature) and the library size without them (>= 1).
     """
     car_mask = car_feature_mask(gex, car_features=car_features)
-    total = np.asarray(counts.sum(axis=1)).ravel().astype(float)
+    if total is None:
+        total = np.asarray(counts.sum(axis=1)).ravel()
+    total = np.asarray(total, dtype=float)
+    if total.shape != (gex.n_obs,):
+        raise ValueError(f"total has shape {total.shape}, expected ({gex.n_obs},)")
     car_umis = (dense_columns(counts, np.flatnonzero(car_mask)).sum(axis=1)
                 if car_mask.any() else np.zeros(gex.n_obs))
     library = np.maximum(total - car_umis, 1.0)

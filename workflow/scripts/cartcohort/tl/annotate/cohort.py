@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anndata as ad
@@ -114,3 +116,52 @@ def assemble_cohort(gex: ad.AnnData, *, calls: ad.AnnData, airr: ad.AnnData) -> 
                 airr.n_obs)
     md.set_options(pull_on_update=False)
     return md.MuData({"gex": gex, "airr": airr})
+
+
+def write_cohort(cohort: mudata.MuData, *, out_path: str | os.PathLike,
+                 merged_path: str | os.PathLike, block_rows: int = 10_000) -> None:
+    """Write ``results/cohort.h5mu`` element by element: ``cohort`` without the
+    expression matrices (:func:`assemble_cohort` of
+    ``read_integrated(..., matrices=False)``), then ``X`` and ``layers['counts']`` of the
+    ``gex`` modality copied from ``merged.h5ad`` a block of cells at a time (gzip), so
+    the matrices are never held in memory. The file reads as the in-memory cohort would.
+
+    Parameters
+    ----------
+    cohort
+        The cohort without ``gex.X`` and without layers.
+    out_path
+        ``results/cohort.h5mu``; written as ``<out_path>.partial`` and renamed when
+        complete (removed on error).
+    merged_path
+        ``results/integrate/merged.h5ad`` of the same cells (rule ``merge_samples``).
+    block_rows
+        Cells copied at a time.
+    """
+    import h5py
+    from anndata.io import read_elem
+
+    from ...h5csr import copy_csr
+
+    gex = cohort["gex"]
+    if gex.X is not None or len(gex.layers):
+        raise ValueError("write_cohort expects the cohort without its matrices")
+    out = Path(out_path)
+    partial = out.with_name(out.name + ".partial")
+    try:
+        cohort.write(partial, compression="gzip")
+        with h5py.File(merged_path, "r") as src, h5py.File(partial, "r+") as dst:
+            names = read_elem(src["obs"]).index
+            if not names.equals(gex.obs_names) or not read_elem(src["var"]).index.equals(
+                    gex.var_names):
+                raise CartCohortError(
+                    f"{merged_path}: its cells or genes differ from the cohort's. Fix: "
+                    "re-run the workflow from merge_samples")
+            mod = dst["mod/gex"]
+            if "X" in mod:  # mudata writes an absent X as a null dataset
+                del mod["X"]
+            copy_csr(src["X"], mod, "X", block_rows=block_rows)
+            copy_csr(src["layers/counts"], mod["layers"], "counts", block_rows=block_rows)
+        os.replace(partial, out)
+    finally:
+        partial.unlink(missing_ok=True)

@@ -10,18 +10,19 @@ calls (``cd4_cd8``, ``car_positive``) are clone-aware, the per-cell calls stay i
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import anndata as ad
+import numpy as np
 import pandas as pd
 from scipy import sparse
 
 from ...errors import CartCohortError
-from .car import CarMethod, annotate_car, car_counts, car_warnings
+from .car import CarMethod, annotate_car, car_counts, car_feature_mask, car_warnings
 from .cohort import cells_table
-from .gd import GdResult
+from .gd import AB_CONSTANT_GENES, GdResult
 from .lineage import LINEAGES, LineageResult, annotate_lineage, check_lineage_genes
 from .summary import library_table
 from .pooling import cell_clones, neighbour_graph
@@ -195,6 +196,40 @@ def _cells(gex: ad.AnnData) -> pd.DataFrame:
     return cells
 
 
+def annotation_genes(signatures: Signatures, *, car_features: Sequence[str],
+                     celltypist_model: str | None = "") -> Callable[[pd.DataFrame], np.ndarray]:
+    """The genes :func:`annotate` reads, as a mask function of a ``var`` table (for
+    :func:`cartcohort.tl.integrate.read_integrated_genes`).
+
+    They are the genes of the state programs (up and down), the lineage, program and γδ
+    lists, the exhaustion markers, the αβ constant genes and the CAR features. A
+    celltypist model needs every gene: then every gene is read.
+
+    Parameters
+    ----------
+    signatures
+        The signature file.
+    car_features, celltypist_model
+        As :func:`annotate`.
+
+    Returns
+    -------
+    callable
+        ``var`` -> boolean mask of its rows.
+    """
+    wanted = {g for st in signatures.states for g in (*st.up, *st.down)}
+    wanted |= {g for genes in signatures.lineage.values() for g in genes}
+    wanted |= set(signatures.exhaustion_markers.values()) | set(AB_CONSTANT_GENES)
+
+    def mask(var: pd.DataFrame) -> np.ndarray:
+        if celltypist_model:
+            return np.ones(len(var), dtype=bool)
+        car = car_feature_mask(ad.AnnData(var=var), car_features=car_features)
+        return var.index.isin(sorted(wanted)) | car
+
+    return mask
+
+
 def annotate(
     gex: ad.AnnData, *, airr: ad.AnnData | None, signatures: Signatures,
     car_features: Sequence[str], min_state_score: float = 0.0,
@@ -205,6 +240,7 @@ def annotate(
     clone_aware: bool = True,
     smoothing: float = 0.75, down_weight: float = 0.5, sd_floor: float = 0.5,
     celltypist_model: str | None = "",
+    counts_total: np.ndarray | None = None,
 ) -> AnnotationResult:
     """Run every annotation step and add the calls to a copy of ``gex.obs``.
 
@@ -234,6 +270,9 @@ def annotate(
         smoothing, weight of the ``down`` genes, floor (log units) on the per-gene SD.
     celltypist_model
         Optional celltypist model path (empty or None: skipped).
+    counts_total
+        Each cell's total count over all genes, when ``gex`` holds only some genes
+        (:func:`annotation_genes`); None: the row sums of ``layers['counts']``.
 
     Returns
     -------
@@ -246,7 +285,8 @@ def annotate(
     gex = gex.copy()
     graph = neighbour_graph(gex)
     counts = _raw_counts(gex)
-    car_mask, car_umis, library = car_counts(gex, counts, car_features=car_features)
+    car_mask, car_umis, library = car_counts(gex, counts, car_features=car_features,
+                                             total=counts_total)
     clone, clone_size = cell_clones(gex.obs_names, airr)
     clone_aware_used = bool(clone_aware) and clone.notna().any()
     sig, sig_genes = restrict_signatures(signatures, genes=gex.var_names)

@@ -44,6 +44,7 @@ _LAZY = {
     "subsample_for_metrics": "compare",
     "assemble_integrated": "read",
     "read_integrated": "read",
+    "read_integrated_genes": "read",
     "read_integration": "read",
     "read_prepared": "read",
 }

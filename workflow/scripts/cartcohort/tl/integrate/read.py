@@ -12,9 +12,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import anndata as ad
 import numpy as np
+import pandas as pd
+import scipy.sparse as sp
 
 from ...errors import CartCohortError
 
@@ -114,6 +117,7 @@ def read_integrated(
     integrated_path: str | os.PathLike,
     *,
     umap_path: str | os.PathLike | None = None,
+    matrices: bool = True,
 ) -> ad.AnnData:
     """The full integrated cohort of the method used downstream.
 
@@ -125,13 +129,16 @@ def read_integrated(
         ``integrate/{method}.h5ad`` of the method in ``integrate.use``.
     umap_path
         ``integrate/umap.h5ad`` (rule ``umap``); its layout becomes ``obsm['X_umap']``.
+    matrices
+        False: without ``X`` and ``layers['counts']`` (rule ``cohort`` copies them from
+        the file, :func:`cartcohort.tl.annotate.write_cohort`).
 
     Returns
     -------
     AnnData
         :func:`assemble_integrated` of the files.
     """
-    prepared = ad.read_h5ad(merged_path)
+    prepared = ad.read_h5ad(merged_path) if matrices else read_prepared(merged_path)
     umap = None
     if umap_path is not None:
         layout = ad.read_h5ad(umap_path)
@@ -142,6 +149,69 @@ def read_integrated(
             )
         umap = layout.obsm["X_umap"]
     return assemble_integrated(prepared, read_integration(integrated_path), umap=umap)
+
+
+def _gene_columns(g, idx: np.ndarray, *, block_rows: int) -> tuple[sp.csr_matrix, np.ndarray]:
+    """Columns ``idx`` of the on-disk CSR matrix ``g`` and every row's sum over all
+    columns, read ``block_rows`` rows at a time."""
+    from ...h5csr import iter_csr
+
+    parts, totals = [], []
+    for x in iter_csr(g, block_rows=block_rows):
+        totals.append(np.asarray(x.sum(axis=1)).ravel().astype(np.float64))
+        parts.append(x[:, idx])
+    if not parts:
+        return sp.csr_matrix((0, len(idx)), dtype=np.float32), np.zeros(0)
+    return sp.csr_matrix(sp.vstack(parts, format="csr")), np.concatenate(totals)
+
+
+def read_integrated_genes(
+    merged_path: str | os.PathLike,
+    integrated_path: str | os.PathLike,
+    *,
+    genes: Callable[[pd.DataFrame], np.ndarray] | None,
+    block_rows: int = 10_000,
+) -> tuple[ad.AnnData, np.ndarray]:
+    """:func:`read_integrated` with only some genes: what annotation needs of a cohort
+    too large to hold its matrices.
+
+    Parameters
+    ----------
+    merged_path, integrated_path
+        As :func:`read_integrated`.
+    genes
+        Given the merged ``var``, a boolean mask of the genes to read (``X`` and
+        ``layers['counts']``); None reads every gene.
+    block_rows
+        Cells read at a time.
+
+    Returns
+    -------
+    (AnnData, numpy.ndarray)
+        :func:`read_integrated` of the selected genes (the same values as reading the
+        whole file and subsetting), and each cell's total count over **all** genes
+        (the library size, which the subset alone would not give).
+    """
+    import h5py
+    from anndata.io import read_elem
+
+    with h5py.File(merged_path, "r") as f:
+        if "layers/counts" not in f or "X" not in f:
+            raise CartCohortError(
+                f"{merged_path}: lacks X or layers/counts; it is not a merge_samples "
+                "output. Fix: re-run the merge_samples rule"
+            )
+        var = read_elem(f["var"])
+        mask = np.ones(len(var), dtype=bool) if genes is None else np.asarray(genes(var))
+        idx = np.flatnonzero(mask)
+        x, _ = _gene_columns(f["X"], idx, block_rows=int(block_rows))
+        counts, totals = _gene_columns(f["layers/counts"], idx, block_rows=int(block_rows))
+        prepared = ad.AnnData(X=x, obs=read_elem(f["obs"]), var=var.iloc[idx].copy(),
+                              layers={"counts": counts})
+        if "varm" in f:
+            for key, value in read_elem(f["varm"]).items():
+                prepared.varm[key] = np.asarray(value)[idx]
+    return assemble_integrated(prepared, read_integration(integrated_path)), totals
 
 
 def read_integration(path: str | os.PathLike) -> ad.AnnData:
