@@ -7,8 +7,8 @@ New libraries are placed in it by :mod:`.project`: normalised the same way, proj
 with the frozen PCA, then mapped onto the cohort cells by kNN in that PCA space
 (``scanpy.tl.ingest``-style). The reference cells' PCA is the uncorrected one, as for
 every integration method, so one model serves harmony, scVI, scanorama, bbknn and
-``none`` alike; their integrated embedding is carried to the new cells through the
-neighbours (see :func:`~.project.map_to_reference`).
+``none`` alike; the integration's correction is carried to the new cells from their
+nearest cohort cells of the same batch (see :func:`~.project.corrected_embedding`).
 """
 
 from __future__ import annotations
