@@ -19,6 +19,7 @@ include: "workflow/rules/qc.smk"
 include: "workflow/rules/integrate.smk"
 include: "workflow/rules/clonotypes.smk"
 include: "workflow/rules/annotate.smk"
+include: "workflow/rules/published.smk"
 include: "workflow/rules/associate.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/score.smk"
@@ -31,6 +32,7 @@ localrules:
     load_summary,
     qc_summary,
     sample_features,
+    response_groups,
     warnings,
     overview,
     provenance,

@@ -53,11 +53,12 @@ def run_snakemake(workdir: Path, *args: str, configfile: Path | None = None,
     """Run the workflow CLI on `workdir` (as a user would, from any folder); `snakefile`
     replaces the workflow's Snakefile (e.g. a wrapper that includes it)."""
     cmd = [str(SNAKEMAKE), "-s", str(snakefile or REPO / "Snakefile"), "-d", str(workdir),
-           "--cores", str(cores), *args]  # targets before --config, which takes a list
+           "--cores", str(cores)]
     if configfile is not None:
         cmd += ["--configfile", str(configfile)]
     if config:
         cmd += ["--config", *[f"{k}={v}" for k, v in config.items()]]
+    cmd += list(args)  # targets after --config (which takes a list) follow a flag or "--"
     env = dict(os.environ, PYTHONHASHSEED="0",
                PATH=f"{_STUBS}{os.pathsep}{os.environ.get('PATH', '')}")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=workdir)

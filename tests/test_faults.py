@@ -307,6 +307,7 @@ def test_corrupt_library_keep_going_then_exclude(tmp_path, cohort, clean_runs):
     good_mtimes = mtimes(work, good)
     run_snakemake(
         work,
+        "--",
         TARGET,
         "results/overview.html",
         configfile=CONFIGFILE,

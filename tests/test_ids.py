@@ -650,6 +650,7 @@ def test_demo_with_renamed_sample_ids_gives_the_same_tables(small_cohort, small_
     old = _renamed_demo(small_cohort, tmp_path / "sheets")
     run_snakemake(
         tmp_path,
+        "--",
         TARGET,
         configfile=REPO / "config" / "config.yaml",
         config={

@@ -24,6 +24,7 @@ from cartcohort.report import (
     write_json,
 )
 from cartcohort.tables import read_table, write_table
+from cartcohort.vocab import ENTRY_CELL_RANGER
 
 
 def test_write_table_is_byte_stable_and_sorted(tmp_path):
@@ -98,7 +99,9 @@ def test_overview_lists_skipped_samples_and_analyses():
     assert "only one response group" in page
     # the step function of rule overview: the same page from the tables and config kwargs
     assert overview_page(qc, assoc, clinical, warnings, excluded_by_config=["C"],
-                         extra_notes={"CAR+ calls": "no CAR feature"}) == page
+                         extra_notes={"CAR+ calls": "no CAR feature"}) == overview_html(
+        qc_samples=qc, clinical=clinical, skipped=skipped, warnings=warnings,
+        entry_point=ENTRY_CELL_RANGER)
 
 
 def test_record_versions_and_json_round_trip(tmp_path):

@@ -35,10 +35,15 @@ PARSE_TIME = {
     "integrate.use": "INTEGRATION_USED: the method whose graph annotation and UMAP use",
     "integrate.label_key": "integration_metrics_inputs: cells.tsv.gz becomes an input",
     "annotate.signatures": "signatures_path(): an input file of rule annotate",
+    "protein.alias_table": "protein_alias_table_path(): an input file of rule protein",
+    "protein.gates": "protein_gates_path(): an input file of rule protein",
     "associate.primary_panel": "primary_panel_path(): an input file of rules associate, "
                                "scorecards and plot_time_survival",
     "new_samples": "SCORING: the new products' sheet replaces the cohort's (score_products)",
     "scorecards.features": "features_catalogue_path(): an input file of rule score_product",
+    "published.cells": "PUBLISHED: rule import_cells replaces the Cell Ranger steps; an input "
+                       "file of rule import_cells",
+    "published.label_map": "import_cells_inputs(): an input file of rule import_cells",
 }
 # rules that record the whole config (provenance) rather than use it
 RECORDERS = {"provenance"}
@@ -49,6 +54,7 @@ MAP_VALUES = {
     "integrate.harmony": {"theta": 3},
     "integrate.scanorama": {"knn": 25},
     "integrate.scvi": {"n_latent": 20},
+    "protein.extra_aliases": {"CCR7": ["CCR7-TotalSeqC-hu"]},
 }
 
 WRAPPER = '''

@@ -22,8 +22,8 @@ STEP_PACKAGES = {
                            "matplotlib"],
     "clonotypes": COMMON + ["h5py", "anndata", "mudata", "scanpy", "scirpy", "awkward", "matplotlib"],
     "annotate": COMMON + ["h5py", "anndata", "mudata", "scanpy", "scirpy", "scikit-learn",
-                          "matplotlib"],
-    "associate": COMMON + ["anndata", "mudata", "statsmodels", "pydeseq2", "lifelines",
+                          "matplotlib", "awkward", "jsonschema"],
+    "associate": COMMON + ["h5py", "anndata", "mudata", "statsmodels", "pydeseq2", "lifelines",
                            "matplotlib"],
     "report": COMMON + ["jsonschema"],
 }

@@ -107,3 +107,36 @@ rule plot_annotation:
         runtime=runtime("plot_annotation"),
     script:
         "../scripts/plot_annotation.py"
+
+
+# Surface protein (CITE-seq): per library with an ADT panel, panel mapping (alias table),
+# ADT QC, dsb (raw matrix beside the filtered one) or CLR, and protein calls (lineage,
+# memory gates, checkpoints, CAR) beside the RNA calls. Methods:
+# workflow/scripts/cartcohort/pp/prot.py, tl/annotate/protein.py, protein_step.py.
+rule protein:
+    input:
+        h5mu=cohort_files("results/load/{sample}.h5mu"),
+        gex=protein_gex_inputs(),
+        calls="results/annotate/calls.h5ad",
+        alias_table=protein_alias_table_path(),
+        gates=protein_gates_path(),
+    output:
+        cells="results/tables/protein_cells.tsv.gz",
+        libraries="results/tables/protein_libraries.tsv",
+        fits="results/tables/protein_fits.tsv",
+        agreement="results/tables/protein_agreement.tsv",
+        warnings="results/protein/warnings.tsv",
+    log:
+        "logs/protein.log",
+    benchmark:
+        "benchmarks/protein.tsv"
+    conda:
+        "../../envs/annotate.yaml"
+    threads: 1
+    resources:
+        mem_mb=mem_mb("protein"),
+        runtime=runtime("protein"),
+    params:
+        annotate_protein=annotate_protein_kwargs(),
+    script:
+        "../scripts/protein.py"

@@ -3,10 +3,30 @@
 # The patient is the statistical unit throughout (cells are never replicates).
 
 
+rule response_groups:
+    input:
+        clinical=config["clinical"],
+    output:
+        clinical="results/tables/clinical.tsv",
+    log:
+        "logs/response_groups.log",
+    benchmark:
+        "benchmarks/response_groups.tsv"
+    conda:
+        "../../envs/associate.yaml"
+    threads: 1
+    resources:
+        mem_mb=mem_mb("response_groups"),
+        runtime=runtime("response_groups"),
+    params:
+        apply_response_override=apply_response_override_kwargs(),
+    script:
+        "../scripts/response_groups.py"
+
+
 rule sample_features:
     input:
-        cells="results/tables/cells.tsv.gz",
-        repertoire="results/tables/repertoire_samples.tsv",
+        unpack(sample_features_inputs),
     output:
         features="results/tables/sample_features.tsv",
     log:
@@ -26,7 +46,7 @@ rule sample_features:
 rule associate:
     input:
         features="results/tables/sample_features.tsv",
-        clinical=config["clinical"],
+        clinical=clinical_table(),
         panel=primary_panel_path(),
     output:
         association="results/tables/association.tsv",
@@ -34,6 +54,7 @@ rule associate:
         notes="results/tables/association_notes.tsv",
         longitudinal="results/tables/longitudinal.tsv",
         survival="results/tables/survival.tsv",
+        libraries="results/tables/association_libraries.tsv",
     log:
         "logs/associate.log",
     benchmark:
@@ -53,7 +74,7 @@ rule associate:
 rule pseudobulk_de:
     input:
         h5mu="results/cohort.h5mu",
-        clinical=config["clinical"],
+        clinical=clinical_table(),
     output:
         de="results/tables/pseudobulk_de.tsv",
     log:
@@ -76,7 +97,7 @@ rule pseudobulk_de:
 rule scorecards:
     input:
         features="results/tables/sample_features.tsv",
-        clinical=config["clinical"],
+        clinical=clinical_table(),
         association="results/tables/association.tsv",
         panel=primary_panel_path(),
     output:
@@ -141,7 +162,7 @@ rule plot_association:
 rule plot_time_survival:
     input:
         features="results/tables/sample_features.tsv",
-        clinical=config["clinical"],
+        clinical=clinical_table(),
         panel=primary_panel_path(),
     output:
         trajectories=report(

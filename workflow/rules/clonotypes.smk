@@ -48,6 +48,35 @@ rule repertoire:
         "../scripts/repertoire.py"
 
 
+# CAR+ clone kinetics after infusion (cartcohort/tl/kinetics.py): in vivo features,
+# outcome correlates, never product predictors.
+
+
+rule kinetics:
+    input:
+        cells="results/tables/cells.tsv.gz",
+    output:
+        clones="results/tables/clone_kinetics.tsv",
+        samples="results/tables/kinetics_samples.tsv",
+        patients="results/tables/kinetics_patients.tsv",
+        fate="results/tables/clone_fate.tsv",
+        warnings="results/kinetics/warnings.tsv",
+    log:
+        "logs/kinetics.log",
+    benchmark:
+        "benchmarks/kinetics.tsv"
+    conda:
+        "../../envs/clonotypes.yaml"
+    threads: 1
+    resources:
+        mem_mb=mem_mb("kinetics"),
+        runtime=runtime("kinetics"),
+    params:
+        kinetics_tables=kinetics_tables_kwargs(),
+    script:
+        "../scripts/kinetics.py"
+
+
 rule plot_clonotypes:
     input:
         samples="results/tables/repertoire_samples.tsv",
@@ -82,3 +111,67 @@ rule plot_clonotypes:
         clonotype_figures=clonotype_figures_kwargs(),
     script:
         "../scripts/plot_clonotypes.py"
+
+
+rule plot_kinetics:
+    input:
+        samples="results/tables/kinetics_samples.tsv",
+        clones="results/tables/clone_kinetics.tsv",
+        fate="results/tables/clone_fate.tsv",
+    output:
+        car=report(
+            "results/figures/car_kinetics.png",
+            caption="../report/kinetics_car.rst",
+            category="Clonotypes",
+            subcategory="Kinetics",
+        ),
+        fate=report(
+            "results/figures/clone_fate.png",
+            caption="../report/kinetics_fate.rst",
+            category="Clonotypes",
+            subcategory="Kinetics",
+        ),
+        volcano=report(
+            directory("results/figures/clone_expansion_volcano"),
+            patterns=["{page}.png"],
+            caption="../report/kinetics_volcano.rst",
+            category="Clonotypes",
+            subcategory="Kinetics",
+        ),
+    log:
+        "logs/plot_kinetics.log",
+    benchmark:
+        "benchmarks/plot_kinetics.tsv"
+    conda:
+        "../../envs/clonotypes.yaml"
+    threads: 1
+    resources:
+        mem_mb=mem_mb("plot_kinetics"),
+        runtime=runtime("plot_kinetics"),
+    params:
+        kinetics_figures=kinetics_figures_kwargs(),
+    script:
+        "../scripts/plot_kinetics.py"
+
+
+rule epitopes:
+    input:
+        airr="results/clonotypes/airr.h5ad",
+        db=epitope_db_path(),
+    output:
+        clones="results/tables/epitope_clones.tsv",
+        products="results/tables/epitope_products.tsv",
+    log:
+        "logs/epitopes.log",
+    benchmark:
+        "benchmarks/epitopes.tsv"
+    conda:
+        "../../envs/clonotypes.yaml"
+    threads: 1
+    resources:
+        mem_mb=mem_mb("epitopes"),
+        runtime=runtime("epitopes"),
+    params:
+        epitope_db_tables=epitope_db_tables_kwargs(),
+    script:
+        "../scripts/epitopes.py"

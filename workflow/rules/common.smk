@@ -15,6 +15,7 @@ sys.path.insert(0, os.path.join(WORKFLOW_DIR, "workflow", "scripts"))
 from cartcohort import sheets  # noqa: E402
 from cartcohort.config import validate_config  # noqa: E402
 from cartcohort.errors import InputError  # noqa: E402
+from cartcohort.vocab import ENTRY_CELL_RANGER, LIBRARY_UNIT_LABEL  # noqa: E402
 
 # The schema is the one place where defaults live: once validated, `config` holds every
 # key of config/schemas/config.schema.yaml, so the rules index it and never default.
@@ -46,6 +47,15 @@ def _resource_path(value):
 
 config["samples"] = _config_path(config["samples"])
 config["clinical"] = _config_path(config["clinical"])
+# Published entry point (config published.cells; workflow/rules/published.smk): the cells
+# come from the authors' table, so no Cell Ranger step runs and the sheet may lack gex/vdj.
+PUBLISHED = bool(config["published"]["cells"])
+if PUBLISHED and not config["published"]["label_map"]:
+    raise WorkflowError(
+        "config: published.cells is set but published.label_map is empty. Fix: give the "
+        "YAML that maps the authors' labels to our states (README 'Start from a published "
+        "cell table')."
+    )
 
 # INPUT_WARNINGS: rows of results/tables/warnings.tsv found at parse time (inputs carried
 # through, e.g. patients with response NA), see cartcohort.sheets.prepare_inputs.
@@ -72,7 +82,9 @@ try:
 except InputError as err:
     raise WorkflowError(str(err)) from None
 
-validate(SAMPLES.reset_index(), schema="../../config/schemas/samples.schema.yaml")
+# (on the published entry point gex may be empty; prepare_inputs checked the sheet)
+if not PUBLISHED:
+    validate(SAMPLES.reset_index(), schema="../../config/schemas/samples.schema.yaml")
 validate(CLINICAL.reset_index(), schema="../../config/schemas/clinical.schema.yaml")
 
 EXCLUDED_SAMPLES = set(config["exclude_samples"])
@@ -121,6 +133,20 @@ if _UNUSED_METHOD_SETTINGS:
         )
         + ". Fix: add the method to integrate.methods, or remove its section."
     )
+
+
+if config["protein"]["car_adt"] and COHORT_SAMPLES and not PUBLISHED:
+    # An anti-CAR antibody the panels lack is refused before any job runs.
+    from cartcohort.errors import CartCohortError
+    from cartcohort.tl.annotate.protein_step import check_car_adt_panels
+
+    try:
+        check_car_adt_panels(
+            config["protein"]["car_adt"],
+            gex={s: SAMPLES.loc[s, "gex"] for s in COHORT_SAMPLES},
+        )
+    except (CartCohortError, InputError) as err:
+        raise WorkflowError(str(err)) from None
 
 
 wildcard_constraints:
@@ -211,6 +237,20 @@ def primary_files(pattern):
     return expand(pattern, sample=PRIMARY_SAMPLES)
 
 
+def clinical_table():
+    """The clinical table the response groups are read from: the user's, or with
+    config response_override the one of rule response_groups (override applied)."""
+    if config["response_override"]:
+        return "results/tables/clinical.tsv"
+    return config["clinical"]
+
+
+def apply_response_override_kwargs():
+    """Keyword arguments of `response_groups.apply_response_override`, rule
+    response_groups - the override column (config response_override)."""
+    return canonical({"column": config["response_override"]})
+
+
 def _response_groups_kwargs():
     """The response-group settings shared by the association steps."""
     return {
@@ -238,6 +278,7 @@ def associate_kwargs():
     kwargs.update(
         blood_compartment=cfg["blood_compartment"], survival=dict(cfg["survival"])
     )
+    kwargs["unit"] = cfg["unit"]
     return canonical(kwargs)
 
 
@@ -348,7 +389,13 @@ def seed():
 
 def table_outputs():
     """The cohort object and every table of results/tables/ (the `tables` target): the
-    whole analysis without figures, report pages, provenance or the frozen reference."""
+    whole analysis without figures, report pages, provenance or the frozen reference
+    (on the published entry point, its tables; when scoring, the new products' table).
+    """
+    if SCORING:
+        return ["results/tables/new_products.tsv"]
+    if PUBLISHED:
+        return [p for p in published_outputs() if p.startswith("results/tables/")]
     return [
         "results/cohort.h5mu",
         "results/tables/cells.tsv.gz",
@@ -360,7 +407,13 @@ def table_outputs():
         "results/tables/clone_states.tsv",
         "results/tables/repertoire_samples.tsv",
         "results/tables/clone_tracking.tsv",
+        "results/tables/clone_kinetics.tsv",
+        "results/tables/kinetics_samples.tsv",
+        "results/tables/kinetics_patients.tsv",
+        "results/tables/clone_fate.tsv",
+        *epitope_outputs(),
         "results/tables/sample_features.tsv",
+        "results/tables/protein_libraries.tsv",
         "results/tables/association.tsv",
         "results/tables/pseudobulk_de.tsv",
         "results/tables/scorecard_calibration.tsv",
@@ -370,9 +423,12 @@ def table_outputs():
 
 def all_outputs():
     """Every final output of the workflow (the `all` target); with config new_samples
-    set, the new products' scorecards (target score_products) and no cohort output."""
+    set, the new products' scorecards (target score_products) and no cohort output;
+    on the published entry point, what runs from a cell table (published_outputs)."""
     if SCORING:
         return ["results/tables/new_products.tsv"]
+    if PUBLISHED:
+        return published_outputs()
     return [
         *table_outputs(),
         "results/provenance.json",
@@ -381,6 +437,175 @@ def all_outputs():
         *primary_files("results/scorecards/{sample}.tsv"),
         "results/reference/manifest.json",
     ]
+
+
+def published_outputs():
+    """The outputs of the published entry point: the imported cells, the features, the
+    association, the scorecards, warnings, the overview and provenance, and the figures
+    that need no count matrix (no QC, integration, clonotype or annotation figures, no
+    pseudobulk DE nor frozen reference: those need the Cell Ranger inputs)."""
+    return [
+        "results/tables/cells.tsv.gz",
+        "results/tables/import_samples.tsv",
+        "results/tables/sample_features.tsv",
+        "results/tables/association.tsv",
+        "results/tables/warnings.tsv",
+        "results/overview.html",
+        "results/provenance.json",
+        "results/provenance.html",
+        "results/figures/longitudinal_trajectories",
+        "results/figures/survival_km",
+        "results/scorecards/scorecards.html",
+        "results/figures/scorecards_heatmap.png",
+        *primary_files("results/scorecards/{sample}.tsv"),
+    ]
+
+
+def import_published_kwargs():
+    """Keyword arguments of `published.import_published`, rule import_cells - the
+    cohort's libraries (sheet columns of published.SHEET_COLUMNS; NaN as None), the
+    excluded ones and the column names of config['published'] (the table and the label
+    map are inputs)."""
+    from cartcohort.published import SHEET_COLUMNS
+
+    def _value(v):
+        return None if isinstance(v, float) and v != v else v
+
+    cols = [c for c in SHEET_COLUMNS if c in SAMPLES.columns]
+    rows = SAMPLES.loc[list(COHORT_SAMPLES), cols].to_dict("index")  # one pass (1,000s)
+    samples = {s: {c: _value(row[c]) for c in cols} for s, row in rows.items()}
+    cfg = config["published"]
+    keys = [
+        "cell_column",
+        "sample_column",
+        "patient_column",
+        "label_column",
+        "clone_column",
+    ]
+    return canonical(
+        {
+            "samples": samples,
+            "excluded": sorted(EXCLUDED_SAMPLES),
+            **{k: cfg[k] for k in keys},
+        }
+    )
+
+
+def kinetics_tables_kwargs():
+    """Keyword arguments of `tl.kinetics.kinetics_tables`: config['kinetics'], the primary
+    timepoint, the blood compartment (associate), the CAR-sorted patterns (annotate) and
+    the seed."""
+    kwargs = {k: v for k, v in config["kinetics"].items() if k != "epitope_db"}
+    kwargs["primary_timepoint"] = config["primary_timepoint"]
+    kwargs["blood_compartment"] = config["associate"]["blood_compartment"]
+    kwargs["car_sorted_patterns"] = list(config["annotate"]["car_sorted_patterns"])
+    kwargs["seed"] = seed()
+    return canonical(kwargs)
+
+
+def epitope_db_path():
+    """kinetics.epitope_db (a VDJdb export TSV), or [] when not set (rule epitopes is then
+    not a target)."""
+    path = config["kinetics"]["epitope_db"]
+    return [path] if path else []
+
+
+def epitope_outputs():
+    """The epitope tables when kinetics.epitope_db is set."""
+    if not config["kinetics"]["epitope_db"]:
+        return []
+    return ["results/tables/epitope_clones.tsv", "results/tables/epitope_products.tsv"]
+
+
+def epitope_db_tables_kwargs():
+    """Keyword arguments of `tl.epitopes.epitope_db_tables`: kinetics.epitope_db and the
+    primary timepoint."""
+    return canonical(
+        {
+            "epitope_db": config["kinetics"]["epitope_db"],
+            "primary_timepoint": config["primary_timepoint"],
+        }
+    )
+
+
+def import_cells_inputs(wildcards):
+    """The authors' cell table and the label map (config published); none when the run
+    starts from Cell Ranger outputs (rule annotate then writes the cells table)."""
+    if not PUBLISHED:
+        return {}
+    cfg = config["published"]
+    return {
+        "cells": _config_path(cfg["cells"]),
+        "label_map": _config_path(cfg["label_map"]),
+    }
+
+
+def sample_features_inputs(wildcards):
+    """The cells table, and the repertoire, kinetics and protein tables unless the cells
+    come from a published table (no TCR contigs, no ADT: none of those steps)."""
+    inputs = {"cells": "results/tables/cells.tsv.gz"}
+    if not PUBLISHED:
+        inputs["repertoire"] = "results/tables/repertoire_samples.tsv"
+        inputs["kinetics"] = "results/tables/kinetics_patients.tsv"
+        inputs["protein"] = "results/tables/protein_cells.tsv.gz"
+    return inputs
+
+
+def warnings_inputs(wildcards):
+    """The warnings files that rule warnings gathers (the per-library load jobs, the merge,
+    the protein step, the QC table); on the published entry point, those of rule
+    import_cells."""
+    if PUBLISHED:
+        return {"load": [], "merge": "results/import/warnings.tsv"}
+    return {
+        "load": cohort_files("results/load/{sample}.warnings.tsv"),
+        "merge": "results/integrate/merge_warnings.tsv",
+        "kinetics": "results/kinetics/warnings.tsv",
+        "protein": "results/protein/warnings.tsv",
+        "qc_samples": "results/tables/qc_samples.tsv",
+    }
+
+
+def overview_inputs(wildcards):
+    """The overview's tables: per-library cells (QC table, or the import summary on the
+    published entry point), association, clinical, warnings (and annotation's)."""
+    inputs = {
+        "association": "results/tables/association.tsv",
+        "clinical": clinical_table(),
+        "warnings": "results/tables/warnings.tsv",
+    }
+    if PUBLISHED:
+        inputs["qc_samples"] = "results/tables/import_samples.tsv"
+    else:
+        inputs["qc_samples"] = "results/tables/qc_samples.tsv"
+        inputs["annotate_warnings"] = "results/annotate/warnings.tsv"
+    return inputs
+
+
+def entry_point():
+    """Which entry point the run uses, in words (the overview says it)."""
+    if PUBLISHED:
+        cfg = config["published"]
+        return (
+            f"published cell table {cfg['cells']} (the authors' labels of column "
+            f"'{cfg['label_column']}', mapped by {cfg['label_map']})"
+        )
+    return ENTRY_CELL_RANGER
+
+
+def kinetics_figures_kwargs():
+    """Keyword arguments of `pl.kinetics.kinetics_figures` besides the paths: the response
+    of each patient, the responder codes, the blood compartment, the CAR-sorted patterns
+    and kinetics.alpha."""
+    return canonical(
+        {
+            "response": patient_response(),
+            "responders": list(config["responders"]),
+            "blood_compartment": config["associate"]["blood_compartment"],
+            "car_sorted_patterns": list(config["annotate"]["car_sorted_patterns"]),
+            "alpha": config["kinetics"]["alpha"],
+        }
+    )
 
 
 def cohort_clonotypes_kwargs():
@@ -456,6 +681,40 @@ def annotate_kwargs():
     return canonical(
         {**{k: cfg[k] for k in keys}, "car_features": config["car_features"]}
     )
+
+
+def protein_gex_inputs():
+    """The GEX inputs of the cohort's libraries, in the order of COHORT_SAMPLES (rule
+    protein looks for the raw matrix beside each)."""
+    return [SAMPLES.loc[s, "gex"] for s in COHORT_SAMPLES]
+
+
+def protein_alias_table_path():
+    """The ADT alias table (user file or the bundled one)."""
+    return _resource_path(config["protein"]["alias_table"])
+
+
+def protein_gates_path():
+    """The protein memory gates (user file or the bundled one)."""
+    return _resource_path(config["protein"]["gates"])
+
+
+def annotate_protein_kwargs():
+    """Config keyword arguments of `tl.annotate.protein_step.annotate_protein`, rule
+    protein - the protein settings but the alias table and gates (inputs)."""
+    cfg = config["protein"]
+    keys = [
+        "extra_aliases",
+        "car_adt",
+        "min_total_counts",
+        "min_detected",
+        "max_isotype_fraction",
+        "pseudocount",
+        "min_empty_droplets",
+        "empty_log10_range",
+        "car_prior",
+    ]
+    return canonical({k: cfg[k] for k in keys})
 
 
 def merge_samples_kwargs():
@@ -580,9 +839,14 @@ RESOURCE_MODEL = {
     "cohort": (1000, 3.0, 10, 3),
     "clonotypes": (1000, 2.0, 10, 4),
     "annotate": (1000, 3.0, 10, 3),
+    # not yet benchmarked: the ADT matrices (cells x antibodies) and the RNA calls
+    "protein": (1000, 3.0, 10, 3),
     "plot_annotation": (1000, 6.0, 5, 2),
     "pseudobulk_de": (1000, 5.0, 10, 3),
     "repertoire": (1000, 4.0, 5, 20),
+    "kinetics": (1000, 4.0, 5, 20),
+    "plot_kinetics": (1000, 2.0, 5, 10),
+    "epitopes": (2000, 4.0, 10, 20),
     "plot_clonotypes": (1000, 2.0, 5, 10),
     "load_summary": (500, 2.0, 5, 10),
     "qc_summary": (500, 2.0, 5, 10),
@@ -592,6 +856,9 @@ RESOURCE_MODEL = {
     "scorecards": (1000, 4.0, 5, 10),
     "plot_association": (1000, 4.0, 5, 10),
     "plot_time_survival": (1000, 4.0, 5, 10),
+    # not yet benchmarked: a pass over the authors' cell table
+    "import_cells": (1000, 4.0, 5, 10),
+    "response_groups": (500, 2.0, 5, 10),
     # not yet benchmarked: the cohort's merged.h5ad dominates (reference); one library
     # plus the frozen model (score_product)
     "reference": (1000, 3.0, 5, 5),
@@ -678,6 +945,9 @@ def report_figures():
         "results/figures/clonal_expansion.png",
         "results/figures/rarefied_diversity.png",
         "results/figures/top_clones_alluvial.png",
+        "results/figures/car_kinetics.png",
+        "results/figures/clone_fate.png",
+        "results/figures/clone_expansion_volcano",
         "results/scorecards/scorecards.html",
     ]
 
@@ -690,6 +960,12 @@ def overview_notes():
             "config car_features is empty: car_positive is left empty (NA), "
             "CAR+ fractions are not computed"
         )
+    if PUBLISHED:
+        notes["Cell Ranger steps"] = (
+            "published entry point: the authors' cells and labels are used; QC, "
+            "integration, clonotypes, annotation, pseudobulk DE and the frozen reference "
+            "need the count matrices and do not run"
+        )
     if not config["annotate"]["celltypist_model"]:
         notes["celltypist"] = (
             "no celltypist model configured (annotate.celltypist_model)"
@@ -700,8 +976,12 @@ def overview_notes():
 def provenance_inputs():
     """Label -> path of every user input file hashed into provenance.json."""
     files = {"samples_sheet": config["samples"], "clinical_table": config["clinical"]}
+    if PUBLISHED:
+        files["published_cells"] = _config_path(config["published"]["cells"])
+        files["label_map"] = _config_path(config["published"]["label_map"])
     for sample in SAMPLES.index:
-        files[f"{sample}.gex"] = SAMPLES.loc[sample, "gex"]
+        if SAMPLES.loc[sample].get("gex", ""):
+            files[f"{sample}.gex"] = SAMPLES.loc[sample, "gex"]
         if SAMPLES.loc[sample, "vdj"]:
             files[f"{sample}.vdj"] = SAMPLES.loc[sample, "vdj"]
     files["signatures"] = signatures_path()
@@ -737,8 +1017,23 @@ def render_provenance_html_kwargs():
 
 def collect_warnings_kwargs():
     """Keyword arguments of `report.collect_warnings`, rule warnings - the warning rows
-    found when the sheets were read (INPUT_WARNINGS of sheets.prepare_inputs)."""
-    return canonical({"parse_warnings": INPUT_WARNINGS})
+    found when the sheets were read (INPUT_WARNINGS of sheets.prepare_inputs), and with
+    associate.unit library the row that says libraries are tested as replicates."""
+    rows = list(INPUT_WARNINGS)
+    if config["associate"]["unit"] == "library":
+        rows.append(
+            sheets.warning_row(
+                step="associate",
+                check="libraries_as_replicates",
+                count=len(COHORT_SAMPLES),
+                detail=f"associate.unit = library: {LIBRARY_UNIT_LABEL}; "
+                "association_libraries.tsv tests every library as an independent "
+                "observation, beside the patient-level association.tsv",
+                action="Use it only to reproduce a paper's own test; the patient-level "
+                "association (associate.unit: patient) is the one to report",
+            )
+        )
+    return canonical({"parse_warnings": rows})
 
 
 def overview_page_kwargs():
@@ -748,5 +1043,9 @@ def overview_page_kwargs():
         {
             "excluded_by_config": sorted(set(config["exclude_samples"])),
             "extra_notes": overview_notes(),
+            "entry_point": entry_point(),
+            "unit_label": (
+                LIBRARY_UNIT_LABEL if config["associate"]["unit"] == "library" else ""
+            ),
         }
     )

@@ -63,9 +63,7 @@ rule provenance_page:
 
 rule warnings:
     input:
-        load=cohort_files("results/load/{sample}.warnings.tsv"),
-        merge="results/integrate/merge_warnings.tsv",
-        qc_samples="results/tables/qc_samples.tsv",
+        unpack(warnings_inputs),
     output:
         table="results/tables/warnings.tsv",
     log:
@@ -82,11 +80,7 @@ rule warnings:
 
 rule overview:
     input:
-        qc_samples="results/tables/qc_samples.tsv",
-        association="results/tables/association.tsv",
-        clinical=config["clinical"],
-        warnings="results/tables/warnings.tsv",
-        annotate_warnings="results/annotate/warnings.tsv",
+        unpack(overview_inputs),
     output:
         report(
             "results/overview.html",

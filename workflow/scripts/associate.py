@@ -19,3 +19,4 @@ with script_logging(snakemake):
     tables.write_table(result.notes, snakemake.output.notes)
     tables.write_table(result.longitudinal, snakemake.output.longitudinal)
     tables.write_table(result.survival, snakemake.output.survival)
+    tables.write_table(result.libraries, snakemake.output.libraries)

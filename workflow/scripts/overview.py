@@ -10,7 +10,10 @@ with script_logging(snakemake):
         tables.read_table(snakemake.input.association),
         tables.read_table(snakemake.input.clinical),
         tables.read_table(snakemake.input.warnings),
-        tables.read_table(snakemake.input.annotate_warnings),
+        # none on the published entry point (no annotation step)
+        tables.read_table(snakemake.input.annotate_warnings)
+        if snakemake.input.get("annotate_warnings")
+        else None,
         **snakemake.params.overview_page,
     )
     report.write_html(page, snakemake.output[0])

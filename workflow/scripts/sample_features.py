@@ -6,10 +6,17 @@ with script_logging(snakemake):
     from cartcohort import tables
     from cartcohort.tl import features
 
+    # no repertoire or kinetics table on the published entry point (warnings.tsv says so)
+    repertoire = snakemake.input.get("repertoire")
+    kinetics = snakemake.input.get("kinetics")
+    protein = snakemake.input.get("protein")  # surface protein: not on the published entry
     table = features.sample_features(
         tables.read_table(snakemake.input.cells),
-        repertoire=tables.read_table(snakemake.input.repertoire),
+        repertoire=tables.read_table(repertoire) if repertoire else None,
+        kinetics=tables.read_table(kinetics) if kinetics else None,
         source=snakemake.input.cells,
-        repertoire_source=snakemake.input.repertoire,
+        repertoire_source=repertoire or "",
+        kinetics_source=kinetics or "",
+        protein=tables.read_table(protein) if protein else None,
     )
     tables.write_table(table, snakemake.output.features, sort_by=["sample"])

@@ -87,6 +87,8 @@ class Table:
     text
         Further columns read as text besides :data:`ID_COLUMNS` (ids of other
         kinds, comma-joined id lists).
+    also_by
+        Rules that write it on another entry point (``cells``: ``import_cells``).
     """
 
     name: str
@@ -94,6 +96,7 @@ class Table:
     rule: str
     columns: tuple[str, ...]
     text: tuple[str, ...] = ()
+    also_by: tuple[str, ...] = ()
 
     @property
     def dtypes(self) -> dict[str, type]:
@@ -196,6 +199,7 @@ _REGISTRY = (
         "results/tables/cells.tsv.gz",
         "annotate",
         _names("cell sample patient timepoint timepoint_day compartment batch sort"),
+        also_by=("import_cells",),
     ),
     Table(
         "annotation_agreement",
@@ -230,6 +234,42 @@ _REGISTRY = (
         text=_names("car_status"),
     ),
     Table(
+        "protein_cells",
+        "results/tables/protein_cells.tsv.gz",
+        "protein",
+        _names("cell sample adt_total_counts adt_n_detected adt_isotype_counts")
+        + _names("adt_isotype_fraction adt_usable prot_t_cell"),
+    ),
+    Table(
+        "protein_libraries",
+        "results/tables/protein_libraries.tsv",
+        "protein",
+        _names("sample method n_cells n_usable n_antibodies n_mapped n_isotype unmapped notes"),
+        text=_names("method unmapped notes"),
+    ),
+    Table(
+        "protein_fits",
+        "results/tables/protein_fits.tsv",
+        "protein",
+        _names("library marker n_fit mean_neg mean_pos sd_neg sd_pos fraction_pos")
+        + _names("separation bimodal separated"),
+        text=_names("library marker"),
+    ),
+    Table(
+        "protein_agreement",
+        "results/tables/protein_agreement.tsv",
+        "protein",
+        _names("library call n_both agreement"),
+        text=_names("library call"),
+    ),
+    Table(
+        "protein_warnings",
+        "results/protein/warnings.tsv",
+        "protein",
+        WARNING_COLUMNS,
+        text=WARNING_TEXT,
+    ),
+    Table(
         "annotate_warnings",
         "results/annotate/warnings.tsv",
         "annotate",
@@ -250,11 +290,81 @@ _REGISTRY = (
         _names("patient clone_id sample timepoint timepoint_day compartment"),
     ),
     Table(
+        "clone_kinetics",
+        "results/tables/clone_kinetics.tsv",
+        "kinetics",
+        _names("patient clone_id sample timepoint timepoint_day compartment sort")
+        + _names("product_depth depth product_n_cells n_cells"),
+        text=_names("fc_basis kinetic_class class_note"),
+    ),
+    Table(
+        "kinetics_samples",
+        "results/tables/kinetics_samples.tsv",
+        "kinetics",
+        _names("patient sample timepoint timepoint_day compartment sort"),
+        text=("previous_sample",),
+    ),
+    Table(
+        "kinetics_patients",
+        "results/tables/kinetics_patients.tsv",
+        "kinetics",
+        ("patient",),
+        text=_names("blood_days car_fraction_blood note"),
+    ),
+    Table(
+        "clone_fate",
+        "results/tables/clone_fate.tsv",
+        "kinetics",
+        _names("scope product_state in_vivo_state n_clones"),
+        text=_names("scope product_state in_vivo_state"),
+    ),
+    Table(
+        "epitope_clones",
+        "results/tables/epitope_clones.tsv",
+        "epitopes",
+        _names("patient clone_id n_cells n_matched_cells antigen_species epitope")
+        + ("epitope_gene",),
+        text=_names("antigen_species epitope epitope_gene"),
+    ),
+    Table(
+        "epitope_products",
+        "results/tables/epitope_products.tsv",
+        "epitopes",
+        _names("patient sample antigen_species n_clones n_cells share_tcr_cells"),
+        text=("antigen_species",),
+    ),
+    Table(
+        "kinetics_warnings",
+        "results/kinetics/warnings.tsv",
+        "kinetics",
+        WARNING_COLUMNS,
+        text=WARNING_TEXT,
+    ),
+    Table(
         "clone_states",
         "results/tables/clone_states.tsv",
         "repertoire",
         _names("patient clone_id clone_size n_samples frac_car_positive state n_cells")
         + _names("fraction dominant_state"),
+    ),
+    Table(
+        "clinical",
+        "results/tables/clinical.tsv",
+        "response_groups",
+        _names("patient response"),
+    ),
+    Table(
+        "import_samples",
+        "results/tables/import_samples.tsv",
+        "import_cells",
+        _names("sample patient compartment n_cells_in n_cells_out sample_excluded n_labels"),
+    ),
+    Table(
+        "import_warnings",
+        "results/import/warnings.tsv",
+        "import_cells",
+        WARNING_COLUMNS,
+        text=WARNING_TEXT,
     ),
     Table(
         "sample_features",
@@ -275,6 +385,13 @@ _REGISTRY = (
         "associate",
         _ASSOCIATION_COLUMNS,
         text=_ASSOCIATION_TEXT,
+    ),
+    Table(
+        "association_libraries",
+        "results/tables/association_libraries.tsv",
+        "associate",
+        _names("feature test unit effect effect_type pvalue method qvalue"),
+        text=("label",),
     ),
     Table(
         "association_notes",

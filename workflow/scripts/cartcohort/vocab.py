@@ -34,3 +34,11 @@ UNASSIGNED = "unassigned"
 MEMORY_LIKE: tuple[str, ...] = ("naive_tscm", "tcm")
 #: Lineage classes of ``cd4_cd8``; ``gd`` (gamma-delta) cells leave the CD4/CD8/DN denominators.
 LINEAGES: tuple[str, ...] = ("CD4", "CD8", "DN", "DP", "gd")
+
+#: The label of an association with libraries, not patients, as the unit
+#: (``associate.unit: library``): report, warnings and the library-level table.
+LIBRARY_UNIT_LABEL = (
+    "libraries as replicates (repeated measures of one patient inflate significance)"
+)
+#: The entry point of a run from the sheet's Cell Ranger files (the overview names it).
+ENTRY_CELL_RANGER = "Cell Ranger outputs of the sample sheet (gex/vdj)"

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .genes import MEMORY_LIKE, STATES
+from .kinetics import expected_frequency, target_fc
 from .library import Library, simulate_library
 from .panel import gene_panel
 from .params import SimParams, make_params
@@ -35,6 +36,8 @@ class Cohort:
         Clinical table.
     truth_cells, truth_patients, truth_clones
         Planted truth per cell, per patient and per clone.
+    truth_kinetics
+        Planted clone kinetics (:meth:`CohortGenerator.truth_kinetics`).
     """
 
     params: SimParams
@@ -44,6 +47,7 @@ class Cohort:
     truth_cells: pd.DataFrame
     truth_patients: pd.DataFrame
     truth_clones: pd.DataFrame
+    truth_kinetics: pd.DataFrame
 
 
 class CohortGenerator:
@@ -71,6 +75,7 @@ class CohortGenerator:
         }
         self.clones: list[Clone] = []
         self.persistent_counts: dict[str, int] = {}
+        self.kinetics_rows: list[dict] = []
 
     def _patient_factor(self, index: int, eligible: np.ndarray) -> np.ndarray:
         """Per-gene log factor of one patient (genetic and clinical background)."""
@@ -110,6 +115,7 @@ class CohortGenerator:
         for pplan in self.patients:
             psim = PatientSim(pplan, self.params, used)
             self.persistent_counts[pplan.patient] = len(psim.persistent)
+            self.kinetics_rows.extend(_kinetics_truth(psim, by_patient[pplan.patient]))
             for lp in by_patient[pplan.patient]:
                 factor = self.batch_logfactor[lp.batch] + self.patient_logfactor[lp.patient]
                 lib = simulate_library(lp, psim, self.panel, factor, self.params)
@@ -165,6 +171,13 @@ class CohortGenerator:
             rows.append(row)
         return pd.DataFrame(rows)
 
+    def truth_kinetics(self) -> pd.DataFrame:
+        """Planted clone kinetics (call after :meth:`libraries` ran): one row per planted
+        clone x unsorted blood library, with the planted and the exact expected fold change
+        of its frequency among alpha-beta TCR cells (:mod:`~cartcohort.datasets.kinetics`).
+        """
+        return pd.DataFrame(self.kinetics_rows, columns=list(TRUTH_KINETICS_COLUMNS))
+
     def truth_clones(self) -> pd.DataFrame:
         """Every clone drawn (call after :meth:`libraries` ran).
 
@@ -194,6 +207,37 @@ class CohortGenerator:
                 }
             )
         return pd.DataFrame(rows)
+
+
+TRUTH_KINETICS_COLUMNS: tuple[str, ...] = (
+    "patient", "responder", "clone", "sample", "timepoint", "timepoint_day", "planted",
+    "planted_fc", "true_freq_product", "true_freq", "true_fc",
+)
+
+
+def _kinetics_truth(psim: PatientSim, libs: list[LibraryPlan]) -> list[dict]:
+    """Truth rows of one patient's planted clones in each unsorted blood library."""
+    prod = [lp for lp in libs if lp.timepoint == "IP"]
+    if not prod:
+        return []
+    f0 = expected_frequency(psim, "IP", 0, prod[0].n_cells)
+    rows = []
+    for lp in libs:
+        if lp.timepoint == "IP" or lp.sort != "CD3+":
+            continue
+        f1 = expected_frequency(psim, lp.timepoint, lp.timepoint_day, lp.n_cells)
+        for p in psim.planted:
+            rows.append({
+                "patient": lp.patient, "responder": psim.plan.responder,
+                "clone": psim.clones[p.clone].gid, "sample": lp.sample,
+                "timepoint": lp.timepoint, "timepoint_day": lp.timepoint_day,
+                "planted": "expanded" if p.expanded else "null",
+                "planted_fc": target_fc(p, day=lp.timepoint_day,
+                                        responder=psim.plan.responder),
+                "true_freq_product": f0[p.clone], "true_freq": f1[p.clone],
+                "true_fc": f1[p.clone] / f0[p.clone],
+            })
+    return rows
 
 
 def _chain_fields(prefix: str, chain: Chain | None, *, with_c: bool = False) -> dict[str, str]:
@@ -246,4 +290,5 @@ def simulate_cohort(
         truth_cells=truth_cells,
         truth_patients=gen.truth_patients(truth_cells),
         truth_clones=gen.truth_clones(),
+        truth_kinetics=gen.truth_kinetics(),
     )

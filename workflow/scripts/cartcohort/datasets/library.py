@@ -16,6 +16,7 @@ import scipy.sparse as sp
 from ..errors import CartCohortError
 from .expression import TCR_FEATURE_COLUMNS, simulate_counts
 from .genes import STATES
+from .kinetics import new_clone_rate
 from .panel import GenePanel
 from .params import SimParams
 from .patients import POOL_STATES, PatientSim, timepoint_props
@@ -69,7 +70,7 @@ class Library:
     vdj: pd.DataFrame
     truth: pd.DataFrame
 
-    def to_anndata(self):  # noqa: ANN201 - anndata import is deferred
+    def to_anndata(self):
         """The counts as an AnnData (obs = truth, var = features with unique names, X float32)."""
         import anndata as ad
 
@@ -242,20 +243,19 @@ def _draw_clones(
         from_pb = ~car_req & (u_pb < 0.5)
     else:
         car_req = np.zeros(n_tot, bool)
-        from_pb = u_src < params.new_clone_rate
-    n_pers = len(psim.persistent)
-    if lib.timepoint != "IP" and n_pers:
-        # in vivo expansion: a share of blood cells from the persistent CAR+ clones
-        in_vivo = (rng.random(n_tot) < params.persistent_share) & (state != _I_TREG)
-        pers_w = (np.arange(n_pers) + 1.0) ** -0.7
-        pers_pick = rng.choice(n_pers, size=n_tot, p=pers_w / pers_w.sum())
+        from_pb = u_src < new_clone_rate(psim, lib.timepoint_day)
+    if lib.timepoint != "IP" and psim.planted:
+        # in vivo kinetics: a share of blood cells from the planted (expanded, null) clones
+        plan = psim.in_vivo(lib.timepoint, lib.timepoint_day)
+        in_vivo = (rng.random(n_tot) < plan.share) & (state != _I_TREG)
+        pers_pick = plan.clones[rng.choice(len(plan.clones), size=n_tot, p=plan.probs)]
     else:
         in_vivo = np.zeros(n_tot, bool)
         pers_pick = np.zeros(n_tot, dtype=np.int64)
     clone = np.empty(n_tot, dtype=np.int64)
     for i in range(n_tot):
         if in_vivo[i]:
-            clone[i] = psim.persistent[pers_pick[i]]
+            clone[i] = pers_pick[i]
             continue
         key = ("pb" if from_pb[i] else "ip", STATES[clone_state[i]])
         pool = psim.pools[key]

@@ -76,7 +76,8 @@ class SimParams:
     new_clone_rate
         Fraction of cells of CD3+ sorted blood samples from clones absent from the product.
     persistent_share
-        Fraction of blood cells drawn from the persistent (expanded in vivo) CAR+ clones.
+        Largest share of a blood library's non-Treg cells drawn from the planted
+        (expanded and null) product clones (:mod:`~cartcohort.datasets.kinetics`).
     airr_every
         Every ``airr_every``-th library (index ``i % airr_every == 3``) writes AIRR TSV.
     gex_format
@@ -106,7 +107,7 @@ class SimParams:
     batch_sd: float = 0.5
     stray_rate: float = 0.15
     new_clone_rate: float = 0.4
-    persistent_share: float = 0.25
+    persistent_share: float = 0.7
     airr_every: int = 20
     gex_format: GexFormat = "mixed"
     frac_dn: float = 0.15

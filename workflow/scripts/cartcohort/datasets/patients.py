@@ -8,6 +8,7 @@ import numpy as np
 
 from ._utils import clip
 from .genes import DN_CD4_LIKE, STATES
+from .kinetics import FC_RANGE, N_NULL, InVivoPlan, PlantedClone, in_vivo_plan
 from .params import SimParams
 from .plan import PatientPlan
 from .tcr import Clone, make_chain, make_gd_chains
@@ -50,7 +51,8 @@ class PatientSim:
         for source in ("ip", "pb"):
             for state in POOL_STATES:
                 self.pools[(source, state)] = self._new_pool(source, state, shares)
-        # persistent clones: the CAR+ product clones with the largest expected share
+        # planted clones: the CAR+ product clones with the largest expected share, the
+        # first n_persistent expanded after infusion (kinetics.py), the next N_NULL null
         cands = []
         for state in POOL_STATES:
             if state == "treg":
@@ -62,10 +64,25 @@ class PatientSim:
                 cands.append((-w[k], state, int(k)))
         cands.sort()
         self.persistent: list[int] = []
-        for _, state, k in cands[: plan.n_persistent]:
+        self.planted: list[PlantedClone] = []
+        fc_rng = np.random.default_rng([params.seed, 9, plan.index])
+        lo, hi = np.log(FC_RANGE[0]), np.log(FC_RANGE[1])
+        for i, (_, state, k) in enumerate(cands[: plan.n_persistent + N_NULL]):
             ci = self.clone_of(("ip", state), k)
-            self.clones[ci].persistent = True
-            self.persistent.append(ci)
+            expanded = i < plan.n_persistent
+            fc = float(np.exp(fc_rng.uniform(lo, hi))) if expanded else 1.0
+            self.planted.append(PlantedClone(ci, state, k, fc, expanded))
+            if expanded:
+                self.clones[ci].persistent = True
+                self.persistent.append(ci)
+        self._in_vivo: dict[tuple[str, int], InVivoPlan] = {}
+
+    def in_vivo(self, timepoint: str, day: int) -> InVivoPlan:
+        """The in vivo branch of a blood library at ``timepoint`` (cached)."""
+        key = (timepoint, int(day))
+        if key not in self._in_vivo:
+            self._in_vivo[key] = in_vivo_plan(self, timepoint, int(day))
+        return self._in_vivo[key]
 
     def _new_pool(
         self, source: str, state: str, shares: dict[str, tuple[float, float, float]]

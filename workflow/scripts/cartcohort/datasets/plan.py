@@ -9,7 +9,9 @@ import pandas as pd
 
 from ._utils import clip
 from .genes import STATES
+from .kinetics import N_EXPANDED
 from .params import TIMEPOINTS_LATER, SimParams
+
 
 @dataclass(frozen=True)
 class Effect:
@@ -148,7 +150,8 @@ def plan_patients(params: SimParams) -> list[PatientPlan]:
         alpha = _draw("clonal_expansion_alpha", r, rng, 0.3, 1.6)
         cd4 = _draw("cd4_fraction", r, rng, 0.2, 0.85)
         car = _draw("car_fraction", r, rng, 0.25, 0.75)
-        n_pers = min(int(rng.integers(5, 13)), max(1, params.min_cells // 8))
+        lo, hi = N_EXPANDED[r]
+        n_pers = min(int(rng.integers(lo, hi + 1)), max(1, params.min_cells // 8))
         response = "CR" if r else ("PD" if rng.random() < 0.6 else "SD")
         plans.append(
             PatientPlan(

@@ -17,8 +17,9 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..tables import write_table
+from .adt import AdtLibrary, has_adt, has_raw_matrix, simulate_adt
 from .cohort import Cohort, CohortGenerator
-from .library import Library
+from .library import Library, random_barcodes
 from .params import make_params
 from .power import truth_effects
 
@@ -141,22 +142,68 @@ def write_10x_mtx(
     _gz_bytes(folder / "barcodes.tsv.gz", ("\n".join(barcodes) + "\n").encode())
 
 
-def _write_library(lib: Library, outdir: Path) -> None:
+def _write_gex(lib: Library, counts: sp.csr_matrix, path: Path, *, barcodes: np.ndarray,
+               features: pd.DataFrame) -> None:
+    if lib.plan.gex_format == "h5":
+        write_10x_h5(counts, path, barcodes=barcodes, features=features,
+                     library_id=lib.plan.sample)
+    else:
+        write_10x_mtx(counts, path, barcodes=barcodes, features=features)
+
+
+def _with_adt(lib: Library, adt: AdtLibrary) -> tuple[sp.csr_matrix, pd.DataFrame]:
+    """The library's counts and features with the antibodies inserted before the CAR
+    (which stays last)."""
+    ab = pd.DataFrame({"id": adt.names, "name": adt.names,
+                       "feature_type": "Antibody Capture", "genome": ""})
+    feats = pd.concat([lib.features.iloc[:-1], ab, lib.features.iloc[-1:]],
+                      ignore_index=True)
+    counts = sp.hstack([lib.counts[:, :-1], adt.counts, lib.counts[:, -1:]],
+                       format="csr", dtype=np.int32)
+    return counts, feats
+
+
+def _write_raw(lib: Library, adt: AdtLibrary, counts: sp.csr_matrix, feats: pd.DataFrame,
+               outdir: Path, seed: int) -> None:
+    """``raw_feature_bc_matrix`` beside the filtered one: the cells and empty droplets
+    (ambient antibody counts, no RNA)."""
+    rng = np.random.default_rng([seed, 28, lib.plan.index])
+    empty_bc = random_barcodes(adt.empty.shape[0], rng, taken=set(lib.barcodes))
+    n_gex = lib.counts.shape[1] - 1
+    empty = sp.hstack([sp.csr_matrix((adt.empty.shape[0], n_gex), dtype=np.int32), adt.empty,
+                       sp.csr_matrix((adt.empty.shape[0], 1), dtype=np.int32)], format="csr")
+    bc = np.concatenate([lib.barcodes, np.asarray(empty_bc, dtype=object)])
+    order = np.argsort(bc, kind="stable")
+    raw = sp.vstack([counts, empty], format="csr")[order]
+    path = outdir / lib.plan.gex_relpath.replace("filtered_feature", "raw_feature")
+    _write_gex(lib, raw, path, barcodes=bc[order], features=feats)
+
+
+def _write_library(lib: Library, outdir: Path, *, seed: int) -> pd.DataFrame | None:
+    """Write one library; with an ADT panel (:func:`~.adt.has_adt`) also the antibodies
+    and (:func:`~.adt.has_raw_matrix`) the raw matrix. Returns the protein truth."""
     lp = lib.plan
     folder = outdir / lp.sample
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
-    if lp.gex_format == "h5":
-        write_10x_h5(
-            lib.counts, outdir / lp.gex_relpath, barcodes=lib.barcodes, features=lib.features,
-            library_id=lp.sample,
-        )
-    else:
-        write_10x_mtx(lib.counts, outdir / lp.gex_relpath, barcodes=lib.barcodes,
-                      features=lib.features)
+    counts, feats, adt = lib.counts, lib.features, None
+    if has_adt(lp.index):
+        adt = simulate_adt(lib.truth, seed=seed, index=lp.index)
+        counts, feats = _with_adt(lib, adt)
+        if has_raw_matrix(lp.index):
+            _write_raw(lib, adt, counts, feats, outdir, seed)
+    _write_gex(lib, counts, outdir / lp.gex_relpath, barcodes=lib.barcodes, features=feats)
     sep = "\t" if lp.vdj_format == "airr" else ","
     lib.vdj.to_csv(outdir / lp.vdj_relpath, sep=sep, index=False, lineterminator="\n")
+    return None if adt is None else adt.truth
+
+
+def _protein_truth(parts: list[pd.DataFrame | None]) -> pd.DataFrame:
+    """Protein truth of the libraries with an ADT panel (``truth_protein.tsv``)."""
+    kept = [p for p in parts if p is not None]
+    return pd.concat(kept, ignore_index=True) if kept else pd.DataFrame(
+        columns=["cell", "sample", "prot_cd4_cd8", "prot_memory"])
 
 
 def _remove_stale(outdir: Path, samples: list[str]) -> None:
@@ -181,13 +228,17 @@ def _write_tables(
     truth_cells: pd.DataFrame,
     truth_patients: pd.DataFrame,
     truth_clones: pd.DataFrame,
+    truth_kinetics: pd.DataFrame,
+    truth_protein: pd.DataFrame,
     config_dir: str | os.PathLike | None,
 ) -> None:
     write_table(samples, outdir / "samples.tsv")
+    write_table(truth_protein, outdir / "truth_protein.tsv")
     write_table(clinical, outdir / "clinical.tsv")
     write_table(truth_cells, outdir / "truth_cells.tsv")
     write_table(truth_patients, outdir / "truth_patients.tsv")
     write_table(truth_clones, outdir / "truth_clones.tsv.gz")
+    write_table(truth_kinetics, outdir / "truth_kinetics.tsv")
     n_resp = int(truth_patients["responder"].sum())
     effects = truth_effects(n_responders=n_resp, n_nonresponders=len(truth_patients) - n_resp)
     write_table(effects, outdir / "truth_effects.tsv")
@@ -222,15 +273,16 @@ def write_cohort(
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
     _remove_stale(out, list(cohort.samples["sample"]))
-    for lib in cohort.libraries:
-        _write_library(lib, out)
+    prot = [_write_library(lib, out, seed=cohort.params.seed) for lib in cohort.libraries]
     _write_tables(
         out,
+        truth_protein=_protein_truth(prot),
         samples=cohort.samples,
         clinical=cohort.clinical,
         truth_cells=cohort.truth_cells,
         truth_patients=cohort.truth_patients,
         truth_clones=cohort.truth_clones,
+        truth_kinetics=cohort.truth_kinetics,
         config_dir=config_dir,
     )
 
@@ -267,20 +319,22 @@ def write_demo_cohort(
     out.mkdir(parents=True, exist_ok=True)
     samples = gen.samples()
     _remove_stale(out, list(samples["sample"]))
-    truths = []
+    truths, prot = [], []
     n_contigs = 0
     for lib in gen.libraries():
-        _write_library(lib, out)
+        prot.append(_write_library(lib, out, seed=gen.params.seed))
         truths.append(lib.truth)
         n_contigs += len(lib.vdj)
     truth_cells = pd.concat(truths, ignore_index=True)
     _write_tables(
         out,
+        truth_protein=_protein_truth(prot),
         samples=samples,
         clinical=gen.clinical,
         truth_cells=truth_cells,
         truth_patients=gen.truth_patients(truth_cells),
         truth_clones=gen.truth_clones(),
+        truth_kinetics=gen.truth_kinetics(),
         config_dir=config_dir,
     )
     return {"n_libraries": len(samples), "n_cells": len(truth_cells), "n_contigs": n_contigs}

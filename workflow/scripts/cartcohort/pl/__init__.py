@@ -4,6 +4,7 @@
 - :mod:`cartcohort.pl.integrate` - UMAP grid per integration method, metrics heatmap;
 - :mod:`cartcohort.pl.annotate` - state / lineage / CAR UMAPs, state fractions, dot plot;
 - :mod:`cartcohort.pl.clonotypes` - clonal expansion, rarefied diversity, top-clone alluvia;
+- :mod:`cartcohort.pl.kinetics` - CAR+ kinetics lines, clone-fate alluvial, volcanoes;
 - :mod:`cartcohort.pl.associate` - forest and volcano plots, scorecard heatmap;
 - :mod:`cartcohort.pl.outcomes` - blood trajectories and Kaplan-Meier pages.
 
@@ -19,7 +20,8 @@ from typing import Any
 
 from ._save import save_figure
 
-_SUBMODULES = ("annotate", "associate", "clonotypes", "integrate", "outcomes", "qc")
+_SUBMODULES = ("annotate", "associate", "clonotypes", "integrate", "kinetics", "outcomes",
+               "qc")
 # public name -> module that defines it
 _FUNCTIONS = {
     "read_qc_obs": "qc",
@@ -48,6 +50,10 @@ _FUNCTIONS = {
     "plot_rarefied_diversity": "clonotypes",
     "plot_top_clones_alluvial": "clonotypes",
     "clonotype_figures": "clonotypes",
+    "plot_car_kinetics": "kinetics",
+    "plot_clone_fate": "kinetics",
+    "volcano_pages": "kinetics",
+    "kinetics_figures": "kinetics",
     "message_figure": "associate",
     "forest_plot": "associate",
     "volcano_plot": "associate",

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,7 +36,7 @@ from ..stats.survival import (
     epv_shortfall,
     landmark_times,
 )
-from ._save import save_figure
+from ._save import note_figure, write_pages
 
 logger = logging.getLogger(__name__)
 
@@ -247,24 +245,6 @@ def km_pages(
     return pages
 
 
-def _write_pages(pages: Sequence[Figure], folder: str | os.PathLike) -> None:
-    folder = Path(folder)
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
-    for i, fig in enumerate(pages, start=1):
-        save_figure(fig, folder / f"page_{i:02d}.png")
-
-
-def _message(text: str, *, title: str) -> Figure:
-    fig = Figure(figsize=(10, 2.5))
-    ax = fig.add_subplot()
-    ax.axis("off")
-    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True, fontsize=10)
-    ax.set_title(title)
-    return fig
-
-
 def time_survival_figures(
     features: pd.DataFrame,
     clinical: pd.DataFrame,
@@ -306,17 +286,17 @@ def time_survival_figures(
         compartment=blood_compartment, primary_timepoint=primary_timepoint,
         responders=responders, exclude_responses=exclude_responses)
     pages = trajectory_pages(data, order, compartment=blood_compartment, title=panel.label)
-    _write_pages(pages or [_message(
+    write_pages(pages or [note_figure(
         f"no primary-panel feature has a value in a {blood_compartment} library "
         f"(associate.blood_compartment)", title="Trajectories")], trajectories)
     s = dict(survival)
     why_not = endpoint_not_given(clinical, time=s.get("time"), event=s.get("event"))
     if why_not:
-        km_figs = [_message(f"no survival analysis ({why_not})", title="Kaplan-Meier")]
+        km_figs = [note_figure(f"no survival analysis ({why_not})", title="Kaplan-Meier")]
     else:
         km_figs = km_pages(features, clinical, panel_features=panel.names,
                            primary_timepoint=primary_timepoint, responders=responders,
                            exclude_responses=exclude_responses, **s)
-    _write_pages(km_figs, km)
+    write_pages(km_figs, km)
     logger.info("wrote %d trajectory page(s) to %s and %d Kaplan-Meier page(s) to %s",
                 max(len(pages), 1), trajectories, len(km_figs), km)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import html
 from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
+from ..vocab import ENTRY_CELL_RANGER
 from ._html import frame_html, html_page
 from .warnings_table import warnings_html
 
@@ -19,6 +21,8 @@ def overview_page(
     *,
     excluded_by_config: Sequence[str],
     extra_notes: Mapping[str, str],
+    entry_point: str = ENTRY_CELL_RANGER,
+    unit_label: str = "",
 ) -> str:
     """The overview page of a run (step function of rule ``overview``).
 
@@ -39,6 +43,12 @@ def overview_page(
         Samples left out through the config's ``exclude_samples``.
     extra_notes
         Analyses skipped for reasons known from the config alone (``what -> reason``).
+    entry_point
+        Which input the run started from, in words (Cell Ranger outputs or a published
+        cell table); shown at the top of the cohort overview.
+    unit_label
+        ``associate.unit: library``: the label of the test with libraries as replicates
+        (shown with the association); empty with the patient as the unit.
 
     Returns
     -------
@@ -54,7 +64,8 @@ def overview_page(
     if annotate_warnings is not None and len(annotate_warnings):
         warnings = pd.concat([warnings, annotate_warnings], ignore_index=True)
     return overview_html(
-        qc_samples=qc_samples, clinical=clinical, skipped=skipped, warnings=warnings
+        qc_samples=qc_samples, clinical=clinical, skipped=skipped, warnings=warnings,
+        entry_point=entry_point, unit_label=unit_label,
     )
 
 
@@ -109,9 +120,12 @@ def overview_html(
     clinical: pd.DataFrame,
     skipped: pd.DataFrame,
     warnings: pd.DataFrame,
+    entry_point: str = "",
+    unit_label: str = "",
 ) -> str:
     """Render the overview page: the warnings (:func:`warnings_html`) first, then the
-    patients, samples, cells in/kept and skipped analyses."""
+    entry point and unit of analysis (when given; :func:`overview_page`), the patients,
+    samples, cells in/kept and skipped analyses."""
     n_patients = clinical["patient"].nunique() if "patient" in clinical else len(clinical)
     cells_in = int(qc_samples["n_cells_in"].sum()) if "n_cells_in" in qc_samples else 0
     cells_out = int(qc_samples["n_cells_out"].sum()) if "n_cells_out" in qc_samples else 0
@@ -122,6 +136,7 @@ def overview_html(
     parts = [
         *warnings_html(warnings),
         "<h2>Cohort overview</h2>",
+        *_entry_lines(entry_point, unit_label),
         f"<p><b>{n_patients}</b> patients, <b>{len(qc_samples)}</b> libraries, "
         f"<b>{cells_in}</b> cells loaded, <b>{cells_out}</b> cells kept after QC.</p>",
         "<h3>Patients by response</h3>", frame_html(resp),
@@ -130,3 +145,17 @@ def overview_html(
         frame_html(skipped) if len(skipped) else "<p>None: every analysis ran.</p>",
     ]
     return html_page("cart-cohort overview", parts)
+
+
+def _entry_lines(entry_point: str, unit_label: str) -> list[str]:
+    """The entry point of the run and, with libraries as units, the label of that test."""
+    lines = []
+    if entry_point:
+        lines.append(f"<p><b>Entry point:</b> {html.escape(entry_point)}.</p>")
+    if unit_label:
+        lines.append(
+            f"<p class='warnings'><b>Unit of analysis: {html.escape(unit_label)}</b>: "
+            "results/tables/association_libraries.tsv tests libraries as replicates; the "
+            "patient-level association (association.tsv) stands beside it.</p>"
+        )
+    return lines

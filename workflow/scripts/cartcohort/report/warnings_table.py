@@ -38,7 +38,7 @@ SCRUBLET_SKIPPED = "Scrublet "
 
 def collect_warnings(
     paths: Sequence[str | os.PathLike],
-    qc_samples: pd.DataFrame,
+    qc_samples: pd.DataFrame | None,
     *,
     parse_warnings: Sequence[Mapping[str, Any]],
 ) -> pd.DataFrame:
@@ -50,7 +50,8 @@ def collect_warnings(
         Warnings files written by the jobs (columns :data:`~cartcohort.tables.WARNING_COLUMNS`;
         a header alone when a job found nothing).
     qc_samples
-        ``results/tables/qc_samples.tsv`` (rows derived by :func:`qc_warnings`).
+        ``results/tables/qc_samples.tsv`` (rows derived by :func:`qc_warnings`);
+        ``None`` on the published entry point (no QC step).
     parse_warnings
         The rows found when the sheets were read (dicts with the six columns).
 
@@ -69,7 +70,8 @@ def collect_warnings(
     parts = [_frame(parse_warnings, what="the parse-time warnings (rule warnings' param)")]
     for path in paths:
         parts.append(_checked(read_table(path, table="warnings"), what=str(path)))
-    parts.append(_frame(qc_warnings(qc_samples), what="the QC warnings"))
+    if qc_samples is not None:
+        parts.append(_frame(qc_warnings(qc_samples), what="the QC warnings"))
     out = pd.concat(parts, ignore_index=True)
     out["sample"] = out["sample"].fillna("").astype(str)
     out["count"] = out["count"].astype("int64")

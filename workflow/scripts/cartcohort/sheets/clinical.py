@@ -119,6 +119,29 @@ def check_responses(table: SheetTable, codes: ResponseCodes, problems: list[Prob
             problems.append(Problem(str(table.path), where, what, _response_fix(value, codes)))
 
 
+def check_response_override(
+    table: SheetTable, column: str, codes: ResponseCodes, problems: list[Problem]
+) -> None:
+    """Report an override column (config ``response_override``) absent from the clinical
+    table, or a value in it that is no response code of the config (empty or ``NA``: no
+    override; a code of ``associate.exclude_responses`` leaves the patient out)."""
+    if not column:
+        return
+    if column not in table.columns:
+        problems.append(Problem(
+            str(table.path), f"column '{column}'", "the column named by config "
+            "response_override is missing", "add the per-patient override column (empty "
+            "where the response code stands), or set response_override to ''"))
+        return
+    for row, lineno in zip(table.rows, table.lines):
+        value = row.get(column, "")
+        if value and value != UNKNOWN_RESPONSE and value not in codes.known:
+            problems.append(Problem(
+                str(table.path), f"line {lineno}, column '{column}'",
+                f"override '{value}' of patient '{row.get('patient', '')}' is none of the "
+                f"codes of the config ({codes.words()})", _response_fix(value, codes)))
+
+
 def response_na_warnings(
     clinical: pd.DataFrame, samples: pd.DataFrame, excluded: set[str], clinical_path: Path
 ) -> list[dict[str, Any]]:

@@ -25,15 +25,18 @@ import pandas as pd
 
 from ..config import fill_defaults
 from ..errors import InputError, Problem
+from ..response_groups import apply_response_override
 from .cache import load_cache, save_cache
 from .clinical import (
     ResponseCodes,
     check_clinical,
     check_response_codes,
+    check_response_override,
     check_responses,
     cross_check,
     response_na_warnings,
 )
+from .messages import warning_row
 from .samples import check_samples
 from .schema import load_schema, validate_table
 from .tsv import SheetTable, read_tsv
@@ -145,9 +148,13 @@ def _samples_of(
     config: Mapping[str, Any],
 ) -> pd.DataFrame | None:
     """Validate and check the sample sheet, through the cache of checked libraries
-    (``config`` with its defaults filled: ``car_features``, ``load.min_tcr_gex_overlap``)."""
+    (``config`` with its defaults filled: ``car_features``, ``load.min_tcr_gex_overlap``;
+    ``published.cells`` set: ``gex`` may be empty)."""
     cache = load_cache(cache_file) if cache_file is not None and check_files else None
     sample_df = None
+    if config["published"]["cells"]:
+        # published entry point: the libraries' cells come from the authors' table
+        schema = {**schema, "required": [c for c in schema["required"] if c != "gex"]}
     if sheet is not None:
         validate_table(sheet, schema, problems, skip=_OWN_CHECKS)
         sample_df = check_samples(
@@ -162,7 +169,30 @@ def _samples_of(
         )
     if cache is not None and cache_file is not None:
         save_cache(cache_file, cache)
+    if sample_df is not None and config["published"]["cells"]:
+        warnings += _unused_files(sample_df)
     return sample_df
+
+
+def _unused_files(sample_df: pd.DataFrame) -> list[dict[str, Any]]:
+    """Warning rows of sheet gex/vdj files that the published entry point does not read
+    (the cells, labels and clonotypes come from the authors' table)."""
+    rows = []
+    fixes = {
+        "gex": ("empty the sheet's gex column, or set published.cells to '' to start from "
+                "the Cell Ranger files"),
+        "vdj": ("give the authors' clonotype column in published.clone_column and empty the "
+                "sheet's vdj column"),
+    }
+    for col, fix in fixes.items():
+        given = sorted(s for s in sample_df.index if sample_df.loc[s].get(col, ""))
+        if given:
+            rows.append(warning_row(
+                step="sheets", check=f"published_ignores_{col}", count=len(given),
+                detail=f"published.cells is set: the {col} files of {len(given)} "
+                f"librar{'ies' if len(given) != 1 else 'y'} ({', '.join(given[:5])}) "
+                "are not read", action=fix[0].upper() + fix[1:]))
+    return rows
 
 
 class PreparedInputs(NamedTuple):
@@ -192,8 +222,8 @@ def prepare_inputs(
         The workflow config; uses ``samples``, ``clinical`` (paths, relative to
         ``base_dir``), ``primary_timepoint``, ``exclude_samples``, the response
         codes ``responders``, ``non_responders``, ``associate.exclude_responses``
-        ``car_features`` and ``load.min_tcr_gex_overlap`` (keys absent from ``config``
-        take the schema's defaults).
+        ``car_features``, ``load.min_tcr_gex_overlap``, ``published.cells`` (set: ``gex``
+        may be empty; absent keys take the schema's defaults).
     base_dir
         Folder that relative ``config`` paths are relative to.
     check_files
@@ -274,7 +304,7 @@ def _clinical_of(
     problems: list[Problem],
 ) -> pd.DataFrame | None:
     """Validate and check the clinical table and the response codes of ``config``
-    (defaults filled)."""
+    (defaults filled); with ``response_override``, its codes replace ``response``."""
     codes = ResponseCodes.of(config)
     check_response_codes(codes, problems)
     if clin is None:
@@ -282,7 +312,11 @@ def _clinical_of(
     validate_table(clin, schema, problems, skip=_OWN_CHECKS)
     clinical_df = check_clinical(clin, schema, problems)
     check_responses(clin, codes, problems)
-    return clinical_df
+    override = config["response_override"]
+    check_response_override(clin, override, codes, problems)
+    if clinical_df is None or problems or not override:
+        return clinical_df
+    return apply_response_override(clinical_df, column=override)  # the paper's groups
 
 
 def _with_defaults(config: Mapping[str, Any], schema_dir: str | os.PathLike | None) -> dict:

@@ -24,6 +24,7 @@ from .families import FAMILIES, IN_VIVO_FAMILIES, FamilyInputs
 from .labels import encode_covariates, feature_columns, labelled_patients, testable_features
 from .longitudinal import longitudinal_models
 from .panel import PrimaryPanel
+from .replicates import LIBRARY_COLUMNS, UNITS, library_association
 from .scopes import (
     finish_table,
     label_rows,
@@ -342,6 +343,10 @@ class AssociateResult:
         survival).
     in_vivo
         ``in_vivo_correlates.tsv``: in vivo features, outcome correlates, not predictors.
+    libraries
+        ``association_libraries.tsv``: with ``unit='library'``, the test with libraries
+        as replicates (:func:`~cartcohort.stats.replicates.library_association`); no
+        rows with ``unit='patient'``.
     """
 
     association: pd.DataFrame
@@ -351,6 +356,8 @@ class AssociateResult:
     tested: list[str] = field(default_factory=list)
     in_vivo: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(
         columns=list(ASSOCIATION_COLUMNS)))
+    libraries: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(
+        columns=list(LIBRARY_COLUMNS)))
 
 
 def associate(
@@ -368,6 +375,7 @@ def associate(
     composition_transform: CompositionTransform,
     blood_compartment: str,
     survival: Mapping[str, Any],
+    unit: str = "patient",
     source: str = "results/tables/sample_features.tsv",
     clinical_source: str = "clinical table",
 ) -> AssociateResult:
@@ -393,6 +401,8 @@ def associate(
     survival
         ``associate.survival``: the endpoint keywords of
         :func:`~cartcohort.stats.survival_models`.
+    unit
+        ``patient``, or ``library``: also libraries as replicates (``libraries``).
     source, clinical_source
         File names for messages.
 
@@ -424,6 +434,15 @@ def associate(
     )
     notes = pd.concat([result.notes, notes_from(longitudinal, scope="longitudinal"),
                        notes_from(survival_table, scope="survival")], ignore_index=True)
+    _log_tested(result, primary_panel)
+    libraries = _libraries_table(features, clinical=clinical, unit=unit, result=result,
+                                 responders=responders, excluded=exclude_responses,
+                                 clinical_source=clinical_source)
+    return AssociateResult(result.association, notes, longitudinal, survival_table,
+                           result.tested, result.in_vivo, libraries)
+
+
+def _log_tested(result: AssociationResult, primary_panel: PrimaryPanel) -> None:
     mw = result.association.query("test == 'mann_whitney' and family == 'primary'")
     logger.info(
         "%d product features tested (%d twins collapsed); primary panel v%s: %d with "
@@ -431,5 +450,20 @@ def associate(
         len(result.tested), result.twins.n_collapsed, panel_label(primary_panel),
         int((mw["qvalue"] < 0.05).sum()),
     )
-    return AssociateResult(result.association, notes, longitudinal, survival_table,
-                           result.tested, result.in_vivo)
+
+
+def _libraries_table(
+    features: pd.DataFrame, *, clinical: pd.DataFrame, unit: str, result: AssociationResult,
+    responders: Sequence[str], excluded: Sequence[str], clinical_source: str,
+) -> pd.DataFrame:
+    """``association_libraries.tsv``: libraries as replicates with ``unit='library'``
+    (the patient-level p-values beside), no rows with ``unit='patient'``."""
+    if unit not in UNITS:
+        raise ValueError(f"unit must be one of {UNITS}, not {unit!r}")
+    if unit == "patient":
+        return pd.DataFrame(columns=list(LIBRARY_COLUMNS))
+    patient_p = result.association.query("test == 'mann_whitney'").set_index("feature")
+    return library_association(
+        features, clinical=clinical, responders=responders, excluded=excluded,
+        patient_pvalues=patient_p["pvalue"], clinical_source=clinical_source,
+    )

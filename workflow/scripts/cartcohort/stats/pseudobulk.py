@@ -333,6 +333,20 @@ def pseudobulk_de_matrix(
     return out.reset_index(drop=True)
 
 
+def _counts_of(gex: Any, counts_path: str | None) -> Any:
+    """The raw counts :func:`pseudobulk_de` sums: on disk, ``layers['counts']`` or ``X``."""
+    in_layers = "counts" in gex.layers
+    if counts_path is not None:
+        counts = CountsOnDisk(str(counts_path), "mod/gex/layers/counts",
+                              rows=np.arange(gex.n_obs), columns=np.arange(gex.n_vars))
+    else:
+        counts = gex.layers["counts"] if in_layers else gex.X
+    source = (f"{counts_path}, read in blocks" if counts_path is not None
+              else "layers['counts']" if in_layers else "X")
+    logger.info("gex: %d cells x %d genes (counts from %s)", gex.n_obs, gex.n_vars, source)
+    return counts
+
+
 def pseudobulk_de(
     gex: Any,
     *,
@@ -387,19 +401,7 @@ def pseudobulk_de(
     pandas.DataFrame
         ``pseudobulk_de.tsv``: :data:`DE_COLUMNS` (see :func:`pseudobulk_de_matrix`).
     """
-    in_layers = "counts" in gex.layers
-    if counts_path is not None:
-        counts = CountsOnDisk(str(counts_path), "mod/gex/layers/counts",
-                              rows=np.arange(gex.n_obs), columns=np.arange(gex.n_vars))
-    else:
-        counts = gex.layers["counts"] if in_layers else gex.X
-    logger.info(
-        "gex: %d cells x %d genes (counts from %s)",
-        gex.n_obs,
-        gex.n_vars,
-        f"{counts_path}, read in blocks" if counts_path is not None
-        else "layers['counts']" if in_layers else "X",
-    )
+    counts = _counts_of(gex, counts_path)
     reason = gene_exclusions(gex.var, extra=exclude_genes)
     keep = (reason == "").to_numpy()
     logger.info("%d genes left out of the DE (%s); %d tested at most", int((~keep).sum()),

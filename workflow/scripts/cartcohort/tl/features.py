@@ -12,7 +12,9 @@ Feature naming
 ``cd4_cd8_ratio``, ``log2_cd4_cd8_ratio``
     CD4 cells / CD8 cells (NA when there are no CD8 cells) and
     ``log2((n_CD4 + 0.5) / (n_CD8 + 0.5))`` (Haldane–Anscombe pseudocount of
-    0.5, so the log ratio is finite for every sample).
+    0.5, so the log ratio is finite for every sample). ``cd4_cd8`` may be NA (lineage
+    unknown, e.g. a published label that gives none): such cells count in no lineage,
+    and a sample without a cell of known lineage has NA ratios.
 ``frac_<state>``, ``frac_<state>_cd4``, ``frac_<state>_cd8``, ``frac_<state>_car``
     Fraction of cells in a state, overall and within CD4, CD8 and CAR+ cells
     (NA when the subset is empty or, for CAR+, when CAR status is unknown).
@@ -41,6 +43,12 @@ Feature naming
     written by ``repertoire``. Depth-dependent counts (``rep_n_*``,
     ``rep_max_clone_size``), CI bounds and the rarefaction depth are kept
     but descriptive (:func:`is_descriptive`): not tested for association.
+``kin_<column>``
+    The patient's clone-kinetics features (:data:`KINETICS_FEATURES` of
+    ``kinetics_patients.tsv``) on its product rows: in vivo, never product features.
+``prot_cd4_cd8_ratio`` (descriptive), ``log2_prot_cd4_cd8_ratio``, ``prot_tscm_fraction``, ``prot_pd1_pos_fraction``
+    Surface-protein features where the library has an ADT panel
+    (:mod:`cartcohort.tl.protein_features`).
 """
 
 from __future__ import annotations
@@ -79,7 +87,7 @@ ID_COLUMNS: tuple[str, ...] = (
 #: Feature-table columns that are descriptive only (not tested for association):
 #: the cell count (technical) and the untransformed CD4:CD8 ratio (same ranks as
 #: its log2 version, which is the one tested).
-DESCRIPTIVE_COLUMNS: tuple[str, ...] = ("n_cells", "cd4_cd8_ratio")
+DESCRIPTIVE_COLUMNS: tuple[str, ...] = ("n_cells", "cd4_cd8_ratio", "prot_cd4_cd8_ratio")
 
 #: Suffixes/prefixes of descriptive columns: CI bounds of repertoire estimates,
 #: depth-dependent repertoire counts and the rarefaction depth itself.
@@ -122,6 +130,15 @@ IN_VIVO_REPERTOIRE: tuple[str, ...] = tuple(
         "frac_post_car_cells_from_product_clones",
     )
 )
+#: Prefix of the clone-kinetics features (``kinetics_patients.tsv``, rule kinetics), put
+#: on each patient's product row: all in vivo (outcome correlates, not predictors).
+KINETICS_PREFIX = "kin_"
+#: The ``kinetics_patients.tsv`` columns taken as features (``kin_<column>``).
+KINETICS_FEATURES: tuple[str, ...] = (
+    "car_auc_blood", "car_mean_fraction_blood", "car_fraction_last_blood",
+    "last_car_detection_day", "expanded_log2_retention",
+    "post_car_share_top_product_clones", "n_expanded", "frac_tested_expanded",
+)
 #: The two scopes of a feature (``scope`` column of the association tables).
 SCOPES: tuple[str, ...] = ("product", "in_vivo")
 
@@ -132,7 +149,8 @@ def feature_scope(name: str) -> str:
     A *product* feature is measured on the infusion-product library alone; it may
     predict response and enter the response association, the scorecards and the
     baseline survival models. An *in vivo* feature uses cells taken after infusion
-    (:data:`IN_VIVO_REPERTOIRE`: overlap with and persistence of product clones); it is
+    (:data:`IN_VIVO_REPERTOIRE`: overlap with and persistence of product clones; every
+    ``kin_`` clone-kinetics feature); it is
     an outcome correlate and enters survival only in a landmark analysis. Any feature
     read on a post-infusion library is in vivo as well; that is a property of the row
     (its timepoint), not of the name, and is decided by the caller.
@@ -147,7 +165,9 @@ def feature_scope(name: str) -> str:
     str
         ``"in_vivo"`` or ``"product"``.
     """
-    return "in_vivo" if name in IN_VIVO_REPERTOIRE else "product"
+    if name in IN_VIVO_REPERTOIRE or name.startswith(KINETICS_PREFIX):
+        return "in_vivo"
+    return "product"
 
 
 REQUIRED_CELL_COLUMNS: tuple[str, ...] = (
@@ -235,7 +255,8 @@ def _check_cells(cells: pd.DataFrame, *, source: str) -> None:
                 )
             ]
         )
-    for col in ("sample", "patient", "state", "cd4_cd8"):
+    # cd4_cd8 may be missing (lineage not known, e.g. a published label that gives none)
+    for col in ("sample", "patient", "state"):
         n_missing = int(cells[col].isna().sum())
         if n_missing:
             first = cells.index[cells[col].isna()][0]
@@ -426,8 +447,9 @@ def repertoire_features(
 def _prepare_cells(cells: pd.DataFrame) -> tuple[pd.DataFrame, pd.Index, pd.DataFrame]:
     """Cells with text ids sorted by sample, the sample index and per-sample metadata."""
     cells = cells.reset_index(drop=True).copy()
-    for col in ("sample", "patient", "timepoint", "compartment", "state", "cd4_cd8"):
+    for col in ("sample", "patient", "timepoint", "compartment", "state"):
         cells[col] = cells[col].astype(str)
+    cells["cd4_cd8"] = cells["cd4_cd8"].astype("string")  # NA: lineage not known
     cells = cells.sort_values("sample", kind="mergesort")
     samples = pd.Index(cells["sample"].unique(), name="sample")
     meta_cols = ["patient", "timepoint", "timepoint_day", "compartment"]
@@ -449,7 +471,7 @@ def _lineage_features(cells: pd.DataFrame, samples: pd.Index) -> pd.DataFrame:
     base["cd4_cd8_ratio"] = _fraction(lineage["CD4"], lineage["CD8"])
     base["log2_cd4_cd8_ratio"] = np.log2(
         (lineage["CD4"] + RATIO_PSEUDOCOUNT) / (lineage["CD8"] + RATIO_PSEUDOCOUNT)
-    )
+    ).where(lineage.sum(axis=1) > 0)  # NA without a cell of known lineage
     return base
 
 
@@ -537,12 +559,41 @@ def _repertoire_part(
     return rep.reindex(samples)
 
 
+def kinetics_part(
+    kinetics: pd.DataFrame, repertoire: pd.DataFrame, samples: pd.Index, *, source: str
+) -> pd.DataFrame:
+    """``kin_<column>`` of each patient (:data:`KINETICS_FEATURES`) on its product rows.
+
+    The product rows are the repertoire table's ``is_product`` samples; other rows get NA.
+    """
+    out = pd.DataFrame(index=samples, columns=[f"{KINETICS_PREFIX}{c}"
+                                               for c in KINETICS_FEATURES], dtype=float)
+    if "is_product" not in repertoire.columns or "patient" not in kinetics.columns:
+        logger.warning("%s or the repertoire table lacks patient / is_product: no kin_ "
+                       "features", source)
+        return out
+    prod = repertoire[as_boolean(repertoire["is_product"], source="repertoire_samples.tsv",
+                                 column="is_product").fillna(False).astype(bool)]
+    kin = kinetics.set_index(kinetics["patient"].astype(str))
+    for _, row in prod.iterrows():
+        s, patient = str(row["sample"]), str(row["patient"])
+        if s in out.index and patient in kin.index:
+            for c in KINETICS_FEATURES:
+                if c in kin.columns:
+                    out.loc[s, f"{KINETICS_PREFIX}{c}"] = pd.to_numeric(
+                        kin.loc[patient, c], errors="coerce")
+    return out
+
+
 def sample_features(
     cells: pd.DataFrame,
     *,
     repertoire: pd.DataFrame | None = None,
+    kinetics: pd.DataFrame | None = None,
     source: str = "results/tables/cells.tsv.gz",
     repertoire_source: str = "results/tables/repertoire_samples.tsv",
+    kinetics_source: str = "results/tables/kinetics_patients.tsv",
+    protein: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Build the per-sample feature table from the per-cell table.
 
@@ -554,8 +605,14 @@ def sample_features(
         optional; features needing an absent column are not produced.
     repertoire
         Per-sample repertoire table (optional); see :func:`repertoire_features`.
-    source, repertoire_source
+    kinetics
+        Per-patient clone-kinetics table (optional, needs ``repertoire``); see
+        :func:`kinetics_part`.
+    source, repertoire_source, kinetics_source
         File names for error messages.
+    protein
+        ``protein_cells.tsv.gz`` (optional): the protein product features of
+        :mod:`cartcohort.tl.protein_features` (NA for libraries without a panel).
 
     Returns
     -------
@@ -583,6 +640,12 @@ def sample_features(
                 repertoire, samples, source=source, repertoire_source=repertoire_source
             )
         )
+        if kinetics is not None and len(kinetics):
+            parts.append(kinetics_part(kinetics, repertoire, samples, source=kinetics_source))
+    if protein is not None:
+        from .protein_features import protein_features
+
+        parts.append(protein_features(protein, samples=samples))
     feats = pd.concat(parts, axis=1)
     # Headline features first (an identical later column is the one left out of tests).
     lead = ["n_cells", "cd4_cd8_ratio", "log2_cd4_cd8_ratio", "memory_like_fraction",

@@ -271,20 +271,17 @@ def annotate(
     celltypist_model
         Optional celltypist model path (empty or None: skipped).
     counts_total
-        Each cell's total count over all genes, when ``gex`` holds only some genes
-        (:func:`annotation_genes`); None: the row sums of ``layers['counts']``.
+        Cells' total counts over all genes when ``gex`` holds some (:func:`annotation_genes`).
 
     Returns
     -------
     AnnotationResult
-        The annotated copy, the per-cell table, the calls without the matrix
-        (``calls``) and the tables of rule ``annotate``.
+        The annotated copy, the cell table, the calls without the matrix and the tables.
     """
     _check_input(gex, airr=airr, signatures=signatures)
     input_obsm = tuple(gex.obsm)
     gex = gex.copy()
-    graph = neighbour_graph(gex)
-    counts = _raw_counts(gex)
+    graph, counts = neighbour_graph(gex), _raw_counts(gex)
     car_mask, car_umis, library = car_counts(gex, counts, car_features=car_features,
                                              total=counts_total)
     clone, clone_size = cell_clones(gex.obs_names, airr)
@@ -300,17 +297,15 @@ def annotate(
         population_alpha=car_population_alpha)
     marker_fits = annotate_markers(gex, counts, signatures=signatures, library_size=library,
                                    graph=graph)
-    annotate_states(gex, signatures=sig, graph=graph, smoothing=smoothing,
-                    down_weight=down_weight, sd_floor=sd_floor, min_state_score=min_state_score,
-                    min_confidence_margin=min_confidence_margin,
-                    cluster_consensus=cluster_consensus)
+    annotate_states(gex, signatures=sig, graph=graph, smoothing=smoothing, down_weight=down_weight,
+                    sd_floor=sd_floor, min_state_score=min_state_score,
+                    min_confidence_margin=min_confidence_margin, cluster_consensus=cluster_consensus)
     gex.obs["clone_id"], gex.obs["clone_size"] = (
         pd.Categorical(clone.to_numpy(dtype=object)), clone_size.to_numpy())
     annotate_celltypist(gex, model_path=celltypist_model)
     agreement = agreement_table(gex.obs, car=bool(car_mask.any()))
-    summary = _record(gex, signatures=signatures, used=sig, lin=lin, gd=gd,
-                      clone_aware=clone_aware_used, car_params=car_params,
-                      marker_fits=marker_fits, params=_settings(locals()))
+    summary = _record(gex, signatures=signatures, used=sig, lin=lin, gd=gd, params=_settings(locals()),
+                      clone_aware=clone_aware_used, car_params=car_params, marker_fits=marker_fits)
     return AnnotationResult(gex=gex, agreement=agreement, signature_genes=sig_genes,
                             car_models=car_models, libraries=library_table(gex.obs, car_models),
                             warnings=car_warnings(car_models), summary=summary,

@@ -1,0 +1,36 @@
+# Published entry point (config published.cells set): the authors' cell table or annotated
+# object, checked against the sample sheet and its labels mapped to our calls, becomes the
+# per-cell table of rule annotate, so sample_features, associate, the scorecards and the
+# report run unchanged. Method: workflow/scripts/cartcohort/published.py (module docstring).
+# Both rules write results/tables/cells.tsv.gz: the entry point decides which one runs.
+
+if PUBLISHED:
+
+    ruleorder: import_cells > annotate
+
+else:
+
+    ruleorder: annotate > import_cells
+
+
+rule import_cells:
+    input:
+        unpack(import_cells_inputs),
+    output:
+        cells="results/tables/cells.tsv.gz",
+        summary="results/tables/import_samples.tsv",
+        warnings="results/import/warnings.tsv",
+    log:
+        "logs/import_cells.log",
+    benchmark:
+        "benchmarks/import_cells.tsv"
+    conda:
+        "../../envs/associate.yaml"
+    threads: 1
+    resources:
+        mem_mb=mem_mb("import_cells"),
+        runtime=runtime("import_cells"),
+    params:
+        import_published=import_published_kwargs(),
+    script:
+        "../scripts/import_cells.py"
