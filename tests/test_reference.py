@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-
 from cartcohort import reference as R
 from cartcohort.errors import CartCohortError
 from cartcohort.pp import prepare_cohort
@@ -169,7 +168,6 @@ def test_a_frozen_lineage_model_gives_the_calls_of_fitting_it_here():
 
 def test_new_sample_sheet_refuses_a_library_not_at_the_primary_timepoint(tmp_path):
     import yaml
-
     from cartcohort.errors import InputError
     from cartcohort.reference.sheet import prepare_new_samples
     from conftest import REPO
@@ -186,3 +184,82 @@ def test_new_sample_sheet_refuses_a_library_not_at_the_primary_timepoint(tmp_pat
     prepared = prepare_new_samples(config, path=sheet, check_files=False)
     assert list(prepared.samples.index) == ["N1_IP"]
     assert not [w for w in prepared.warnings if w["check"] == "response_na"]
+
+
+def _batch_cohort() -> ad.AnnData:
+    """The cohort with a strong batch effect: batch b1 scales a fixed fifth of the genes
+    by 2.5 (on top of the libraries' own effects)."""
+    cohort = _cohort(seed=1, n_libraries=6)
+    x = cohort.X.toarray()
+    rng = np.random.default_rng(7)
+    genes = rng.choice(cohort.n_vars - 1, cohort.n_vars // 5, replace=False)
+    b1 = (cohort.obs["batch"] == "b1").to_numpy()
+    x[np.ix_(b1, genes)] = rng.poisson(x[np.ix_(b1, genes)] * 2.5)
+    cohort.X = sp.csr_matrix(x, dtype=np.float32)
+    return cohort
+
+
+def test_a_left_out_library_takes_its_batchs_correction_and_lands_among_its_state():
+    """Leave-one-library-out with a batch effect: the integration is a perfect linear
+    batch correction (each batch's PCA centred); the left-out library's corrected
+    coordinates land where the integration put its cells and its neighbours in the
+    joint graph share its cells' state; without the batch (unmatched) they do not."""
+    prepared = prepare_cohort(_batch_cohort(), n_top_genes=150, n_pcs=10,
+                              hvg_flavor="seurat")
+    pca = prepared.obsm["X_pca"]
+    batch = prepared.obs["batch"].to_numpy()
+    integrated = pca.copy()
+    for b in np.unique(batch):
+        integrated[batch == b] -= pca[batch == b].mean(axis=0)
+    calls = prepared.obs[["sample", "batch", "state"]].assign(cd4_cd8="CD4")
+    full = R.projection_model(prepared, x_integrated=integrated, calls=calls)
+    full.uns["integration"] = {"method": "harmony"}
+    for left_out in ("L3",):  # batch b1, the one scaled
+        new = (prepared.obs["sample"] == left_out).to_numpy()
+        ref = full[~new].copy()
+        b = str(batch[new][0])
+        x_new = pca[new]
+        fixed, matched = R.corrected_embedding(x_new, model=ref, batch=b, n_neighbors=15)
+        _, unmatched = R.corrected_embedding(x_new, model=ref, batch="b9", n_neighbors=15)
+        assert matched and not unmatched
+        err = np.linalg.norm(fixed - integrated[new], axis=1).mean()
+        raw = np.linalg.norm(x_new - integrated[new], axis=1).mean()
+        assert err < 0.2 * raw, (left_out, err, raw)
+        to_ref, _ = R.joint_graph(fixed, model=ref, n_neighbors=15)
+        state = ref.obs["state"].to_numpy()
+        truth = prepared.obs["state"].to_numpy()[new]
+        vote = [pd.Series(to_ref[i].data).groupby(state[to_ref[i].indices]).sum().idxmax()
+                for i in range(to_ref.shape[0])]
+        assert np.mean(np.asarray(vote) == truth) >= 0.9, left_out
+        to_ref_raw, _ = R.joint_graph(x_new, model=ref, n_neighbors=15)
+        same_batch = (ref.obs["batch"].to_numpy()[to_ref_raw.indices] == b).mean()
+        assert same_batch < 0.8  # uncorrected coordinates fall among the other batch too
+
+
+def test_a_library_of_the_other_chemistry_is_refused():
+    cohort = {"P1": "Single Cell 5' PE v2", "P2": "Single Cell 5' v1", "P3": ""}
+    assert [R.chemistry_end(c) for c in (*cohort.values(), "Single Cell 3' v3",
+                                         "SC3Pv3", "three")] == ["5'", "5'", "", "3'", "", ""]
+    R.chemistry_mismatch("Single Cell 5' PE v2", cohort, source="new.h5mu")
+    R.chemistry_mismatch("", cohort, source="new.h5mu")  # not recorded (mtx): not checked
+    with pytest.raises(CartCohortError, match=r"new\.h5mu: chemistry .Single Cell 3' v3. "
+                                              r"\(3'\) differs .*2 of 2 .*P1: .Single Cell 5"):
+        R.chemistry_mismatch("Single Cell 3' v3", cohort, source="new.h5mu")
+
+
+def test_the_load_step_records_the_chemistry_of_a_cell_ranger_h5(tmp_path):
+    import h5py
+    from cartcohort.io.gex import library_chemistry
+    from cartcohort.io.locate import gex_input
+
+    path = tmp_path / "filtered_feature_bc_matrix.h5"
+    with h5py.File(path, "w") as f:
+        f.attrs["chemistry_description"] = np.bytes_("Single Cell 3' v3")
+    assert library_chemistry(gex_input(path)) == "Single Cell 3' v3"
+    mu = tmp_path / "lib.h5mu"
+    with h5py.File(mu, "w") as f:
+        f["mod/gex/uns/library/chemistry"] = "Single Cell 3' v3"
+    assert R.read_chemistry(mu) == "Single Cell 3' v3"
+    with h5py.File(tmp_path / "none.h5mu", "w") as f:
+        f.create_group("mod/gex/uns")
+    assert R.read_chemistry(tmp_path / "none.h5mu") == ""

@@ -40,6 +40,7 @@ PARSE_TIME = {
     "associate.primary_panel": "primary_panel_path(): an input file of rules associate, "
                                "scorecards and plot_time_survival",
     "new_samples": "SCORING: the new products' sheet replaces the cohort's (score_products)",
+    "scorecards.features": "features_catalogue_path(): an input file of rule score_product",
     "published.cells": "PUBLISHED: rule import_cells replaces the Cell Ranger steps; an input "
                        "file of rule import_cells",
     "published.label_map": "import_cells_inputs(): an input file of rule import_cells",

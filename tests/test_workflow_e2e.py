@@ -383,5 +383,10 @@ def test_reference_frozen_and_a_new_product_scored_without_cohort_rules(demo_run
         assert abs(new[f] - cohort[f]) <= 0.03, f
     page = (project / "results/new_products/NEW01_IP.html").read_text()
     assert "not a prediction for one patient" in page and "Doublet rate" in page
+    assert "data:image/png;base64," in page and "Single Cell 5&#x27; PE v2" in page
+    pdf = (project / "results/new_products/NEW01_IP.pdf").read_bytes()
+    assert len(re.findall(rb"/Type\s*/Page\b", pdf)) == 1
+    frozen = json.loads((ref / "settings.json").read_text())["library_chemistry"]
+    assert frozen["P01_IP"] == "Single Cell 5' PE v2" and set(frozen) >= {"P01_IP", "P02_IP"}
     summary = pd.read_csv(project / "results/tables/new_products.tsv", sep="\t")
     assert set(summary["sample"]) == {"NEW01_IP"} and len(summary) > 5

@@ -356,8 +356,14 @@ def score_new_product_kwargs(wildcards):
             "sample": wildcards.sample,
             "reference_dir": _config_path(config["reference"]),
             "settings": _new_library_settings(),
+            "features_file": features_catalogue_path(),
         }
     )
+
+
+def features_catalogue_path():
+    """Readable feature names of the product scorecard (config scorecards.features)."""
+    return _resource_path(config["scorecards"]["features"])
 
 
 def reference_files():

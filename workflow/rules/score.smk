@@ -18,6 +18,7 @@ rule reference:
         reference_features="results/tables/reference_features.tsv",
         association="results/tables/association.tsv",
         panel=primary_panel_path(),
+        qc_libraries=cohort_files("results/qc/{sample}.h5mu"),
     output:
         model="results/reference/model.h5ad",
         manifest="results/reference/manifest.json",
@@ -43,9 +44,11 @@ rule score_product:
         h5mu="results/qc/{sample}.h5mu",
         qc="results/qc/{sample}.tsv",
         manifest=reference_files(),
+        features_file=features_catalogue_path(),
     output:
         card="results/new_products/{sample}.tsv",
         html="results/new_products/{sample}.html",
+        pdf="results/new_products/{sample}.pdf",
         cells="results/new_products/{sample}/cells.tsv.gz",
         features="results/new_products/{sample}/features.tsv",
     log:
@@ -68,6 +71,7 @@ rule score_products:
     input:
         cards=expand("results/new_products/{sample}.tsv", sample=NEW_SAMPLES),
         html=expand("results/new_products/{sample}.html", sample=NEW_SAMPLES),
+        pdf=expand("results/new_products/{sample}.pdf", sample=NEW_SAMPLES),
     output:
         table="results/tables/new_products.tsv",
     log:

@@ -15,5 +15,6 @@ with script_logging(snakemake):
         repertoire=snakemake.input.repertoire,
         copies={key: snakemake.input[key] for key in reference.COPIED},
         out_dir=Path(snakemake.output.manifest).parent,
+        libraries=list(snakemake.input.qc_libraries),
         **snakemake.params.freeze_reference,
     )

@@ -1,5 +1,6 @@
 """Entry script of rule `score_product`: one new infusion product placed in the frozen
-cohort reference (scorecard, page, per-cell calls, features)."""
+cohort reference (scorecard, HTML and PDF page, per-cell
+calls, features)."""
 
 from cartcohort.logs import script_logging
 
@@ -7,6 +8,7 @@ with script_logging(snakemake):
     from pathlib import Path
 
     from cartcohort import reference, tables
+    from cartcohort.pl.scorecard import write_pdf_pages
 
     scored = reference.score_new_product(
         snakemake.input.h5mu,
@@ -17,3 +19,4 @@ with script_logging(snakemake):
     tables.write_table(scored.cells, snakemake.output.cells, sort_by=["cell"])
     tables.write_table(scored.features, snakemake.output.features)
     Path(snakemake.output.html).write_text(scored.html)
+    write_pdf_pages([scored.page], snakemake.output.pdf)

@@ -222,6 +222,18 @@ def _subset(X: sp.csr_matrix, var: pd.DataFrame, mask: np.ndarray, obs: pd.DataF
     return ad.AnnData(X=Xs, obs=obs.copy(), var=out_var)
 
 
+def library_chemistry(source: GexSource) -> str:
+    """The library's chemistry as Cell Ranger recorded it (the ``chemistry_description``
+    attribute of a ``.h5``, e.g. ``Single Cell 5' PE v2``); ``""`` where the format
+    does not record it (MatrixMarket, h5ad). Kept in ``gex.uns['library']`` so that a
+    new product can be checked against a frozen reference (issue #20)."""
+    if source.kind != "h5":
+        return ""
+    with h5py.File(source.path, "r") as f:
+        value = f.attrs.get("chemistry_description", b"")
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def _read_matrix(
     source: GexSource, *, sample: str
 ) -> tuple[sp.csr_matrix, list[str], pd.DataFrame]:
@@ -372,6 +384,7 @@ def read_library(
         index=pd.Index([f"{sample}_{b}" for b in barcodes], dtype=object),
     )
     gex = _subset(X, var, gex_mask, obs)
+    gex.uns["library"] = {"chemistry": library_chemistry(source)}
     prot = _subset(X, var, prot_mask, obs) if prot_mask.any() else None
     found_car = report.car_found
     logger.info(

@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ import pandas as pd
 
 from .. import __version__
 from ..tl.integrate import read_integration
-from .model import build_reference
+from .model import build_reference, read_chemistry
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +77,7 @@ def freeze_reference(
     copies: Mapping[str, str | os.PathLike],
     out_dir: str | os.PathLike,
     settings: Mapping[str, Any],
+    libraries: Sequence[str | os.PathLike] = (),
 ) -> dict[str, Any]:
     """Write ``results/reference/`` and return its manifest.
 
@@ -100,6 +101,11 @@ def freeze_reference(
         The settings new libraries must be processed with (``settings.json`` and
         ``model.h5ad`` ``uns['settings']``): load, qc, car_features, annotate,
         clonotypes, repertoire, the kNN size and the scorecard settings.
+    libraries
+        The cohort's ``results/qc/{sample}.h5mu``: the chemistry the load step recorded
+        for each (:func:`~.model.read_chemistry`) is frozen as ``settings.json``
+        ``library_chemistry`` (sample -> description), against which a new library's is
+        checked (:func:`~.model.chemistry_mismatch`).
 
     Returns
     -------
@@ -116,6 +122,8 @@ def freeze_reference(
     from ..tl.annotate import load_signatures
 
     settings = resolved_depth(settings, pd.read_csv(repertoire, sep="\t"), source=repertoire)
+    settings["library_chemistry"] = {Path(p).name.removesuffix(".h5mu"): read_chemistry(p)
+                                     for p in libraries}
     model = build_reference(
         ad.read_h5ad(merged), read_integration(integrated),
         pd.read_csv(cells, sep="\t", low_memory=False),
@@ -131,7 +139,17 @@ def freeze_reference(
         names.append(name)
     (out / "settings.json").write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
     names.append("settings.json")
-    manifest = {
+    manifest = _manifest(model, out=out, names=names, sig_name=sig_name)
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    logger.info("reference: %d cells, %d genes (%d HVGs) of %d samples -> %s",
+                model.n_obs, model.n_vars, manifest["n_hvgs"], len(manifest["samples"]), out)
+    return manifest
+
+
+def _manifest(model: ad.AnnData, *, out: Path, names: list[str],
+              sig_name: str) -> dict[str, Any]:
+    """The manifest of a reference folder (see :func:`freeze_reference`)."""
+    return {
         "format": "cartcohort-reference/1",
         "versions": _versions(),
         "integration": {k: (v.tolist() if hasattr(v, "tolist") else v)
@@ -143,10 +161,6 @@ def freeze_reference(
         "signatures": sig_name,
         "files": {name: sha256(out / name) for name in sorted(names)},
     }
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    logger.info("reference: %d cells, %d genes (%d HVGs) of %d samples -> %s",
-                model.n_obs, model.n_vars, manifest["n_hvgs"], len(manifest["samples"]), out)
-    return manifest
 
 
 def resolved_depth(settings: Mapping[str, Any], repertoire: pd.DataFrame, *,

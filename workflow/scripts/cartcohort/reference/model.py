@@ -7,8 +7,8 @@ New libraries are placed in it by :mod:`.project`: normalised the same way, proj
 with the frozen PCA, then mapped onto the cohort cells by kNN in that PCA space
 (``scanpy.tl.ingest``-style). The reference cells' PCA is the uncorrected one, as for
 every integration method, so one model serves harmony, scVI, scanorama, bbknn and
-``none`` alike; their integrated embedding is carried to the new cells through the
-neighbours (see :func:`~.project.map_to_reference`).
+``none`` alike; the integration's correction is carried to the new cells from their
+nearest cohort cells of the same batch (see :func:`~.project.corrected_embedding`).
 """
 
 from __future__ import annotations
@@ -247,3 +247,55 @@ def gene_mismatch(model: ad.AnnData, genes: Sequence[str], *, source: str) -> No
             f"{source}: {len(missing)} of the reference's {model.n_vars} genes are "
             f"missing (first: {', '.join(missing[:10])}). Fix: map the library to the "
             "same genome reference (gene annotation) as the cohort")
+
+
+def chemistry_end(description: str) -> str:
+    """``"5'"``, ``"3'"`` or ``""`` (unknown) from a chemistry description such as
+    Cell Ranger's ``Single Cell 5' PE v2`` or ``Single Cell 3' v3``."""
+    text = str(description).lower().replace("prime", "'").replace(" ", "")
+    ends = [e for e in ("5'", "3'") if e in text]
+    return ends[0] if len(ends) == 1 else ""
+
+
+def read_chemistry(h5mu: str | os.PathLike) -> str:
+    """The chemistry the load step recorded for a library (``mod/gex/uns/library``);
+    ``""`` where none was recorded."""
+    import h5py
+
+    with h5py.File(h5mu, "r") as f:
+        key = "mod/gex/uns/library/chemistry"
+        if key not in f:
+            return ""
+        value = f[key][()]
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def chemistry_mismatch(chemistry: str, cohort: Mapping[str, str], *, source: str) -> None:
+    """Refuse a library whose 5'/3' chemistry differs from the reference's libraries.
+
+    Parameters
+    ----------
+    chemistry
+        The new library's chemistry (:func:`read_chemistry`).
+    cohort
+        Reference sample -> chemistry (``settings.json`` ``library_chemistry``).
+    source
+        The new library's file, for the message.
+
+    Raises
+    ------
+    CartCohortError
+        The library is 5' and the reference's libraries 3' (or the reverse), naming both
+        descriptions. Unknown chemistries (formats that do not record it) pass.
+    """
+    end = chemistry_end(chemistry)
+    known = {s: c for s, c in cohort.items() if chemistry_end(c)}
+    other = {s: c for s, c in known.items() if chemistry_end(c) != end}
+    if end and other:
+        first = min(other)
+        raise CartCohortError(
+            f"{source}: chemistry {chemistry!r} ({end}) differs from the reference's "
+            f"libraries ({len(other)} of {len(known)} with a recorded chemistry, e.g. "
+            f"{first}: {other[first]!r}); 5' and 3' libraries capture different transcript "
+            "ends and their expression is not comparable. Fix: score the product against a "
+            "reference built from libraries of the same chemistry")

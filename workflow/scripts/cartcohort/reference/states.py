@@ -6,9 +6,11 @@ cells, smoothing over the cohort graph, where a cell's neighbours are mostly cel
 other libraries (94 % on the demo). A new library scored alone would be standardised
 and smoothed within itself, and its calls drift (0.77 agreement with the in-cohort calls
 on the demo, leaving each library out). Here the cohort's means and SDs are frozen
-(:func:`state_scale`), and a new cell is smoothed over its nearest reference cells in
-the frozen PCA (the neighbours of :func:`~.project.map_to_reference`), which
-reproduces the cohort's scores; the call rule is the cohort's
+(:func:`state_scale`), and a new cell is smoothed over its row of the kNN graph of
+reference and new cells together in the integrated space, built as the cohort's
+(:func:`~.project.joint_graph`, on the batch-corrected coordinates of
+:func:`~.project.corrected_embedding`), which reproduces the cohort's scores exactly
+when the new cells sit where the integration put them; the call rule is the cohort's
 (:func:`cartcohort.tl.annotate.call_states`).
 """
 
@@ -84,8 +86,8 @@ def frozen_state_calls(
     x: sp.spmatrix,
     *,
     model: ad.AnnData,
-    neighbours: np.ndarray,
-    weights: np.ndarray,
+    graph_ref: sp.spmatrix,
+    graph_new: sp.spmatrix,
     lineage: np.ndarray,
     signatures: Any,
     settings: Mapping[str, Any],
@@ -99,9 +101,9 @@ def frozen_state_calls(
         New cells x reference genes, log-normalised (:func:`cartcohort.pp.log_normalise`).
     model
         The reference (``uns['state_scale']``, ``obsm['X_signature']``).
-    neighbours, weights
-        Each new cell's nearest reference cells and their weights (rows sum to any
-        positive value).
+    graph_ref, graph_new
+        The new cells' kNN-graph weights to reference cells and to new cells
+        (:func:`~.project.joint_graph`); a cell without neighbours keeps its own value.
     lineage
         ``cd4_cd8`` call of each new cell (states restricted to a lineage).
     signatures
@@ -127,11 +129,12 @@ def frozen_state_calls(
     used, _ = signature_genes(signatures, genes=pd.Index(names))
     own = np.asarray(sp.csr_matrix(x)[:, model.var_names.get_indexer(names)].toarray(),
                      dtype=np.float64)
-    ref = sp.csr_matrix(model.obsm["X_signature"])
-    w = weights / weights.sum(axis=1, keepdims=True)
-    nbr = np.zeros_like(own)
-    for j in range(neighbours.shape[1]):
-        nbr += w[:, [j]] * ref[neighbours[:, j]].toarray()
+    ref = sp.csr_matrix(model.obsm["X_signature"], dtype=np.float64)
+    to_ref = sp.csr_matrix(graph_ref, dtype=np.float64)
+    to_new = sp.csr_matrix(graph_new, dtype=np.float64)
+    deg = np.asarray(to_ref.sum(axis=1)).ravel() + np.asarray(to_new.sum(axis=1)).ravel()
+    nbr = np.asarray((to_ref @ ref).toarray() + to_new @ own)
+    nbr = np.divide(nbr, deg[:, None], out=own.copy(), where=deg[:, None] > 0)
     s = float(settings["smoothing"])
     z = ((1 - s) * own + s * nbr - np.asarray(scale["mean"])) / np.asarray(scale["sd"])
     col = {g: i for i, g in enumerate(names)}
