@@ -116,6 +116,11 @@ def test_classes_depths_and_emergent_note():
     fate = res.fate[res.fate["scope"] == "pooled"]
     assert fate[["product_state", "in_vivo_state", "n_clones"]].values.tolist() == [
         ["tem", "teff", 3]]
+    # the fate figure's scope: each patient's largest product clones seen again
+    top = kin.clone_fate(_cells(spec, DAYS), primary_timepoint="IP", top_product_clones=1)
+    top = top[top["scope"] == "top_product_clones"]
+    assert top[["product_state", "in_vivo_state", "n_clones"]].values.tolist() == [
+        ["tem", "teff", 1]]
     pt = res.patients.set_index("patient").loc["P1"]
     assert pt["post_car_share_top_product_clones"] == pytest.approx(1.0 - 12 / 95)
 

@@ -96,11 +96,13 @@ def plot_car_kinetics(
 
 
 def plot_clone_fate(fate: pd.DataFrame) -> Figure:
-    """Alluvial of the pooled transitions: product state (left) -> in vivo state (right).
+    """Alluvial of the top product clones (scope ``top_product_clones`` of
+    ``clone_fate.tsv``, each patient's largest product clones seen again, pooled):
+    product state (left) -> in vivo state (right).
 
     Band widths are clones; bands take the colour of the product state.
     """
-    pooled = fate[fate["scope"].astype(str) == "pooled"]
+    pooled = fate[fate["scope"].astype(str) == "top_product_clones"]
     fig = Figure(figsize=(7.5, 5.2), layout="constrained")
     ax = fig.add_subplot()
     ax.axis("off")
@@ -147,8 +149,8 @@ def plot_clone_fate(fate: pd.DataFrame) -> Figure:
     ax.set_ylim(-0.02, 1.02)
     ax.text(0.06, 1.03, "product state", ha="center", fontsize=9, fontweight="bold")
     ax.text(0.94, 1.03, "in vivo state", ha="center", fontsize=9, fontweight="bold")
-    ax.set_title(f"Clone fate, all patients: {int(total)} clones seen in the product "
-                 "and after infusion", fontsize=10, pad=22)
+    ax.set_title(f"Clone fate of the top product clones: {int(total)} of each patient's "
+                 "largest product clones, seen again after infusion", fontsize=10, pad=22)
     return fig
 
 

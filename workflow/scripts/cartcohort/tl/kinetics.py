@@ -513,7 +513,8 @@ FATE_COLUMNS: list[str] = ["scope", "product_state", "in_vivo_state", "n_clones"
                            "n_cells_in_vivo", "transition_probability", "n_from"]
 
 
-def clone_fate(cells: pd.DataFrame, *, primary_timepoint: str) -> pd.DataFrame:
+def clone_fate(cells: pd.DataFrame, *, primary_timepoint: str,
+               top_product_clones: int = 10) -> pd.DataFrame:
     """Product state -> in vivo state transitions of clones seen in the product and later.
 
     A clone's state at either end is the dominant ``state`` of its cells in the product
@@ -523,7 +524,9 @@ def clone_fate(cells: pd.DataFrame, *, primary_timepoint: str) -> pd.DataFrame:
     ``transition_probability`` is the share of the ``product_state`` clones that end in
     ``in_vivo_state`` (row-normalised by clones, as STARTRAC's pTrans is a
     clone-sharing index between states), ``n_cells_in_vivo`` the in vivo cells of those
-    clones.
+    clones. Scope ``top_product_clones`` pools each patient's ``top_product_clones``
+    largest product clones (product cells; ties by clone id) among those seen again: the
+    fate of what dominated the infused product.
 
     Returns
     -------
@@ -550,9 +553,14 @@ def clone_fate(cells: pd.DataFrame, *, primary_timepoint: str) -> pd.DataFrame:
         return pd.DataFrame(columns=FATE_COLUMNS)
     tr = pd.DataFrame({"product_state": wide[("state", "product")],
                        "in_vivo_state": wide[("state", "post")],
+                       "n_product": wide[("total", "product")],
                        "n_post": wide[("total", "post")]}).dropna().reset_index()
+    top = (tr.sort_values(["patient", "n_product", "clone_id"],
+                          ascending=[True, False, True], kind="mergesort")
+           .groupby("patient", sort=False).head(int(top_product_clones)))
     frames = []
-    for scope, sub in [*tr.groupby("patient", sort=True), ("pooled", tr)]:
+    for scope, sub in [*tr.groupby("patient", sort=True), ("pooled", tr),
+                       ("top_product_clones", top)]:
         g = sub.groupby(["product_state", "in_vivo_state"])
         f = pd.DataFrame({"n_clones": g.size(), "n_cells_in_vivo": g["n_post"].sum()})
         f = f.reset_index()
@@ -607,7 +615,8 @@ def kinetics_tables(
     n_permutations, overlap_universe, seed
         See :func:`kinetics_samples`.
     top_product_clones
-        See :func:`kinetics_patients`.
+        See :func:`kinetics_patients`; also the clones of the fate figure
+        (:func:`clone_fate`).
 
     Returns
     -------
@@ -626,7 +635,8 @@ def kinetics_tables(
         samples, clones, cells, primary_timepoint=primary_timepoint,
         blood_compartment=blood_compartment, car_sorted_patterns=car_sorted_patterns,
         top_product_clones=top_product_clones)
-    fate = clone_fate(cells, primary_timepoint=primary_timepoint)
+    fate = clone_fate(cells, primary_timepoint=primary_timepoint,
+                      top_product_clones=top_product_clones)
     log.info("%d clone rows, %d patients, %d fate rows, %d notes", len(clones),
              len(patients), len(fate), len(notes))
     return KineticsTables(clones=clones, samples=samples, patients=patients, fate=fate,
