@@ -149,8 +149,8 @@ def plot_clone_fate(fate: pd.DataFrame) -> Figure:
     ax.set_ylim(-0.02, 1.02)
     ax.text(0.06, 1.03, "product state", ha="center", fontsize=9, fontweight="bold")
     ax.text(0.94, 1.03, "in vivo state", ha="center", fontsize=9, fontweight="bold")
-    ax.set_title(f"Clone fate of the top product clones: {int(total)} of each patient's "
-                 "largest product clones, seen again after infusion", fontsize=10, pad=22)
+    ax.set_title(f"Fate of each patient's top product clones ({int(total)} clones seen "
+                 "again after infusion)", fontsize=10, pad=22)
     return fig
 
 
