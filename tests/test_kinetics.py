@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from scipy.stats import fisher_exact, mannwhitneyu
 
+from cartcohort.multitest import bh_qvalues
 from cartcohort.tl import kinetics as kin
 from cartcohort.tl import kinetics_stats as ks
 
@@ -43,7 +44,7 @@ def test_fisher_and_bh_match_scipy_and_hand():
     assert p[0] == pytest.approx(fisher_exact([[2, 98], [20, 100]])[1])
     assert p[1] == p[0]
     assert p[2] == pytest.approx(fisher_exact([[9, 41], [1, 59]])[1])
-    q = ks.bh_qvalues(np.array([0.01, 0.04, np.nan, 0.03]))
+    q = bh_qvalues(np.array([0.01, 0.04, np.nan, 0.03]))
     assert np.allclose(q[[0, 1, 3]], [0.03, 0.04, 0.04]) and np.isnan(q[2])
 
 

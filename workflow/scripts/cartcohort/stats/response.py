@@ -29,6 +29,7 @@ import pandas as pd
 from scipy import optimize, stats
 
 from ..errors import CartCohortError
+from ..multitest import bh_qvalues
 from ._utils import ASSOCIATION_COLUMNS, direction
 
 
@@ -199,17 +200,6 @@ def oriented_auroc(
     return theta, low, high, direction(theta, 0.5)
 
 
-def bh_qvalues(pvalues: Sequence[float]) -> np.ndarray:
-    """Benjamini–Hochberg adjusted p-values (q-values).
-
-    Missing p-values stay missing and do not count towards the number of tests.
-    """
-    p = np.asarray(pvalues, dtype=float)
-    q = np.full(p.shape, np.nan)
-    ok = np.isfinite(p)
-    m = int(ok.sum())
-    if m == 0:
-        return q
     pv = p[ok]
     order = np.argsort(pv, kind="mergesort")
     ranked = pv[order] * m / np.arange(1, m + 1)

@@ -42,9 +42,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..multitest import bh_qvalues
 from .kinetics_stats import (
     auc_trapezoid,
-    bh_qvalues,
     clonality,
     clopper_pearson_arrays,
     fisher_pvalues,

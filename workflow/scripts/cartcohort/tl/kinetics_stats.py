@@ -197,14 +197,6 @@ def morisita_horn_permutation(
     return obs, (1.0 + hits) / (1.0 + n_permutations)
 
 
-def bh_qvalues(pvalues: np.ndarray) -> np.ndarray:
-    """Benjamini–Hochberg q-values; missing p-values stay missing and are not counted."""
-    p = np.asarray(pvalues, dtype=float)
-    q = np.full(p.shape, np.nan)
-    ok = np.isfinite(p)
-    m = int(ok.sum())
-    if m == 0:
-        return q
     order = np.argsort(p[ok], kind="mergesort")
     ranked = p[ok][order] * m / np.arange(1, m + 1)
     ranked = np.minimum.accumulate(ranked[::-1])[::-1]
