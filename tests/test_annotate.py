@@ -761,13 +761,15 @@ def test_clone_aware_car_with_half_dropout_in_simulated_cohort():
     car = truth["car_positive"].to_numpy(dtype=bool)
     sel = expanded & car
     assert sel.sum() > 300
-    cell_recall = obs["car_positive_cell"].astype(bool).to_numpy()[sel].mean()
+    product = (obs["sample"].str.endswith("_IP")).to_numpy()
+    cell_recall = obs["car_positive_cell"].astype(bool).to_numpy()[sel & product].mean()
     final_recall = obs["car_positive"].astype(bool).to_numpy()[sel].mean()
-    # the per-cell decision holds single-UMI cells of unsorted libraries back at the stated
-    # FDR (issue 25: measured 0.28 with a false-positive rate of 0.004); it cannot exceed
-    # the detection rate
-    assert 0.2 <= cell_recall <= 0.6, cell_recall
-    assert final_recall >= 0.6, final_recall  # measured 0.66 (issue 25 simulator)
+    # in the products the per-cell calls find about the detected half (measured 0.46 and
+    # 0.50); they cannot exceed the detection rate. In unsorted blood the per-cell decision
+    # holds single-UMI cells back at the stated FDR (measured 0.09), which the clone-aware
+    # call recovers
+    assert 0.3 <= cell_recall <= 0.6, cell_recall
+    assert final_recall >= 0.6, final_recall  # measured 0.79 (kinetics simulator)
     fpr = obs["car_positive"].astype(bool).to_numpy()[expanded & ~car].mean()
     assert fpr <= 0.02, fpr  # measured 0.004
     # the clone model's dropout is a zero-inflation; the simulator's misses are NB zeros
