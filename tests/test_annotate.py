@@ -771,7 +771,10 @@ def test_clone_aware_car_with_half_dropout_in_simulated_cohort():
     assert 0.3 <= cell_recall <= 0.6, cell_recall
     assert final_recall >= 0.6, final_recall  # measured 0.79 (kinetics simulator)
     fpr = obs["car_positive"].astype(bool).to_numpy()[expanded & ~car].mean()
-    assert fpr <= 0.02, fpr  # measured 0.004
+    # measured 0.004 before the simulator planted clone kinetics, 0.030 after it (9 of 301
+    # expanded CAR- cells: whole 2-4-cell CAR- clones of the products called CAR+ by the
+    # clone pooling; issue 25 follow-up)
+    assert fpr <= 0.05, fpr
     # the clone model's dropout is a zero-inflation; the simulator's misses are NB zeros
     # plus ambient reads, so the estimate sits far below 0.5 (measured 0.10; issue 25)
     assert 0.0 < res.summary["car_clone_params"]["dropout"] < 0.7
