@@ -609,7 +609,8 @@ def _renamed_demo(demo_dir: Path, dst: Path) -> dict[str, str]:
     return {v: k for k, v in new.items()}
 
 
-_NEW_ID = re.compile(r"(?<![A-Za-z0-9_.-])(0\d\d)(?![A-Za-z0-9.-])")
+# an id may end a path's stem (``results/load/002.h5mu``), never a decimal (``002.5``)
+_NEW_ID = re.compile(r"(?<![A-Za-z0-9_.-])(0\d\d)(?![A-Za-z0-9-])(?!\.\d)")
 
 
 def _back_to_old_ids(text: str, old: dict[str, str]) -> str:

@@ -329,6 +329,8 @@ def odd_cohort(tmp_path_factory) -> Path:
         h5 = cohort / sheet.set_index("sample").loc[sample, "gex"]
         _rewrite_h5(h5, edit)
     sheet["car_expected"] = ["" if s != second else "false" for s in sheet["sample"]]
+    # two batches whatever the simulator drew, so that harmony has something to integrate
+    sheet["batch"] = ["b1", "b2"][: len(sheet)] + ["b1"] * (len(sheet) - 2)
     sheet.to_csv(cohort / "samples.tsv", sep="\t", index=False)
     return cohort
 

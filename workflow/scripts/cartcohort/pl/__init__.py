@@ -6,7 +6,8 @@
 - :mod:`cartcohort.pl.clonotypes` - clonal expansion, rarefied diversity, top-clone alluvia;
 - :mod:`cartcohort.pl.kinetics` - CAR+ kinetics lines, clone-fate alluvial, volcanoes;
 - :mod:`cartcohort.pl.associate` - forest and volcano plots, scorecard heatmap;
-- :mod:`cartcohort.pl.outcomes` - blood trajectories and Kaplan-Meier pages.
+- :mod:`cartcohort.pl.outcomes` - blood trajectories and Kaplan-Meier pages;
+- :mod:`cartcohort.pl.scorecard` - a new product's one-page scorecard (strips, PDF).
 
 Importing this package is cheap: the plotting modules (and matplotlib) load on first
 use of a name (PEP 562), e.g. ``pl.umap_grid`` or ``from cartcohort.pl import qc``.
@@ -21,7 +22,7 @@ from typing import Any
 from ._save import save_figure
 
 _SUBMODULES = ("annotate", "associate", "clonotypes", "integrate", "kinetics", "outcomes",
-               "qc")
+               "qc", "scorecard")
 # public name -> module that defines it
 _FUNCTIONS = {
     "read_qc_obs": "qc",
@@ -64,6 +65,9 @@ _FUNCTIONS = {
     "km_split": "outcomes",
     "km_pages": "outcomes",
     "time_survival_figures": "outcomes",
+    "fitness_strips": "scorecard",
+    "page_figure": "scorecard",
+    "write_pdf_pages": "scorecard",
 }
 __all__ = ["save_figure", *_SUBMODULES, *_FUNCTIONS]
 
