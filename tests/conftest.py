@@ -112,8 +112,10 @@ def small_cohort_config(small_cohort) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def small_clean_runs(tmp_path_factory, small_cohort_config) -> tuple[Path, Path]:
-    """Two clean runs of the small cohort in two project folders, at the same time."""
-    from _small_cohort import two_clean_runs
+def small_clean_runs(tmp_path_factory, small_cohort, small_cohort_config):
+    """The clean run of the small cohort and its run with renamed sample ids, in two
+    project folders at the same time (``_small_cohort.CleanRuns``)."""
+    from _small_cohort import clean_and_renamed_runs
 
-    return two_clean_runs(tmp_path_factory.mktemp("clean"), small_cohort_config)
+    return clean_and_renamed_runs(tmp_path_factory.mktemp("clean"), small_cohort,
+                                  small_cohort_config)

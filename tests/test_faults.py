@@ -2,13 +2,13 @@
 
 One small simulated cohort (6 patients, 150-300 cells per library, 2 of them with
 D14/M3 follow-up: 10 libraries; ``tests/_small_cohort.py``) is generated once for the
-session, and its two clean runs are shared with ``test_ids``. Every run uses the
+session, and its clean run is shared with ``test_ids``. Every run uses the
 CLI as a user would (``snakemake -s <repo>/Snakefile -d <project> --cores 2``) on a
 project folder under pytest's tmp.
 
-- Two clean runs in two project folders (run at the same time, which also shows that
-  runs in different folders share no scratch files) give byte-identical
-  ``results/tables/*``.
+- A clean run (run at the same time as ``test_ids``' renamed-ids run in another project
+  folder) writes the contract tables; repeats give byte-identical ``results/tables/*``
+  (the e2e demo run against the recorded checksums of ``make run``).
 - A run killed with SIGKILL (snakemake and its jobs: one process group) in the middle
   of the per-library steps, resumed with ``--unlock`` + ``--rerun-incomplete``, gives
   the same bytes as the clean runs.
@@ -124,17 +124,16 @@ def cohort_config(small_cohort_config) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def clean_runs(small_clean_runs) -> tuple[Path, Path]:
-    """Two clean runs of the whole workflow in two project folders, at the same time."""
-    return small_clean_runs
+def clean_run(small_clean_runs) -> Path:
+    """The clean run of the whole analysis (target ``tables``)."""
+    return small_clean_runs.clean
 
 
-# --------------------------------------------------------------------------- (a) repeat
+# --------------------------------------------------------------------------- (a) clean
 
 
-def test_two_clean_runs_give_identical_tables(clean_runs):
-    run_a, run_b = clean_runs
-    names = set(tables(run_a))
+def test_clean_run_writes_the_contract_tables(clean_run):
+    names = set(tables(clean_run))
     assert {
         "cells.tsv.gz",
         "qc_samples.tsv",
@@ -142,13 +141,12 @@ def test_two_clean_runs_give_identical_tables(clean_runs):
         "clone_tracking.tsv",
         "sample_features.tsv",
     } <= names, names
-    assert_same_tables(run_a, run_b, "two clean runs")
 
 
 # --------------------------------------------------------------------------- (b) SIGKILL
 
 
-def test_killed_run_resumes_to_identical_tables(tmp_path, clean_runs, cohort_config):
+def test_killed_run_resumes_to_identical_tables(tmp_path, clean_run, cohort_config):
     work = tmp_path / "killed"
     t0 = time.perf_counter()
     proc = start(work, cohort_config, TARGET)
@@ -196,7 +194,7 @@ def test_killed_run_resumes_to_identical_tables(tmp_path, clean_runs, cohort_con
         f"killed after {killed_at:.0f} s; resumed run finished after "
         f"{time.perf_counter() - t0:.0f} s in all"
     )
-    assert_same_tables(clean_runs[0], work, "killed + resumed run vs clean run")
+    assert_same_tables(clean_run, work, "killed + resumed run vs clean run")
     # nothing is left to do: the resumed run is complete and consistent
     dry = run_snakemake(work, "-n", TARGET, configfile=CONFIGFILE, config=cohort_config)
     assert "Nothing to be done" in dry.stdout + dry.stderr, (dry.stdout + dry.stderr)[-3000:]
@@ -215,7 +213,7 @@ def _garble_mtx(folder: Path) -> None:
     path.write_bytes(gzip.compress(("\n".join(broken) + "\n").encode(), mtime=0))
 
 
-def test_corrupt_library_keep_going_then_exclude(tmp_path, cohort, clean_runs):
+def test_corrupt_library_keep_going_then_exclude(tmp_path, cohort, clean_run):
     sheet = pd.read_csv(cohort / "samples.tsv", sep="\t", dtype=str, keep_default_na=False)
     is_mtx = ~sheet["gex"].str.endswith(".h5")
     bad = sheet.loc[is_mtx & (sheet["timepoint"] != "IP"), "sample"].iloc[0]
@@ -248,7 +246,7 @@ def test_corrupt_library_keep_going_then_exclude(tmp_path, cohort, clean_runs):
     # per-library results of three good libraries, which --keep-going must rebuild
     # while the bad library fails
     work = tmp_path / "project"
-    shutil.copytree(clean_runs[1], work, symlinks=True)
+    shutil.copytree(clean_run, work, symlinks=True)
     for p in (work / "results").iterdir():
         if p.name not in ("load", "qc"):
             shutil.rmtree(p) if p.is_dir() else p.unlink()
@@ -259,7 +257,7 @@ def test_corrupt_library_keep_going_then_exclude(tmp_path, cohort, clean_runs):
             *(work / "results" / "qc").glob(f"{s}.*"),
         ]:
             p.unlink()
-    clean_tables = library_tables(clean_runs[1], good)
+    clean_tables = library_tables(clean_run, good)
     kept = [s for s in good if s not in rebuilt]
     kept_mtimes = mtimes(work, kept)
     t0 = time.time()

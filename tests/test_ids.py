@@ -17,7 +17,6 @@ nothing written under results/).
 
 from __future__ import annotations
 
-import csv
 import gzip
 import re
 import shutil
@@ -31,7 +30,6 @@ import yaml
 
 from cartcohort import sheets, tables
 from cartcohort.errors import Problem
-from _small_cohort import TARGET
 from conftest import REPO, run_snakemake
 from test_sheets import CLIN, _set_cell, make_cohort, problems_of
 
@@ -588,27 +586,6 @@ def test_snakemake_accepts_tricky_ids_and_response_na(tmp_path):
 # --------------------------------------------------------------------------- the demo, renamed
 
 
-def _renamed_demo(demo_dir: Path, dst: Path) -> dict[str, str]:
-    """The demo's sample sheet with every sample renamed to 001..0NN in the order of the
-    sorted ids (so both the sheet order and the sorted order of the libraries stay the
-    same), its paths made absolute; the clinical table copied. ``new -> old``."""
-    dst.mkdir(parents=True, exist_ok=True)
-    with open(demo_dir / "samples.tsv") as fh:
-        rows = list(csv.DictReader(fh, delimiter="\t"))
-    new = {old: f"{i:03d}" for i, old in enumerate(sorted(r["sample"] for r in rows), start=1)}
-    for r in rows:
-        r["sample"] = new[r["sample"]]
-        for col in ("gex", "vdj"):
-            if r[col]:
-                r[col] = str(demo_dir / r[col])
-    with open(dst / "samples.tsv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]), delimiter="\t", lineterminator="\n")
-        w.writeheader()
-        w.writerows(rows)
-    shutil.copy(demo_dir / "clinical.tsv", dst / "clinical.tsv")
-    return {v: k for k, v in new.items()}
-
-
 # an id may end a path's stem (``results/load/002.h5mu``), never a decimal (``002.5``)
 _NEW_ID = re.compile(r"(?<![A-Za-z0-9_.-])(0\d\d)(?![A-Za-z0-9-])(?!\.\d)")
 
@@ -641,24 +618,12 @@ def _table_text(path: Path) -> str:
 
 
 @pytest.mark.e2e
-def test_demo_with_renamed_sample_ids_gives_the_same_tables(small_cohort, small_clean_runs,
-                                                            tmp_path):
-    """A cohort run again with its sample ids renamed to 001..0NN: every table of
-    results/tables/ and every scorecard equals the original run's, apart from the ids. (The
-    small cohort of test_faults, 10 libraries, and its clean run: the ids, not the size,
-    are the point.)"""
-    demo_run = small_clean_runs[0]
-    old = _renamed_demo(small_cohort, tmp_path / "sheets")
-    run_snakemake(
-        tmp_path,
-        "--",
-        TARGET,
-        configfile=REPO / "config" / "config.yaml",
-        config={
-            "samples": str(tmp_path / "sheets" / "samples.tsv"),
-            "clinical": str(tmp_path / "sheets" / "clinical.tsv"),
-        },
-    )
+def test_demo_with_renamed_sample_ids_gives_the_same_tables(small_clean_runs):
+    """A cohort run again with its sample ids renamed to 001..0NN (at the same time as
+    the original, in another project folder): every table of results/tables/ and every
+    scorecard equals the original run's, apart from the ids. (The small cohort of
+    test_faults, 10 libraries: the ids, not the size, are the point.)"""
+    demo_run, tmp_path, old = small_clean_runs
     pairs = [
         (demo_run / "results" / "tables" / p.name, p)
         for p in sorted((tmp_path / "results" / "tables").iterdir())

@@ -347,6 +347,12 @@ def _rewrite_h5(path: Path, edit: str) -> None:
         names = [x.decode() for x in m["features/name"][()]]
         types = [x.decode() for x in m["features/feature_type"][()]]
     dense = X.toarray()
+    # the library's own ADT panel, if the simulator gave it one, is dropped first: the
+    # edits below make the feature types (or genes) unlike the reference
+    gene = [i for i, t in enumerate(types) if t != "Antibody Capture"]
+    dense, ids, names, types = (
+        dense[gene], [ids[i] for i in gene], [names[i] for i in gene], [types[i] for i in gene]
+    )
     if edit == "extra_types":
         rng = np.random.default_rng(1)
         dense = np.vstack([dense, rng.poisson(5, (3, n_cells))])
