@@ -151,18 +151,21 @@ def read_integrated(
     return assemble_integrated(prepared, read_integration(integrated_path), umap=umap)
 
 
-def _gene_columns(g, idx: np.ndarray, *, block_rows: int) -> tuple[sp.csr_matrix, np.ndarray]:
-    """Columns ``idx`` of the on-disk CSR matrix ``g`` and every row's sum over all
-    columns, read ``block_rows`` rows at a time."""
+def _gene_columns(g, idx: np.ndarray, *, block_rows: int,
+                  totals: bool = False) -> tuple[sp.csr_matrix, np.ndarray | None]:
+    """Columns ``idx`` of the on-disk CSR matrix ``g`` (and, with ``totals``, every row's
+    sum over all columns), read ``block_rows`` rows at a time."""
     from ...h5csr import iter_csr
 
-    parts, totals = [], []
+    parts, sums = [], []
     for x in iter_csr(g, block_rows=block_rows):
-        totals.append(np.asarray(x.sum(axis=1)).ravel().astype(np.float64))
+        if totals:
+            sums.append(np.asarray(x.sum(axis=1)).ravel().astype(np.float64))
         parts.append(x[:, idx])
     if not parts:
-        return sp.csr_matrix((0, len(idx)), dtype=np.float32), np.zeros(0)
-    return sp.csr_matrix(sp.vstack(parts, format="csr")), np.concatenate(totals)
+        return sp.csr_matrix((0, len(idx)), dtype=np.float32), np.zeros(0) if totals else None
+    return (sp.csr_matrix(sp.vstack(parts, format="csr")),
+            np.concatenate(sums) if totals else None)
 
 
 def read_integrated_genes(
@@ -205,7 +208,8 @@ def read_integrated_genes(
         mask = np.ones(len(var), dtype=bool) if genes is None else np.asarray(genes(var))
         idx = np.flatnonzero(mask)
         x, _ = _gene_columns(f["X"], idx, block_rows=int(block_rows))
-        counts, totals = _gene_columns(f["layers/counts"], idx, block_rows=int(block_rows))
+        counts, totals = _gene_columns(f["layers/counts"], idx, block_rows=int(block_rows),
+                                       totals=True)
         prepared = ad.AnnData(X=x, obs=read_elem(f["obs"]), var=var.iloc[idx].copy(),
                               layers={"counts": counts})
         if "varm" in f:
