@@ -37,7 +37,7 @@ def cohort(tmp_path_factory):
     files = published_cohort(tmp_path_factory.mktemp("published"))
     imported = published.import_published(
         files["cells"], files["label_map"], samples=_sheet_rows(files["samples"]),
-        excluded=[], cell_column="", clone_column="", **COLUMNS)
+        excluded=[], cell_column="", clone_column="", vdj_samples=[], clonotypes={}, **COLUMNS)
     clinical = pd.read_csv(files["clinical"], sep="\t", dtype=str)
     return files, imported, sample_features(imported.cells), clinical
 
@@ -258,7 +258,7 @@ def test_wu2020_cluster_labels_give_hand_counted_fractions(tmp_path):
     imported = published.import_published(
         WU2020, tmp_path / "map.yaml", samples=sheet, excluded=[], cell_column="",
         sample_column="sample", patient_column="patient", label_column="cluster_orig",
-        clone_column="")
+        clone_column="", vdj_samples=[], clonotypes={})
     assert len(imported.cells) == 150
     feats = sample_features(imported.cells).set_index("sample")
     # by hand: counts of the authors' labels per library, grouped as the map says
@@ -294,3 +294,78 @@ def test_snakemake_runs_the_import_from_a_tiny_table(tmp_path):
         assert f"rule {rule}:" in out, rule
     for rule in ("load_sample", "qc_sample", "annotate", "repertoire", "pseudobulk_de"):
         assert f"rule {rule}:" not in out, rule
+
+
+# --------------------------------------------------------------------------- TCR contigs
+CLONOTYPES = {"receptor_arms": "all", "dual_ir": "any", "sequence": "nt", "metric": "identity",
+              "cutoff": None, "clusters": {"metric": "hamming", "sequence": "aa", "cutoff": 1,
+                                           "enabled": True}}
+#: Planted clones of library P01_IP: sizes 6, 3, 1, 1, 1 (12 cells with contigs).
+CLONE_SIZES = (6, 3, 1, 1, 1)
+
+
+def _planted_contigs(path: Path, barcodes: list[str]) -> Path:
+    """A 10x contig table: one TRA and one TRB contig per barcode, the CDR3s those of its
+    planted clone (CLONE_SIZES over ``barcodes`` in order)."""
+    from test_sheets import contig_rows, write_contigs_csv
+
+    clone = np.repeat(np.arange(len(CLONE_SIZES)), CLONE_SIZES)
+    rows = []
+    for bc, k in zip(barcodes, clone, strict=True):
+        for r in contig_rows([bc]):
+            aa = r["cdr3"][:4] + "ACDEFGHIKL"[k] + r["cdr3"][5:]
+            nt = r["cdr3_nt"][:12] + ["GCT", "TGT", "GAT", "GAA", "TTT"][k] + r["cdr3_nt"][15:]
+            rows.append({**r, "cdr3": aa, "cdr3_nt": nt})
+    return write_contigs_csv(path, rows)
+
+
+def test_contigs_give_clones_and_repertoire_features(tmp_path):
+    """Contigs for one library (barcodes with '-1', the table's ids without): the planted
+    clone sizes give the hand-computed clonal features; the library without contigs gets
+    NA (not 0) and a warning; contigs of no cell of the table are refused."""
+    from cartcohort.tl.repertoire import repertoire_tables
+
+    files = published_cohort(tmp_path, n_patients=2, n_cells=30)
+    raw = pd.read_csv(files["cells"], sep="\t")
+    ids = list(raw.loc[raw["library"] == "P01_IP", "barcode"].str.removeprefix("P01_IP_"))
+    n_lib = len(ids)
+    vdj = _planted_contigs(tmp_path / "p01_ip.csv",
+                           [f"{b}-1" for b in ids[:12]])
+    kw = dict(samples=_sheet_rows(files["samples"]), excluded=[], cell_column="",
+              clone_column="", clonotypes=CLONOTYPES, **COLUMNS)
+    imported = published.import_published(files["cells"], files["label_map"], [vdj],
+                                          vdj_samples=["P01_IP"], **kw)
+    cells = imported.cells.set_index("cell")
+    lib = cells[cells["sample"] == "P01_IP"]
+    sizes = lib["clone_id"].value_counts().sort_values(ascending=False)
+    assert list(sizes) == list(CLONE_SIZES) and lib["clone_id"].notna().sum() == 12
+    assert (lib["clone_size"].dropna().sort_values(ascending=False).to_numpy()
+            == np.repeat(CLONE_SIZES, CLONE_SIZES)).all()
+    assert cells.loc[cells["sample"] != "P01_IP", "clone_id"].isna().all()
+    assert dict(zip(imported.summary["sample"], imported.summary["tcr"])) == {
+        "P01_IP": True, "P01_D14": False, "P02_IP": False, "P02_D14": False}
+    warn = imported.warnings.set_index("check")
+    assert "P01_D14" in warn.loc["no_tcr", "detail"] and "NA" in warn.loc["no_tcr", "detail"]
+    # the repertoire step as on the full path, then the features
+    rep = repertoire_tables(imported.cells, primary_timepoint="IP", rarefaction_min_cells=5)
+    tcr = list(imported.summary.loc[imported.summary["tcr"], "sample"])
+    feats = sample_features(imported.cells, repertoire=rep.samples,
+                            tcr_samples=tcr).set_index("sample")
+    f = feats.loc["P01_IP"]
+    assert f["tcr_fraction"] == pytest.approx(12 / n_lib)
+    assert f["top_clone_fraction"] == pytest.approx(6 / 12)
+    assert f["expanded_clone_fraction"] == pytest.approx(9 / 12)
+    assert f["clonal_diversity_gini_simpson"] == pytest.approx(1 - (6 * 5 + 3 * 2) / (12 * 11))
+    assert f["rep_n_clones"] == 5 and f["rep_max_clone_size"] == 6
+    assert f["rep_frac_expanded"] == pytest.approx(9 / 12)
+    others = feats.drop(index="P01_IP")
+    for col in ("tcr_fraction", "top_clone_fraction", "rep_n_clones", "rep_frac_expanded"):
+        assert others[col].isna().all(), col
+    # contigs of another library's cells: refused with the barcodes and the fix
+    bad = _planted_contigs(tmp_path / "bad.csv", [f"X{i:04d}-1" for i in range(12)])
+    with pytest.raises(InputError) as err:
+        published.import_published(files["cells"], files["label_map"], [bad],
+                                   vdj_samples=["P01_IP"], **kw)
+    text = str(err.value)
+    for s in ("bad.csv", "library 'P01_IP'", "X0000-1", ids[0], "published.cell_column"):
+        assert s in text, text

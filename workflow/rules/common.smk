@@ -444,9 +444,15 @@ def published_outputs():
     association, the scorecards, warnings, the overview and provenance, and the figures
     that need no count matrix (no QC, integration, clonotype or annotation figures, no
     pseudobulk DE nor frozen reference: those need the Cell Ranger inputs)."""
+    tcr = [
+        "results/tables/repertoire_samples.tsv",
+        "results/tables/clone_tracking.tsv",
+        "results/tables/clone_states.tsv",
+    ]
     return [
         "results/tables/cells.tsv.gz",
         "results/tables/import_samples.tsv",
+        *(tcr if published_vdj_samples() else []),
         "results/tables/sample_features.tsv",
         "results/tables/association.tsv",
         "results/tables/warnings.tsv",
@@ -482,13 +488,27 @@ def import_published_kwargs():
         "label_column",
         "clone_column",
     ]
+    clonotypes = config["clonotypes"]
     return canonical(
         {
             "samples": samples,
             "excluded": sorted(EXCLUDED_SAMPLES),
             **{k: cfg[k] for k in keys},
+            "vdj_samples": published_vdj_samples(),
+            "clonotypes": {
+                k: clonotypes[k]
+                for k in ["receptor_arms", "dual_ir", "sequence", "metric", "cutoff", "clusters"]
+            },
         }
     )
+
+
+def published_vdj_samples():
+    """The cohort's libraries whose sheet row gives TCR contigs (vdj), on the published
+    entry point (their clonotypes are defined by rule import_cells)."""
+    if not PUBLISHED:
+        return []
+    return [s for s in COHORT_SAMPLES if SAMPLES.loc[s, "vdj"]]
 
 
 def kinetics_tables_kwargs():
@@ -537,6 +557,7 @@ def import_cells_inputs(wildcards):
     return {
         "cells": _config_path(cfg["cells"]),
         "label_map": _config_path(cfg["label_map"]),
+        "vdj": [SAMPLES.loc[s, "vdj"] for s in published_vdj_samples()],
     }
 
 
@@ -544,7 +565,11 @@ def sample_features_inputs(wildcards):
     """The cells table, and the repertoire, kinetics and protein tables unless the cells
     come from a published table (no TCR contigs, no ADT: none of those steps)."""
     inputs = {"cells": "results/tables/cells.tsv.gz"}
-    if not PUBLISHED:
+    if PUBLISHED:
+        inputs["imported"] = "results/tables/import_samples.tsv"
+        if published_vdj_samples():
+            inputs["repertoire"] = "results/tables/repertoire_samples.tsv"
+    else:
         inputs["repertoire"] = "results/tables/repertoire_samples.tsv"
         inputs["kinetics"] = "results/tables/kinetics_patients.tsv"
         inputs["protein"] = "results/tables/protein_cells.tsv.gz"

@@ -357,7 +357,7 @@ _REGISTRY = (
         "import_samples",
         "results/tables/import_samples.tsv",
         "import_cells",
-        _names("sample patient compartment n_cells_in n_cells_out sample_excluded n_labels"),
+        _names("sample patient compartment n_cells_in n_cells_out sample_excluded n_labels tcr"),
     ),
     Table(
         "import_warnings",
