@@ -59,7 +59,7 @@ def _bare_ids(cells: pd.DataFrame, sample: str) -> list[str]:
     """The table's ids of a library without the ``<sample>_`` prefix (the barcodes)."""
     prefix = f"{sample}_"
     ids = cells.loc[cells["sample"] == sample, "cell"].astype(str)
-    return [c[len(prefix):] if c.startswith(prefix) else c for c in ids]
+    return [c.removeprefix(prefix) for c in ids]
 
 
 def library_airr(path: str | os.PathLike, *, sample: str, cells: pd.DataFrame) -> Any:
