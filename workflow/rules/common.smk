@@ -1049,7 +1049,11 @@ def overview_notes():
             )
             + (
                 "; our annotation runs on the object's counts beside the authors' labels "
-                f"(the features use {config['published']['features_from']}' calls)"
+                + (
+                    "(the features use our calls: published.features_from ours)"
+                    if config["published"]["features_from"] == "ours"
+                    else "(the features use the authors' mapped labels)"
+                )
                 if PUBLISHED_ANNOTATE
                 else "; our annotation does not run (published.annotate false)"
             )
