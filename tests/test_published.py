@@ -465,3 +465,32 @@ def test_own_annotation_refuses_normalised_values(tmp_path):
     assert pa.read_counts(tmp_path / "layer.h5ad").X.toarray().tolist() == [[0, 3], [1, 0]]
     with pytest.raises(InputError, match="is a table"):
         pa.read_counts(tmp_path / "cells.tsv")
+
+
+def test_agreement_table_counts_by_hand():
+    """Six cells, three labels: per-label counts, the overall row with kappa and adjusted
+    Rand (sklearn), own states not compared, a call we do not make (CAR) left out."""
+    from cartcohort import published_annotate as pa
+    from sklearn.metrics import adjusted_rand_score
+
+    mapped = pd.DataFrame({
+        "author_label": ["A", "A", "A", "B", "B", "C"],
+        "cd4_cd8": pd.array(["CD4", "CD4", "CD4", "CD8", "CD8", None], dtype="string"),
+        "state": ["tcm", "tcm", "tcm", "tem", "tem", "c"],  # C: a state of its own
+        "car_positive": pd.array([True, True, True, False, False, None], dtype="boolean")})
+    ours = pd.DataFrame({"cd4_cd8": ["CD4", "CD8", "CD4", "CD8", None, "CD4"],
+                         "state": ["tcm", "tem", "unassigned", "tem", "tem", "tcm"],
+                         "car_positive": pd.array([None] * 6, dtype="boolean")})
+    t = pa.agreement_table(mapped, ours).set_index(["call", "author_label"])
+    assert set(t.index.get_level_values(0)) == {"cd4_cd8", "state"}  # no CAR call of ours
+    a = t.loc[("cd4_cd8", "A")]
+    assert (a["mapped"], a["n_cells"], a["n_agree"]) == ("CD4", 3, 2)
+    assert a["our_calls"] == "CD4=2; CD8=1"
+    assert t.loc[("cd4_cd8", "B"), "our_calls"] == "CD8=1; NA=1"
+    overall = t.loc[("cd4_cd8", pa.ALL)]
+    assert (overall["n_cells"], overall["n_agree"]) == (5, 3)  # C maps no lineage
+    # kappa: po = 3/5; pe = P(CD4)P(CD4) + P(CD8)P(CD8) = 3/5*2/5 + 2/5*2/5 = 10/25
+    assert overall["cohen_kappa"] == pytest.approx((3 / 5 - 10 / 25) / (1 - 10 / 25))
+    x, y = ["CD4"] * 3 + ["CD8"] * 2, ["CD4", "CD8", "CD4", "CD8", "NA"]
+    assert overall["adjusted_rand"] == pytest.approx(adjusted_rand_score(x, y))
+    assert ("state", "C") not in t.index and t.loc[("state", pa.ALL), "n_agree"] == 3

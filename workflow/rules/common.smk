@@ -1044,8 +1044,8 @@ def overview_notes():
             "outputs and do not run"
             + (
                 ""
-                if published_vdj_samples()
-                else "; no library gives TCR contigs (sheet vdj): no clonotypes"
+                if published_vdj_samples() or config["published"]["clone_column"]
+                else "; no library gives TCR contigs (sheet vdj) nor the table clonotypes"
             )
             + (
                 "; our annotation runs on the object's counts beside the authors' labels "

@@ -18,7 +18,8 @@ distribution of our calls over its cells, the number and fraction of cells where
 equals the mapped one; and one ``(all)`` row per call with Cohen's kappa and the adjusted
 Rand index between the mapped and our calls, over the cells whose label maps to a value
 (a label that stays a state of its own has no mapped state). Our ``unassigned`` or missing
-calls count as disagreement.
+calls count as disagreement; a call we do not make at all (``car_positive`` without a CAR
+feature) is not compared.
 
 The features are computed from the authors' mapped labels (the paper's analysis) unless
 ``published.features_from: ours``; then from our calls (:attr:`PublishedAnnotation.cells`).
@@ -141,7 +142,8 @@ def _gex(counts: ad.AnnData, cells: pd.DataFrame, *, n_top_genes: int, n_pcs: in
 
     obs = cells.set_index("cell")[["sample", "patient", "timepoint", "timepoint_day",
                                    "compartment", "batch", "sort"]].copy()
-    obs["batch"] = obs["batch"].astype(str)
+    for col in ("batch", "sort"):
+        obs[col] = obs[col].astype("string").fillna("").astype(str)
     counts = ad.AnnData(X=counts.X, obs=obs, var=counts.var)
     prep = prepare_cohort(counts, batch_key="batch", n_top_genes=n_top_genes, n_pcs=n_pcs,
                           scale=scale, seed=seed)
@@ -265,7 +267,7 @@ def agreement_table(mapped: pd.DataFrame, ours: pd.DataFrame) -> pd.DataFrame:
         o = ours[call].astype("string").reset_index(drop=True)
         m, labels = m.reset_index(drop=True), mapped["author_label"].reset_index(drop=True)
         known = m.notna()
-        if not known.any():
+        if not known.any() or o.isna().all():  # nothing mapped, or our call not made
             continue
         agree = (o == m).fillna(False) & known
         for label in sorted(labels[known].unique()):
