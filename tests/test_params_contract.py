@@ -42,6 +42,7 @@ RULE_CALLS: dict[str, str | None] = {
     "cohort": None,
     "plot_annotation": None,
     "import_cells": "cartcohort.published:import_published",
+    "published_annotation": "cartcohort.published_annotate:published_annotation",
     "response_groups": "cartcohort.response_groups:apply_response_override",
     "sample_features": None,
     "associate": "cartcohort.stats:associate",

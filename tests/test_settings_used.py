@@ -44,6 +44,10 @@ PARSE_TIME = {
     "published.cells": "PUBLISHED: rule import_cells replaces the Cell Ranger steps; an input "
                        "file of rule import_cells",
     "published.label_map": "import_cells_inputs(): an input file of rule import_cells",
+    "published.annotate": "PUBLISHED_ANNOTATE: rule published_annotation is a target of the "
+                          "published entry point",
+    "published.features_from": "sample_features_inputs(): our calls' cells table becomes the "
+                               "input of rule sample_features",
 }
 # rules that record the whole config (provenance) rather than use it
 RECORDERS = {"provenance"}
@@ -214,7 +218,9 @@ def test_settings_of_a_method_not_run_are_refused(tmp_path):
 def test_plot_and_umap_settings_stay_in_their_rules(changed_rules):
     assert changed_rules["clonotypes.top_clones_alluvial"] == ["plot_clonotypes"]
     # rule reference freezes the annotation settings new products are annotated with
-    assert changed_rules["annotate.smoothing"] == ["annotate", "reference"]
+    # (and rule published_annotation, our annotation of a published object's counts)
+    assert changed_rules["annotate.smoothing"] == ["annotate", "published_annotation",
+                                                   "reference"]
     assert "integration_metrics" not in changed_rules["integrate.umap_min_dist"]
     assert "pseudobulk_de" not in changed_rules["associate.collapse_rho"]
 

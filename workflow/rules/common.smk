@@ -56,6 +56,14 @@ if PUBLISHED and not config["published"]["label_map"]:
         "YAML that maps the authors' labels to our states (README 'Start from a published "
         "cell table')."
     )
+# Our annotation beside the authors' labels (published.annotate; rule published_annotation)
+PUBLISHED_ANNOTATE = PUBLISHED and bool(config["published"]["annotate"])
+if config["published"]["features_from"] == "ours" and not PUBLISHED_ANNOTATE:
+    raise WorkflowError(
+        "config: published.features_from is 'ours' but our annotation does not run "
+        "(published.cells empty or published.annotate false). Fix: set published.annotate: "
+        "true with an .h5ad/.h5mu of raw counts, or features_from: authors."
+    )
 
 # INPUT_WARNINGS: rows of results/tables/warnings.tsv found at parse time (inputs carried
 # through, e.g. patients with response NA), see cartcohort.sheets.prepare_inputs.
@@ -444,9 +452,23 @@ def published_outputs():
     association, the scorecards, warnings, the overview and provenance, and the figures
     that need no count matrix (no QC, integration, clonotype or annotation figures, no
     pseudobulk DE nor frozen reference: those need the Cell Ranger inputs)."""
+    tcr = [
+        "results/tables/repertoire_samples.tsv",
+        "results/tables/clone_tracking.tsv",
+        "results/tables/clone_states.tsv",
+    ]
     return [
         "results/tables/cells.tsv.gz",
         "results/tables/import_samples.tsv",
+        *(tcr if published_vdj_samples() else []),
+        *(
+            [
+                "results/tables/published_own_cells.tsv.gz",
+                "results/tables/published_agreement.tsv",
+            ]
+            if PUBLISHED_ANNOTATE
+            else []
+        ),
         "results/tables/sample_features.tsv",
         "results/tables/association.tsv",
         "results/tables/warnings.tsv",
@@ -482,13 +504,58 @@ def import_published_kwargs():
         "label_column",
         "clone_column",
     ]
+    clonotypes = config["clonotypes"]
     return canonical(
         {
             "samples": samples,
             "excluded": sorted(EXCLUDED_SAMPLES),
             **{k: cfg[k] for k in keys},
+            "vdj_samples": published_vdj_samples(),
+            "clonotypes": {
+                k: clonotypes[k]
+                for k in ["receptor_arms", "dual_ir", "sequence", "metric", "cutoff", "clusters"]
+            },
         }
     )
+
+
+def published_annotation_inputs(wildcards):
+    """The authors' object (its counts), the imported cells and the marker programs."""
+    return {
+        "counts": _config_path(config["published"]["cells"]),
+        "cells": "results/tables/cells.tsv.gz",
+        "signatures": signatures_path(),
+    }
+
+
+def published_annotation_kwargs():
+    """Keyword arguments of `published_annotate.published_annotation`: the table's cell and
+    library columns, the CAR features, the annotate settings (annotate_kwargs) and the
+    normalisation, PCA, graph and Leiden settings of integrate (its first resolution)."""
+    integrate = config["integrate"]
+    annotate = annotate_kwargs()
+    return canonical(
+        {
+            "cell_column": config["published"]["cell_column"],
+            "sample_column": config["published"]["sample_column"],
+            "car_features": annotate.pop("car_features"),
+            "annotate": annotate,
+            "n_top_genes": integrate["n_top_genes"],
+            "n_pcs": integrate["n_pcs"],
+            "scale": integrate["scale"],
+            "n_neighbors": integrate["n_neighbors"],
+            "leiden_resolution": integrate["leiden_resolutions"][0],
+            "seed": seed(),
+        }
+    )
+
+
+def published_vdj_samples():
+    """The cohort's libraries whose sheet row gives TCR contigs (vdj), on the published
+    entry point (their clonotypes are defined by rule import_cells)."""
+    if not PUBLISHED:
+        return []
+    return [s for s in COHORT_SAMPLES if SAMPLES.loc[s, "vdj"]]
 
 
 def kinetics_tables_kwargs():
@@ -537,14 +604,22 @@ def import_cells_inputs(wildcards):
     return {
         "cells": _config_path(cfg["cells"]),
         "label_map": _config_path(cfg["label_map"]),
+        "vdj": [SAMPLES.loc[s, "vdj"] for s in published_vdj_samples()],
     }
 
 
 def sample_features_inputs(wildcards):
     """The cells table, and the repertoire, kinetics and protein tables unless the cells
-    come from a published table (no TCR contigs, no ADT: none of those steps)."""
+    come from a published table (there: no kinetics nor ADT; the repertoire where libraries
+    give contigs; our calls instead of the authors' with published.features_from: ours)."""
     inputs = {"cells": "results/tables/cells.tsv.gz"}
-    if not PUBLISHED:
+    if PUBLISHED_ANNOTATE and config["published"]["features_from"] == "ours":
+        inputs["cells"] = "results/tables/published_own_cells.tsv.gz"
+    if PUBLISHED:
+        inputs["imported"] = "results/tables/import_samples.tsv"
+        if published_vdj_samples():
+            inputs["repertoire"] = "results/tables/repertoire_samples.tsv"
+    else:
         inputs["repertoire"] = "results/tables/repertoire_samples.tsv"
         inputs["kinetics"] = "results/tables/kinetics_patients.tsv"
         inputs["protein"] = "results/tables/protein_cells.tsv.gz"
@@ -576,6 +651,8 @@ def overview_inputs(wildcards):
     }
     if PUBLISHED:
         inputs["qc_samples"] = "results/tables/import_samples.tsv"
+        if PUBLISHED_ANNOTATE:
+            inputs["published_agreement"] = "results/tables/published_agreement.tsv"
     else:
         inputs["qc_samples"] = "results/tables/qc_samples.tsv"
         inputs["annotate_warnings"] = "results/annotate/warnings.tsv"
@@ -963,8 +1040,23 @@ def overview_notes():
     if PUBLISHED:
         notes["Cell Ranger steps"] = (
             "published entry point: the authors' cells and labels are used; QC, "
-            "integration, clonotypes, annotation, pseudobulk DE and the frozen reference "
-            "need the count matrices and do not run"
+            "integration, pseudobulk DE and the frozen reference need the Cell Ranger "
+            "outputs and do not run"
+            + (
+                ""
+                if published_vdj_samples() or config["published"]["clone_column"]
+                else "; no library gives TCR contigs (sheet vdj) nor the table clonotypes"
+            )
+            + (
+                "; our annotation runs on the object's counts beside the authors' labels "
+                + (
+                    "(the features use our calls: published.features_from ours)"
+                    if config["published"]["features_from"] == "ours"
+                    else "(the features use the authors' mapped labels)"
+                )
+                if PUBLISHED_ANNOTATE
+                else "; our annotation does not run (published.annotate false)"
+            )
         )
     if not config["annotate"]["celltypist_model"]:
         notes["celltypist"] = (

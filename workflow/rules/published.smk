@@ -34,3 +34,30 @@ rule import_cells:
         import_published=import_published_kwargs(),
     script:
         "../scripts/import_cells.py"
+
+
+# Our annotation beside the authors' labels (config published.annotate): the full
+# annotation on the raw counts of the authors' object, and its agreement with their mapped
+# labels. Method: workflow/scripts/cartcohort/published_annotate.py (module docstring).
+
+
+rule published_annotation:
+    input:
+        unpack(published_annotation_inputs),
+    output:
+        cells="results/tables/published_own_cells.tsv.gz",
+        agreement="results/tables/published_agreement.tsv",
+    log:
+        "logs/published_annotation.log",
+    benchmark:
+        "benchmarks/published_annotation.tsv"
+    conda:
+        "../../envs/annotate.yaml"
+    threads: 1
+    resources:
+        mem_mb=mem_mb("annotate"),
+        runtime=runtime("annotate"),
+    params:
+        published_annotation=published_annotation_kwargs(),
+    script:
+        "../scripts/published_annotation.py"

@@ -8,6 +8,7 @@ with script_logging(snakemake):
     imported = published.import_published(
         snakemake.input.cells,
         snakemake.input.label_map,
+        list(snakemake.input.vdj),  # the sheet's contigs of params vdj_samples, in order
         **snakemake.params.import_published,
     )
     tables.write_table(imported.cells, snakemake.output.cells)

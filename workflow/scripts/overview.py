@@ -14,6 +14,10 @@ with script_logging(snakemake):
         tables.read_table(snakemake.input.annotate_warnings)
         if snakemake.input.get("annotate_warnings")
         else None,
+        # published entry point with published.annotate: our calls vs the authors' labels
+        published_agreement=tables.read_table(snakemake.input.published_agreement)
+        if snakemake.input.get("published_agreement")
+        else None,
         **snakemake.params.overview_page,
     )
     report.write_html(page, snakemake.output[0])

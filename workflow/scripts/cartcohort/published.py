@@ -52,7 +52,7 @@ SHEET_COLUMNS: tuple[str, ...] = (
 #: Columns of the per-library import summary (``results/tables/import_samples.tsv``).
 SUMMARY_COLUMNS: tuple[str, ...] = (
     "sample", "patient", "compartment", "n_cells_in", "n_cells_out", "sample_excluded",
-    "n_labels",
+    "n_labels", "tcr",
 )
 #: Rows listed in an error message.
 MAX_ROWS_SHOWN = 5
@@ -79,7 +79,8 @@ class ImportedCells:
         library columns, ``cd4_cd8, state``, ``car_positive`` when the map gives it,
         ``clone_id`` with a clonotype column, and ``author_label``).
     summary
-        One row per library of the cohort (:data:`SUMMARY_COLUMNS`).
+        One row per library of the cohort (:data:`SUMMARY_COLUMNS`; ``tcr``: the library
+        has clonotypes, from the table's clonotype column or its contigs).
     warnings
         Rows of ``warnings.tsv`` (step ``import``): features skipped for want of
         data, labels kept as their own states.
@@ -429,6 +430,7 @@ def _summary(cells: pd.DataFrame, samples: Mapping[str, Mapping[str, Any]],
         "sample_excluded": False,
         "n_labels": [int(cells.loc[cells["sample"] == s, "author_label"].nunique())
                      for s in samples],
+        "tcr": "clone_id" in cells.columns,
     }, columns=list(SUMMARY_COLUMNS))
 
 
@@ -456,7 +458,10 @@ def _cells_table(t: pd.DataFrame, calls: Mapping[str, LabelCall],
 def import_published(
     cells_path: str | os.PathLike,
     label_map_path: str | os.PathLike,
+    vdj_paths: Sequence[str | os.PathLike] = (),
     *,
+    vdj_samples: Sequence[str],
+    clonotypes: Mapping[str, Any],
     samples: Mapping[str, Mapping[str, Any]],
     excluded: Sequence[str],
     cell_column: str,
@@ -471,6 +476,12 @@ def import_published(
     ----------
     cells_path, label_map_path
         Config ``published.cells`` and ``published.label_map``.
+    vdj_paths, vdj_samples
+        The sheet's ``vdj`` files and their libraries (same order): their contigs give
+        the clonotypes of those libraries (:mod:`cartcohort.published_tcr`).
+    clonotypes
+        The clonotype definition (config ``clonotypes``, keys
+        :data:`~cartcohort.published_tcr.CLONOTYPE_KEYS`).
     samples, excluded
         As in :func:`import_cells`.
     cell_column
@@ -481,15 +492,44 @@ def import_published(
     Returns
     -------
     ImportedCells
-        See :func:`import_cells`.
+        See :func:`import_cells`; with contigs, the cells have ``clone_id`` and
+        ``clone_size`` and the summary's ``tcr`` says which libraries.
+
+    Raises
+    ------
+    InputError
+        As :func:`import_cells`; contigs given beside ``clone_column``; contigs of which
+        no barcode is a cell of their library
+        (:func:`~cartcohort.published_tcr.library_airr`).
     """
+    if len(vdj_paths) != len(vdj_samples):
+        raise ValueError("vdj_paths and vdj_samples differ in length")
+    vdj = {s: p for s, p in zip(vdj_samples, vdj_paths) if s in samples}
+    if vdj and clone_column:
+        raise InputError([Problem(
+            "config", "key 'published.clone_column'", f"is {clone_column!r} while the sample "
+            f"sheet gives TCR contigs (vdj) for {sorted(vdj)[:MAX_ROWS_SHOWN]}",
+            "use one source of clonotypes: empty published.clone_column, or the sheet's "
+            "vdj column")])
     content, map_source = read_yaml_file(label_map_path, setting="published.label_map")
     calls = parse_label_map(content, source=map_source)
     table = read_cell_table(cells_path, cell_column=cell_column)
-    return import_cells(
+    imported = import_cells(
         table, label_map=calls, samples=samples, excluded=excluded,
         sample_column=sample_column, patient_column=patient_column,
         label_column=label_column, clone_column=clone_column,
         source=str(cells_path), label_map_source=map_source,
     )
+    if not vdj:
+        return imported
+    from .published_tcr import published_clonotypes
+
+    clones = published_clonotypes(imported.cells, vdj=vdj, clonotypes=clonotypes)
+    warnings = imported.warnings[imported.warnings["check"] != "no_tcr"]
+    imported.warnings = pd.concat(
+        [warnings, pd.DataFrame(clones.warnings, columns=warnings.columns)],
+        ignore_index=True)
+    imported.cells = clones.cells
+    imported.summary["tcr"] = imported.summary["sample"].isin(clones.tcr_samples)
+    return imported
 

@@ -357,7 +357,22 @@ _REGISTRY = (
         "import_samples",
         "results/tables/import_samples.tsv",
         "import_cells",
-        _names("sample patient compartment n_cells_in n_cells_out sample_excluded n_labels"),
+        _names("sample patient compartment n_cells_in n_cells_out sample_excluded n_labels tcr"),
+    ),
+    Table(
+        "published_own_cells",
+        "results/tables/published_own_cells.tsv.gz",
+        "published_annotation",
+        _names("cell sample patient timepoint timepoint_day compartment batch sort"),
+        text=_names("author_label"),
+    ),
+    Table(
+        "published_agreement",
+        "results/tables/published_agreement.tsv",
+        "published_annotation",
+        _names("call author_label mapped n_cells n_agree agreement our_calls cohen_kappa")
+        + _names("adjusted_rand"),
+        text=_names("call author_label mapped our_calls"),
     ),
     Table(
         "import_warnings",

@@ -23,6 +23,7 @@ def overview_page(
     extra_notes: Mapping[str, str],
     entry_point: str = ENTRY_CELL_RANGER,
     unit_label: str = "",
+    published_agreement: pd.DataFrame | None = None,
 ) -> str:
     """The overview page of a run (step function of rule ``overview``).
 
@@ -49,6 +50,9 @@ def overview_page(
     unit_label
         ``associate.unit: library``: the label of the test with libraries as replicates
         (shown with the association); empty with the patient as the unit.
+    published_agreement
+        ``results/tables/published_agreement.tsv`` (published entry point with
+        ``published.annotate``): its overall agreement is shown under the entry point.
 
     Returns
     -------
@@ -63,6 +67,12 @@ def overview_page(
     )
     if annotate_warnings is not None and len(annotate_warnings):
         warnings = pd.concat([warnings, annotate_warnings], ignore_index=True)
+    if published_agreement is not None:
+        from ..published_annotate import agreement_summary
+
+        entry_point += (". Our annotation of the authors' counts vs their mapped labels "
+                        "(results/tables/published_agreement.tsv): "
+                        + agreement_summary(published_agreement))
     return overview_html(
         qc_samples=qc_samples, clinical=clinical, skipped=skipped, warnings=warnings,
         entry_point=entry_point, unit_label=unit_label,

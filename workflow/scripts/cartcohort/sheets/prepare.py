@@ -175,14 +175,13 @@ def _samples_of(
 
 
 def _unused_files(sample_df: pd.DataFrame) -> list[dict[str, Any]]:
-    """Warning rows of sheet gex/vdj files that the published entry point does not read
-    (the cells, labels and clonotypes come from the authors' table)."""
+    """Warning rows of sheet gex files that the published entry point does not read
+    (the cells and labels come from the authors' table; vdj files are read: their
+    contigs give the clonotypes, cartcohort.published_tcr)."""
     rows = []
     fixes = {
         "gex": ("empty the sheet's gex column, or set published.cells to '' to start from "
                 "the Cell Ranger files"),
-        "vdj": ("give the authors' clonotype column in published.clone_column and empty the "
-                "sheet's vdj column"),
     }
     for col, fix in fixes.items():
         given = sorted(s for s in sample_df.index if sample_df.loc[s].get(col, ""))

@@ -54,7 +54,7 @@ Feature naming
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import numpy as np
 import pandas as pd
@@ -585,6 +585,14 @@ def kinetics_part(
     return out
 
 
+def _without_tcr(part: pd.DataFrame, tcr_samples: Collection[str] | None) -> pd.DataFrame:
+    """``part`` with the rows of the libraries outside ``tcr_samples`` NA (None: as is)."""
+    if tcr_samples is None:
+        return part
+    keep = pd.Series(part.index.isin(list(tcr_samples)), index=part.index)
+    return part.where(keep, axis=0)
+
+
 def sample_features(
     cells: pd.DataFrame,
     *,
@@ -594,6 +602,7 @@ def sample_features(
     repertoire_source: str = "results/tables/repertoire_samples.tsv",
     kinetics_source: str = "results/tables/kinetics_patients.tsv",
     protein: pd.DataFrame | None = None,
+    tcr_samples: Collection[str] | None = None,
 ) -> pd.DataFrame:
     """Build the per-sample feature table from the per-cell table.
 
@@ -613,6 +622,9 @@ def sample_features(
     protein
         ``protein_cells.tsv.gz`` (optional): the protein product features of
         :mod:`cartcohort.tl.protein_features` (NA for libraries without a panel).
+    tcr_samples
+        The libraries with TCR data (None: all); the clonal and repertoire features of
+        the others are NA, not 0 (the published entry point's libraries without contigs).
 
     Returns
     -------
@@ -633,13 +645,12 @@ def sample_features(
     if car is not None:
         parts.append(_car_fraction(cells, car, samples))
     if "clone_id" in cells.columns:
-        parts.append(_clonal_features(cells).reindex(samples))
+        parts.append(_without_tcr(_clonal_features(cells).reindex(samples), tcr_samples))
     if repertoire is not None and len(repertoire):
-        parts.append(
+        parts.append(_without_tcr(
             _repertoire_part(
                 repertoire, samples, source=source, repertoire_source=repertoire_source
-            )
-        )
+            ), tcr_samples))
         if kinetics is not None and len(kinetics):
             parts.append(kinetics_part(kinetics, repertoire, samples, source=kinetics_source))
     if protein is not None:

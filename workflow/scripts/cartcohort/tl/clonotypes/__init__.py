@@ -8,7 +8,7 @@ flagged public when their CDR3 amino-acid pair occurs in several patients.
 """
 
 from ._airr import META_COLUMNS, concat_airr, merge_airr_arrays, read_qc_airr, select_qc_cells
-from ._cohort import ClusterSettings, CohortClonotypes, cohort_clonotypes
+from ._cohort import ClusterSettings, CohortClonotypes, cohort_clonotypes, define_clonotypes
 from ._define import (
     DualIR,
     Metric,
@@ -34,6 +34,7 @@ __all__ = [
     "clone_table",
     "cohort_clonotypes",
     "concat_airr",
+    "define_clonotypes",
     "flag_public",
     "merge_airr_arrays",
     "read_qc_airr",

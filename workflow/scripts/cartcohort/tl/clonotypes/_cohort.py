@@ -101,6 +101,41 @@ def cohort_clonotypes(
             log.info("%s: excluded by QC (qc_samples.tsv sample_excluded); skipped", sample)
             continue
         parts.append(read_qc_airr(path, sample=sample))
+    return define_clonotypes(
+        parts, samples=[s for s in samples if s in included], receptor_arms=receptor_arms,
+        dual_ir=dual_ir, sequence=sequence, metric=metric, cutoff=cutoff, clusters=clusters,
+        n_jobs=n_jobs)
+
+
+def define_clonotypes(
+    parts: Sequence[Any],
+    *,
+    samples: Sequence[str],
+    receptor_arms: ReceptorArms,
+    dual_ir: DualIR,
+    sequence: SequenceKind,
+    metric: Metric,
+    cutoff: int | None,
+    clusters: ClusterSettings,
+    n_jobs: int = 1,
+) -> CohortClonotypes:
+    """Clonotypes, clusters and public flags of per-library AIRR AnnData objects (the
+    part of :func:`cohort_clonotypes` after reading; also the published entry point's).
+
+    Parameters
+    ----------
+    parts
+        One AIRR AnnData per library (obs :data:`META_COLUMNS`; None: no TCR data).
+    samples
+        The libraries of the clone table's ``size_<sample>`` columns.
+    receptor_arms, dual_ir, sequence, metric, cutoff, clusters, n_jobs
+        As :func:`cohort_clonotypes`.
+
+    Returns
+    -------
+    CohortClonotypes
+        As :func:`cohort_clonotypes`.
+    """
     adata = concat_airr(parts)
     common = dict(receptor_arms=receptor_arms, dual_ir=dual_ir, n_jobs=n_jobs)
     adata = call_clonotypes(adata, sequence=sequence, metric=metric, cutoff=cutoff, **common)
@@ -115,5 +150,5 @@ def cohort_clonotypes(
         adata.obs["clone_cluster_size"] = adata.obs["clone_size"]
     adata, public = flag_public(adata, receptor_arms=receptor_arms)
     log.info("clonotypes: %s", dict(summarise_airr_obs(adata)))
-    table = clone_table(adata, samples=[s for s in samples if s in included])
+    table = clone_table(adata, samples=list(samples))
     return CohortClonotypes(airr=adata, clonotypes=table, public=public)
