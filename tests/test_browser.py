@@ -23,11 +23,10 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import sparse
-
 from cartcohort import browser
 from cartcohort.errors import CartCohortError
 from cartcohort.pl.annotate import STATE_COLORS
+from scipy import sparse
 
 STATES = ["naive_tscm", "tem", "exhausted", "treg"]
 N_PER_STATE = 60
@@ -198,9 +197,9 @@ def page(cohort):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     opts = webdriver.ChromeOptions()
     opts.binary_location = chromium
+    offline = "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                "--window-size=1400,1000", "--host-resolver-rules=MAP * ~NOTFOUND , "
-                "EXCLUDE 127.0.0.1"):
+                "--window-size=1400,1000", offline):
         opts.add_argument(arg)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(driver_path), options=opts)

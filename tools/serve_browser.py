@@ -15,7 +15,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow" / "scripts"))
-from cartcohort.browser import DATASET, serve_site  # noqa: E402
+from cartcohort.browser import DATASET, serve_site
 
 
 def main(argv: list[str] | None = None) -> None:
