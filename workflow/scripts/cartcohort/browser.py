@@ -9,10 +9,12 @@
 - :func:`build_cell_browser` - a UCSC Cell Browser site (``cellbrowser`` package,
   ``scanpyToCellbrowser`` + ``build``) of that h5ad: the UMAP coloured by state, lineage,
   CAR+, clone size, patient, timepoint and response, gene search, and the marker genes of
-  every state (scanpy ``rank_genes_groups``, t-test, state against the rest). The site
-  needs no internet: the package ships its JavaScript and CSS and copies them into the
-  site, and the one remote script of the page (a usage counter of the Cell Browser's
-  authors) is removed (:func:`strip_remote_scripts`).
+  every state (scanpy ``rank_genes_groups``, t-test, state against the rest). Neither the
+  build nor the site needs the internet: the package ships its JavaScript and CSS and
+  copies them into the site; genes are given by symbol (with ids the build downloads a
+  mapping table) and the package's third-party marker databases (downloaded) are left
+  out; the page's usage counter of the Cell Browser's authors, a remote script, is
+  removed (:func:`strip_remote_scripts`, :func:`_offline`).
 
 cellxgene's requirements for an h5ad (cellxgene-documentation ``desktop/data-reqs.md``):
 the matrix in ``X``, at least one embedding in ``obsm`` named ``X_<name>``, unique cell ids
@@ -63,7 +65,7 @@ CATEGORICAL_CALLS: tuple[str, ...] = ("state", "cd4_cd8", "car_positive", "patie
 N_MARKERS = 50
 #: The browser's dataset name (a folder of the site).
 DATASET = "cohort"
-_NO_RESPONSE = "NA"
+_MISSING = "NA"
 _PHONE_HOME = "function phoneHome() {"
 _REMOTE_SCRIPT = re.compile(r"<script[^>]*\bsrc=[\"']https?://[^>]*>\s*</script>\s*\n?")
 
@@ -93,14 +95,14 @@ def _categorical_obs(obs: pd.DataFrame, response: pd.Series) -> pd.DataFrame:
     """obs with the response added and every text or yes/no column categorical."""
     obs = obs.copy()
     obs["response"] = pd.Categorical(
-        obs["patient"].astype(str).map(response).fillna(_NO_RESPONSE).astype(str))
+        obs["patient"].astype(str).map(response).fillna(_MISSING).astype(str))
     for col in obs.columns:
         values = obs[col]
         if isinstance(values.dtype, pd.CategoricalDtype):
             continue
         if pd.api.types.is_bool_dtype(values) or pd.api.types.is_object_dtype(values) \
                 or pd.api.types.is_string_dtype(values):
-            text = values.astype(object).where(values.notna(), _NO_RESPONSE).astype(str)
+            text = values.astype(object).where(values.notna(), _MISSING).astype(str)
             obs[col] = pd.Categorical(text)
     return obs
 
@@ -312,10 +314,11 @@ def build_cell_browser(
     # downloads (no internet needed this way)
     adata = ad.AnnData(adata.X[:, detected], obs=adata.obs, var=adata.var.iloc[:, :0][detected],
                        obsm=dict(adata.obsm), uns=dict(adata.uns))
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).resolve()  # the package resolves some paths twice if relative
     if out_dir.exists():
         shutil.rmtree(out_dir)
-    with tempfile.TemporaryDirectory(prefix="cellbrowser-") as workdir:
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".cellbrowser-", dir=out_dir.parent) as workdir:
         conf = _browser_input(adata, workdir, n_markers=n_markers)
         # the package downloads third-party marker databases into every new site: left
         # out, so that the build needs no internet (the dataset's own markers are kept)
