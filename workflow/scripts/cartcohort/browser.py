@@ -110,10 +110,11 @@ def _categorical_obs(obs: pd.DataFrame, response: pd.Series) -> pd.DataFrame:
 def _colors(obs: pd.DataFrame) -> dict[str, np.ndarray]:
     """``<column>_colors`` of state and lineage: the report figures' colours, in category
     order (others grey)."""
-    from .pl.annotate import LINEAGE_COLORS, STATE_COLORS
+    from . import pl
 
     out = {}
-    for col, palette in (("state", STATE_COLORS), ("cd4_cd8", LINEAGE_COLORS)):
+    for col, palette in (("state", pl.annotate.STATE_COLORS),
+                         ("cd4_cd8", pl.annotate.LINEAGE_COLORS)):
         cats = obs[col].cat.categories
         out[f"{col}_colors"] = np.array([palette.get(str(c), "#bdbdbd") for c in cats],
                                         dtype=object)
