@@ -12,7 +12,7 @@ CORES  ?= 2
 SNAKEMAKE := $(BIN)/snakemake --cores $(CORES) --printshellcmds
 DEMO   := resources/demo/samples.tsv
 
-.PHONY: help venv demo run report test lint fmt clean slurm-test envs-check bench
+.PHONY: help venv demo run report test lint fmt clean slurm-test envs-check bench browser-deps
 
 help:
 	@echo "make run    - set up .venv, simulate the demo cohort, run the workflow, build results/report.html"
@@ -40,7 +40,11 @@ run: $(STAMP) $(DEMO)
 	$(BIN)/snakemake --report results/report.html
 	@echo "Report: results/report.html"
 
-test: $(STAMP) $(DEMO)
+# Debian's chromium + chromium-driver for the cell browser test (installed as root)
+browser-deps:
+	tools/install_chromium.sh
+
+test: $(STAMP) $(DEMO) browser-deps
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
@@ -52,7 +56,7 @@ lint: $(STAMP)
 fmt: $(STAMP)
 	$(BIN)/snakefmt Snakefile workflow/rules
 
-envs-check: $(STAMP) $(DEMO)
+envs-check: $(STAMP) $(DEMO) browser-deps
 	$(BIN)/python tools/envs_check.py
 
 BENCH_SCALES ?= 20k,200k,1M

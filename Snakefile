@@ -22,6 +22,7 @@ include: "workflow/rules/annotate.smk"
 include: "workflow/rules/published.smk"
 include: "workflow/rules/associate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/browser.smk"
 include: "workflow/rules/score.smk"
 
 

@@ -40,6 +40,8 @@ RULE_CALLS: dict[str, str | None] = {
     "annotate": "cartcohort.tl.annotate:annotate",
     "protein": "cartcohort.tl.annotate.protein_step:annotate_protein",
     "cohort": None,
+    "cohort_h5ad": None,
+    "cell_browser": None,
     "plot_annotation": None,
     "import_cells": "cartcohort.published:import_published",
     "published_annotation": "cartcohort.published_annotate:published_annotation",

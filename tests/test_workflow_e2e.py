@@ -309,6 +309,26 @@ def test_scorecard_flags_calibrated_and_metrics_lead_with_final_states(demo_run)
     assert bio.loc["final_states", "harmony"] >= bio.loc["final_states", "none"] - 0.02
 
 
+def test_cohort_h5ad_and_cell_browser_on_the_demo(demo_run, cells, demo_dir):
+    """results/cohort.h5ad opens in cellxgene with the cells of cells.tsv.gz and their
+    calls; results/browser/ is an offline site coloured by exactly those states."""
+    import anndata as ad
+    from cartcohort import browser
+
+    h5ad = ad.read_h5ad(demo_run / "results" / "cohort.h5ad", backed="r")
+    assert browser.cellxgene_problems(h5ad) == []
+    obs = h5ad.obs.loc[cells["cell"]]
+    assert (obs["state"].astype(str).values == cells["state"].astype(str).values).all()
+    clinical = pd.read_csv(demo_dir / "clinical.tsv", sep="\t", dtype=str,
+                           keep_default_na=False).set_index("patient")["response"]
+    assert (obs["response"].astype(str).values
+            == cells["patient"].astype(str).map(clinical).values).all()
+    site = demo_run / "results" / "browser"
+    assert browser.remote_urls(site) == []
+    meta = pd.read_csv(site / browser.DATASET / "meta.tsv", sep="\t")
+    assert set(meta["state"]) == set(cells["state"]) and len(meta) == len(cells)
+
+
 def test_changing_annotation_param_reruns_only_annotation_and_downstream(demo_run, demo_dir, tmp_path):
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     cfg["annotate"]["min_confidence_margin"] = cfg["annotate"]["min_confidence_margin"] + 0.01

@@ -31,16 +31,17 @@ STEP_TESTS = {
     "integrate": ["tests/test_integrate.py"],
     "clonotypes": ["tests/test_clonotypes.py", "tests/test_scirpy_compat.py",
                    "tests/test_kinetics.py"],
-    "annotate": ["tests/test_annotate.py", "tests/test_prot.py"],
+    "annotate": ["tests/test_annotate.py", "tests/test_prot.py", "tests/test_browser.py"],
     "associate": ["tests/test_features.py", "tests/test_associate.py"],
     "report": ["tests/test_report.py"],
 }
 
 # Reference implementations some step tests compare against, installed beside the env
 # for the tests only: load's readers are checked against scanpy's and scirpy's, the
-# protein dsb against muon's. The step's own code imports none of them (tests/test_airr_reader.py asserts that, and
+# protein dsb against muon's; the cell browser test drives chromium with selenium. The
+# step's own code imports none of them (tests/test_airr_reader.py asserts that, and
 # tests/test_env_imports.py checks every import of the step against its env).
-TEST_EXTRAS = {"load": ["scanpy", "scirpy"], "annotate": ["muon"]}
+TEST_EXTRAS = {"load": ["scanpy", "scirpy"], "annotate": ["muon", "selenium"]}
 
 
 def _check_step(step: str, root: Path) -> tuple[str, int, str]:

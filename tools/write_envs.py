@@ -21,8 +21,9 @@ STEP_PACKAGES = {
                            "umap-learn", "pynndescent", "scikit-misc", "scikit-learn",
                            "matplotlib"],
     "clonotypes": COMMON + ["h5py", "anndata", "mudata", "scanpy", "scirpy", "awkward", "matplotlib"],
+    # and the cell browser (rules cohort_h5ad, cell_browser: scanpy's marker genes)
     "annotate": COMMON + ["h5py", "anndata", "mudata", "scanpy", "scirpy", "scikit-learn",
-                          "matplotlib", "awkward", "jsonschema"],
+                          "matplotlib", "awkward", "jsonschema", "cellbrowser"],
     "associate": COMMON + ["h5py", "anndata", "mudata", "statsmodels", "pydeseq2", "lifelines",
                            "matplotlib"],
     "report": COMMON + ["jsonschema"],

@@ -439,6 +439,8 @@ def all_outputs():
         return published_outputs()
     return [
         *table_outputs(),
+        "results/cohort.h5ad",
+        "results/browser",
         "results/provenance.json",
         "results/provenance.html",
         *report_figures(),
@@ -914,6 +916,10 @@ RESOURCE_MODEL = {
     "plot_integration": (1000, 1.0, 5, 2),
     "umap": (1000, 12.0, 10, 8),
     "cohort": (1000, 3.0, 10, 3),
+    # the obs of the h5mu only (the matrix is copied inside HDF5); the browser holds the
+    # h5ad's matrix a few times over (demo: 0.7 GB for a 27 MB h5ad)
+    "cohort_h5ad": (1000, 1.0, 5, 3),
+    "cell_browser": (1000, 30.0, 10, 20),
     "clonotypes": (1000, 2.0, 10, 4),
     "annotate": (1000, 3.0, 10, 3),
     # not yet benchmarked: the ADT matrices (cells x antibodies) and the RNA calls

@@ -10,6 +10,7 @@ Organised by kind, as scanpy and scirpy are:
 - :mod:`cartcohort.scorecards` - infusion products placed in the cohort;
 - :mod:`cartcohort.reference` - the frozen cohort reference, new products scored in it;
 - :mod:`cartcohort.pl` - figures; :mod:`cartcohort.report` - report pages, provenance;
+- :mod:`cartcohort.browser` - ``cohort.h5ad`` for cellxgene and the UCSC Cell Browser site;
 - :mod:`cartcohort.datasets` - the demo-cohort simulator and its truth evaluation;
 - :mod:`cartcohort.tables` - the contract tables (columns, dtypes, reader, writer);
 - :mod:`cartcohort.config` - the configuration schema, defaults and validation.
@@ -26,6 +27,7 @@ from types import ModuleType
 __version__ = "0.1.0"
 
 _SUBMODULES = (
+    "browser",
     "config",
     "datasets",
     "errors",
