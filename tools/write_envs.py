@@ -23,7 +23,7 @@ STEP_PACKAGES = {
     "clonotypes": COMMON + ["h5py", "anndata", "mudata", "scanpy", "scirpy", "awkward", "matplotlib"],
     # and the cell browser (rules cohort_h5ad, cell_browser: scanpy's marker genes)
     "annotate": COMMON + ["h5py", "anndata", "mudata", "scanpy", "scirpy", "scikit-learn",
-                          "matplotlib", "awkward", "jsonschema", "cellbrowser"],
+                          "matplotlib", "awkward", "jsonschema", "cellbrowser", "harmonypy"],
     "associate": COMMON + ["h5py", "anndata", "mudata", "statsmodels", "pydeseq2", "lifelines",
                            "matplotlib"],
     "report": COMMON + ["jsonschema"],

@@ -25,7 +25,7 @@ rule import_cells:
     benchmark:
         "benchmarks/import_cells.tsv"
     conda:
-        "../../envs/associate.yaml"
+        "../../envs/annotate.yaml"
     threads: 1
     resources:
         mem_mb=mem_mb("import_cells"),

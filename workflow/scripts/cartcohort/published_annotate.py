@@ -40,6 +40,7 @@ import pandas as pd
 from scipy import sparse
 
 from .errors import InputError, Problem
+from .published_agreement import ALL, agreement_summary
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +49,6 @@ AGREEMENT_COLUMNS: tuple[str, ...] = (
     "call", "author_label", "mapped", "n_cells", "n_agree", "agreement", "our_calls",
     "cohen_kappa", "adjusted_rand",
 )
-#: The label of the overall row of each call.
-ALL = "(all)"
 #: Calls compared (those the label map may give).
 CALLS: tuple[str, ...] = ("cd4_cd8", "state", "car_positive")
 
@@ -283,14 +282,3 @@ def agreement_table(mapped: pd.DataFrame, ours: pd.DataFrame) -> pd.DataFrame:
                      "cohen_kappa": float(cohen_kappa_score(x, y)),
                      "adjusted_rand": float(adjusted_rand_score(x, y))})
     return pd.DataFrame(rows, columns=list(AGREEMENT_COLUMNS))
-
-
-def agreement_summary(table: pd.DataFrame) -> str:
-    """One line for the report: each call's overall agreement and kappa."""
-    overall = table[table["author_label"] == ALL]
-    if overall.empty:
-        return "no label of the map gives a call to compare"
-    return "; ".join(
-        f"{r.call}: {r.agreement:.2f} of {r.n_cells} cells agree (Cohen's kappa "
-        f"{r.cohen_kappa:.2f}, adjusted Rand {r.adjusted_rand:.2f})"
-        for r in overall.itertuples())

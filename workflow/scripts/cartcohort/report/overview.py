@@ -68,7 +68,7 @@ def overview_page(
     if annotate_warnings is not None and len(annotate_warnings):
         warnings = pd.concat([warnings, annotate_warnings], ignore_index=True)
     if published_agreement is not None:
-        from ..published_annotate import agreement_summary
+        from ..published_agreement import agreement_summary
 
         entry_point += (". Our annotation of the authors' counts vs their mapped labels "
                         "(results/tables/published_agreement.tsv): "
