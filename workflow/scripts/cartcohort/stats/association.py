@@ -19,11 +19,13 @@ from typing import Any
 import pandas as pd
 
 from ._utils import ASSOCIATION_COLUMNS, notes_table, skipped_frame
+from ..dictionary import FeatureDictionary, label_table
 from .composition import CompositionTransform
 from .families import FAMILIES, IN_VIVO_FAMILIES, FamilyInputs
 from .labels import encode_covariates, feature_columns, labelled_patients, testable_features
 from .longitudinal import longitudinal_models
 from .panel import PrimaryPanel
+from .readable import readable_association
 from .replicates import LIBRARY_COLUMNS, UNITS, library_association
 from .scopes import (
     finish_table,
@@ -365,6 +367,7 @@ def associate(
     *,
     clinical: pd.DataFrame,
     primary_panel: PrimaryPanel,
+    dictionary: FeatureDictionary,
     primary_timepoint: str,
     responders: Sequence[str],
     exclude_responses: Sequence[str],
@@ -390,6 +393,11 @@ def associate(
     primary_panel
         The pre-specified primary panel (:func:`~cartcohort.stats.load_primary_panel`
         of ``associate.primary_panel``).
+    dictionary
+        The feature dictionary (:func:`~cartcohort.dictionary.read_dictionary` of
+        ``scorecards.features``): every table gets ``label`` and ``feature_family`` beside
+        ``feature``, and the association tables ``qvalue_family``
+        (:mod:`~cartcohort.stats.readable`).
     primary_timepoint, responders, covariates, collapse_rho, min_patients_per_group
         As in :func:`run_association` (config keys of the same names), as are
         ``min_events_per_variable`` and ``composition_transform``.
@@ -409,7 +417,7 @@ def associate(
     Returns
     -------
     AssociateResult
-        The association, in vivo, notes, longitudinal and survival tables. The
+        The association, in vivo, notes, longitudinal and survival tables (labelled). The
         longitudinal and survival models cover the product features tested for
         association (every feature when the association was skipped).
     """
@@ -438,8 +446,14 @@ def associate(
     libraries = _libraries_table(features, clinical=clinical, unit=unit, result=result,
                                  responders=responders, excluded=exclude_responses,
                                  clinical_source=clinical_source)
-    return AssociateResult(result.association, notes, longitudinal, survival_table,
-                           result.tested, result.in_vivo, libraries)
+    return AssociateResult(
+        readable_association(result.association, dictionary=dictionary, what="association"),
+        notes,
+        label_table(longitudinal, dictionary, what="longitudinal models"),
+        label_table(survival_table, dictionary, what="survival models"),
+        result.tested,
+        readable_association(result.in_vivo, dictionary=dictionary, what="in vivo correlates"),
+        label_table(libraries, dictionary, what="libraries as replicates"))
 
 
 def _log_tested(result: AssociationResult, primary_panel: PrimaryPanel) -> None:
