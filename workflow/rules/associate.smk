@@ -142,6 +142,11 @@ rule plot_association:
             caption="../report/association_forest.rst",
             category="Association",
         ),
+        forest_exploratory=report(
+            "results/figures/association_forest_exploratory.png",
+            caption="../report/association_forest_exploratory.rst",
+            category="Association",
+        ),
         volcano=report(
             "results/figures/association_volcano.png",
             caption="../report/association_volcano.rst",

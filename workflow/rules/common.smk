@@ -930,6 +930,7 @@ def report_figures():
         "results/figures/qc_violins.png",
         "results/figures/qc_scatter.png",
         "results/figures/association_forest.png",
+        "results/figures/association_forest_exploratory.png",
         "results/figures/association_volcano.png",
         "results/figures/longitudinal_trajectories",
         "results/figures/survival_km",
