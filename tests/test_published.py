@@ -119,7 +119,8 @@ def test_library_unit_equals_scipy_and_warns(cohort, caplog):
         imported.summary, result.association, clinical, pd.DataFrame(
             columns=["sample", "step", "check", "count", "detail", "action"]),
         excluded_by_config=[], extra_notes={}, entry_point="published cell table x.tsv",
-        unit_label=LIBRARY_UNIT_LABEL)
+        unit_label=LIBRARY_UNIT_LABEL, sample_features=feats,
+        dictionary=read_dictionary(REPO / "resources" / "features.yaml"))
     assert LIBRARY_UNIT_LABEL in page.replace("&#x27;", "'")
     assert "Entry point:</b> published cell table x.tsv" in page
 

@@ -577,11 +577,14 @@ def warnings_inputs(wildcards):
 
 def overview_inputs(wildcards):
     """The overview's tables: per-library cells (QC table, or the import summary on the
-    published entry point), association, clinical, warnings (and annotation's)."""
+    published entry point), association, clinical, warnings (and annotation's), the
+    sample features (patients by timepoint) and the feature dictionary (labels)."""
     inputs = {
         "association": "results/tables/association.tsv",
         "clinical": clinical_table(),
         "warnings": "results/tables/warnings.tsv",
+        "features": "results/tables/sample_features.tsv",
+        "dictionary": features_catalogue_path(),
     }
     if PUBLISHED:
         inputs["qc_samples"] = "results/tables/import_samples.tsv"
