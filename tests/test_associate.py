@@ -441,7 +441,6 @@ def test_pseudobulk_de_sums_the_counts_from_the_file_in_blocks(tmp_path):
     import anndata as ad
     import mudata as md
     import scipy.sparse as sp
-
     from cartcohort.stats.pseudobulk import CountsOnDisk
 
     rng = np.random.default_rng(3)

@@ -9,7 +9,9 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import REPO
 
+from cartcohort.dictionary import read_dictionary
 from cartcohort.report import (
     build_provenance,
     config_hash,
@@ -23,12 +25,10 @@ from cartcohort.report import (
     skipped_analyses,
     write_json,
 )
-from cartcohort.dictionary import read_dictionary
 from cartcohort.report.findings import key_findings
 from cartcohort.report.overview import library_cells, patients_by_timepoint
 from cartcohort.tables import read_table, write_table
 from cartcohort.vocab import ENTRY_CELL_RANGER
-from conftest import REPO
 
 DICTIONARY = REPO / "resources" / "features.yaml"
 

@@ -28,8 +28,8 @@ except InputError as err:
 
 
 def _project_path(path):
-    """`path` relative to the project directory when it lies inside it (the report lists
-    rule inputs: no machine path there, issue #23), else absolute."""
+    """`path` relative to the project directory when it lies inside it (the report shows
+    every input of a rule: no machine path there, issue #23), else absolute."""
     path = os.path.abspath(path)
     rel = os.path.relpath(path)
     return path if rel == os.pardir or rel.startswith(os.pardir + os.sep) else rel

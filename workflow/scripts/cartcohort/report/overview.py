@@ -193,16 +193,16 @@ def overview_html(
         *warnings_html(warnings),
         "<h2>Cohort overview</h2>",
         *_entry_lines(entry_point, unit_label),
-        f"<p><b>{n_patients}</b> patients, <b>{len(qc_samples)}</b> libraries, "
-        f"<b>{cells_in}</b> cells loaded, <b>{cells_out}</b> cells kept after QC{rate}.</p>",
+        (f"<p><b>{n_patients}</b> patients, <b>{len(qc_samples)}</b> libraries, "
+         f"<b>{cells_in}</b> cells loaded, <b>{cells_out}</b> cells kept after QC{rate}.</p>"),
         "<h3>Patients by response and timepoint</h3>",
-        "<p>Patients with an analysed library at each timepoint; <i>all patients</i>: "
-        "every patient of the clinical table.</p>", frame_html(by_timepoint),
+        ("<p>Patients with an analysed library at each timepoint; <i>all patients</i>: "
+         "every patient of the clinical table.</p>"), frame_html(by_timepoint),
         "<h3>Key findings</h3>",
-        "<p>Patient-level Mann&ndash;Whitney tests of product features against response: the "
-        "primary panel first, then the exploratory features, each ranked by the q-value "
-        "within its family of hypotheses (the panel, or the feature's family); the q-value "
-        "across all features is given beside it.</p>",
+        ("<p>Patient-level Mann&ndash;Whitney tests of product features against response: "
+         "the primary panel first, then the exploratory features, each ranked by the q-value "
+         "within its family of hypotheses (the panel, or the feature's family); the q-value "
+         "across all features is given beside it.</p>"),
         *_findings_html(findings),
         "<h3>Cells per library and QC pass rate</h3>", frame_html(library_cells(qc_samples)),
         "<h3>Skipped analyses and samples</h3>",

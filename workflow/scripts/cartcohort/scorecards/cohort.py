@@ -129,8 +129,8 @@ def cohort_scorecards(
         The primary panel (``associate.primary_panel``,
         :func:`cartcohort.stats.load_primary_panel`): its features alone are flagged.
     dictionary
-        The feature dictionary (``scorecards.features``): each card gets ``label`` and
-        ``feature_family`` beside ``feature``, and the page shows the labels.
+        The feature dictionary (``scorecards.features``): ``label`` and ``feature_family``
+        on each card; the page shows the labels.
     cards
         Output paths ``<dir>/<sample>.tsv``, one per product: the products scored
         are the file names' samples.
@@ -157,15 +157,9 @@ def cohort_scorecards(
     paths = {Path(path).name[: -len(".tsv")]: path for path in cards}
     result = score_cohort(
         features,
-        clinical=clinical,
-        association=association,
-        samples=list(paths),
-        panel=panel,
-        flag_coverage=flag_coverage,
-        primary_timepoint=primary_timepoint,
-        responders=responders,
-        exclude_responses=exclude_responses,
-        source=source,
+        clinical=clinical, association=association, samples=list(paths), panel=panel,
+        flag_coverage=flag_coverage, primary_timepoint=primary_timepoint,
+        responders=responders, exclude_responses=exclude_responses, source=source,
         clinical_source=clinical_source,
     )
     result.cards = {s: label_table(c, dictionary, what=f"scorecard of {s}")

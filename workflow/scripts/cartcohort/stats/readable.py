@@ -82,3 +82,12 @@ def readable_association(
     ``label``, ``feature_family`` (:func:`~cartcohort.dictionary.label_table`) and
     ``qvalue_family`` (:func:`family_qvalues`)."""
     return family_qvalues(label_table(table, dictionary, what=what))
+
+
+def readable_tables(dictionary: FeatureDictionary, **tables: pd.DataFrame) -> dict:
+    """The tables of rule ``associate`` by name, labelled: ``association`` and ``in_vivo``
+    by :func:`readable_association`, every other one by
+    :func:`~cartcohort.dictionary.label_table`."""
+    return {name: readable_association(t, dictionary=dictionary, what=name)
+            if name in ("association", "in_vivo") else label_table(t, dictionary, what=name)
+            for name, t in tables.items()}
