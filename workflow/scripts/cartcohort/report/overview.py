@@ -5,6 +5,7 @@ in one sentence each, and every skipped analysis."""
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -104,6 +105,9 @@ def skipped_analyses(
     extra_notes
         Further ``what -> reason`` entries (e.g. no CAR feature).
 
+    A labelled ``association`` names features as ``label (id)``, in ``what`` and in
+    the reasons.
+
     Returns
     -------
     pandas.DataFrame
@@ -120,12 +124,32 @@ def skipped_analyses(
                          "reason": f"excluded at QC: {r.get('exclusion_reason', '')}"})
     if len(association):
         notes = association.get("note", pd.Series([""] * len(association), index=association.index))
+        labels = _labels(association)
         for (_, r), note in zip(association.iterrows(), notes.fillna("")):
             if r.get("test") == "skipped" or (note and r.get("test") == "skipped"):
-                rows.append({"what": f"association: {r.get('feature', '')}", "reason": str(note)})
+                feature = str(r.get("feature", ""))
+                rows.append({"what": f"association: {labels.get(feature, feature)}",
+                             "reason": _named(str(note), labels)})
     for what, reason in (extra_notes or {}).items():
         rows.append({"what": what, "reason": reason})
     return pd.DataFrame(rows, columns=["what", "reason"])
+
+
+def _labels(association: pd.DataFrame) -> dict[str, str]:
+    """Feature id -> ``label (id)`` of a labelled association table (none unlabelled)."""
+    if "label" not in association:
+        return {}
+    pairs = association[["feature", "label"]].dropna().drop_duplicates("feature")
+    return {str(f): f"{lab} ({f})" for f, lab in pairs.itertuples(index=False) if lab}
+
+
+def _named(text: str, labels: Mapping[str, str]) -> str:
+    """``text`` with every feature id of ``labels`` (as a whole word) given its label."""
+    if not labels:
+        return text
+    ids = sorted(labels, key=len, reverse=True)
+    pattern = re.compile(r"(?<![\w@])(" + "|".join(map(re.escape, ids)) + r")(?![\w@])")
+    return pattern.sub(lambda m: labels[m.group(1)], text)
 
 
 def patients_by_timepoint(sample_features: pd.DataFrame, clinical: pd.DataFrame) -> pd.DataFrame:
