@@ -81,7 +81,8 @@ class _Pattern:
 class FeatureDictionary:
     """Exact entries, patterns and token names of a ``features.yaml``.
 
-    Behaves as a read-only mapping of ids that resolve (``fid in d``, ``d[fid]``).
+    Behaves as a read-only mapping of ids that resolve (``fid in d``, ``d[fid]``);
+    iterating gives the exact ids.
     """
 
     exact: dict[str, FeatureInfo]
@@ -129,6 +130,13 @@ class FeatureDictionary:
 
     def __contains__(self, fid: object) -> bool:
         return self.resolve(str(fid)) is not None
+
+    def __iter__(self):
+        """The exact ids (pattern ids are not enumerable)."""
+        return iter(self.exact)
+
+    def __len__(self) -> int:
+        return len(self.exact)
 
     def __getitem__(self, fid: str) -> FeatureInfo:
         info = self.resolve(fid)
