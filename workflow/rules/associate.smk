@@ -171,6 +171,7 @@ rule plot_time_survival:
         features="results/tables/sample_features.tsv",
         clinical=clinical_table(),
         panel=primary_panel_path(),
+        dictionary=features_catalogue_path(),
     output:
         trajectories=report(
             directory("results/figures/longitudinal_trajectories"),

@@ -247,7 +247,8 @@ def scorecard_heatmap(
     """Products x primary-panel features heatmap of cohort percentiles.
 
     Columns are the features of the primary panel (``primary`` column of the
-    cards), in panel order, labelled with their association q-value; an ``x``
+    cards), in panel order, named by their ``label`` (labelled cards) with their
+    association q-value; an ``x``
     marks a flagged value (outside the responders' leave-one-out interval).
     ``labels`` maps a sample to its row label (e.g. with the response);
     ``coverage`` (the interval's nominal coverage) is named in the title.
@@ -280,7 +281,10 @@ def scorecard_heatmap(
     )
     ii, jj = np.nonzero(out)
     ax.scatter(jj, ii, marker="x", color="black", s=18, lw=1)
-    cols = [f"{f} (q={q[f]:.1g})" if np.isfinite(q[f]) else f for f in feats]
+    # readable names where the cards carry them (cohort_scorecards labels them)
+    name = prim.groupby("feature", sort=False)["label"].first() if "label" in prim else {}
+    cols = [f"{name.get(f, f)} (q={q[f]:.1g})" if np.isfinite(q[f]) else name.get(f, f)
+            for f in feats]
     ax.set_xticks(np.arange(len(feats)), cols, rotation=40, ha="right",
                   rotation_mode="anchor", fontsize=7)
     rows = [labels.get(s, s) if labels else s for s in samples]
