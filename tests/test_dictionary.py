@@ -7,7 +7,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO
 
 from cartcohort import stats
 from cartcohort.dictionary import (
@@ -24,6 +23,7 @@ from cartcohort.stats.readable import family_qvalues
 from cartcohort.tl import features as F
 from cartcohort.tl import kinetics, repertoire
 from cartcohort.tl.protein_features import PROTEIN_FEATURES
+from conftest import REPO
 
 DICTIONARY = REPO / "resources" / "features.yaml"
 
@@ -38,7 +38,6 @@ def produced(dictionary):
     """Features of a small simulated cohort (with post-infusion samples) built by the
     library as rule sample_features builds them, and the association step run on them."""
     from _truth_cells import truth_feature_cells
-
     from cartcohort.datasets import simulate_cohort
 
     c = simulate_cohort(seed=5, n_patients=12, min_cells=120, max_cells=160,

@@ -416,7 +416,7 @@ def test_report_pages_name_every_feature_and_print_no_machine_path(demo_run, dem
         t = pd.read_csv(tables / f"{name}.tsv", sep="\t", keep_default_na=False)
         shown = t[t["feature"] != "(all)"]
         assert (shown["label"] != "").all() and dictionary.missing(t["feature"]) == [], name
-    card = pd.read_csv(sorted((demo_run / "results" / "scorecards").glob("*.tsv"))[0], sep="\t")
+    card = pd.read_csv(min((demo_run / "results" / "scorecards").glob("*.tsv")), sep="\t")
     assert card["label"].notna().all()
     features = pd.read_csv(tables / "sample_features.tsv", sep="\t", nrows=0).columns
     assert dictionary.missing(c for c in features if c not in
