@@ -11,12 +11,27 @@ from scipy import stats
 
 from cartcohort import scorecards as SC
 from cartcohort import stats as S
+from cartcohort.dictionary import FeatureDictionary, FeatureInfo
 from cartcohort.errors import CartCohortError, InputError
 from cartcohort.stats import logistic as L
+from cartcohort.stats.readable import readable_association
 from cartcohort.tables import read_table, write_table
 from cartcohort.tl import features as F
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _info(fid: str, label: str, family: str) -> FeatureInfo:
+    return FeatureInfo(id=fid, label=label, unit="", family=family, description=label,
+                       better=None, reference=None)
+
+
+#: Readable names of the synthetic features of :func:`_feature_table`.
+_TEST_DICT = FeatureDictionary(exact={
+    "planted": _info("planted", "Planted one", "CAR"),
+    "absent": _info("absent", "Absent one", "CAR"),
+    **{f"null_{j}": _info(f"null_{j}", f"Null feature {j}", "repertoire") for j in range(4)},
+})
 
 
 def _feature_table(
@@ -341,9 +356,17 @@ def test_associate_step_is_association_plus_models():
     no_endpoint = dict(endpoint="PFS", time=None, event=None, min_events_per_variable=10,
                        landmark_day=30)
     out = S.associate(feats, clinical=clin, exclude_responses=["NE"], primary_panel=panel,
-                      blood_compartment="PB", survival=no_endpoint, **kwargs)
+                      dictionary=_TEST_DICT, blood_compartment="PB", survival=no_endpoint,
+                      **kwargs)
     res = S.run_association(feats, clinical=clin, excluded=["NE"], panel=panel, **kwargs)
-    pd.testing.assert_frame_equal(out.association, res.association)
+    readable = ["label", "feature_family", "qvalue_family"]
+    pd.testing.assert_frame_equal(out.association.drop(columns=readable), res.association)
+    assert list(out.association.columns[:3]) == ["feature", "label", "feature_family"]
+    mw = out.association[out.association["test"] == "mann_whitney"].set_index("feature")
+    assert mw.loc["planted", "label"] == "Planted one"
+    assert mw.loc["null_0", "feature_family"] == "repertoire"
+    for t in (out.longitudinal, out.survival):  # every table of the step is labelled
+        assert {"label", "feature_family"} <= set(t.columns)
     assert out.tested == res.tested
     assert out.notes.iloc[: len(res.notes)].equals(res.notes)
     assert out.longitudinal.loc[0, "test"] == "skipped"  # one timepoint only
@@ -418,7 +441,6 @@ def test_pseudobulk_de_sums_the_counts_from_the_file_in_blocks(tmp_path):
     import anndata as ad
     import mudata as md
     import scipy.sparse as sp
-
     from cartcohort.stats.pseudobulk import CountsOnDisk
 
     rng = np.random.default_rng(3)
@@ -573,7 +595,7 @@ def test_cohort_scorecards_step_writes_every_output(tmp_path):
     cards = [tmp_path / "cards" / f"{s}.tsv" for s in samples]
     out = SC.cohort_scorecards(
         feats, clinical=clin, association=res.association, panel=_panel("planted", "null_0"),
-        cards=cards, reference=tmp_path / "reference.tsv",
+        dictionary=_TEST_DICT, cards=cards, reference=tmp_path / "reference.tsv",
         calibration=tmp_path / "calibration.tsv", html=tmp_path / "cards.html",
         heatmap=tmp_path / "heatmap.png", flag_coverage=0.9, primary_timepoint="IP",
         responders=["CR"], exclude_responses=["NE"])
@@ -581,6 +603,10 @@ def test_cohort_scorecards_step_writes_every_output(tmp_path):
     assert read_table(tmp_path / "reference.tsv")["patient"].tolist() == sorted(
         out.reference["patient"])
     assert (tmp_path / "cards.html").read_text() == out.html()
+    card = read_table(cards[0])  # readable names beside the ids; the page shows them
+    assert list(card.columns[1:4]) == ["feature", "label", "feature_family"]
+    assert set(card["label"]) == {"Planted one", "Null feature 0", "Null feature 1"}
+    assert ">Planted one</td>" in out.html()
     calib = read_table(tmp_path / "calibration.tsv")
     assert calib["row"].tolist() == ["responder"] * 5 + ["mean"]
     assert calib["n_features"].iloc[:5].tolist() == [2] * 5  # planted and null_0
@@ -597,8 +623,11 @@ def test_figures_render_including_skipped_inputs(tmp_path):
         {"feature": "planted", "question": "a"}, {"feature": "null_0", "question": "b"},
         {"feature": "absent", "question": "c"}]}, source="panel.yaml")
     res = S.run_association(feats, clinical=clin, panel=panel)
+    res.association = readable_association(res.association, dictionary=_TEST_DICT,
+                                           what="test")
     f2, c2 = _feature_table(2, 2)
-    skipped = S.run_association(f2, clinical=c2).association
+    skipped = readable_association(S.run_association(f2, clinical=c2).association,
+                                   dictionary=_TEST_DICT, what="test")
     de = pd.DataFrame({"state": ["tcm"] * 3, "gene": ["A", "B", "C"], "log2fc": [2.0, -1, 0.1],
                        "pvalue": [1e-6, 0.01, 0.8], "padj": [1e-5, 0.03, 0.8],
                        "n_responders": 4, "n_nonresponders": 4})
@@ -624,11 +653,13 @@ def test_figures_render_including_skipped_inputs(tmp_path):
     # direction named, the panel version in the title and the untested panel feature listed
     ax = figs["forest"].axes[0]
     labels = [t.get_text() for t in ax.get_yticklabels()]
-    assert labels[-1].startswith("planted (higher in R") and len(labels) == 2
+    # readable labels, grouped under their feature family (bold header after the rows)
+    assert labels[0].startswith("Planted one (higher in R") and len(labels) == 4
+    assert labels[2:] == ["CAR", "repertoire"]
     assert "primary panel v2" in figs["forest"]._suptitle.get_text()
-    assert any("absent" in t.get_text() for t in figs["forest"].texts)
+    assert any("Absent one" in t.get_text() for t in figs["forest"].texts)
     expl = [t.get_text() for t in figs["forest_exploratory"].axes[0].get_yticklabels()]
-    assert len(expl) == 1 and expl[0].startswith("null_1 (")
+    assert len(expl) == 2 and expl[0].startswith("Null feature 1 (")
     # full height in the report viewer: at most 1400 x 1000 px at the saved 150 dpi
     w, h = figs["forest"].get_size_inches()
     assert w * 150 <= 1500 and h * 150 <= 1000

@@ -139,7 +139,8 @@ def test_everything_is_escaped_and_inputs_are_full_length_monospace():
     inputs = _table_with_header(parsed, "input")
     assert inputs[0][1] == ["input", "path", "size (bytes)", "sha256"]
     assert [r[1] for r in inputs[1:]] == [
-        ["P01.gex", "/data/P01/matrix.h5", "10", "b" * 64],
+        # an absolute path without its machine folders (issue #23; full in the record)
+        ["P01.gex", ".../P01/matrix.h5", "10", "b" * 64],
         ["samples_sheet", "/data/a<b&c.tsv", "1,234", "a" * 64],
     ]
     assert re.search(r'<td class="mono">' + "a" * 64 + "</td>", page)
@@ -196,8 +197,9 @@ def test_built_record_renders_with_sizes(tmp_path):
     assert rec["inputs"]["sheet"]["size_bytes"] == 5
     assert rec["inputs"]["folder"]["size_bytes"] == 3
     rows = _table_with_header(_parse(render_provenance_html(rec, step_order=())), "input")[1:]
-    assert [r[1][:3] for r in rows] == [["folder", str(tmp_path / "d"), "3"],
-                                        ["sheet", str(tmp_path / "s.tsv"), "5"]]
+    # the page shows the last two components of an absolute path (no machine folders)
+    assert [r[1][:3] for r in rows] == [["folder", f".../{tmp_path.name}/d", "3"],
+                                        ["sheet", f".../{tmp_path.name}/s.tsv", "5"]]
     assert rows[1][1][3] == hashlib.sha256(b"12345").hexdigest()
 
 

@@ -13,6 +13,7 @@ import pytest
 import yaml
 from _published_cohort import PLANTED, published_cohort
 from cartcohort import published, sheets, stats
+from cartcohort.dictionary import read_dictionary
 from cartcohort.errors import InputError
 from cartcohort.report import overview_page
 from cartcohort.response_groups import apply_response_override
@@ -46,6 +47,7 @@ def _associate(features, clinical, unit):
     return stats.associate(
         features, clinical=clinical, primary_panel=stats.load_primary_panel(
             REPO / "resources" / "association" / "primary_panel.yaml"),
+        dictionary=read_dictionary(REPO / "resources" / "features.yaml"),
         primary_timepoint="IP", responders=["CR"], exclude_responses=["NE"], covariates=[],
         collapse_rho=0.9, min_patients_per_group=3, min_events_per_variable=5,
         composition_transform="logit", blood_compartment="PB",
@@ -96,7 +98,7 @@ def test_library_unit_equals_scipy_and_warns(cohort, caplog):
         result = _associate(feats, clinical, "library")
     assert any(LIBRARY_UNIT_LABEL in r.getMessage() for r in caplog.records)
     lib = result.libraries.set_index("feature")
-    assert (lib["label"] == LIBRARY_UNIT_LABEL).all() and (lib["unit"] == "library").all()
+    assert (lib["caveat"] == LIBRARY_UNIT_LABEL).all() and (lib["unit"] == "library").all()
     # per-library fractions by hand from the authors' table, every timepoint
     raw = pd.read_csv(files["cells"], sep="\t")
     frac = pd.crosstab(raw["library"], raw["celltype"], normalize="index")["CD8 Tcm"]
@@ -117,7 +119,8 @@ def test_library_unit_equals_scipy_and_warns(cohort, caplog):
         imported.summary, result.association, clinical, pd.DataFrame(
             columns=["sample", "step", "check", "count", "detail", "action"]),
         excluded_by_config=[], extra_notes={}, entry_point="published cell table x.tsv",
-        unit_label=LIBRARY_UNIT_LABEL)
+        unit_label=LIBRARY_UNIT_LABEL, sample_features=feats,
+        dictionary=read_dictionary(REPO / "resources" / "features.yaml"))
     assert LIBRARY_UNIT_LABEL in page.replace("&#x27;", "'")
     assert "Entry point:</b> published cell table x.tsv" in page
 

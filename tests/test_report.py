@@ -9,7 +9,9 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import REPO
 
+from cartcohort.dictionary import read_dictionary
 from cartcohort.report import (
     build_provenance,
     config_hash,
@@ -23,8 +25,12 @@ from cartcohort.report import (
     skipped_analyses,
     write_json,
 )
+from cartcohort.report.findings import key_findings
+from cartcohort.report.overview import library_cells, patients_by_timepoint
 from cartcohort.tables import read_table, write_table
 from cartcohort.vocab import ENTRY_CELL_RANGER
+
+DICTIONARY = REPO / "resources" / "features.yaml"
 
 
 def test_write_table_is_byte_stable_and_sorted(tmp_path):
@@ -87,7 +93,7 @@ def test_overview_lists_skipped_samples_and_analyses():
                        "n_cells_in": [100, 50], "n_cells_out": [90, 0],
                        "sample_excluded": [False, True],
                        "exclusion_reason": ["", "0 cells passed QC (< 50)"]})
-    assoc = pd.DataFrame({"feature": ["all"], "test": ["skipped"],
+    assoc = pd.DataFrame({"feature": ["all"], "test": ["skipped"], "pvalue": [np.nan],
                           "note": ["only one response group"]})
     skipped = skipped_analyses(qc_samples=qc, association=assoc, excluded_by_config=["C"],
                                extra_notes={"CAR+ calls": "no CAR feature"})
@@ -98,10 +104,68 @@ def test_overview_lists_skipped_samples_and_analyses():
     assert "<b>150</b> cells loaded" in page and "<b>90</b> cells kept" in page
     assert "only one response group" in page
     # the step function of rule overview: the same page from the tables and config kwargs
+    feats = pd.DataFrame({"sample": ["A"], "patient": ["p1"], "timepoint": ["IP"],
+                          "timepoint_day": [0]})
     assert overview_page(qc, assoc, clinical, warnings, excluded_by_config=["C"],
-                         extra_notes={"CAR+ calls": "no CAR feature"}) == overview_html(
+                         extra_notes={"CAR+ calls": "no CAR feature"}, sample_features=feats,
+                         dictionary=read_dictionary(DICTIONARY)) == overview_html(
         qc_samples=qc, clinical=clinical, skipped=skipped, warnings=warnings,
-        entry_point=ENTRY_CELL_RANGER)
+        entry_point=ENTRY_CELL_RANGER, by_timepoint=patients_by_timepoint(feats, clinical))
+
+
+def _assoc_row(feature, family, p, q, qfam, effect, med_r, med_nr, twins=""):
+    return {"feature": feature, "test": "mann_whitney", "effect": effect, "ci_low": effect - 0.3,
+            "ci_high": min(effect + 0.3, 1.0), "pvalue": p, "qvalue": q, "qvalue_family": qfam,
+            "n_responders": 6, "n_nonresponders": 5, "family": family,
+            "direction": "higher_in_responders" if effect > 0 else "lower_in_responders",
+            "median_responders": med_r, "median_nonresponders": med_nr, "twins": twins}
+
+
+def test_landing_page_cohort_tables_findings_and_no_machine_paths():
+    """Patients by response x timepoint, cells and QC pass rate per library, one sentence
+    per finding generated from the association table (labels, units, both q-values,
+    twins by label), and an absolute path in a warning printed without its folders."""
+    dictionary = read_dictionary(DICTIONARY)
+    clinical = pd.DataFrame({"patient": ["p1", "p2", "p3", "p4"],
+                             "response": ["CR", "CR", "PD", None]})
+    feats = pd.DataFrame({"sample": ["p1_IP", "p2_IP", "p3_IP", "p1_D14", "p3_D14"],
+                          "patient": ["p1", "p2", "p3", "p1", "p3"],
+                          "timepoint": ["IP", "IP", "IP", "D14", "D14"],
+                          "timepoint_day": [0, 0, 0, 14, 14]})
+    tab = patients_by_timepoint(feats, clinical).set_index("response")
+    assert list(tab.columns) == ["IP", "D14", "all patients"]
+    assert tab.loc["CR"].tolist() == [2, 1, 2] and tab.loc["PD"].tolist() == [1, 1, 1]
+    assert tab.loc["not known"].tolist() == [0, 0, 1] and tab.loc["total"].tolist() == [3, 2, 4]
+    qc = pd.DataFrame({"sample": ["p1_IP", "p2_IP"], "compartment": ["product"] * 2,
+                       "n_cells_in": [200, 100], "n_cells_out": [150, 100],
+                       "sample_excluded": [False, False]})
+    assert library_cells(qc)["QC pass %"].tolist() == [75.0, 100.0]
+    assoc = pd.DataFrame([
+        _assoc_row("frac_tcm_cd8", "exploratory", 0.001, 0.04, 0.01, 0.8, 0.3, 0.1),
+        _assoc_row("exhausted_fraction", "primary", 0.002, 0.02, 0.02, -0.9, 0.05, 0.25,
+                   twins="frac_exhausted (rho=1); pd1_pos_fraction (rho=0.97)"),
+        _assoc_row("rep_richness", "exploratory", 0.3, 0.6, 0.6, 0.2, 10, 9)])
+    assoc["feature_family"] = [dictionary[f].family for f in assoc["feature"]]
+    found = key_findings(assoc, dictionary=dictionary)
+    assert len(found) == 2  # rep_richness is no finding; the primary panel comes first
+    assert found[0].startswith("Exhausted (primary panel) is lower in responders: median "
+                               "5.0 % in 6 responders vs 25.0 % in 5 non-responders")
+    assert "q = 0.02 within the primary panel" in found[0]
+    assert "near-copies (|Spearman rho| above the threshold): Exhausted cells, PD-1+ cells" \
+        in found[0]
+    assert found[1].startswith("Central memory (Tcm) of CD8+ cells (memory/exhaustion family)"
+                               " is higher in responders")
+    none = key_findings(assoc.iloc[[2]], dictionary=dictionary)
+    assert none[0].startswith("No product feature differs") and "Rep" not in none[0]
+    warnings = pd.DataFrame([{"sample": "p1_IP", "step": "load", "check": "x", "count": 1,
+                              "detail": "read /home/someone/project/data/p1/matrix.h5",
+                              "action": "none"}])
+    page = overview_html(qc_samples=qc, clinical=clinical, skipped=pd.DataFrame(),
+                         warnings=warnings, by_timepoint=patients_by_timepoint(feats, clinical),
+                         findings=found)
+    assert "/home/someone" not in page and ".../p1/matrix.h5" in page
+    assert "Exhausted (primary panel) is lower in responders" in page
+    assert "<b>250</b> cells kept after QC (83.3 % pass QC)" in page
 
 
 def test_record_versions_and_json_round_trip(tmp_path):

@@ -56,7 +56,7 @@ def test_bundled_catalogue_names_every_scorecard_attribute_and_bad_files_are_ref
     assert cat["car_positive_fraction"].format(0.468) == "46.8 %"
     assert cat["log2_cd4_cd8_ratio"].format(1.0) == "+1.00 (ratio 2.00)"
     bad = tmp_path / "f.yaml"
-    bad.write_text("version: 2\nfeatures: {}\n")
+    bad.write_text("version: 3\nfeatures: {}\n")
     with pytest.raises(CartCohortError, match="'version' must be one of"):
         read_catalogue(bad)
     bad.write_text("version: 1\nfeatures:\n  x: {label: X, unit: '%'}\n")

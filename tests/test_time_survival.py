@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from cartcohort import stats as S
+from cartcohort.dictionary import FeatureDictionary, FeatureInfo
 from cartcohort.errors import InputError
 from cartcohort.tl import features as F
 from _truth_cells import truth_feature_cells
@@ -241,13 +242,20 @@ def test_time_survival_pages_are_landscape_and_split(tmp_path):
     assert len(data) == 13 * 16 * 3  # the product rows are not drawn
     pages = O.trajectory_pages(data, order, compartment="PB", title="t")
     assert [len(p.axes) for p in pages] == [12, 1]
+    named = O.trajectory_pages(data, order, compartment="PB", title="t",
+                               names={n: f"Feature {n[5:]}" for n in names})
+    assert named[0].axes[0].get_title().startswith("Feature ")  # labels, not ids
     # Kaplan-Meier: response + 8 product features = 9 panels -> 2 pages, written to disk
     rng = np.random.default_rng(1)
     clin = clin.assign(pfs_days=rng.integers(40, 700, len(clin)), pfs_event=1)
     panel = PrimaryPanel("1", tuple(PanelFeature(n, f"q{k}", "r", ()) for k, n in
                                     enumerate(names[:8])), "panel.yaml")
     endpoint = {**ENDPOINT, "endpoint": "OS"}
-    O.time_survival_figures(feats, clin, panel, trajectories=tmp_path / "traj",
+    readable = FeatureDictionary(exact={n: FeatureInfo(
+        id=n, label=f"Feature {n[5:]}", unit="", family="QC", description="d", better=None,
+        reference=None) for n in names})
+    O.time_survival_figures(feats, clin, panel, dictionary=readable,
+                            trajectories=tmp_path / "traj",
                             km=tmp_path / "km", primary_timepoint="IP", responders=["CR"],
                             exclude_responses=["NE"], blood_compartment="PB",
                             survival=endpoint)

@@ -411,3 +411,43 @@ def test_reference_frozen_and_a_new_product_scored_without_cohort_rules(demo_run
     assert frozen["P01_IP"] == "Single Cell 5' PE v2" and set(frozen) >= {"P01_IP", "P02_IP"}
     summary = pd.read_csv(project / "results/tables/new_products.tsv", sep="\t")
     assert set(summary["sample"]) == {"NEW01_IP"} and len(summary) > 5
+
+
+def test_report_pages_name_every_feature_and_print_no_machine_path(demo_run, demo_dir):
+    """Issue #23: the report's own pages (landing page, provenance, scorecards) print no
+    folder of this machine (the repository, the project folder, the demo's folder given by
+    absolute path, the temporary and home folders), and every feature id a page or table
+    shows comes with its readable label from the feature dictionary."""
+    import os
+    import tempfile
+
+    from cartcohort.dictionary import read_dictionary
+
+    pages = {name: (demo_run / "results" / name).read_text()
+             for name in ("overview.html", "provenance.html", "scorecards/scorecards.html")}
+    machine = {str(REPO), str(demo_run), str(demo_dir), tempfile.gettempdir() + "/",
+               os.path.expanduser("~") + "/", "/work/", "/home/"}
+    for name, page in pages.items():
+        found = sorted(m for m in machine if m in page)
+        assert not found, f"{name} prints machine path(s) {found}"
+    dictionary = read_dictionary(REPO / "resources" / "features.yaml")
+    tables = demo_run / "results" / "tables"
+    for name in ("association", "in_vivo_correlates", "survival", "longitudinal"):
+        t = pd.read_csv(tables / f"{name}.tsv", sep="\t", keep_default_na=False)
+        shown = t[t["feature"] != "(all)"]
+        assert (shown["label"] != "").all() and dictionary.missing(t["feature"]) == [], name
+    card = pd.read_csv(min((demo_run / "results" / "scorecards").glob("*.tsv")), sep="\t")
+    assert card["label"].notna().all()
+    features = pd.read_csv(tables / "sample_features.tsv", sep="\t", nrows=0).columns
+    assert dictionary.missing(c for c in features if c not in
+                              ("sample", "patient", "timepoint", "timepoint_day",
+                               "compartment")) == []
+    # a feature id on the landing page stands beside its label; findings name features
+    overview = re.sub(r"<[^>]+>", " ", pages["overview.html"])
+    ids = set(pd.read_csv(tables / "association.tsv", sep="\t")["feature"])
+    for fid in ids:
+        if re.search(rf"(?<![\w@]){re.escape(fid)}(?![\w@])", overview):
+            assert dictionary[fid].label in overview, fid
+    assert "Key findings" in overview and "Exhausted (primary panel) is lower in responders" \
+        in overview
+    assert "Patients by response and timepoint" in overview and "QC pass %" in overview

@@ -48,6 +48,7 @@ rule associate:
         features="results/tables/sample_features.tsv",
         clinical=clinical_table(),
         panel=primary_panel_path(),
+        dictionary=features_catalogue_path(),
     output:
         association="results/tables/association.tsv",
         in_vivo="results/tables/in_vivo_correlates.tsv",
@@ -100,6 +101,7 @@ rule scorecards:
         clinical=clinical_table(),
         association="results/tables/association.tsv",
         panel=primary_panel_path(),
+        dictionary=features_catalogue_path(),
     output:
         cards=primary_files("results/scorecards/{sample}.tsv"),
         reference="results/tables/reference_features.tsv",
@@ -140,6 +142,11 @@ rule plot_association:
             caption="../report/association_forest.rst",
             category="Association",
         ),
+        forest_exploratory=report(
+            "results/figures/association_forest_exploratory.png",
+            caption="../report/association_forest_exploratory.rst",
+            category="Association",
+        ),
         volcano=report(
             "results/figures/association_volcano.png",
             caption="../report/association_volcano.rst",
@@ -164,6 +171,7 @@ rule plot_time_survival:
         features="results/tables/sample_features.tsv",
         clinical=clinical_table(),
         panel=primary_panel_path(),
+        dictionary=features_catalogue_path(),
     output:
         trajectories=report(
             directory("results/figures/longitudinal_trajectories"),

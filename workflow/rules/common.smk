@@ -15,6 +15,7 @@ sys.path.insert(0, os.path.join(WORKFLOW_DIR, "workflow", "scripts"))
 from cartcohort import sheets  # noqa: E402
 from cartcohort.config import validate_config  # noqa: E402
 from cartcohort.errors import InputError  # noqa: E402
+from cartcohort.report import shown_path  # noqa: E402
 from cartcohort.vocab import ENTRY_CELL_RANGER, LIBRARY_UNIT_LABEL  # noqa: E402
 
 # The schema is the one place where defaults live: once validated, `config` holds every
@@ -26,19 +27,27 @@ except InputError as err:
     raise WorkflowError(str(err)) from None
 
 
+def _project_path(path):
+    """`path` relative to the project directory when it lies inside it (the report shows
+    every input of a rule: no machine path there, issue #23), else absolute."""
+    path = os.path.abspath(path)
+    rel = os.path.relpath(path)
+    return path if rel == os.pardir or rel.startswith(os.pardir + os.sep) else rel
+
+
 def _config_path(value):
     """A path from the config, relative to the working (project) directory."""
-    return os.path.abspath(value)
+    return _project_path(value)
 
 
 def _resource_path(value):
     """A resource path from the config: the project directory first, then the
     workflow folder, where the bundled resources (signatures) live."""
     if os.path.isabs(value) or os.path.exists(value):
-        return os.path.abspath(value)
+        return _project_path(value)
     bundled = os.path.join(WORKFLOW_DIR, value)
     if os.path.exists(bundled):
-        return bundled
+        return _project_path(bundled)
     raise WorkflowError(
         f"config: {value!r} exists neither in the project directory {os.getcwd()} nor in "
         f"the workflow folder {WORKFLOW_DIR}. Fix: give an existing path."
@@ -645,11 +654,14 @@ def warnings_inputs(wildcards):
 
 def overview_inputs(wildcards):
     """The overview's tables: per-library cells (QC table, or the import summary on the
-    published entry point), association, clinical, warnings (and annotation's)."""
+    published entry point), association, clinical, warnings (and annotation's), the
+    sample features (patients by timepoint) and the feature dictionary (labels)."""
     inputs = {
         "association": "results/tables/association.tsv",
         "clinical": clinical_table(),
         "warnings": "results/tables/warnings.tsv",
+        "features": "results/tables/sample_features.tsv",
+        "dictionary": features_catalogue_path(),
     }
     if PUBLISHED:
         inputs["qc_samples"] = "results/tables/import_samples.tsv"
@@ -666,8 +678,8 @@ def entry_point():
     if PUBLISHED:
         cfg = config["published"]
         return (
-            f"published cell table {cfg['cells']} (the authors' labels of column "
-            f"'{cfg['label_column']}', mapped by {cfg['label_map']})"
+            f"published cell table {shown_path(cfg['cells'])} (the authors' labels of "
+            f"column '{cfg['label_column']}', mapped by {shown_path(cfg['label_map'])})"
         )
     return ENTRY_CELL_RANGER
 
@@ -1013,6 +1025,7 @@ def report_figures():
         "results/figures/qc_violins.png",
         "results/figures/qc_scatter.png",
         "results/figures/association_forest.png",
+        "results/figures/association_forest_exploratory.png",
         "results/figures/association_volcano.png",
         "results/figures/longitudinal_trajectories",
         "results/figures/survival_km",

@@ -5,11 +5,13 @@ from cartcohort.logs import script_logging
 
 with script_logging(snakemake):
     from cartcohort import stats, tables
+    from cartcohort.dictionary import read_dictionary
 
     result = stats.associate(
         tables.read_table(snakemake.input.features),
         clinical=tables.read_table(snakemake.input.clinical),
         primary_panel=stats.load_primary_panel(snakemake.input.panel),
+        dictionary=read_dictionary(snakemake.input.dictionary),
         source=snakemake.input.features,
         clinical_source=snakemake.input.clinical,
         **snakemake.params.associate,

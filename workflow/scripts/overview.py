@@ -4,6 +4,7 @@ from cartcohort.logs import script_logging
 
 with script_logging(snakemake):
     from cartcohort import report, tables
+    from cartcohort.dictionary import read_dictionary
 
     page = report.overview_page(
         tables.read_table(snakemake.input.qc_samples),
@@ -18,6 +19,8 @@ with script_logging(snakemake):
         published_agreement=tables.read_table(snakemake.input.published_agreement)
         if snakemake.input.get("published_agreement")
         else None,
+        sample_features=tables.read_table(snakemake.input.features),
+        dictionary=read_dictionary(snakemake.input.dictionary),
         **snakemake.params.overview_page,
     )
     report.write_html(page, snakemake.output[0])

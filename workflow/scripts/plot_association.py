@@ -9,5 +9,6 @@ with script_logging(snakemake):
         tables.read_table(snakemake.input.association),
         tables.read_table(snakemake.input.de),
         forest=snakemake.output.forest,
+        forest_exploratory=snakemake.output.forest_exploratory,
         volcano=snakemake.output.volcano,
     )

@@ -5,12 +5,14 @@ from cartcohort.logs import script_logging
 
 with script_logging(snakemake):
     from cartcohort import scorecards, stats, tables
+    from cartcohort.dictionary import read_dictionary
 
     scorecards.cohort_scorecards(
         tables.read_table(snakemake.input.features),
         clinical=tables.read_table(snakemake.input.clinical),
         association=tables.read_table(snakemake.input.association),
         panel=stats.load_primary_panel(snakemake.input.panel),
+        dictionary=read_dictionary(snakemake.input.dictionary),
         cards=snakemake.output.cards,
         reference=snakemake.output.reference,
         calibration=snakemake.output.calibration,

@@ -56,11 +56,14 @@ def _names(text: str) -> tuple[str, ...]:
 #: Columns of ``association.tsv`` and ``in_vivo_correlates.tsv`` (see
 #: :data:`cartcohort.stats.ASSOCIATION_COLUMNS`) and their text columns.
 _ASSOCIATION_COLUMNS: tuple[str, ...] = (
-    _names("feature test effect ci_low ci_high pvalue qvalue n_responders n_nonresponders")
+    _names("feature label feature_family test effect ci_low ci_high pvalue qvalue")
+    + _names("qvalue_family n_responders n_nonresponders")
     + _names("effect_type direction median_responders median_nonresponders scope family")
     + _names("panel_version twins or_per_unit or_unit_ci_low or_unit_ci_high unit note")
 )
-_ASSOCIATION_TEXT: tuple[str, ...] = ("panel_version", "twins")
+_ASSOCIATION_TEXT: tuple[str, ...] = ("panel_version", "twins", "label", "feature_family")
+#: Readable name and dictionary family beside ``feature`` (:mod:`cartcohort.dictionary`).
+_LABELS: tuple[str, ...] = ("label", "feature_family")
 #: Columns of every warnings table (``results/tables/warnings.tsv`` and the per-step
 #: files it gathers): the library (empty: cohort-wide), the step and check that found
 #: it, how many genes/cells/patients... it concerns, what was found and what to do.
@@ -405,8 +408,9 @@ _REGISTRY = (
         "association_libraries",
         "results/tables/association_libraries.tsv",
         "associate",
-        _names("feature test unit effect effect_type pvalue method qvalue"),
-        text=("label",),
+        _names("feature label feature_family test unit effect effect_type pvalue method")
+        + _names("qvalue caveat"),
+        text=(*_LABELS, "caveat"),
     ),
     Table(
         "association_notes",
@@ -419,15 +423,18 @@ _REGISTRY = (
         "longitudinal",
         "results/tables/longitudinal.tsv",
         "associate",
-        _names("feature family test contrast comparison timepoint reference effect ci_low")
-        + _names("ci_high pvalue qvalue n_responders n_nonresponders n_samples note"),
+        _names("feature label feature_family family test contrast comparison timepoint")
+        + _names("reference effect ci_low ci_high pvalue qvalue n_responders")
+        + _names("n_nonresponders n_samples note"),
+        text=_LABELS,
     ),
     Table(
         "survival",
         "results/tables/survival.tsv",
         "associate",
-        _names("endpoint analysis feature scope test effect ci_low ci_high pvalue qvalue")
-        + _names("n_patients n_events events_per_variable note"),
+        _names("endpoint analysis feature label feature_family scope test effect ci_low")
+        + _names("ci_high pvalue qvalue n_patients n_events events_per_variable note"),
+        text=_LABELS,
     ),
     Table(
         "pseudobulk_de",
@@ -446,7 +453,8 @@ _REGISTRY = (
         "scorecard",
         "results/scorecards/{sample}.tsv",
         "scorecards",
-        _names("sample feature primary value cohort_percentile cohort_n cohort_median")
+        _names("sample feature label feature_family primary value cohort_percentile cohort_n")
+        + _names("cohort_median")
         + _names("responder_min responder_median responder_max interval_low interval_high")
         + _names("nonresponder_median n_responders flag direction qvalue"),
     ),
@@ -454,7 +462,8 @@ _REGISTRY = (
         "new_product_card",
         "results/new_products/{sample}.tsv",
         "score_product",
-        _names("sample feature primary value cohort_percentile cohort_n cohort_median")
+        _names("sample feature label feature_family primary value cohort_percentile cohort_n")
+        + _names("cohort_median")
         + _names("responder_min responder_median responder_max interval_low interval_high")
         + _names("nonresponder_median n_responders flag direction qvalue"),
     ),

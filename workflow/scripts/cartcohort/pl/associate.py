@@ -16,6 +16,8 @@ import pandas as pd
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 
+from ..dictionary import FAMILIES
+from ..errors import CartCohortError
 from ._save import save_figure
 
 logger = logging.getLogger(__name__)
@@ -31,39 +33,83 @@ def message_figure(text: str, *, title: str = "") -> Figure:
     return fig
 
 
+#: Exploratory forest plot: features shown per feature family (7 families x 3 rows plus
+#: the headers stay within the report's 1000 px height).
+EXPLORATORY_PER_FAMILY = 3
 _DIRECTION_COLOR = {"higher_in_responders": "#b2182b", "lower_in_responders": "#2166ac"}
 _DIRECTION_TAG = {"higher_in_responders": "higher in R", "lower_in_responders": "lower in R"}
 
 
-def _forest_rows(association: pd.DataFrame, family: str, max_features: int) -> pd.DataFrame:
-    """One row per feature of ``family``: its oriented AUROC row joined to its logistic row."""
-    fam = association[association["family"] == family] if "family" in association else \
-        association.iloc[:0]
+def _forest_rows(association: pd.DataFrame, family: str, max_per_family: int) -> pd.DataFrame:
+    """One row per feature of ``family``: its oriented AUROC row joined to its logistic row,
+    grouped by feature family (:data:`~cartcohort.dictionary.FAMILIES` order), at most
+    ``max_per_family`` per feature family (smallest p-values), top to bottom."""
+    missing = [c for c in ("label", "feature_family", "qvalue_family") if c not in association]
+    if missing:
+        raise CartCohortError(
+            f"association table: no column(s) {missing}. Fix: label it with the feature "
+            "dictionary (cartcohort.stats.associate does; cartcohort.stats.readable)")
+    fam = association[association["family"] == family]
     cols = ["or_per_unit", "or_unit_ci_low", "or_unit_ci_high", "unit"]
     auc = fam[(fam["test"] == "auroc") & fam["effect"].notna()].drop(columns=cols)
     lg = fam.loc[fam["test"] == "logistic", ["feature", *cols]]
     tab = auc.merge(lg, on="feature", how="left", validate="one_to_one")
-    tab = tab.sort_values(["pvalue", "feature"], kind="mergesort")
-    return tab.head(max_features).iloc[::-1]  # smallest p-value at the top
+    order = {f: i for i, f in enumerate(FAMILIES)}
+    tab = tab.assign(_fam=tab["feature_family"].map(order).fillna(len(order)))
+    tab = tab.sort_values(["_fam", "feature_family", "pvalue", "feature"], kind="mergesort")
+    return tab.groupby("feature_family", sort=False).head(max_per_family).drop(columns="_fam")
 
 
-def _draw_auroc(ax, tab: pd.DataFrame, sig: np.ndarray) -> None:
-    y = np.arange(len(tab))
+def _layout(tab: pd.DataFrame) -> tuple[np.ndarray, list[tuple[float, str]]]:
+    """y of each feature row (top to bottom) and the ``(y, name)`` of each family header."""
+    y, heads, pos = [], [], 0.0
+    for fam, rows in tab.groupby("feature_family", sort=False):
+        heads.append((pos, str(fam)))
+        pos -= 1
+        for _ in range(len(rows)):
+            y.append(pos)
+            pos -= 1
+        pos -= 0.3
+    return np.asarray(y), heads
+
+
+def _row_label(r) -> str:
+    """``label (higher in R; q=0.01) +2 twins`` of one forest row."""
+    tag = _DIRECTION_TAG.get(r.direction, r.direction)
+    q = r.qvalue_family
+    n_twins = len([t for t in str(r.twins).split(";") if t.strip()]) if pd.notna(r.twins) else 0
+    twins = f" +{n_twins} twin{'s' if n_twins > 1 else ''}" if n_twins else ""
+    return f"{r.label} ({tag}; q={q:.2g}){twins}" if np.isfinite(q) else f"{r.label}{twins}"
+
+
+def _set_ticks(ax, y: np.ndarray, labels: list[str], heads: list[tuple[float, str]],
+               fontsize: float) -> None:
+    """Feature labels as y ticks, each family's name in bold above its rows."""
+    ticks = [*y, *(h for h, _ in heads)]
+    text = [*labels, *(name for _, name in heads)]
+    ax.set_yticks(ticks, text, fontsize=fontsize)
+    for tick in ax.get_yticklabels()[len(y):]:
+        tick.set_fontweight("bold")
+    ax.set_ylim(min(ticks) - 0.7, 0.7)
+
+
+def _draw_auroc(ax, tab: pd.DataFrame, sig: np.ndarray, y: np.ndarray,
+                heads: list[tuple[float, str]], fontsize: float) -> None:
     colors = [_DIRECTION_COLOR.get(d, "#888888") for d in tab["direction"]]
     for yi, lo, hi, c, s in zip(y, tab["ci_low"], tab["ci_high"], colors, sig, strict=True):
         ax.plot([lo, hi], [yi, yi], color=c, lw=2.2 if s else 1.2, alpha=1 if s else 0.6)
     ax.scatter(tab["effect"], y, color=colors, zorder=3, s=30,
                edgecolors=np.where(sig, "black", "none"))
     ax.axvline(0.5, color="black", lw=0.8, ls="--")
+    for h, _ in heads[1:]:
+        ax.axhline(h + 0.65, color="#bbbbbb", lw=0.6)
     ax.set_xlim(min(0.45, float(np.nanmin(tab["ci_low"])) - 0.02), 1.01)
-    labels = [f"{f} ({_DIRECTION_TAG.get(d, d)}; q={q:.2g})" if np.isfinite(q) else f
-              for f, d, q in zip(tab["feature"], tab["direction"], tab["qvalue"], strict=True)]
-    ax.set_yticks(y, labels, fontsize=8)
+    _set_ticks(ax, y, [_row_label(r) for r in tab.itertuples()], heads, fontsize)
     ax.set_xlabel("oriented AUROC (95% Newcombe CI)", fontsize=8)
 
 
-def _draw_odds(ax, tab: pd.DataFrame) -> None:
-    y = np.arange(len(tab))
+def _draw_odds(ax, tab: pd.DataFrame, y: np.ndarray, heads: list[tuple[float, str]],
+               fontsize: float) -> None:
     colors = [_DIRECTION_COLOR.get(d, "#888888") for d in tab["direction"]]
     orr = tab["or_per_unit"].to_numpy(float)
     lo = tab["or_unit_ci_low"].to_numpy(float)
@@ -77,7 +123,7 @@ def _draw_odds(ax, tab: pd.DataFrame) -> None:
     ax.set_xlim(1e-3, 1e3)
     ax.axvline(1.0, color="black", lw=0.8, ls="--")
     units = tab["unit"].fillna("NA").astype(str).tolist()
-    ax.set_yticks(y, [f"per {u}" for u in units], fontsize=7)
+    _set_ticks(ax, y, [f"per {u}" for u in units], [(h, "") for h, _ in heads], fontsize)
     ax.yaxis.tick_right()
     ax.set_xlabel("odds ratio per unit (95% CI, clipped)", fontsize=8)
 
@@ -86,31 +132,34 @@ def forest_plot(
     association: pd.DataFrame,
     *,
     family: str = "primary",
-    max_features: int = 30,
+    max_per_family: int = 12,
     q_threshold: float = 0.05,
 ) -> Figure:
-    """Forest plot of one BH family: oriented AUROC with CI and odds ratio per unit.
+    """Forest plot of one BH tier, grouped by feature family: oriented AUROC with CI and
+    odds ratio per unit, each feature by its readable label.
 
     Parameters
     ----------
     association
-        ``association.tsv``.
+        ``association.tsv`` (labelled: ``label``, ``feature_family``, ``qvalue_family``).
     family
         ``primary`` (the pre-specified panel, the report's figure) or ``exploratory``.
-    max_features
-        At most this many features (smallest p-values first).
+    max_per_family
+        At most this many features per feature family (smallest p-values first).
     q_threshold
-        Features with ``qvalue`` (within the family) below it are drawn bold, circled.
+        Features with ``qvalue_family`` below it are drawn bold, circled.
 
     Returns
     -------
     matplotlib.figure.Figure
-        Left: AUROC oriented as ``max(AUC, 1 - AUC)`` with its Newcombe interval, colour
-        and label giving the direction (red higher, blue lower in responders). Right:
-        logistic odds ratio per stated unit (log scale). Panel features that were not
-        tested are listed under the plot with the reason.
+        Rows grouped under their feature family (dictionary order), smallest p-value
+        first within a family. Left: AUROC oriented as ``max(AUC, 1 - AUC)`` with its
+        Newcombe interval, colour and label giving the direction (red higher, blue lower
+        in responders) and the family q-value; ``+n twins``: features collapsed into this
+        one (``twins`` of ``association.tsv``). Right: logistic odds ratio per stated unit
+        (log scale). Panel features that were not tested are listed under the plot.
     """
-    tab = _forest_rows(association, family, max_features)
+    tab = _forest_rows(association, family, max_per_family)
     gaps = association[(association["test"] == "skipped")
                        & (association.get("family", pd.Series(dtype=str)) == family)
                        & (association["feature"] != "(all)")]
@@ -119,27 +168,32 @@ def forest_plot(
         reason = notes.iloc[0] if len(notes) else f"no '{family}' results"
         return message_figure(str(reason), title="Association with response")
     n_gap = len(gaps)
+    y, heads = _layout(tab)
+    n_rows = len(tab) + len(heads)
+    fontsize = 8 if n_rows <= 24 else 7
     # at most 6.6 in tall (1000 px at 150 dpi): the report viewer shows it at full height
-    fig = Figure(figsize=(10, min(6.6, 1.9 + 0.32 * len(tab) + 0.18 * min(n_gap, 6))))
+    fig = Figure(figsize=(10, min(6.6, 1.9 + 0.24 * n_rows + 0.18 * min(n_gap, 6))))
     grid = fig.add_gridspec(1, 2, width_ratios=[1.35, 1.0])
     ax, ax2 = fig.add_subplot(grid[0]), fig.add_subplot(grid[1])
-    sig = (tab["qvalue"] < q_threshold).to_numpy()
-    _draw_auroc(ax, tab, sig)
-    _draw_odds(ax2, tab)
+    sig = (tab["qvalue_family"] < q_threshold).to_numpy()
+    _draw_auroc(ax, tab, sig, y, heads, fontsize)
+    _draw_odds(ax2, tab, y, heads, fontsize)
     ax2.set_ylim(ax.get_ylim())
     version = tab["panel_version"].dropna().astype(str)
     what = (f"primary panel v{version.iloc[0]}" if family == "primary" and len(version)
-            else f"{family} features")
+            else f"{family} features (top {max_per_family} per family)")
+    rule = ("BH within the panel" if family == "primary"
+            else "BH within each feature family")
     n1, n0 = int(tab["n_responders"].max()), int(tab["n_nonresponders"].max())
-    fig.suptitle(f"Product features vs response, {what}: {n1} responders vs {n0} "
-                 f"non-responders (patients); BH within the family, bold: q < {q_threshold:g}",
+    fig.suptitle(f"Product features vs response, {what}:\n{n1} responders vs {n0} "
+                 f"non-responders (patients); {rule}, bold: q < {q_threshold:g}",
                  fontsize=9)
     if n_gap:
-        text = "; ".join(f"{r.feature}: {str(r.note).removeprefix('not tested: ')[:60]}"
+        text = "; ".join(f"{r.label}: {str(r.note).removeprefix('not tested: ')[:60]}"
                          for r in gaps.itertuples())
         fig.text(0.01, 0.005, f"not tested ({n_gap}): {text}", fontsize=6, wrap=True,
                  va="bottom")
-    fig.tight_layout(rect=(0, 0.02 + 0.025 * min(n_gap, 6), 1, 0.96))
+    fig.tight_layout(rect=(0, 0.02 + 0.025 * min(n_gap, 6), 1, 0.94))
     return fig
 
 
@@ -193,7 +247,8 @@ def scorecard_heatmap(
     """Products x primary-panel features heatmap of cohort percentiles.
 
     Columns are the features of the primary panel (``primary`` column of the
-    cards), in panel order, labelled with their association q-value; an ``x``
+    cards), in panel order, named by their ``label`` (labelled cards) with their
+    association q-value; an ``x``
     marks a flagged value (outside the responders' leave-one-out interval).
     ``labels`` maps a sample to its row label (e.g. with the response);
     ``coverage`` (the interval's nominal coverage) is named in the title.
@@ -226,7 +281,10 @@ def scorecard_heatmap(
     )
     ii, jj = np.nonzero(out)
     ax.scatter(jj, ii, marker="x", color="black", s=18, lw=1)
-    cols = [f"{f} (q={q[f]:.1g})" if np.isfinite(q[f]) else f for f in feats]
+    # readable names where the cards carry them (cohort_scorecards labels them)
+    name = prim.groupby("feature", sort=False)["label"].first() if "label" in prim else {}
+    cols = [f"{name.get(f, f)} (q={q[f]:.1g})" if np.isfinite(q[f]) else name.get(f, f)
+            for f in feats]
     ax.set_xticks(np.arange(len(feats)), cols, rotation=40, ha="right",
                   rotation_mode="anchor", fontsize=7)
     rows = [labels.get(s, s) if labels else s for s in samples]
@@ -245,6 +303,7 @@ def association_figures(
     de: pd.DataFrame,
     *,
     forest: str | os.PathLike,
+    forest_exploratory: str | os.PathLike,
     volcano: str | os.PathLike,
 ) -> None:
     """Write the two association figures of the report (rule ``plot_association``).
@@ -255,8 +314,10 @@ def association_figures(
         ``tables/association.tsv`` (:func:`forest_plot` of the primary panel).
     de
         ``tables/pseudobulk_de.tsv`` (:func:`volcano_plot`).
-    forest, volcano
-        Output paths of the forest plot and the volcano plot (byte-stable PNGs).
+    forest, forest_exploratory, volcano
+        Output paths of the forest plots (primary panel; exploratory features, at most
+        :data:`EXPLORATORY_PER_FAMILY` per feature family) and the volcano plot
+        (byte-stable PNGs).
 
     Returns
     -------
@@ -264,5 +325,7 @@ def association_figures(
         The figures are written to ``forest`` and ``volcano``.
     """
     save_figure(forest_plot(association, family="primary"), forest)
+    save_figure(forest_plot(association, family="exploratory",
+                            max_per_family=EXPLORATORY_PER_FAMILY), forest_exploratory)
     save_figure(volcano_plot(de), volcano)
-    logger.info("wrote %s and %s", forest, volcano)
+    logger.info("wrote %s, %s and %s", forest, forest_exploratory, volcano)

@@ -27,6 +27,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from ..dictionary import FeatureDictionary
+from ..errors import CartCohortError
 from ..stats.labels import patient_table, response_labels
 from ..stats.longitudinal import timepoint_order
 from ..stats.panel import PrimaryPanel
@@ -107,9 +109,12 @@ def _legend(fig: Figure, colors: Mapping[str, str], present: Sequence[str]) -> N
 
 
 def trajectory_pages(
-    data: pd.DataFrame, timepoints: Sequence[str], *, compartment: str, title: str
+    data: pd.DataFrame, timepoints: Sequence[str], *, compartment: str, title: str,
+    names: Mapping[str, str] | None = None,
 ) -> list[Figure]:
-    """Pages of per-patient trajectories, :data:`TRAJECTORY_GRID` panels per page."""
+    """Pages of per-patient trajectories, :data:`TRAJECTORY_GRID` panels per page; each
+    panel titled with the feature's readable name (``names``: id -> label)."""
+    names = names or {}
     feats = list(dict.fromkeys(data["feature"]))
     rows, cols = TRAJECTORY_GRID
     x = {t: i for i, t in enumerate(timepoints)}
@@ -125,7 +130,7 @@ def trajectory_pages(
                         color=GROUP_COLORS[grp])
             ax.set_xticks(range(len(timepoints)), timepoints, fontsize=8)
             ax.set_xlim(-0.3, len(timepoints) - 0.7)
-            ax.set_title(f"{f} ({d['patient'].nunique()} patients)", fontsize=9)
+            ax.set_title(f"{names.get(f, f)} ({d['patient'].nunique()} patients)", fontsize=9)
             ax.tick_params(labelsize=7)
         _legend(fig, GROUP_COLORS, set(data["group"]))
         page = f" (page {len(pages) + 1})" if len(feats) > rows * cols else ""
@@ -198,6 +203,7 @@ def _km_panel(fig: Figure, ax, split: Mapping[str, pd.DataFrame], *, colors: Map
 def _km_specs(
     features: pd.DataFrame, times: pd.DataFrame, *, labels: pd.DataFrame,
     panel_features: Sequence[str], primary_timepoint: str, landmark_day: float,
+    names: Mapping[str, str],
 ) -> list[tuple[str, str, pd.DataFrame, pd.Series, Mapping[str, str]]]:
     """(title, x label, times, groups, colours) of every Kaplan-Meier panel."""
     lm = landmark_times(times, landmark_day=landmark_day)
@@ -212,7 +218,8 @@ def _km_specs(
         x = pd.to_numeric(product[f], errors="coerce").reindex(times.index)
         med = float(x.median())
         split = pd.Series(np.where(x > med, "high", "low"), index=x.index).where(x.notna())
-        specs.append((f"{f}: median split ({med:.3g})", "days from infusion", times, split,
+        specs.append((f"{names.get(f, f)}: median split ({med:.3g})", "days from infusion",
+                      times, split,
                       SPLIT_COLORS))
     return specs
 
@@ -221,13 +228,15 @@ def km_pages(
     features: pd.DataFrame, clinical: pd.DataFrame, *, panel_features: Sequence[str],
     endpoint: str, time: str, event: str, min_events_per_variable: float,
     landmark_day: float, primary_timepoint: str, responders: Sequence[str],
-    exclude_responses: Sequence[str],
+    exclude_responses: Sequence[str], names: Mapping[str, str] | None = None,
 ) -> list[Figure]:
-    """Pages of Kaplan-Meier panels (:data:`KM_GRID` per page), endpoint in every title."""
+    """Pages of Kaplan-Meier panels (:data:`KM_GRID` per page), endpoint in every title,
+    features by their readable names (``names``: id -> label)."""
     times = endpoint_times(clinical, endpoint=endpoint, time=time, event=event)
     labels = response_labels(clinical, responders=responders, excluded=exclude_responses)
     specs = _km_specs(features, times, labels=labels, panel_features=panel_features,
-                      primary_timepoint=primary_timepoint, landmark_day=landmark_day)
+                      primary_timepoint=primary_timepoint, landmark_day=landmark_day,
+                      names=names or {})
     rows, cols = KM_GRID
     pages = []
     for start in range(0, len(specs), rows * cols):
@@ -250,6 +259,7 @@ def time_survival_figures(
     clinical: pd.DataFrame,
     panel: PrimaryPanel,
     *,
+    dictionary: FeatureDictionary,
     trajectories: str | os.PathLike,
     km: str | os.PathLike,
     primary_timepoint: str,
@@ -266,6 +276,8 @@ def time_survival_figures(
         ``sample_features.tsv`` and the clinical table.
     panel
         The primary panel (its features are drawn).
+    dictionary
+        The feature dictionary (``scorecards.features``): panels are titled by labels.
     trajectories, km
         Output folders; each gets ``page_01.png``, ``page_02.png``, ...
     primary_timepoint, responders, exclude_responses
@@ -285,7 +297,13 @@ def time_survival_figures(
         features, clinical=clinical, panel_features=panel.names,
         compartment=blood_compartment, primary_timepoint=primary_timepoint,
         responders=responders, exclude_responses=exclude_responses)
-    pages = trajectory_pages(data, order, compartment=blood_compartment, title=panel.label)
+    missing = dictionary.missing(panel.names)
+    if missing:
+        raise CartCohortError(f"{panel.source}: no entry in {dictionary.source} for "
+                              f"{missing}. Fix: add them to the feature dictionary")
+    names = {f: dictionary[f].label for f in panel.names}
+    pages = trajectory_pages(data, order, compartment=blood_compartment, title=panel.label,
+                             names=names)
     write_pages(pages or [note_figure(
         f"no primary-panel feature has a value in a {blood_compartment} library "
         f"(associate.blood_compartment)", title="Trajectories")], trajectories)
@@ -296,7 +314,7 @@ def time_survival_figures(
     else:
         km_figs = km_pages(features, clinical, panel_features=panel.names,
                            primary_timepoint=primary_timepoint, responders=responders,
-                           exclude_responses=exclude_responses, **s)
+                           exclude_responses=exclude_responses, names=names, **s)
     write_pages(km_figs, km)
     logger.info("wrote %d trajectory page(s) to %s and %d Kaplan-Meier page(s) to %s",
                 max(len(pages), 1), trajectories, len(km_figs), km)

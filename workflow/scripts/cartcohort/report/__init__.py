@@ -14,7 +14,7 @@ package inside every step's conda environment.
 
 from __future__ import annotations
 
-from ._html import PAGE_STYLE, html_page, html_table, write_html
+from ._html import PAGE_STYLE, html_page, html_table, scrub_paths, shown_path, write_html
 from .overview import overview_html, overview_page, skipped_analyses
 from .provenance import (
     build_provenance,
@@ -59,7 +59,9 @@ __all__ = [
     "read_json",
     "record_versions",
     "render_provenance_html",
+    "scrub_paths",
     "sha256_path",
+    "shown_path",
     "skipped_analyses",
     "software_table",
     "warnings_html",

@@ -4,12 +4,34 @@ from __future__ import annotations
 
 import html
 import os
+import re
 from collections.abc import Sequence
 
 import pandas as pd
 
 PAGE_STYLE = ("body{font-family:sans-serif;font-size:13px} table{border-collapse:collapse}"
               "td,th{padding:2px 8px;border-bottom:1px solid #ddd}")
+
+
+#: An absolute file path in a page's text: ``/`` and at least two more components, at the
+#: start of a word (after a space, quote, bracket, ``=`` or ``>``), so that ``PD-1/TIM-3``
+#: or ``CD4/CD8`` are not paths.
+_ABS_PATH = re.compile(r"(?<![\w.+-])(?:/[^\s/'\"<>&;:,()]+){2,}/?")
+
+
+def shown_path(path: str) -> str:
+    """A file path as a page shows it: relative paths as they are; an absolute one as
+    ``.../<parent>/<name>``, so that no machine's folders (home, project, temporary) are
+    printed in the report. The full paths stay in ``provenance.json``."""
+    parts = [p for p in str(path).split("/") if p]
+    if not str(path).startswith("/") or len(parts) <= 2:
+        return str(path)
+    return ".../" + "/".join(parts[-2:])
+
+
+def scrub_paths(text: str) -> str:
+    """``text`` with every absolute path shortened by :func:`shown_path`."""
+    return _ABS_PATH.sub(lambda m: shown_path(m.group(0)), text)
 
 
 def html_page(title: str, body: Sequence[str], *, extra_style: str = "") -> str:
@@ -27,11 +49,12 @@ def html_page(title: str, body: Sequence[str], *, extra_style: str = "") -> str:
     Returns
     -------
     str
-        The complete document, ``<!DOCTYPE html>`` included.
+        The complete document, ``<!DOCTYPE html>`` included; every absolute path in the
+        body is shortened (:func:`scrub_paths`): a report page prints no machine path.
     """
     style = f"<style>{PAGE_STYLE}{extra_style}</style>"
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
-            f"</title>{style}</head><body>" + "\n".join(body) + "</body></html>")
+            f"</title>{style}</head><body>" + scrub_paths("\n".join(body)) + "</body></html>")
 
 
 def html_table(

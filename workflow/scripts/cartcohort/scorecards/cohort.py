@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..dictionary import FeatureDictionary, label_table
 from ..stats import PrimaryPanel, labelled_patients
 from ..tables import write_table
 from .html import scorecards_html
@@ -105,6 +106,7 @@ def cohort_scorecards(
     clinical: pd.DataFrame,
     association: pd.DataFrame,
     panel: PrimaryPanel,
+    dictionary: FeatureDictionary,
     cards: Sequence[str | os.PathLike],
     reference: str | os.PathLike,
     calibration: str | os.PathLike,
@@ -126,6 +128,9 @@ def cohort_scorecards(
     panel
         The primary panel (``associate.primary_panel``,
         :func:`cartcohort.stats.load_primary_panel`): its features alone are flagged.
+    dictionary
+        The feature dictionary (``scorecards.features``): ``label`` and ``feature_family``
+        on each card; the page shows the labels.
     cards
         Output paths ``<dir>/<sample>.tsv``, one per product: the products scored
         are the file names' samples.
@@ -152,17 +157,13 @@ def cohort_scorecards(
     paths = {Path(path).name[: -len(".tsv")]: path for path in cards}
     result = score_cohort(
         features,
-        clinical=clinical,
-        association=association,
-        samples=list(paths),
-        panel=panel,
-        flag_coverage=flag_coverage,
-        primary_timepoint=primary_timepoint,
-        responders=responders,
-        exclude_responses=exclude_responses,
-        source=source,
+        clinical=clinical, association=association, samples=list(paths), panel=panel,
+        flag_coverage=flag_coverage, primary_timepoint=primary_timepoint,
+        responders=responders, exclude_responses=exclude_responses, source=source,
         clinical_source=clinical_source,
     )
+    result.cards = {s: label_table(c, dictionary, what=f"scorecard of {s}")
+                    for s, c in result.cards.items()}
     write_table(result.reference, reference, sort_by=["patient"])
     write_table(result.calibration, calibration)
     for sample, card in result.cards.items():

@@ -63,6 +63,10 @@ def _card_row(r: pd.Series, qvalue_threshold: float) -> str:
     sig = " sig" if r["qvalue"] < qvalue_threshold else ""
     cells = []
     for c in _COLUMNS:
+        if c == "feature" and "label" in r:  # readable name, the id on hover (issue #23)
+            cells.append(f"<td title='{html.escape(str(r['feature']))}'>"
+                         f"{html.escape(str(r['label']))}</td>")
+            continue
         v = r[c]
         if isinstance(v, float):
             v = "NA" if not np.isfinite(v) else f"{v:.4g}"

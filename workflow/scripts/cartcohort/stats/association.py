@@ -18,12 +18,14 @@ from typing import Any
 
 import pandas as pd
 
+from ..dictionary import FeatureDictionary
 from ._utils import ASSOCIATION_COLUMNS, notes_table, skipped_frame
 from .composition import CompositionTransform
 from .families import FAMILIES, IN_VIVO_FAMILIES, FamilyInputs
 from .labels import encode_covariates, feature_columns, labelled_patients, testable_features
 from .longitudinal import longitudinal_models
 from .panel import PrimaryPanel
+from .readable import readable_tables
 from .replicates import LIBRARY_COLUMNS, UNITS, library_association
 from .scopes import (
     finish_table,
@@ -365,6 +367,7 @@ def associate(
     *,
     clinical: pd.DataFrame,
     primary_panel: PrimaryPanel,
+    dictionary: FeatureDictionary,
     primary_timepoint: str,
     responders: Sequence[str],
     exclude_responses: Sequence[str],
@@ -390,17 +393,18 @@ def associate(
     primary_panel
         The pre-specified primary panel (:func:`~cartcohort.stats.load_primary_panel`
         of ``associate.primary_panel``).
+    dictionary
+        The feature dictionary (``scorecards.features``): labels of every table and the
+        family q-values (:func:`~cartcohort.stats.readable.readable_tables`).
     primary_timepoint, responders, covariates, collapse_rho, min_patients_per_group
         As in :func:`run_association` (config keys of the same names), as are
         ``min_events_per_variable`` and ``composition_transform``.
     exclude_responses
-        Response codes left out of the comparisons (``excluded`` of
-        :func:`run_association`).
+        Response codes left out (``excluded`` of :func:`run_association`).
     blood_compartment
         ``compartment`` of the blood libraries (longitudinal and landmark models).
     survival
-        ``associate.survival``: the endpoint keywords of
-        :func:`~cartcohort.stats.survival_models`.
+        ``associate.survival``: keywords of :func:`~cartcohort.stats.survival_models`.
     unit
         ``patient``, or ``library``: also libraries as replicates (``libraries``).
     source, clinical_source
@@ -409,18 +413,15 @@ def associate(
     Returns
     -------
     AssociateResult
-        The association, in vivo, notes, longitudinal and survival tables. The
-        longitudinal and survival models cover the product features tested for
-        association (every feature when the association was skipped).
+        Every table, labelled; the longitudinal and survival models cover the product
+        features tested (every feature when the association was skipped).
     """
     result = run_association(
         features, clinical=clinical, primary_timepoint=primary_timepoint, responders=responders,
         excluded=exclude_responses, covariates=covariates, panel=primary_panel,
         collapse_rho=collapse_rho, min_patients_per_group=min_patients_per_group,
-        min_events_per_variable=min_events_per_variable,
-        composition_transform=composition_transform, source=source,
-        clinical_source=clinical_source,
-    )
+        min_events_per_variable=min_events_per_variable, source=source,
+        composition_transform=composition_transform, clinical_source=clinical_source)
     longitudinal = longitudinal_models(
         features, clinical=clinical, features_to_test=result.tested or None,
         primary_features=primary_panel.names, compartment=blood_compartment,
@@ -438,8 +439,9 @@ def associate(
     libraries = _libraries_table(features, clinical=clinical, unit=unit, result=result,
                                  responders=responders, excluded=exclude_responses,
                                  clinical_source=clinical_source)
-    return AssociateResult(result.association, notes, longitudinal, survival_table,
-                           result.tested, result.in_vivo, libraries)
+    return AssociateResult(notes=notes, tested=result.tested, **readable_tables(
+        dictionary, association=result.association, in_vivo=result.in_vivo,
+        longitudinal=longitudinal, survival=survival_table, libraries=libraries))
 
 
 def _log_tested(result: AssociationResult, primary_panel: PrimaryPanel) -> None:

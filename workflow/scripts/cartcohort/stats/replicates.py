@@ -39,7 +39,7 @@ LIBRARY_COLUMNS: tuple[str, ...] = (
     "feature", "test", "unit", "effect", "effect_type", "pvalue", "method", "qvalue",
     "n_libraries_responders", "n_libraries_nonresponders", "n_patients_responders",
     "n_patients_nonresponders", "median_responders", "median_nonresponders",
-    "pvalue_patient", "label",
+    "pvalue_patient", "caveat",
 )
 
 
@@ -127,7 +127,7 @@ def library_association(
             "median_nonresponders": float(np.median(y)),
             "pvalue_patient": (np.nan if patient_pvalues is None
                                else float(patient_pvalues.get(f, np.nan))),
-            "label": LIBRARY_LABEL,
+            "caveat": LIBRARY_LABEL,
         })
     table = pd.DataFrame(rows, columns=list(LIBRARY_COLUMNS))
     if len(table):
