@@ -447,11 +447,15 @@ def test_wu2020_own_lineage_agrees_with_the_authors_clusters(tmp_path):
     assert table.loc[("state", pa.ALL), "agreement"] >= 0.3  # measured 0.37
     # the report shows it under the entry point
     page = overview_page(
-        imported.summary, pd.DataFrame(columns=["feature", "test"]),
+        imported.summary, pd.DataFrame(columns=[
+            "feature", "label", "feature_family", "test", "effect", "ci_low", "ci_high",
+            "pvalue", "qvalue", "qvalue_family", "direction", "family", "twins", "note"]),
         pd.DataFrame({"patient": ["p"], "response": ["CR"]}), pd.DataFrame(
             columns=["sample", "step", "check", "count", "detail", "action"]),
         excluded_by_config=[], extra_notes={}, entry_point="published cell table w.h5mu",
-        published_agreement=own.agreement)
+        published_agreement=own.agreement, sample_features=pd.DataFrame(
+            columns=["sample", "patient", "timepoint"]),
+        dictionary=read_dictionary(REPO / "resources" / "features.yaml"))
     assert "cd4_cd8: 0.86 of 147 cells agree" in page.replace("&#x27;", "'")
 
 
