@@ -524,7 +524,14 @@ def import_published_kwargs():
             "vdj_samples": published_vdj_samples(),
             "clonotypes": {
                 k: clonotypes[k]
-                for k in ["receptor_arms", "dual_ir", "sequence", "metric", "cutoff", "clusters"]
+                for k in [
+                    "receptor_arms",
+                    "dual_ir",
+                    "sequence",
+                    "metric",
+                    "cutoff",
+                    "clusters",
+                ]
             },
         }
     )
@@ -542,7 +549,8 @@ def published_annotation_inputs(wildcards):
 def published_annotation_kwargs():
     """Keyword arguments of `published_annotate.published_annotation`: the table's cell and
     library columns, the CAR features, the annotate settings (annotate_kwargs) and the
-    normalisation, PCA, graph and Leiden settings of integrate (its first resolution)."""
+    normalisation, PCA, graph and Leiden settings of integrate (its first resolution).
+    """
     integrate = config["integrate"]
     annotate = annotate_kwargs()
     return canonical(
@@ -622,7 +630,8 @@ def import_cells_inputs(wildcards):
 def sample_features_inputs(wildcards):
     """The cells table, and the repertoire, kinetics and protein tables unless the cells
     come from a published table (there: no kinetics nor ADT; the repertoire where libraries
-    give contigs; our calls instead of the authors' with published.features_from: ours)."""
+    give contigs; our calls instead of the authors' with published.features_from: ours).
+    """
     inputs = {"cells": "results/tables/cells.tsv.gz"}
     if PUBLISHED_ANNOTATE and config["published"]["features_from"] == "ours":
         inputs["cells"] = "results/tables/published_own_cells.tsv.gz"
