@@ -88,12 +88,19 @@ def demo_run(tmp_path_factory, demo_dir) -> Path:
     reuse = os.environ.get("CARTCOHORT_E2E_DIR")
     work = Path(reuse) if reuse else tmp_path_factory.mktemp("demo_run")
     work.mkdir(parents=True, exist_ok=True)
-    run_snakemake(
-        work,
-        configfile=REPO / "config" / "config.yaml",
-        config={"samples": str(demo_dir / "samples.tsv"), "clinical": str(demo_dir / "clinical.tsv")},
-    )
+    # the data inside the project folder, as `make run` has it (resources/demo): inputs
+    # are then named relative to the project, and the report prints no machine path
+    data = work / "demo"
+    if not data.exists():
+        data.symlink_to(demo_dir, target_is_directory=True)
+    run_snakemake(work, configfile=REPO / "config" / "config.yaml", config=demo_config(work))
     return work
+
+
+def demo_config(work: Path) -> dict[str, str]:
+    """``--config`` of the demo run in ``work`` (its sheets through ``work/demo``)."""
+    return {"samples": str(work / "demo" / "samples.tsv"),
+            "clinical": str(work / "demo" / "clinical.tsv")}
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,7 @@ import yaml
 from sklearn.metrics import adjusted_rand_score, f1_score
 
 from cartcohort.tl.features import IN_VIVO_REPERTOIRE
-from conftest import REPO, run_snakemake
+from conftest import REPO, demo_config, run_snakemake
 
 pytestmark = pytest.mark.e2e
 
@@ -335,10 +335,7 @@ def test_changing_annotation_param_reruns_only_annotation_and_downstream(demo_ru
     cfgfile = tmp_path / "config.yaml"
     cfgfile.write_text(yaml.safe_dump(cfg))
     proc = run_snakemake(
-        demo_run, "-n", "--quiet", "rules",
-        configfile=cfgfile,
-        config={"samples": str(demo_dir / "samples.tsv"), "clinical": str(demo_dir / "clinical.tsv")},
-    )
+        demo_run, "-n", "--quiet", "rules", configfile=cfgfile, config=demo_config(demo_run))
     out = proc.stdout + proc.stderr
     scheduled = set(re.findall(r"^\s*([A-Za-z_]\w*)\s+\d+\s*$", out, flags=re.M)) - {"total"}
     assert "annotate" in scheduled, out
@@ -411,6 +408,23 @@ def test_reference_frozen_and_a_new_product_scored_without_cohort_rules(demo_run
     assert frozen["P01_IP"] == "Single Cell 5' PE v2" and set(frozen) >= {"P01_IP", "P02_IP"}
     summary = pd.read_csv(project / "results/tables/new_products.tsv", sep="\t")
     assert set(summary["sample"]) == {"NEW01_IP"} and len(summary) > 5
+
+
+def test_report_html_prints_no_machine_path(demo_run, demo_dir):
+    """Issue #23: the Snakemake report (``--report``), which lists every rule's inputs and
+    outputs, names no folder of this machine: inputs inside the project folder (the demo's
+    sheets, as ``make run`` keeps them in resources/demo) are named relative to it."""
+    import os
+    import tempfile
+
+    run_snakemake(demo_run, "--report", "report.html",
+                  configfile=REPO / "config" / "config.yaml", config=demo_config(demo_run))
+    html = (demo_run / "report.html").read_text(errors="replace")
+    assert "P01_IP" in html and "filtered_feature_bc_matrix" in html  # inputs are listed
+    machine = {str(REPO), str(demo_run), str(demo_dir), str(demo_run.resolve()),
+               tempfile.gettempdir() + "/", os.path.expanduser("~") + "/", "/work/", "/home/"}
+    found = sorted(m for m in machine if m in html)
+    assert not found, f"report.html prints machine path(s) {found}"
 
 
 def test_report_pages_name_every_feature_and_print_no_machine_path(demo_run, demo_dir):

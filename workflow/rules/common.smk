@@ -175,14 +175,15 @@ wildcard_constraints:
 
 
 def sample_gex(wildcards):
-    """Path of the GEX input of one library (absolute)."""
-    return SAMPLES.loc[wildcards.sample, "gex"]
+    """Path of the GEX input of one library (relative to the project directory when
+    inside it: the report lists every input, issue #23)."""
+    return _project_path(SAMPLES.loc[wildcards.sample, "gex"])
 
 
 def sample_vdj(wildcards):
     """Path of the TCR contig input of one library, as a list (empty: no TCR)."""
     vdj = SAMPLES.loc[wildcards.sample, "vdj"]
-    return [vdj] if vdj else []
+    return [_project_path(vdj)] if vdj else []
 
 
 def load_sample_kwargs(wildcards):

@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 import anndata as ad
 import pandas as pd
 
+from ..dictionary import label_table, read_dictionary
 from ..errors import CartCohortError
 from ..pp import log_normalise
 from .freeze import read_reference_dir
@@ -209,6 +210,7 @@ def score_new_product(
     features = tl.features.sample_features(cells, repertoire=rep,
                                            source=f"cells of {sample}")
     card = _place(features, ref_dir=ref_dir, frozen=frozen)
+    card = label_table(card, read_dictionary(features_file), what=f"scorecard of {sample}")
     notes = [] if mapping.batch_matched else [(
         f"Batch {batch!r} is not one of the reference's: the integration's correction was "
         "taken from the nearest cohort cells of any batch (state calls less certain).")]
