@@ -421,6 +421,12 @@ def test_report_html_prints_no_machine_path(demo_run, demo_dir):
                   configfile=REPO / "config" / "config.yaml", config=demo_config(demo_run))
     html = (demo_run / "report.html").read_text(errors="replace")
     assert "P01_IP" in html and "filtered_feature_bc_matrix" in html  # inputs are listed
+    # the workflow's bundled resources (signatures, panel, dictionary) are named where the
+    # workflow is installed, so that editing one re-runs its rules; with the project folder
+    # the workflow folder (`make run`) they are relative too
+    bundled = str(REPO / "resources") + "/"
+    assert bundled + "features.yaml" in html
+    html = html.replace(bundled, "resources/")
     machine = {str(REPO), str(demo_run), str(demo_dir), str(demo_run.resolve()),
                tempfile.gettempdir() + "/", os.path.expanduser("~") + "/", "/work/", "/home/"}
     found = sorted(m for m in machine if m in html)

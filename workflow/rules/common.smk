@@ -787,7 +787,7 @@ def annotate_kwargs():
 def protein_gex_inputs():
     """The GEX inputs of the cohort's libraries, in the order of COHORT_SAMPLES (rule
     protein looks for the raw matrix beside each)."""
-    return [SAMPLES.loc[s, "gex"] for s in COHORT_SAMPLES]
+    return [_project_path(SAMPLES.loc[s, "gex"]) for s in COHORT_SAMPLES]
 
 
 def protein_alias_table_path():
