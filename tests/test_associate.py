@@ -359,7 +359,7 @@ def test_associate_step_is_association_plus_models():
                       dictionary=_TEST_DICT, blood_compartment="PB", survival=no_endpoint,
                       **kwargs)
     res = S.run_association(feats, clinical=clin, excluded=["NE"], panel=panel, **kwargs)
-    readable = ["label", "feature_family", "qvalue_family"]
+    readable = ["label", "feature_family", "qvalue_family", "qvalue_all"]
     pd.testing.assert_frame_equal(out.association.drop(columns=readable), res.association)
     assert list(out.association.columns[:3]) == ["feature", "label", "feature_family"]
     mw = out.association[out.association["test"] == "mann_whitney"].set_index("feature")

@@ -159,6 +159,10 @@ def test_family_qvalues_are_bh_within_each_family_and_the_panel_is_one():
     assert q["e"] == pytest.approx(0.01)  # alone in its family: its own p-value
     assert np.allclose(q[["f", "g"]], bh_qvalues([0.5, 0.02]))
     assert list(family_qvalues(t).columns).index("qvalue_family") == 4  # after qvalue
+    # and across every feature of the test at once
+    q_all = family_qvalues(t).set_index("feature")["qvalue_all"]
+    assert np.allclose(q_all[list("abcdefg")], bh_qvalues(p))
+    assert list(family_qvalues(t).columns).index("qvalue_all") == 5
 
 
 def test_twins_are_collapsed_to_one_representative_and_listed():

@@ -5,7 +5,8 @@ dictionary (:mod:`cartcohort.dictionary`) right after ``feature``. ``association
 ``in_vivo_correlates.tsv`` also get ``qvalue_family``, the Benjamini–Hochberg q-value
 within the row's family of hypotheses, beside the existing ``qvalue`` (BH within ``test``
 x ``family``: the whole primary panel, or every exploratory feature of every feature
-family at once). The families of hypotheses partition the tests of one ``test``:
+family at once), and ``qvalue_all`` (BH over every feature of the ``test``, primary and
+exploratory together). The families of hypotheses partition the tests of one ``test``:
 
 - the primary panel (``family`` ``primary``) is one family, as it always was: it is the
   confirmatory question, fixed before the response labels are seen, and its family-wise
@@ -49,7 +50,8 @@ def hypothesis_family(table: pd.DataFrame) -> pd.Series:
 
 def family_qvalues(table: pd.DataFrame) -> pd.DataFrame:
     """``table`` with ``qvalue_family`` after ``qvalue``: BH within each ``test`` x
-    :func:`hypothesis_family` (the module docstring says why).
+    :func:`hypothesis_family` (the module docstring says why); then ``qvalue_all``: BH
+    over every feature of the ``test`` at once (primary and exploratory together).
 
     Parameters
     ----------
@@ -62,17 +64,23 @@ def family_qvalues(table: pd.DataFrame) -> pd.DataFrame:
     pandas.DataFrame
         Same rows and order; NaN where the p-value is missing.
     """
-    out = table.copy()
-    q = np.full(len(out), np.nan)
-    if len(out):
-        keys = (out["test"].astype(str) + "\x1f" + hypothesis_family(out)).to_numpy()
-        p = pd.to_numeric(out["pvalue"], errors="coerce").to_numpy(float)
-        for key in pd.unique(keys):
-            rows = keys == key
-            q[rows] = bh_qvalues(p[rows])
-    out = out.drop(columns=["qvalue_family"], errors="ignore")
-    out.insert(list(out.columns).index("qvalue") + 1, "qvalue_family", q)
+    out = table.drop(columns=["qvalue_family", "qvalue_all"], errors="ignore")
+    at = list(out.columns).index("qvalue") + 1
+    tests = out["test"].astype(str)
+    out.insert(at, "qvalue_family", _bh_by(out, tests + "\x1f" + hypothesis_family(out)))
+    out.insert(at + 1, "qvalue_all", _bh_by(out, tests))
     return out
+
+
+def _bh_by(table: pd.DataFrame, keys: pd.Series) -> np.ndarray:
+    """BH q-values of ``table['pvalue']`` within each value of ``keys`` (NaN stays NaN)."""
+    q = np.full(len(table), np.nan)
+    p = pd.to_numeric(table["pvalue"], errors="coerce").to_numpy(float)
+    keys = keys.to_numpy()
+    for key in pd.unique(keys):
+        rows = keys == key
+        q[rows] = bh_qvalues(p[rows])
+    return q
 
 
 def readable_association(
