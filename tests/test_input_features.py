@@ -405,6 +405,7 @@ def test_snakemake_carries_odd_libraries_through_with_warnings(tmp_path, odd_coh
     # ... and on the landing page (rule overview's step function, without the association
     # step this test does not run)
     from cartcohort import report
+    from cartcohort.dictionary import read_dictionary
 
     page = report.overview_page(
         tables.read_table(tmp_path / "results" / "tables" / "qc_samples.tsv"),
@@ -413,6 +414,8 @@ def test_snakemake_carries_odd_libraries_through_with_warnings(tmp_path, odd_coh
         gathered,
         excluded_by_config=[],
         extra_notes={},
+        sample_features=pd.DataFrame(columns=["sample", "patient", "timepoint"]),
+        dictionary=read_dictionary(REPO / "resources" / "features.yaml"),
     )
     for check in ("non_gex_features", "car_feature_absent", "genes_dropped_by_intersect"):
         assert check in page

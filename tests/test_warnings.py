@@ -22,11 +22,17 @@ import pytest
 import yaml
 
 from cartcohort import report, sheets, tables
+from cartcohort.dictionary import read_dictionary
 from cartcohort.errors import CartCohortError, InputError, exclude_line
 from cartcohort.logs import script_logging
 from conftest import REPO, run_snakemake
 
 COLUMNS = list(tables.WARNING_COLUMNS)
+#: The overview page's patients-by-timepoint table and feature labels (none needed here).
+_OVERVIEW_TABLES = {
+    "sample_features": pd.DataFrame(columns=["sample", "patient", "timepoint"]),
+    "dictionary": read_dictionary(REPO / "resources" / "features.yaml"),
+}
 
 
 def _qc_row(sample: str, **overrides) -> dict:
@@ -139,24 +145,24 @@ def test_overview_page_starts_with_the_warnings():
     qc = pd.DataFrame([_qc_row("A"), _qc_row("B", sample_excluded=True, n_cells_out=3,
                                               exclusion_reason="3 of 9 cells pass QC")])
     clinical = pd.DataFrame({"patient": ["p1"], "response": ["CR"]})
-    assoc = pd.DataFrame({"feature": [], "test": [], "note": []})
+    assoc = pd.DataFrame(columns=list(tables.TABLES["association"].columns))
     warnings = report.collect_warnings([], qc, parse_warnings=[])
     page = report.overview_page(qc, assoc, clinical, warnings, excluded_by_config=[],
-                                extra_notes={})
+                                extra_notes={}, **_OVERVIEW_TABLES)
     body = page.split("<body>", 1)[1]
     assert body.index("Warnings: 1") < body.index("Cohort overview")
     top = body[: body.index("Cohort overview")]
     assert "too_few_cells" in top and "3 of 9 cells pass QC" in top
     assert "results/tables/warnings.tsv" in top
     none = report.overview_page(qc.iloc[:1], assoc, clinical, warnings.iloc[:0],
-                                excluded_by_config=[], extra_notes={})
+                                excluded_by_config=[], extra_notes={}, **_OVERVIEW_TABLES)
     assert "Warnings: none" in none
     # annotation's own warnings (results/annotate/warnings.tsv) join them
     car = pd.DataFrame([{"sample": "B", "step": "annotate", "check": "car_sorted_without_umis",
                          "count": 0, "detail": "no CAR UMI in a CAR-sorted library",
                          "action": "check car_features"}])
     both = report.overview_page(qc, assoc, clinical, warnings, car, excluded_by_config=[],
-                                extra_notes={})
+                                extra_notes={}, **_OVERVIEW_TABLES)
     top = both.split("<body>", 1)[1].split("Cohort overview")[0]
     assert "Warnings: 2" in top and "car_sorted_without_umis" in top
 
