@@ -209,8 +209,7 @@ def score_new_product(
     rep = tl.repertoire.repertoire_tables(cells, **frozen["repertoire"]).samples
     features = tl.features.sample_features(cells, repertoire=rep,
                                            source=f"cells of {sample}")
-    card = _place(features, ref_dir=ref_dir, frozen=frozen)
-    card = label_table(card, read_dictionary(features_file), what=f"scorecard of {sample}")
+    card = _place(features, ref_dir=ref_dir, frozen=frozen, features_file=features_file)
     notes = [] if mapping.batch_matched else [(
         f"Batch {batch!r} is not one of the reference's: the integration's correction was "
         "taken from the nearest cohort cells of any batch (state calls less certain).")]
@@ -254,16 +253,20 @@ def _frozen_calls(cells: pd.DataFrame, counts: Any, *, model: ad.AnnData, mappin
     return final_calls(cells, mapping.labels, states)
 
 
-def _place(features: pd.DataFrame, *, ref_dir: Path, frozen: dict[str, Any]) -> pd.DataFrame:
-    """The product's scorecard against the reference (primary-panel flag rule)."""
+def _place(features: pd.DataFrame, *, ref_dir: Path, frozen: dict[str, Any],
+           features_file: str | os.PathLike) -> pd.DataFrame:
+    """The product's scorecard against the reference (primary-panel flag rule), with the
+    feature dictionary's ``label`` and ``feature_family``."""
     from .. import scorecards, stats
 
     panel = stats.load_primary_panel(ref_dir / "primary_panel.yaml")
     reference = pd.read_csv(ref_dir / "reference_features.tsv", sep="\t")
     association = pd.read_csv(ref_dir / "association.tsv", sep="\t")
-    return scorecards.score_product(features.iloc[0], reference=reference,
+    card = scorecards.score_product(features.iloc[0], reference=reference,
                                     primary=panel.names, coverage=float(frozen["flag_coverage"]),
                                     association=association)
+    return label_table(card, read_dictionary(features_file),
+                       what=f"scorecard of {features['sample'].iloc[0]}")
 
 
 def _page(sample: str, *, features: pd.DataFrame, card: pd.DataFrame, ref_dir: Path,
