@@ -40,6 +40,7 @@ import pandas as pd
 from scipy import sparse
 
 from .errors import InputError, Problem
+from .io.gex import check_counts
 from .published_agreement import ALL, agreement_summary
 
 logger = logging.getLogger(__name__)
@@ -72,11 +73,11 @@ class PublishedAnnotation:
 
 
 def _is_counts(matrix: Any) -> bool:
-    values = matrix.data if sparse.issparse(matrix) else np.asarray(matrix)
-    values = np.asarray(values)
+    """Non-empty, numeric, and raw counts by the loaders' own check (:func:`check_counts`)."""
+    values = np.asarray(matrix.data if sparse.issparse(matrix) else matrix)
     if values.size == 0 or not np.issubdtype(values.dtype, np.number):
         return False
-    return bool(np.all(values >= 0) and np.all(np.mod(values, 1) == 0))
+    return check_counts(values, what="") is None
 
 
 def read_counts(path: str | os.PathLike) -> ad.AnnData:

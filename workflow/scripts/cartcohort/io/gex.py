@@ -132,7 +132,7 @@ def _read_mtx(folder: Path) -> tuple[sp.csr_matrix, list[str], pd.DataFrame]:
     return X, barcodes, var
 
 
-def _check_integer(X: Any, *, what: str) -> str | None:
+def check_counts(X: Any, *, what: str) -> str | None:
     """Return a description of the first non-count value, or None when all are counts."""
     data = X.data if sp.issparse(X) else np.asarray(X).ravel()
     data = np.asarray(data, dtype=np.float64)
@@ -156,7 +156,7 @@ def _read_h5ad(path: Path, *, sample: str) -> tuple[sp.csr_matrix, list[str], pd
     for name, X, var, names in choices:
         if X is None:
             continue
-        why = _check_integer(X, what=name)
+        why = check_counts(X, what=name)
         if why is None:
             chosen = (name, X, var, names)
             break
@@ -278,7 +278,7 @@ def _check_matrix(path: Path, X: sp.csr_matrix, barcodes: list[str]) -> None:
                 )
             ]
         )
-    why = _check_integer(X, what="the matrix")
+    why = check_counts(X, what="the matrix")
     if why is not None:
         raise InputError([Problem(str(path), "", why, "give raw UMI counts")])
 
