@@ -582,3 +582,12 @@ def read_table(path: str | os.PathLike, *, table: str | None = None) -> pd.DataF
         dtype=dtypes,
         low_memory=False,
     )
+
+
+def twin_names(cell: object) -> list[str]:
+    """The feature ids of a ``twins`` cell of ``association.tsv`` (``a (rho=0.97); b
+    (rho=-0.93)``, written by :class:`cartcohort.stats.twins.Twins`); ``[]`` when the
+    cell is empty or NA."""
+    if not isinstance(cell, str):
+        return []
+    return [t.strip().split(" (rho=")[0] for t in cell.split(";") if t.strip()]

@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 
 from ..dictionary import FAMILIES
 from ..errors import CartCohortError
+from ..tables import twin_names
 from ._save import save_figure
 
 logger = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ def _row_label(r) -> str:
     """``label (higher in R; q=0.01) +2 twins`` of one forest row."""
     tag = _DIRECTION_TAG.get(r.direction, r.direction)
     q = r.qvalue_family
-    n_twins = len([t for t in str(r.twins).split(";") if t.strip()]) if pd.notna(r.twins) else 0
+    n_twins = len(twin_names(r.twins))
     twins = f" +{n_twins} twin{'s' if n_twins > 1 else ''}" if n_twins else ""
     return f"{r.label} ({tag}; q={q:.2g}){twins}" if np.isfinite(q) else f"{r.label}{twins}"
 

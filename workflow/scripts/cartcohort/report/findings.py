@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..dictionary import FeatureDictionary
+from ..tables import twin_names
 
 #: At most this many findings on the page.
 MAX_FINDINGS = 5
@@ -27,9 +28,9 @@ _DIRECTION = {"higher_in_responders": "higher", "lower_in_responders": "lower"}
 
 def _twins_text(twins: object, dictionary: FeatureDictionary) -> str:
     """``; shown once for its near-copies A, B`` from a ``twins`` cell (ids with rho)."""
-    if not isinstance(twins, str) or not twins.strip():
+    names = twin_names(twins)
+    if not names:
         return ""
-    names = [t.strip().split(" (rho=")[0] for t in twins.split(";") if t.strip()]
     labels = [dictionary[n].label if n in dictionary else n for n in names]
     return f"; shown once for its near-copies (|Spearman rho| above the threshold): " \
            f"{', '.join(labels)}"

@@ -88,7 +88,7 @@ def readable_association(
 ) -> pd.DataFrame:
     """An association-shaped table (``association.tsv``, ``in_vivo_correlates.tsv``) with
     ``label``, ``feature_family`` (:func:`~cartcohort.dictionary.label_table`) and
-    ``qvalue_family`` (:func:`family_qvalues`)."""
+    ``qvalue_family``, ``qvalue_all`` (:func:`family_qvalues`)."""
     return family_qvalues(label_table(table, dictionary, what=what))
 
 

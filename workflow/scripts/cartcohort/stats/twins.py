@@ -55,7 +55,8 @@ class Twins:
         return sum(len(t) for t in self.twins.values())
 
     def label(self, feature: str) -> str:
-        """The ``twins`` cell of a representative: ``a (rho=0.97); b (rho=-0.93)``."""
+        """The ``twins`` cell of a representative: ``a (rho=0.97); b (rho=-0.93)`` (read
+        back by :func:`cartcohort.tables.twin_names`)."""
         return "; ".join(f"{name} (rho={rho:.3g})" for name, rho in self.twins.get(feature, []))
 
 
