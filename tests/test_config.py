@@ -146,7 +146,7 @@ def test_defaults_filled_nested_in_place():
     assert out is config
     assert config["qc"]["doublets"] == {**schema_defaults(SCHEMA)["qc"]["doublets"],
                                         "method": "none"}
-    assert config["qc"]["n_mads"] == 5 and config["annotate"]["smoothing"] == 0.75
+    assert config["qc"]["n_mads"] == 5 and config["annotate"]["smoothing"] == 0.25
     assert config["check_input_files"] is True
 
 

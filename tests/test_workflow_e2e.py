@@ -162,11 +162,12 @@ def test_state_calls_macro_f1(merged):
     good = _good(merged)
     labels = sorted(good["state_true"].unique())
     f1 = f1_score(good["state_true"], good["state"], average="macro", labels=labels)
-    # measured 0.810 (γδ cells count too: the gd program calls some of them `gd`)
+    # measured 0.811 with annotate.smoothing 0.25 (0.792 at 0.75; γδ cells count too: the
+    # gd program calls some of them `gd`)
     assert f1 >= 0.78, f1
     clear = good[good["state_weight"] >= 0.8]  # cells not blended with a neighbour state
     f1_clear = f1_score(clear["state_true"], clear["state"], average="macro", labels=labels)
-    assert f1_clear >= 0.83 and f1_clear > f1, (f1_clear, f1)  # measured 0.852
+    assert f1_clear >= 0.83 and f1_clear > f1, (f1_clear, f1)  # measured 0.857
 
 
 def test_cd4_cd8_ratio_per_sample_close_to_truth(merged):

@@ -9,7 +9,8 @@ rule ``score_product``) and compared with its in-cohort results:
 
 - ``max_abs_fraction_diff``: largest |new - in-cohort| over the fractions of
   ``sample_features.tsv`` (``*_fraction``, ``frac_*``; target <= 0.03), and
-  ``_scorecard`` over the scorecard's fractions only;
+  ``_scorecard`` over the scorecard's fractions only (the protein features of an ADT
+  panel are left out: scoring a new product reads no ADT panel);
 - ``diversity_in_ci``: the in-cohort rarefied Gini-Simpson diversity inside the new
   product's CI (rarefied to the frozen depth);
 - ``max_abs_percentile_diff``: largest |new - in-cohort| cohort percentile over the
@@ -43,6 +44,7 @@ sys.path.insert(0, str(REPO / "workflow" / "scripts"))
 
 from cartcohort.reference import MATCHED_SETTINGS, score_new_product
 from cartcohort.scorecards.product import FITNESS_FEATURES
+from cartcohort.tl.protein_features import PROTEIN_FEATURES
 
 #: The diversity with a CI on the scorecard.
 DIVERSITY = "rep_rarefied_gini_simpson"
@@ -100,7 +102,10 @@ def compare(sample: str, *, results: Path, scored) -> dict:
     feats = pd.read_csv(results / "tables" / "sample_features.tsv", sep="\t")
     old = feats[feats["sample"].astype(str) == sample].iloc[0]
     new = scored.features.iloc[0]
-    fr = [c for c in feats.columns if c.endswith("_fraction") or c.startswith("frac_")]
+    # the protein features (ADT panel, rule protein) are not computed for new products:
+    # scoring reads no ADT panel, so they have no value to compare
+    fr = [c for c in feats.columns if (c.endswith("_fraction") or c.startswith("frac_"))
+          and c not in PROTEIN_FEATURES]
     # a state with no cell in the product has no frac_ column in its one-row table: 0
     diff = pd.Series({c: abs(float(new.get(c, 0.0)) - float(old[c])) for c in fr
                       if pd.notna(old[c]) and pd.notna(new.get(c, 0.0))})

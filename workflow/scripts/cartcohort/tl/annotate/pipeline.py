@@ -238,7 +238,7 @@ def annotate(
     car_population_alpha: float = 1e-3,
     car_sorted_patterns: Sequence[str] = ("CAR+", "CAT+"), car_sorted_prior: float = 0.9,
     clone_aware: bool = True,
-    smoothing: float = 0.75, down_weight: float = 0.5, sd_floor: float = 0.5,
+    smoothing: float = 0.25, down_weight: float = 0.5, sd_floor: float = 0.5,
     celltypist_model: str | None = "",
     counts_total: np.ndarray | None = None,
 ) -> AnnotationResult:
