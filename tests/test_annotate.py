@@ -275,6 +275,47 @@ def test_clone_aware_car_pools_members_through_dropout():
     assert not pd.Series(final).groupby(clone).first()[no_umi].any()
 
 
+def test_clone_aware_car_with_a_frozen_dropout():
+    """A new product is scored with the cohort's clone dropout, not its own few clones'.
+    Demo P15_IP: a 13-cell CAR- clone with one CAR UMI and 12 zeros, in a library whose
+    ambient rate is 0 (the UMI is impossible under CAR-, clipped to CLONE_CLIP nats).
+    At the cohort's dropout (0.07) the twelve zeros outweigh it: CAR-. At the 0.60 that
+    the library's own 22 clones estimated they did not, and the clone was called CAR+."""
+    from cartcohort.tl.annotate.car import CarModel
+
+    models = {"S": CarModel(n_cells=143, car_detected=True, ambient_rate=0.0,
+                            positive_rate=3.05e-4, size=10.0, positive_fraction=0.163,
+                            sorted=False, ambient_source="library", reason="")}
+    one = np.zeros(13)
+    one[0] = 1
+    kw = {"library_size": np.full(13, 6000.0), "sample": np.array(["S"] * 13),
+          "clone_id": np.array(["P15_2"] * 13), "models": models,
+          "cell_call": np.array([True] + [False] * 12)}
+    low, _, _, p_low = an.clone_aware_car(one, dropout=0.07, **kw)
+    high, _, _, p_high = an.clone_aware_car(one, dropout=0.60, **kw)
+    assert p_low["dropout"] == 0.07 and p_high["dropout"] == 0.60
+    assert not low.any(), "twelve zeros at a 7 % dropout: the clone is CAR-"
+    assert high.all()
+    # without a frozen value the dropout is estimated; fixing it at the estimate gives
+    # the same calls
+    rng = np.random.default_rng(7)
+    sizes = rng.integers(2, 9, 200)
+    clone = np.repeat([f"P1_{i}" for i in range(200)], sizes)
+    pos = np.repeat(rng.random(200) < 0.5, sizes)
+    lib = np.full(len(clone), 3500.0)
+    c = np.where(pos, rng.negative_binomial(3, 0.5, len(clone)),
+                 rng.poisson(0.02, len(clone))).astype(float)
+    sample = np.array(["S"] * len(clone))
+    _, fitted_models, _ = an.call_car_cells(c, library_size=lib, sample=sample)
+    kw = {"library_size": lib, "sample": sample, "clone_id": clone, "models": fitted_models,
+          "cell_call": c >= 1}
+    fitted, post, _, p_fit = an.clone_aware_car(c, **kw)
+    again, post2, _, _ = an.clone_aware_car(c, dropout=p_fit["dropout"], **kw)
+    assert 0.05 < p_fit["dropout"] < 0.5
+    assert (fitted == again).all()
+    np.testing.assert_allclose(post, post2, atol=1e-5)
+
+
 def test_pool_by_clone_clips_single_outlier():
     # 15 cells of one clone weakly CD8 (0.85 nats each), one extreme CD4 outlier (69 nats)
     ev = np.log(np.array([[0.3, 0.7]] * 15 + [[1 - 1e-30, 1e-30]]))

@@ -263,3 +263,66 @@ def test_the_load_step_records_the_chemistry_of_a_cell_ranger_h5(tmp_path):
     with h5py.File(tmp_path / "none.h5mu", "w") as f:
         f.create_group("mod/gex/uns")
     assert R.read_chemistry(tmp_path / "none.h5mu") == ""
+
+
+def test_frozen_clone_dropout_read_from_the_reference(tmp_path):
+    """The cohort's clone CAR dropout travels in the reference's annotation_car_models.tsv;
+    a reference built before the column is refused with the fix, and a cohort without
+    clones to estimate it from leaves the new library's own estimate (None)."""
+    from cartcohort.reference.score import frozen_clone_dropout
+
+    table = pd.DataFrame({"sample": ["P01_IP", "P02_IP"], "clone_dropout": [0.07, 0.07]})
+    table.to_csv(tmp_path / "annotation_car_models.tsv", sep="\t", index=False)
+    assert frozen_clone_dropout(tmp_path) == pytest.approx(0.07)
+    table.assign(clone_dropout=np.nan).to_csv(tmp_path / "annotation_car_models.tsv",
+                                              sep="\t", index=False)
+    assert frozen_clone_dropout(tmp_path) is None
+    table.drop(columns="clone_dropout").to_csv(tmp_path / "annotation_car_models.tsv",
+                                               sep="\t", index=False)
+    with pytest.raises(CartCohortError, match="clone_dropout.*rebuild it"):
+        frozen_clone_dropout(tmp_path)
+
+
+def test_frozen_marker_calls_over_the_joint_graph_equal_the_cohorts():
+    """New cells called with the cohort's frozen checkpoint-marker models over their rows
+    of the cohort's kNN graph (neighbours in the reference and among themselves) get
+    exactly the cohort's own calls; over their own library's graph alone they do not."""
+    from types import SimpleNamespace
+
+    from cartcohort.reference.markers import frozen_marker_calls, marker_counts, marker_models
+    from cartcohort.tl.annotate import marker_positivity
+    from sklearn.neighbors import kneighbors_graph
+
+    rng = np.random.default_rng(3)
+    n = 900
+    emb = rng.normal(size=(n, 2))
+    high = emb[:, 0] > 0.3                             # an exhausted-like region
+    lib = rng.integers(1500, 6000, n).astype(float)
+    genes = pd.Index(["PDCD1", "HAVCR2", "LAG3", *[f"G{i}" for i in range(20)]])
+    rates = np.array([4e-4, 3e-4, 2e-4])
+    mu = lib[:, None] * np.where(high[:, None], rates[None, :], rates[None, :] / 40)
+    markers = rng.poisson(mu)
+    background = rng.poisson(lib[:, None] * np.full(20, 0.04))
+    counts = sp.csr_matrix(np.column_stack([markers, background]).astype(float))
+    g = kneighbors_graph(emb, 15, include_self=False)
+    g = sp.csr_matrix(((g + g.T) > 0).astype(float))
+    sig = SimpleNamespace(exhaustion_markers={"pd1_pos": "PDCD1", "tim3_pos": "HAVCR2",
+                                              "lag3_pos": "LAG3"})
+    is_car = np.zeros(len(genes), bool)
+    models = marker_models(counts, g, genes=genes, is_car=is_car, signatures=sig)
+    new = np.arange(n) % 6 == 0                        # one "library" of every 6th cell
+    ref_counts = marker_counts(counts[~new], genes=genes, is_car=is_car, models=models)
+    calls = frozen_marker_calls(counts[new], genes=genes, is_car=is_car,
+                                graph_ref=g[new][:, ~new], graph_new=g[new][:, new],
+                                reference_counts=ref_counts, models=models)
+    alone = frozen_marker_calls(counts[new], genes=genes, is_car=is_car,
+                                graph_ref=sp.csr_matrix((new.sum(), (~new).sum())),
+                                graph_new=g[new][:, new], reference_counts=ref_counts,
+                                models=models)
+    n_differ = 0
+    for col, gene in sig.exhaustion_markers.items():
+        c = np.asarray(counts[:, genes.get_loc(gene)].toarray()).ravel()
+        cohort, _, _, _ = marker_positivity(c, library_size=counts.sum(axis=1).A1, graph=g)
+        assert (calls[col].to_numpy(dtype=bool) == cohort[new]).all(), col
+        n_differ += int((alone[col].to_numpy(dtype=bool) != cohort[new]).sum())
+    assert n_differ > 0, "the own-library graph alone is not what the cohort pooled over"

@@ -222,7 +222,7 @@ _REGISTRY = (
         "annotate",
         _names("sample sorted car_status ambient_rate ambient_source positive_rate size")
         + _names("positive_fraction n_cells n_called expected_false_positives expected_fdr")
-        + _names("expected_fpr reason"),
+        + _names("expected_fpr reason clone_dropout"),
         text=_names("car_status ambient_source reason"),
     ),
     Table(

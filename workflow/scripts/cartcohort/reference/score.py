@@ -5,7 +5,9 @@ the settings the reference was built with (checked here). Its QC-passing cells a
 projected and mapped onto the cohort cells (:func:`~.project.map_to_reference`: the
 kNN-transferred ``state_transfer``/``cd4_cd8_transfer`` with their confidences), and
 annotated with the frozen annotation settings on the graph of their mapped embedding:
-CAR by the library's own model (per library, as in the cohort), lineage and checkpoint
+CAR by the library's own model (per library, as in the cohort) with the cohort's clone
+CAR dropout (:func:`frozen_clone_dropout`: one library's few clones estimated 0.60
+where the demo cohort's estimate is 0.07, and turned CAR- clones CAR+), lineage and checkpoint
 receptors by the cohort's count models (:mod:`.lineage`, :mod:`.markers`) and states
 by the cohort's scale (:func:`~.states.frozen_state_calls`); the library-only calls are
 kept as ``state_own``, ``cd4_cd8_own``, ``pd1_pos_own`` etc. Why the state is not the kNN vote: the
@@ -119,8 +121,30 @@ def _annotate(gex: ad.AnnData, counts: Any, x_int: Any, *, qc_path: str | os.Pat
                                            **frozen["clonotypes"])
     signatures = tl.annotate.load_signatures(reference_dir / frozen["signatures_file"])
     result = tl.annotate.annotate(ann, airr=clon.airr, signatures=signatures,
+                                  car_clone_dropout=frozen_clone_dropout(reference_dir),
                                   **frozen["annotate"])
     return result.cells, ann.obsp["connectivities"]
+
+
+def frozen_clone_dropout(reference_dir: Path) -> float | None:
+    """The cohort's CAR dropout of the clone model (``annotation_car_models.tsv``
+    ``clone_dropout``), or None when the cohort had no clone to estimate it from (the new
+    library's own clones estimate it then).
+
+    Raises
+    ------
+    CartCohortError
+        The reference predates the column.
+    """
+    path = Path(reference_dir) / "annotation_car_models.tsv"
+    table = pd.read_csv(path, sep="\t")
+    if "clone_dropout" not in table.columns:
+        raise CartCohortError(
+            f"{path}: no 'clone_dropout' column: the reference was built before the cohort's "
+            "clone CAR dropout was frozen with it. Fix: rebuild it (snakemake reference) "
+            "with this version")
+    values = table["clone_dropout"].dropna()
+    return float(values.iloc[0]) if len(values) else None
 
 
 def qc_items(sample: str, qc_summary: pd.DataFrame, cells: pd.DataFrame,
@@ -232,7 +256,16 @@ def _frozen_calls(cells: pd.DataFrame, counts: Any, *, model: ad.AnnData, mappin
     (:mod:`.states`); the own calls kept as ``*_own``."""
     genes = model.var_names
     is_car = model.var["is_car"].to_numpy(dtype=bool)
-    markers = frozen_marker_calls(counts, genes=genes, is_car=is_car, graph=graph,
+    if "X_marker_counts" not in model.obsm:
+        raise CartCohortError(
+            "the reference's model.h5ad has no obsm['X_marker_counts'] (its cells' "
+            "checkpoint-marker counts): it was built before new cells were called over the "
+            "joint graph. Fix: rebuild it (snakemake reference) with this version")
+    to_ref, to_new = joint_graph(mapping.x_integrated, model=model,
+                                 n_neighbors=int(frozen["n_neighbors"]), seed=int(frozen["seed"]))
+    markers = frozen_marker_calls(counts, genes=genes, is_car=is_car, graph_ref=to_ref,
+                                  graph_new=to_new,
+                                  reference_counts=model.obsm["X_marker_counts"],
                                   models=json.loads(model.uns["markers"]))
     for col in markers.columns:
         cells[f"{col}_own"] = cells[col]
@@ -244,8 +277,6 @@ def _frozen_calls(cells: pd.DataFrame, counts: Any, *, model: ad.AnnData, mappin
         model=json.loads(model.uns["lineage"]), sample=sample, graph=graph,
         clone_id=cells["clone_id"], clone_aware=clone_aware,
         is_gd=(cells["cd4_cd8_own"] == "gd").to_numpy())
-    to_ref, to_new = joint_graph(mapping.x_integrated, model=model,
-                                 n_neighbors=int(frozen["n_neighbors"]), seed=int(frozen["seed"]))
     states = frozen_state_calls(
         log_normalise(counts), model=model, graph_ref=to_ref, graph_new=to_new,
         lineage=cells["cd4_cd8"].astype(str).to_numpy(),

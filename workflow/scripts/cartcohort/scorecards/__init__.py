@@ -1,7 +1,8 @@
 """Product scorecards: each infusion product's features placed in the cohort.
 
-A product's value of every product feature is given as a mid-rank percentile among
-the cohort's patients (leave-one-out for cohort products); the features of the
+A product's value of every product feature is given as a kernel-smoothed percentile
+among the cohort's patients (:func:`~.score.smoothed_percentile`; leave-one-out for
+cohort products); the features of the
 primary panel are flagged when the value lies outside the responders' leave-one-out
 prediction interval (:mod:`~cartcohort.scorecards.flags`, :func:`score_product`), and
 the rule's false-flag rate on the responders' own products is measured
@@ -28,6 +29,7 @@ from .score import (
     product_meta,
     score_cohort_products,
     score_product,
+    smoothed_percentile,
 )
 
 __all__ = [
@@ -47,5 +49,6 @@ __all__ = [
     "score_cohort",
     "score_cohort_products",
     "score_product",
+    "smoothed_percentile",
     "scorecards_html",
 ]

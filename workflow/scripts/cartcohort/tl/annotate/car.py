@@ -61,7 +61,7 @@ CAR_MAX_LOW_RATIO = 0.2
 CAR_MODEL_COLUMNS: tuple[str, ...] = (
     "sample", "sorted", "car_status", "ambient_rate", "ambient_source", "positive_rate", "size",
     "positive_fraction", "n_cells", "n_called", "expected_false_positives", "expected_fdr",
-    "expected_fpr", "reason",
+    "expected_fpr", "reason", "clone_dropout",
 )
 
 
@@ -405,12 +405,13 @@ def _member_log_likelihoods(cc: np.ndarray, ll: np.ndarray, ss: np.ndarray,
 
 def _fit_clone_dropout(log_pos: np.ndarray, log_neg: np.ndarray, zero: np.ndarray,
                        code: np.ndarray, clone_logit_prior: np.ndarray,
-                       max_iter: int) -> tuple[np.ndarray, float]:
-    """EM over clones: clone CAR+ posteriors and the dropout ``delta`` (clone priors fixed)."""
-    delta = 0.1
+                       max_iter: int, fixed: float | None = None) -> tuple[np.ndarray, float]:
+    """EM over clones: clone CAR+ posteriors and the dropout ``delta`` (clone priors fixed);
+    with ``fixed`` the dropout is that value and only the posteriors are computed."""
+    delta = 0.1 if fixed is None else float(fixed)
     n_clones = len(clone_logit_prior)
     post = expit(clone_logit_prior)
-    for _ in range(max_iter):
+    for _ in range(1 if fixed is not None else max_iter):
         lpos = np.where(zero, np.logaddexp(np.log(delta), np.log1p(-delta) + log_pos),
                         np.log1p(-delta) + log_pos)
         llr = np.clip(lpos - log_neg, -CLONE_CLIP, CLONE_CLIP)
@@ -421,6 +422,8 @@ def _fit_clone_dropout(log_pos: np.ndarray, log_neg: np.ndarray, zero: np.ndarra
         z_drop = np.where(zero, np.exp(np.log(delta) - lpos), 0.0)
         denom = float(np.sum(w))
         new_delta = float(np.clip(np.sum(w * z_drop) / denom, 1e-4, 0.999)) if denom > 0 else delta
+        if fixed is not None:
+            break
         done = abs(new_delta - delta) < 1e-6
         delta = new_delta
         if done:
@@ -439,6 +442,7 @@ def clone_aware_car(
     min_umis: int = 1,
     min_members: int = 2,
     max_iter: int = 200,
+    dropout: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, float]]:
     """Clone-level CAR status pooled over members, with CAR transcript dropout.
 
@@ -448,7 +452,8 @@ def clone_aware_car(
     the mean CAR+ fraction of its members' libraries; ``delta`` is estimated by EM over
     the clones with ``min_members`` or more members. A clone is CAR+ when its posterior
     is >= 0.5 and, unless a member is in a CAR-sorted library, some member has
-    ``min_umis`` UMIs.
+    ``min_umis`` UMIs. ``dropout`` fixes ``delta`` instead (a frozen cohort's, when one
+    new library is scored: its few clones cannot estimate it).
 
     Returns
     -------
@@ -482,7 +487,7 @@ def clone_aware_car(
     n_mem = np.bincount(code, minlength=n_clones)
     clone_prior = np.bincount(code, weights=frac, minlength=n_clones) / n_mem
     post, delta = _fit_clone_dropout(log_pos, log_neg, cc == 0, code, logit(clone_prior),
-                                     max_iter)
+                                     max_iter, fixed=dropout)
     in_sorted = np.bincount(code, weights=[float(models[str(s)].sorted) for s in ss],
                             minlength=n_clones) > 0
     any_umis = np.bincount(code, weights=(cc >= min_umis).astype(float), minlength=n_clones) > 0
@@ -491,8 +496,8 @@ def clone_aware_car(
     clone_post[idx] = post[code]
     params = {"dropout": delta, "n_clones": int(n_clones)}
     logger.info("clone-aware CAR: %d clones with >= %d cells in libraries with CAR UMIs; "
-                "estimated CAR dropout %.2f, %d clones called CAR+", n_clones, min_members,
-                delta, int(clone_call.sum()))
+                "%s CAR dropout %.2f, %d clones called CAR+", n_clones, min_members,
+                "estimated" if dropout is None else "frozen", delta, int(clone_call.sum()))
     return final, clone_post, member, params
 
 
@@ -577,6 +582,7 @@ def annotate_car(
     sorted_prior: float = 0.9,
     fdr: float = 0.1,
     population_alpha: float = 1e-3,
+    clone_dropout: float | None = None,
 ) -> tuple[pd.DataFrame, dict[str, float]]:
     """CAR calls of every cell, added to ``gex.obs`` in place.
 
@@ -584,13 +590,15 @@ def annotate_car(
     library's sort), ``car_positive`` (clone-aware when ``clone_aware``; then also
     ``car_clone_posterior``) and ``car_positive_naive`` (>= 1 CAR UMI); all missing (NA)
     when ``car_mask`` selects no feature. A library is CAR-sorted when its ``obs['sort']``
-    matches one of ``sorted_patterns`` (:func:`is_sorted_library`).
+    matches one of ``sorted_patterns`` (:func:`is_sorted_library`). ``clone_dropout``
+    fixes the clone model's CAR dropout (:func:`clone_aware_car`).
 
     Returns
     -------
     (car_models, clone_params)
-        One row per library (:data:`CAR_MODEL_COLUMNS`; empty without a CAR feature) and
-        the fitted clone parameters of :func:`clone_aware_car` (empty when not clone-aware).
+        One row per library (:data:`CAR_MODEL_COLUMNS`, ``clone_dropout`` the clone
+        model's; empty without a CAR feature) and the fitted clone parameters of
+        :func:`clone_aware_car` (empty when not clone-aware).
     """
     if not car_mask.any():
         _missing_car_columns(gex, car_features)
@@ -613,8 +621,9 @@ def annotate_car(
     if clone_aware:
         final, clone_post, _, car_params = clone_aware_car(
             car_umis, library_size=library_size, sample=sample, clone_id=clone_id, models=models,
-            cell_call=final, min_umis=min_umis)
+            cell_call=final, min_umis=min_umis, dropout=clone_dropout)
         obs["car_clone_posterior"] = clone_post
+    table["clone_dropout"] = float(car_params.get("dropout", np.nan))
     unknown = cells_car["car_positive_cell"].isna().to_numpy()
     obs["car_umis"] = pd.array(car_umis.astype(np.int64), dtype="Int64")
     obs["car_posterior"] = cells_car["car_posterior"].to_numpy()

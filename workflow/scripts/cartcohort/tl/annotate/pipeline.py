@@ -239,8 +239,8 @@ def annotate(
     car_sorted_patterns: Sequence[str] = ("CAR+", "CAT+"), car_sorted_prior: float = 0.9,
     clone_aware: bool = True,
     smoothing: float = 0.25, down_weight: float = 0.5, sd_floor: float = 0.5,
-    celltypist_model: str | None = "",
-    counts_total: np.ndarray | None = None,
+    celltypist_model: str | None = "", counts_total: np.ndarray | None = None,
+    car_clone_dropout: float | None = None,
 ) -> AnnotationResult:
     """Run every annotation step and add the calls to a copy of ``gex.obs``.
 
@@ -268,10 +268,10 @@ def annotate(
     smoothing, down_weight, sd_floor
         State scores (:func:`~.states.score_states`): neighbour weight of the expression
         smoothing, weight of the ``down`` genes, floor (log units) on the per-gene SD.
-    celltypist_model
-        Optional celltypist model path (empty or None: skipped).
-    counts_total
-        Cells' total counts over all genes when ``gex`` holds some (:func:`annotation_genes`).
+    celltypist_model, counts_total, car_clone_dropout
+        Optional celltypist model path (empty or None: skipped); cells' total counts over
+        all genes when ``gex`` holds some (:func:`annotation_genes`); the clone model's CAR
+        dropout fixed (a frozen reference's; :func:`~.car.clone_aware_car`).
 
     Returns
     -------
@@ -294,14 +294,14 @@ def annotate(
         gex, car_umis, car_mask=car_mask, car_features=car_features, library_size=library,
         clone_id=clone, clone_aware=clone_aware_used, method=car_method, min_umis=car_min_umis,
         sorted_patterns=car_sorted_patterns, sorted_prior=car_sorted_prior, fdr=car_fdr,
-        population_alpha=car_population_alpha)
+        population_alpha=car_population_alpha, clone_dropout=car_clone_dropout)
     marker_fits = annotate_markers(gex, counts, signatures=signatures, library_size=library,
                                    graph=graph)
     annotate_states(gex, signatures=sig, graph=graph, smoothing=smoothing, down_weight=down_weight,
                     sd_floor=sd_floor, min_state_score=min_state_score,
                     min_confidence_margin=min_confidence_margin, cluster_consensus=cluster_consensus)
-    gex.obs["clone_id"], gex.obs["clone_size"] = (
-        pd.Categorical(clone.to_numpy(dtype=object)), clone_size.to_numpy())
+    gex.obs["clone_id"] = pd.Categorical(clone.to_numpy(dtype=object))
+    gex.obs["clone_size"] = clone_size.to_numpy()
     annotate_celltypist(gex, model_path=celltypist_model)
     agreement = agreement_table(gex.obs, car=bool(car_mask.any()))
     summary = _record(gex, signatures=signatures, used=sig, lin=lin, gd=gd, params=_settings(locals()),
