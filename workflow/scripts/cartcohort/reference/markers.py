@@ -6,12 +6,7 @@ Fitted on one new library, the model splits noise when the library has few posit
 cells (P11_IP on the demo, left out: 57 % PD-1+ against 1.5 % in the cohort). The
 cohort's fits (rates, NB size, prior, neighbour agreement) are frozen
 (:func:`marker_models`) and the new cells are called with them (:func:`frozen_marker_calls`),
-pooling evidence with the cohort's agreement ``rho`` over their rows of the joint kNN
-graph of reference and new cells (:func:`~.project.joint_graph`), as the states are: in
-the cohort a cell's neighbours are mostly cells of other libraries, so pooling over the
-new library's own graph alone moved its LAG-3+ fraction by 0.04 on demo P15_IP. The
-reference keeps its cells' marker counts and library sizes for that
-(:func:`marker_counts`).
+pooling evidence over their own kNN graph with the cohort's agreement ``rho``.
 """
 
 from __future__ import annotations
@@ -84,38 +79,15 @@ def marker_models(
     return out
 
 
-def marker_counts(counts: sp.spmatrix, *, genes: pd.Index, is_car: np.ndarray,
-                  models: dict[str, dict[str, Any]]) -> np.ndarray:
-    """Cells x (one column per model of ``models``, in its order, then the CAR-free library
-    size): what :func:`frozen_marker_calls` needs of the reference's cells."""
-    c = sp.csr_matrix(counts)
-    cols = [np.asarray(c[:, genes.get_loc(m["gene"])].toarray()).ravel()
-            for m in models.values()]
-    return np.column_stack([*cols, _library_size(c, np.asarray(is_car, dtype=bool))])
-
-
-def _marker_log_lik(c: np.ndarray, lib: np.ndarray, m: dict[str, Any]) -> np.ndarray:
-    from ..tl.annotate._utils import nb_logpmf, pois_logpmf
-
-    return np.column_stack([pois_logpmf(c, lib * m["low_rate"]),
-                            nb_logpmf(c, lib * m["high_rate"], m["size"])])
-
-
 def frozen_marker_calls(
     counts: sp.spmatrix,
     *,
     genes: pd.Index,
     is_car: np.ndarray,
-    graph_ref: sp.spmatrix,
-    graph_new: sp.spmatrix,
-    reference_counts: np.ndarray,
+    graph: sp.spmatrix,
     models: dict[str, dict[str, Any]],
 ) -> pd.DataFrame:
     """``pd1_pos``, ``tim3_pos``, ``lag3_pos`` and ``triple_pos`` of new cells.
-
-    Each cell's evidence is its own log-likelihood plus its neighbours' terms
-    (:func:`cartcohort.tl.annotate.pool_neighbour_evidence`, the frozen ``rho``), over
-    its reference and new neighbours.
 
     Parameters
     ----------
@@ -123,11 +95,8 @@ def frozen_marker_calls(
         New cells x genes, raw counts.
     genes, is_car
         Their ``var_names`` and CAR mask.
-    graph_ref, graph_new
-        The new cells' kNN-graph weights to reference cells and to new cells
-        (:func:`~.project.joint_graph`).
-    reference_counts
-        :func:`marker_counts` of the reference cells (``obsm['X_marker_counts']``).
+    graph
+        The new cells' kNN graph (evidence of neighbours pooled with the frozen ``rho``).
     models
         :func:`marker_models` of the cohort.
 
@@ -137,33 +106,24 @@ def frozen_marker_calls(
         Boolean columns, one row per cell (positional index); a marker without a model
         is missing (NA), as in the cohort.
     """
-    from ..tl.annotate import MARKER_COLUMNS
-    from ..tl.annotate._utils import normalise_log
+    from ..tl.annotate import MARKER_COLUMNS, pool_neighbour_evidence
+    from ..tl.annotate._utils import nb_logpmf, pois_logpmf
 
     lib = _library_size(counts, np.asarray(is_car, dtype=bool))
-    ref = np.asarray(reference_counts, dtype=np.float64)
-    g_ref = sp.csr_matrix(graph_ref, dtype=np.float64)
-    g_new = sp.csr_matrix(graph_new, dtype=np.float64)
+    g = sp.csr_matrix(graph, dtype=np.float64)
+    g.setdiag(0)
+    g.eliminate_zeros()
     out = pd.DataFrame(index=pd.RangeIndex(counts.shape[0]))
-    column = {col: j for j, col in enumerate(models)}
     for col in MARKER_COLUMNS:
         m = models.get(col)
         if m is None:
             out[col] = pd.array([pd.NA] * len(out), dtype="boolean")
             continue
         c = np.asarray(sp.csr_matrix(counts)[:, genes.get_loc(m["gene"])].toarray()).ravel()
-        prior = np.asarray(m["prior"], dtype=float)
-        rho = float(m["rho"])
-
-        def term(ll: np.ndarray) -> np.ndarray:
-            own = normalise_log(ll + np.log(prior)[None, :])
-            return np.log(rho * own / prior[None, :] + (1.0 - rho))
-
-        ll = _marker_log_lik(c, lib, m)
-        ll_ref = _marker_log_lik(ref[:, column[col]], ref[:, -1], m)
-        evidence = ll + (np.asarray(g_ref @ term(ll_ref)) + np.asarray(g_new @ term(ll))
-                         if rho > 0 else 0.0)
-        post = normalise_log(evidence + np.log(prior)[None, :])
+        ll = np.column_stack([pois_logpmf(c, lib * m["low_rate"]),
+                              nb_logpmf(c, lib * m["high_rate"], m["size"])])
+        post, _, _ = pool_neighbour_evidence(ll, prior=np.asarray(m["prior"]), graph=g,
+                                             rho=m["rho"])
         out[col] = pd.array(post[:, 1] >= 0.5, dtype="boolean")
     out["triple_pos"] = (out["pd1_pos"] & out["tim3_pos"] & out["lag3_pos"]).astype("boolean")
     return out

@@ -25,7 +25,7 @@ import scipy.sparse as sp
 
 from ..errors import CartCohortError
 from .lineage import lineage_model
-from .markers import marker_counts, marker_models
+from .markers import marker_models
 from .states import state_scale
 
 #: The cell calls of ``cells.tsv.gz`` frozen with the reference cells (the labels
@@ -146,9 +146,7 @@ def build_reference(
         ``X_integrated`` and ``X_signature`` (log expression of the signature genes);
         ``uns`` ``preprocessing``, ``integration``, ``settings`` and ``state_scale``
         (signature genes, cohort mean and SD of their smoothed expression), ``markers``
-        (JSON of the checkpoint-marker count models, :func:`.markers.marker_models`,
-        with ``obsm['X_marker_counts']``: the cells' marker counts and library sizes,
-        :func:`.markers.marker_counts`),
+        (JSON of the checkpoint-marker count models, :func:`.markers.marker_models`),
         ``lineage`` (JSON of the lineage count model, :func:`.lineage.lineage_model`).
     """
     if not prepared.obs_names.equals(integrated.obs_names):
@@ -187,14 +185,12 @@ def build_reference(
 
 
 def _count_models(out: ad.AnnData, prepared: ad.AnnData, *, graph: Any, signatures: Any) -> None:
-    """The cohort's checkpoint-marker models with its cells' marker counts, and its lineage
-    model, added to the reference ``out`` in place (:func:`build_reference`)."""
+    """The cohort's checkpoint-marker and lineage count models, added to the reference
+    ``out`` in place (:func:`build_reference`)."""
     counts, genes = prepared.layers["counts"], prepared.var_names
     is_car = out.var["is_car"].to_numpy()
-    markers = marker_models(counts, graph, genes=genes, is_car=is_car, signatures=signatures)
-    out.uns["markers"] = json.dumps(markers)
-    out.obsm["X_marker_counts"] = marker_counts(
-        counts, genes=genes, is_car=is_car, models=markers).astype(np.float32)
+    out.uns["markers"] = json.dumps(
+        marker_models(counts, graph, genes=genes, is_car=is_car, signatures=signatures))
     out.uns["lineage"] = json.dumps(lineage_model(
         counts, genes=genes, is_car=is_car, signatures=signatures,
         is_gd=(out.obs["cd4_cd8"].astype(str) == "gd").to_numpy()))

@@ -256,16 +256,7 @@ def _frozen_calls(cells: pd.DataFrame, counts: Any, *, model: ad.AnnData, mappin
     (:mod:`.states`); the own calls kept as ``*_own``."""
     genes = model.var_names
     is_car = model.var["is_car"].to_numpy(dtype=bool)
-    if "X_marker_counts" not in model.obsm:
-        raise CartCohortError(
-            "the reference's model.h5ad has no obsm['X_marker_counts'] (its cells' "
-            "checkpoint-marker counts): it was built before new cells were called over the "
-            "joint graph. Fix: rebuild it (snakemake reference) with this version")
-    to_ref, to_new = joint_graph(mapping.x_integrated, model=model,
-                                 n_neighbors=int(frozen["n_neighbors"]), seed=int(frozen["seed"]))
-    markers = frozen_marker_calls(counts, genes=genes, is_car=is_car, graph_ref=to_ref,
-                                  graph_new=to_new,
-                                  reference_counts=model.obsm["X_marker_counts"],
+    markers = frozen_marker_calls(counts, genes=genes, is_car=is_car, graph=graph,
                                   models=json.loads(model.uns["markers"]))
     for col in markers.columns:
         cells[f"{col}_own"] = cells[col]
@@ -277,6 +268,8 @@ def _frozen_calls(cells: pd.DataFrame, counts: Any, *, model: ad.AnnData, mappin
         model=json.loads(model.uns["lineage"]), sample=sample, graph=graph,
         clone_id=cells["clone_id"], clone_aware=clone_aware,
         is_gd=(cells["cd4_cd8_own"] == "gd").to_numpy())
+    to_ref, to_new = joint_graph(mapping.x_integrated, model=model,
+                                 n_neighbors=int(frozen["n_neighbors"]), seed=int(frozen["seed"]))
     states = frozen_state_calls(
         log_normalise(counts), model=model, graph_ref=to_ref, graph_new=to_new,
         lineage=cells["cd4_cd8"].astype(str).to_numpy(),
