@@ -105,9 +105,10 @@ def _qc_cells(qc_path: str | os.PathLike, qc_summary: pd.DataFrame, sample: str)
 
 def _annotate(gex: ad.AnnData, counts: Any, x_int: Any, *, qc_path: str | os.PathLike,
               sample: str, reference_dir: Path, frozen: dict[str, Any],
-              qc_summary: pd.DataFrame) -> tuple[pd.DataFrame, Any]:
+              qc_summary: pd.DataFrame, clone_dropout: float | None) -> tuple[pd.DataFrame, Any]:
     """Own calls of the new cells: annotation with the frozen settings on the graph of
-    their mapped embedding, clone-aware with their own clonotypes; and that graph."""
+    their mapped embedding, clone-aware with their own clonotypes and the cohort's clone
+    CAR dropout (:func:`frozen_clone_dropout`); and that graph."""
     from .. import tl
     from ..tl.integrate.graph import embed_and_cluster
 
@@ -121,7 +122,7 @@ def _annotate(gex: ad.AnnData, counts: Any, x_int: Any, *, qc_path: str | os.Pat
                                            **frozen["clonotypes"])
     signatures = tl.annotate.load_signatures(reference_dir / frozen["signatures_file"])
     result = tl.annotate.annotate(ann, airr=clon.airr, signatures=signatures,
-                                  car_clone_dropout=frozen_clone_dropout(reference_dir),
+                                  car_clone_dropout=clone_dropout,
                                   **frozen["annotate"])
     return result.cells, ann.obsp["connectivities"]
 
@@ -204,6 +205,7 @@ def score_new_product(
     frozen = json.loads((ref_dir / "settings.json").read_text())
     frozen["signatures_file"] = manifest["signatures"]
     check_settings(settings, frozen, source=str(ref_dir / "settings.json"))
+    clone_dropout = frozen_clone_dropout(ref_dir)
     model = read_model(ref_dir / "model.h5ad")
     if sample in reference_samples(model):
         raise CartCohortError(
@@ -224,15 +226,14 @@ def score_new_product(
                        sample, batch)
     cells, graph = _annotate(gex, counts, mapping.x_integrated, qc_path=qc_path,
                              sample=sample, reference_dir=ref_dir, frozen=frozen,
-                             qc_summary=qc_summary)
+                             qc_summary=qc_summary, clone_dropout=clone_dropout)
     cells = cells.set_index(cells["cell"].astype(str)).loc[list(gex.obs_names)].reset_index(
         drop=True)
     signatures = tl.annotate.load_signatures(ref_dir / manifest["signatures"])
     cells = _frozen_calls(cells, counts, model=model, mapping=mapping, graph=graph,
                           signatures=signatures, frozen=frozen, sample=sample)
     rep = tl.repertoire.repertoire_tables(cells, **frozen["repertoire"]).samples
-    features = tl.features.sample_features(cells, repertoire=rep,
-                                           source=f"cells of {sample}")
+    features = tl.features.sample_features(cells, repertoire=rep, source=f"cells of {sample}")
     card = _place(features, ref_dir=ref_dir, frozen=frozen, features_file=features_file)
     notes = [] if mapping.batch_matched else [(
         f"Batch {batch!r} is not one of the reference's: the integration's correction was "

@@ -43,7 +43,7 @@ from scipy.special import expit, logit
 from scipy.stats import chi2
 
 from ...errors import CartCohortError
-from ...tables import WARNING_COLUMNS
+from ...tables import TABLES, WARNING_COLUMNS
 from ._utils import clone_codes, dense_columns, nb_logpmf, pois_logpmf
 from .mixture import fit_latent_classes
 from .pooling import CLONE_CLIP
@@ -57,12 +57,8 @@ SORTED_PRIOR_STRENGTH = 20.0
 #: The ambient rate is at most this share of the CAR+ rate (the two components stay
 #: distinct; a fit that ends at this bound has found no separate CAR+ component).
 CAR_MAX_LOW_RATIO = 0.2
-#: Columns of ``tables/annotation_car_models.tsv`` (one row per sample).
-CAR_MODEL_COLUMNS: tuple[str, ...] = (
-    "sample", "sorted", "car_status", "ambient_rate", "ambient_source", "positive_rate", "size",
-    "positive_fraction", "n_cells", "n_called", "expected_false_positives", "expected_fdr",
-    "expected_fpr", "reason", "clone_dropout",
-)
+#: Columns of ``tables/annotation_car_models.tsv`` (one row per sample), as registered.
+CAR_MODEL_COLUMNS: tuple[str, ...] = tuple(TABLES["annotation_car_models"].columns)
 
 
 @dataclass(frozen=True)
@@ -403,27 +399,30 @@ def _member_log_likelihoods(cc: np.ndarray, ll: np.ndarray, ss: np.ndarray,
     return log_pos, log_neg
 
 
+def _clone_posterior(log_pos: np.ndarray, log_neg: np.ndarray, zero: np.ndarray,
+                     code: np.ndarray, clone_logit_prior: np.ndarray,
+                     delta: float) -> tuple[np.ndarray, np.ndarray]:
+    """Clone CAR+ posteriors at dropout ``delta``, and each member's ``log P(c | +)``."""
+    lpos = np.where(zero, np.logaddexp(np.log(delta), np.log1p(-delta) + log_pos),
+                    np.log1p(-delta) + log_pos)
+    llr = np.clip(lpos - log_neg, -CLONE_CLIP, CLONE_CLIP)
+    score = np.bincount(code, weights=llr, minlength=len(clone_logit_prior))
+    return expit(score + clone_logit_prior), lpos
+
+
 def _fit_clone_dropout(log_pos: np.ndarray, log_neg: np.ndarray, zero: np.ndarray,
                        code: np.ndarray, clone_logit_prior: np.ndarray,
-                       max_iter: int, fixed: float | None = None) -> tuple[np.ndarray, float]:
-    """EM over clones: clone CAR+ posteriors and the dropout ``delta`` (clone priors fixed);
-    with ``fixed`` the dropout is that value and only the posteriors are computed."""
-    delta = 0.1 if fixed is None else float(fixed)
-    n_clones = len(clone_logit_prior)
+                       max_iter: int) -> tuple[np.ndarray, float]:
+    """EM over clones: clone CAR+ posteriors and the dropout ``delta`` (clone priors fixed)."""
+    delta = 0.1
     post = expit(clone_logit_prior)
-    for _ in range(1 if fixed is not None else max_iter):
-        lpos = np.where(zero, np.logaddexp(np.log(delta), np.log1p(-delta) + log_pos),
-                        np.log1p(-delta) + log_pos)
-        llr = np.clip(lpos - log_neg, -CLONE_CLIP, CLONE_CLIP)
-        score = np.bincount(code, weights=llr, minlength=n_clones)
-        post = expit(score + clone_logit_prior)
+    for _ in range(max_iter):
+        post, lpos = _clone_posterior(log_pos, log_neg, zero, code, clone_logit_prior, delta)
         # M-step: dropout = responsibility of dropout for the zeros of CAR+ clones
         w = post[code]
         z_drop = np.where(zero, np.exp(np.log(delta) - lpos), 0.0)
         denom = float(np.sum(w))
         new_delta = float(np.clip(np.sum(w * z_drop) / denom, 1e-4, 0.999)) if denom > 0 else delta
-        if fixed is not None:
-            break
         done = abs(new_delta - delta) < 1e-6
         delta = new_delta
         if done:
@@ -486,8 +485,12 @@ def clone_aware_car(
     frac = np.array([np.clip(models[str(s)].positive_fraction, 1e-4, 1 - 1e-4) for s in ss])
     n_mem = np.bincount(code, minlength=n_clones)
     clone_prior = np.bincount(code, weights=frac, minlength=n_clones) / n_mem
-    post, delta = _fit_clone_dropout(log_pos, log_neg, cc == 0, code, logit(clone_prior),
-                                     max_iter, fixed=dropout)
+    if dropout is None:
+        post, delta = _fit_clone_dropout(log_pos, log_neg, cc == 0, code, logit(clone_prior),
+                                         max_iter)
+    else:
+        delta = float(dropout)
+        post, _ = _clone_posterior(log_pos, log_neg, cc == 0, code, logit(clone_prior), delta)
     in_sorted = np.bincount(code, weights=[float(models[str(s)].sorted) for s in ss],
                             minlength=n_clones) > 0
     any_umis = np.bincount(code, weights=(cc >= min_umis).astype(float), minlength=n_clones) > 0
