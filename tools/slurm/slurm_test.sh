@@ -8,18 +8,6 @@ BIN="$REPO/.venv/bin"
 WORK=${SLURM_TEST_DIR:-$(mktemp -d /tmp/cartcohort-slurm-test.XXXX)}
 export SLURM_STATE="$WORK/slurm-state"
 
-set +e
-"$REPO/tools/slurm/up.sh"
-rc=$?
-set -e
-if [ $rc -eq 3 ]; then
-  echo "!!!!!!!! SLURM TEST SKIPPED: apt-get is not available on this machine !!!!!!!!" >&2
-  exit 0
-elif [ $rc -ne 0 ]; then
-  echo "SLURM bring-up failed (exit $rc)" >&2; exit $rc
-fi
-trap '"$REPO/tools/slurm/down.sh"' EXIT
-
 # what is checked (jobs through sbatch, identical tables) does not depend on the size of
 # the gene space: 2,000 background genes, and the `tables` target (no figures/report)
 "$BIN/python" "$REPO/workflow/scripts/simulate_demo.py" --out "$WORK/cohort" --seed 3 \
@@ -28,8 +16,28 @@ common=(tables -s "$REPO/Snakefile" --configfile "$REPO/config/config.yaml"
         --config samples="$WORK/cohort/samples.tsv" clinical="$WORK/cohort/clinical.tsv")
 
 mkdir -p "$WORK/local" "$WORK/slurm"
-echo "== local run"
-"$BIN/snakemake" "${common[@]}" -d "$WORK/local" --cores 2 --quiet
+# the local run goes on while SLURM is installed and started (apt-get waits on I/O)
+echo "== local run (in the background, log: $WORK/local-run.log)"
+"$BIN/snakemake" "${common[@]}" -d "$WORK/local" --cores 2 --quiet \
+  > "$WORK/local-run.log" 2>&1 &
+local_pid=$!
+
+set +e
+"$REPO/tools/slurm/up.sh"
+rc=$?
+set -e
+if [ $rc -ne 0 ]; then kill "$local_pid" 2>/dev/null || true; fi
+if [ $rc -eq 3 ]; then
+  echo "!!!!!!!! SLURM TEST SKIPPED: apt-get is not available on this machine !!!!!!!!" >&2
+  exit 0
+elif [ $rc -ne 0 ]; then
+  echo "SLURM bring-up failed (exit $rc)" >&2; exit $rc
+fi
+trap '"$REPO/tools/slurm/down.sh"' EXIT
+
+if ! wait "$local_pid"; then
+  tail -30 "$WORK/local-run.log" >&2; echo "FAIL: the local run failed" >&2; exit 1
+fi
 echo "== SLURM run"
 timeout -s KILL 1800 "$BIN/snakemake" "${common[@]}" -d "$WORK/slurm" \
   --profile "$REPO/profiles/slurm" --jobs 4 2>&1 | tee "$WORK/slurm-run.log"

@@ -85,7 +85,7 @@ rule pseudobulk_de:
     priority: 5
     conda:
         "../../envs/associate.yaml"
-    threads: 2
+    threads: THREADS
     resources:
         mem_mb=mem_mb("pseudobulk_de"),
         runtime=runtime("pseudobulk_de"),
