@@ -955,3 +955,34 @@ def test_library_table_puts_model_beside_naive():
     assert t.loc["B", "car_positive_fraction"] == 1.0
     assert t.loc["B", "naive_car_positive_fraction"] == pytest.approx(1 / 3)
     assert t.loc["A", "car_expected_fpr"] == 0.002 and t.loc["B", "sort"] == "CAR+"
+
+
+def test_library_graph_joins_cells_of_one_library_only():
+    """Each library's block is the graph that library alone gets (as a new product's
+    own graph), and no edge crosses libraries - even where the embedding mixes them."""
+    from cartcohort.tl.integrate.graph import embed_and_cluster
+
+    rng = np.random.default_rng(0)
+    n = 240
+    library = np.repeat(["L1", "L2", "L3"], [100, 90, 50])
+    x = rng.normal(size=(n, 10)).astype(np.float32)  # libraries fully mixed
+    adata = ad.AnnData(obs=pd.DataFrame({"sample": library},
+                                        index=[f"c{i}" for i in range(n)]))
+    adata.obsm["X_integrated"] = x
+    g = an.library_graph(adata, n_neighbors=10, seed=0)
+    rows, cols = g.nonzero()
+    assert len(rows) > 0
+    assert (library[rows] == library[cols]).all()
+    assert g.diagonal().sum() == 0
+    for lib in ("L1", "L2", "L3"):
+        idx = np.flatnonzero(library == lib)
+        alone = embed_and_cluster(x[idx], adata.obs.iloc[idx], n_neighbors=10,
+                                  resolutions=(), seed=0).connectivities.toarray()
+        np.fill_diagonal(alone, 0)
+        np.testing.assert_allclose(g[idx][:, idx].toarray(), alone)
+    # a one-cell library has no edges; a missing embedding is refused with the fix
+    adata.obs.iloc[0, 0] = "L0"
+    assert an.library_graph(adata, n_neighbors=10, seed=0)[0].nnz == 0
+    del adata.obsm["X_integrated"]
+    with pytest.raises(CartCohortError, match="X_integrated.*re-run rule integrate"):
+        an.library_graph(adata, n_neighbors=10, seed=0)

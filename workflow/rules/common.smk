@@ -760,8 +760,9 @@ def patient_response():
 
 def annotate_kwargs():
     """Config keyword arguments of `tl.annotate.annotate`, rule annotate - the annotate
-    settings but the signature file (an input) and the CAR features. No seed: annotation
-    draws no random numbers."""
+    settings but the signature file (an input), the CAR features, and the kNN size
+    (integrate.n_neighbors) and seed of each library's own graph (the lineage and
+    checkpoint-receptor calls pool over it)."""
     cfg = config["annotate"]
     keys = [
         "min_state_score",
@@ -780,7 +781,12 @@ def annotate_kwargs():
         "celltypist_model",
     ]
     return canonical(
-        {**{k: cfg[k] for k in keys}, "car_features": config["car_features"]}
+        {
+            **{k: cfg[k] for k in keys},
+            "car_features": config["car_features"],
+            "n_neighbors": config["integrate"]["n_neighbors"],
+            "seed": seed(),
+        }
     )
 
 

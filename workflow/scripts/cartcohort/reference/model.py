@@ -180,7 +180,13 @@ def build_reference(
         signatures=signatures, smoothing=float(ann["smoothing"]), sd_floor=float(ann["sd_floor"]))
     out.obsm["X_signature"] = expr
     out.uns["state_scale"] = {"genes": names, "mean": s_mean, "sd": s_sd}
-    _count_models(out, prepared, graph=integrated.obsp["connectivities"], signatures=signatures)
+    # the count models' neighbour agreement (rho) over each library's own graph, as the
+    # cohort's calls (tl.annotate.annotate) and a new product's
+    from ..tl.annotate import library_graph
+
+    own_graph = library_graph(integrated, n_neighbors=int(settings["n_neighbors"]),
+                              seed=int(settings["seed"]))
+    _count_models(out, prepared, graph=own_graph, signatures=signatures)
     return out
 
 

@@ -123,7 +123,8 @@ def _annotate(gex: ad.AnnData, counts: Any, x_int: Any, *, qc_path: str | os.Pat
     signatures = tl.annotate.load_signatures(reference_dir / frozen["signatures_file"])
     result = tl.annotate.annotate(ann, airr=clon.airr, signatures=signatures,
                                   car_clone_dropout=clone_dropout,
-                                  **frozen["annotate"])
+                                  **{"n_neighbors": int(frozen["n_neighbors"]),
+                                     "seed": int(frozen["seed"]), **frozen["annotate"]})
     return result.cells, ann.obsp["connectivities"]
 
 

@@ -34,6 +34,7 @@ from .pipeline import AnnotationResult, agreement_table, annotate, annotation_ge
 from .pooling import (
     CLONE_CLIP,
     CONFIDENT,
+    library_graph,
     neighbour_agreement,
     neighbour_graph,
     local_class_prior,
@@ -108,6 +109,7 @@ __all__ = [
     "load_signatures",
     "marker_positivity",
     "neighbour_agreement",
+    "library_graph",
     "neighbour_graph",
     "parse_signatures",
     "pool_by_clone",

@@ -25,7 +25,7 @@ from .cohort import cells_table
 from .gd import AB_CONSTANT_GENES, GdResult
 from .lineage import LINEAGES, LineageResult, annotate_lineage, check_lineage_genes
 from .summary import library_table
-from .pooling import cell_clones, neighbour_graph
+from .pooling import cell_clones, library_graph, neighbour_graph
 from .signatures import Signatures, restrict_signatures
 from .states import annotate_celltypist, annotate_markers, annotate_states
 
@@ -235,12 +235,11 @@ def annotate(
     car_features: Sequence[str], min_state_score: float = 0.0,
     min_confidence_margin: float = 0.05, cluster_consensus: bool = False,
     car_method: CarMethod = "mixture", car_min_umis: int = 1, car_fdr: float = 0.1,
-    car_population_alpha: float = 1e-3,
-    car_sorted_patterns: Sequence[str] = ("CAR+", "CAT+"), car_sorted_prior: float = 0.9,
-    clone_aware: bool = True,
+    car_population_alpha: float = 1e-3, car_sorted_patterns: Sequence[str] = ("CAR+", "CAT+"),
+    car_sorted_prior: float = 0.9, clone_aware: bool = True,
     smoothing: float = 0.25, down_weight: float = 0.5, sd_floor: float = 0.5,
     celltypist_model: str | None = "", counts_total: np.ndarray | None = None,
-    car_clone_dropout: float | None = None,
+    car_clone_dropout: float | None = None, n_neighbors: int = 15, seed: int = 0,
 ) -> AnnotationResult:
     """Run every annotation step and add the calls to a copy of ``gex.obs``.
 
@@ -249,15 +248,13 @@ def annotate(
     gex
         Integrated AnnData (see module docstring).
     airr
-        scirpy AIRR AnnData with ``obs['clone_id']`` (and ``clone_size``); None
-        when the cohort has no TCR data (no clone-aware calls then).
+        scirpy AIRR AnnData with ``obs['clone_id']`` (and ``clone_size``); None without TCR.
     signatures
         Validated marker programs (:func:`~.signatures.load_signatures`).
     car_features
         ``config['car_features']``; with ``var['is_car']`` defines the CAR features.
     min_state_score, min_confidence_margin, cluster_consensus
-        State-call thresholds (:func:`~.states.call_states`,
-        :func:`~.states.cluster_consensus_states`).
+        State-call thresholds (:func:`~.states.call_states`, ``cluster_consensus_states``).
     car_method, car_min_umis, car_fdr, car_population_alpha
         Per-cell CAR rule, its expected false-discovery rate and the level of each unsorted
         library's test for CAR+ cells (:func:`~.car.call_car_cells`).
@@ -269,9 +266,11 @@ def annotate(
         State scores (:func:`~.states.score_states`): neighbour weight of the expression
         smoothing, weight of the ``down`` genes, floor (log units) on the per-gene SD.
     celltypist_model, counts_total, car_clone_dropout
-        Optional celltypist model path (empty or None: skipped); cells' total counts over
-        all genes when ``gex`` holds some (:func:`annotation_genes`); the clone model's CAR
-        dropout fixed (a frozen reference's; :func:`~.car.clone_aware_car`).
+        Celltypist model path (empty or None: skipped); total counts per cell when ``gex``
+        holds some genes (:func:`annotation_genes`); a frozen clone CAR dropout (``car``).
+    n_neighbors, seed
+        Each library's own kNN graph (:func:`~.pooling.library_graph`), pooled over by the
+        lineage and checkpoint calls (the states smooth over ``obsp['connectivities']``).
 
     Returns
     -------
@@ -279,24 +278,24 @@ def annotate(
         The annotated copy, the cell table, the calls without the matrix and the tables.
     """
     _check_input(gex, airr=airr, signatures=signatures)
-    input_obsm = tuple(gex.obsm)
-    gex = gex.copy()
+    input_obsm, gex = tuple(gex.obsm), gex.copy()
     graph, counts = neighbour_graph(gex), _raw_counts(gex)
+    own_graph = library_graph(gex, n_neighbors=n_neighbors, seed=seed)  # per-sample calls
     car_mask, car_umis, library = car_counts(gex, counts, car_features=car_features,
                                              total=counts_total)
     clone, clone_size = cell_clones(gex.obs_names, airr)
     clone_aware_used = bool(clone_aware) and clone.notna().any()
     sig, sig_genes = restrict_signatures(signatures, genes=gex.var_names)
     check_lineage_genes(signatures, var_names=gex.var_names)
-    lin, gd = annotate_lineage(gex, counts, signatures=signatures, library_size=library,
-                               graph=graph, clone_id=clone, clone_aware=clone_aware_used, airr=airr)
+    lin, gd = annotate_lineage(gex, counts, signatures=signatures, library_size=library, airr=airr,
+                               graph=own_graph, clone_id=clone, clone_aware=clone_aware_used)
     car_models, car_params = annotate_car(
         gex, car_umis, car_mask=car_mask, car_features=car_features, library_size=library,
         clone_id=clone, clone_aware=clone_aware_used, method=car_method, min_umis=car_min_umis,
         sorted_patterns=car_sorted_patterns, sorted_prior=car_sorted_prior, fdr=car_fdr,
         population_alpha=car_population_alpha, clone_dropout=car_clone_dropout)
     marker_fits = annotate_markers(gex, counts, signatures=signatures, library_size=library,
-                                   graph=graph)
+                                   graph=own_graph)
     annotate_states(gex, signatures=sig, graph=graph, smoothing=smoothing, down_weight=down_weight,
                     sd_floor=sd_floor, min_state_score=min_state_score,
                     min_confidence_margin=min_confidence_margin, cluster_consensus=cluster_consensus)

@@ -62,6 +62,60 @@ def neighbour_graph(adata: ad.AnnData, *, key: str = "connectivities") -> sparse
     return g
 
 
+def library_graph(adata: ad.AnnData, *, n_neighbors: int, seed: int = 0,
+                  key: str = "X_integrated", library_key: str = "sample") -> sparse.csr_matrix:
+    """kNN graph of each library's cells among themselves (block diagonal, no self loops).
+
+    The per-sample calls that pool neighbours' evidence (lineage, checkpoint receptors)
+    use it, so that a sample's calls come from its own cells: pooling over the cohort
+    graph, whose neighbours are mostly other libraries' cells, couples the samples that
+    the association treats as independent units, and a new product scored against a
+    frozen reference (which has only its own cells) would be called differently from the
+    same product in the cohort. Each block is
+    :func:`~cartcohort.tl.integrate.graph.embed_and_cluster`'s graph of that library's
+    ``obsm[key]``, as a new product's.
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix
+        Cells x cells connectivities, float64, zero across libraries and on the diagonal.
+
+    Raises
+    ------
+    CartCohortError
+        When ``obsm[key]`` or ``obs[library_key]`` is missing.
+    """
+    from ..integrate.graph import embed_and_cluster
+
+    if key not in adata.obsm:
+        raise CartCohortError(f"the integrated AnnData has no obsm['{key}']; the per-library "
+                              "graphs are built on it. Fix: re-run rule integrate")
+    if library_key not in adata.obs:
+        raise CartCohortError(f"the integrated AnnData has no obs['{library_key}'] column. "
+                              "Fix: re-run rules merge_samples and integrate")
+    x = np.asarray(adata.obsm[key], dtype=np.float32)
+    library = adata.obs[library_key].astype(str).to_numpy()
+    rows, cols, vals = [], [], []
+    for lib in pd.unique(library):
+        idx = np.flatnonzero(library == lib)
+        if len(idx) < 2:
+            continue
+        emb = embed_and_cluster(x[idx], pd.DataFrame(index=adata.obs_names[idx]),
+                                n_neighbors=int(n_neighbors), resolutions=(), seed=int(seed))
+        c = emb.connectivities.tocoo()
+        rows.append(idx[c.row])
+        cols.append(idx[c.col])
+        vals.append(c.data.astype(np.float64))
+    n = adata.n_obs
+    if not rows:
+        return sparse.csr_matrix((n, n), dtype=np.float64)
+    g = sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                          shape=(n, n))
+    g.setdiag(0)
+    g.eliminate_zeros()
+    return g
+
+
 def smoothing_operator(graph: sparse.spmatrix, *, smoothing: float) -> sparse.csr_matrix:
     """Lazy random-walk operator ``(1 - s) I + s D^-1 G`` (rows sum to 1).
 
