@@ -980,9 +980,10 @@ def test_library_graph_joins_cells_of_one_library_only():
                                   resolutions=(), seed=0).connectivities.toarray()
         np.fill_diagonal(alone, 0)
         np.testing.assert_allclose(g[idx][:, idx].toarray(), alone)
-    # a one-cell library has no edges; a missing embedding is refused with the fix
-    adata.obs.iloc[0, 0] = "L0"
-    assert an.library_graph(adata, n_neighbors=10, seed=0)[0].nnz == 0
+    # one- and two-cell libraries have no edges; a missing embedding is refused with the fix
+    adata.obs.iloc[:3, 0] = ["L0", "L4", "L4"]
+    g = an.library_graph(adata, n_neighbors=10, seed=0)
+    assert g[:3].nnz == 0 and g[:, :3].nnz == 0
     del adata.obsm["X_integrated"]
     with pytest.raises(CartCohortError, match="X_integrated.*re-run rule integrate"):
         an.library_graph(adata, n_neighbors=10, seed=0)

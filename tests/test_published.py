@@ -403,8 +403,10 @@ def _wu2020_imported(tmp_path):
 def test_wu2020_own_lineage_agrees_with_the_authors_clusters(tmp_path):
     """Our annotation on wu2020_200's raw counts (its X: integers) beside cluster_orig:
     the agreement table's counts equal those counted by hand from our calls, and our
-    CD4/CD8 call agrees with the authors' 4.x/8.x clusters. Measured: 127 of the 147 cells
-    of a 4.x/8.x cluster (0.864; Cohen's kappa 0.73, adjusted Rand 0.55); states 45 of the
+    CD4/CD8 call agrees with the authors' 4.x/8.x clusters. Measured: 124 of the 147 cells
+    of a 4.x/8.x cluster (0.844; Cohen's kappa 0.69); 127 (0.864, kappa 0.73) when the
+    lineage prior pooled over the cohort graph - these 150 cells come from 27 libraries, so
+    each library's own graph has 4 neighbours per cell; states 45 of the
     121 cells whose label maps to a state (0.37, kappa 0.26: Trm clusters mapped to tem are
     mostly our teff). No threshold tuned to these data (the schema's defaults, as on the
     full path, where the lead measures ~0.84 for lineage)."""
@@ -440,7 +442,7 @@ def test_wu2020_own_lineage_agrees_with_the_authors_clusters(tmp_path):
     cats = sorted(set(x) | set(y))
     pe = sum((x == c).mean() * (y == c).mean() for c in cats)
     assert overall["cohen_kappa"] == pytest.approx((agree.mean() - pe) / (1 - pe))
-    assert overall["agreement"] >= 0.8  # measured 0.864: where the method stands
+    assert overall["agreement"] >= 0.8  # measured 0.844: where the method stands
     # the state call is compared on the labels that map to a state; own states are not
     assert ("state", "3.1-MT") not in table.index and ("state", "4.2-RPL32") not in table.index
     assert table.loc[("state", pa.ALL), "n_cells"] == 150 - 3 - 6 - 20
@@ -456,7 +458,7 @@ def test_wu2020_own_lineage_agrees_with_the_authors_clusters(tmp_path):
         published_agreement=own.agreement, sample_features=pd.DataFrame(
             columns=["sample", "patient", "timepoint"]),
         dictionary=read_dictionary(REPO / "resources" / "features.yaml"))
-    assert "cd4_cd8: 0.86 of 147 cells agree" in page.replace("&#x27;", "'")
+    assert f"cd4_cd8: {overall['agreement']:.2f} of 147 cells agree" in page.replace("&#x27;", "'")
 
 
 def test_own_annotation_refuses_normalised_values(tmp_path):

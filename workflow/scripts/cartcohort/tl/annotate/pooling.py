@@ -98,7 +98,7 @@ def library_graph(adata: ad.AnnData, *, n_neighbors: int, seed: int = 0,
     rows, cols, vals = [], [], []
     for lib in pd.unique(library):
         idx = np.flatnonzero(library == lib)
-        if len(idx) < 2:
+        if len(idx) < 3:  # scanpy's kNN needs 2 neighbours; nothing to pool with fewer
             continue
         emb = embed_and_cluster(x[idx], pd.DataFrame(index=adata.obs_names[idx]),
                                 n_neighbors=int(n_neighbors), resolutions=(), seed=int(seed))
