@@ -94,10 +94,11 @@ def library_graph(adata: ad.AnnData, *, n_neighbors: int, seed: int = 0,
         raise CartCohortError(f"the integrated AnnData has no obs['{library_key}'] column. "
                               "Fix: re-run rules merge_samples and integrate")
     x = np.asarray(adata.obsm[key], dtype=np.float32)
+    # positions of each library's cells in one pass (not a scan of every cell per library)
     library = adata.obs[library_key].astype(str).to_numpy()
+    blocks = pd.Series(np.arange(len(library))).groupby(library, sort=False).indices
     rows, cols, vals = [], [], []
-    for lib in pd.unique(library):
-        idx = np.flatnonzero(library == lib)
+    for idx in blocks.values():
         if len(idx) < 3:  # scanpy's kNN needs 2 neighbours; nothing to pool with fewer
             continue
         emb = embed_and_cluster(x[idx], pd.DataFrame(index=adata.obs_names[idx]),
